@@ -1,0 +1,38 @@
+"""coverage_sim: an exact simulator for online vs offline preference optimisation.
+
+Categorical-policy and contextual-bandit environments with controllable data coverage, optimised by
+numba-accelerated exact-gradient online and offline objectives (RLHF, DPO and TRL's whole loss
+catalogue, IPO, online/iterative DPO, HyPO, VPO, ...). See README.md for a tour.
+"""
+
+from coverage_sim import metrics, preferences
+from coverage_sim.behavior import mixture, quality_mixture, replay, restrict_support, uniform
+from coverage_sim.best_of_n import (best_of_n_kl_bound, best_of_n_policy, best_worst_of_n_pairs,
+                                    best_worst_pairs)
+from coverage_sim.coverage import concentrability, mass_in_support, pair_concentrability
+from coverage_sim.data import PairData, offline_pairs, pairs_from_list, policy_pairs
+from coverage_sim.env import Bandit, optimal_policy
+from coverage_sim.instances import (azar_bandit, azar_d1, random_bandit, tajwar_bandit,
+                                    tajwar_reference, xu_bandit, xu_features, xu_pairs)
+from coverage_sim.losses import PAIR_LOSSES, pair_loss
+from coverage_sim.objectives import OBJECTIVES, Objective, objective
+from coverage_sim.policies import LogLinear, Policy, TabularSoftmax
+from coverage_sim.reward_model import fit_bradley_terry
+from coverage_sim.train import Run, log_schedule, package_versions, train, train_many
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bandit", "optimal_policy",
+    "tajwar_reference", "tajwar_bandit", "azar_bandit", "azar_d1", "xu_bandit", "xu_features",
+    "xu_pairs", "random_bandit",
+    "preferences", "PairData", "offline_pairs", "policy_pairs", "pairs_from_list",
+    "restrict_support", "mixture", "quality_mixture", "replay", "uniform",
+    "concentrability", "mass_in_support", "pair_concentrability",
+    "fit_bradley_terry",
+    "best_of_n_policy", "best_worst_of_n_pairs", "best_worst_pairs", "best_of_n_kl_bound",
+    "PAIR_LOSSES", "pair_loss", "OBJECTIVES", "Objective", "objective",
+    "Policy", "TabularSoftmax", "LogLinear",
+    "Run", "train", "train_many", "log_schedule", "package_versions",
+    "metrics",
+]

@@ -1,0 +1,227 @@
+"""Numba engine: policies, the composite population objective, optimisers and the fused step loop.
+
+Everything here works on ``(X, K)`` arrays of log-probabilities over the response set. An objective is
+a fixed tuple of *terms* (built by :mod:`coverage_sim.objectives`), each with an exact gradient with
+respect to ``log pi`` taken as free coordinates; a policy maps its parameters to ``log pi`` and pulls
+that gradient back. So an objective never sees how the policy is parameterised.
+
+Terms (``terms`` tuple, in this order)::
+
+    code      int    pairwise loss code (coverage_sim._pair_kernels), -1 for none
+    prm       (4,)   pairwise loss parameters [beta, label_smoothing, length, discopop_tau]
+    source    int    OFFLINE: fixed joint pair weights W; ONLINE: W = 2 rho_x pi_i pi_j P_ij (ordered
+                     draws (y, y') ~ pi x pi, either may win) from the current policy, held fixed in
+                     the gradient (semi-gradient)
+    W         (X,K,K) joint pair weights (OFFLINE)
+    P         (X,K,K) label probabilities P[x,i,j] = Pr(i > j) (ONLINE)
+    fast      int    1 to use the S = W + W^T DPO kernel (sigmoid family, OFFLINE)
+    S, d, act        its precomputed arrays (coverage_sim._dpo_fast)
+    C         (X,K)  linear log-likelihood term: L += -sum C * log pi
+    kl_coef   float  L += kl_coef * sum_x rho_x KL(pi_x || pi_ref_x)
+    reward_coef float L += -reward_coef * sum_x rho_x E_pi R
+    R         (X,K)  reward of that term
+    rho       (X,)   context weights
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from coverage_sim._dpo_fast import dpo_fast_grad, dpo_fast_grad_parallel
+from coverage_sim._pair_kernels import population_pairwise
+
+TABULAR = 0
+LOGLINEAR = 1
+
+OFFLINE = 0
+ONLINE = 1
+
+GD = 0
+ADAM = 1
+NPG = 2
+
+_JIT = dict(cache=True, error_model="numpy")
+
+
+@njit(**_JIT)
+def policy_logp(kind, theta, features, base, n_ctx, k):
+    """``log pi`` (X, K) of a tabular softmax (theta = logits) or log-linear policy."""
+    if kind == TABULAR:
+        logits = theta.reshape(n_ctx, k).copy()
+    else:
+        flat = features.reshape(n_ctx * k, features.shape[2])
+        logits = base + (flat @ theta).reshape(n_ctx, k)
+    for x in range(n_ctx):
+        m = np.max(logits[x])
+        s = 0.0
+        for i in range(k):
+            s += np.exp(logits[x, i] - m)
+        norm = m + np.log(s)
+        for i in range(k):
+            logits[x, i] -= norm
+    return logits
+
+
+@njit(**_JIT)
+def policy_backprop(kind, features, lp, grad_lp):
+    """Pull ``dL/dlog pi`` (X, K) back to the parameters through the softmax."""
+    n_ctx, k = lp.shape
+    g = np.empty((n_ctx, k))
+    for x in range(n_ctx):
+        tot = 0.0
+        for i in range(k):
+            tot += grad_lp[x, i]
+        for i in range(k):
+            g[x, i] = grad_lp[x, i] - np.exp(lp[x, i]) * tot
+    if kind == TABULAR:
+        return g.ravel()
+    flat = features.reshape(n_ctx * k, features.shape[2])
+    return flat.T @ g.ravel()
+
+
+@njit(**_JIT)
+def objective_grad(terms, lp, rlp, grad_out, want_loss, parallel_rows, wbuf):
+    """Add the gradient of the composite objective w.r.t. ``log pi`` into ``grad_out``.
+
+    Returns the loss when ``want_loss`` (else 0.0; the fast DPO kernel does not compute it).
+    """
+    (code, prm, source, W, P, fast, S, d, act, C, kl_coef, reward_coef, R, rho) = terms
+    n_ctx, k = lp.shape
+    loss = 0.0
+    if code >= 0:
+        if source == ONLINE:
+            for x in range(n_ctx):
+                for i in range(k):
+                    pi_i = np.exp(lp[x, i])
+                    for j in range(k):
+                        wbuf[x, i, j] = 2.0 * rho[x] * pi_i * np.exp(lp[x, j]) * P[x, i, j]
+            loss += population_pairwise(code, prm, lp, rlp, wbuf, grad_out)
+        elif fast == 1:
+            u = np.zeros((n_ctx, k))
+            for x in range(n_ctx):
+                for i in range(k):
+                    if act[x, i]:
+                        u[x, i] = lp[x, i] - rlp[x, i]
+            beta = prm[0] / prm[2]
+            if parallel_rows:
+                dpo_fast_grad_parallel(S, d, act, u, beta, grad_out)
+            else:
+                dpo_fast_grad(S, d, act, u, beta, grad_out)
+            if want_loss:
+                scratch = np.zeros((n_ctx, k))
+                loss += population_pairwise(code, prm, lp, rlp, W, scratch)
+        else:
+            loss += population_pairwise(code, prm, lp, rlp, W, grad_out)
+    for x in range(n_ctx):
+        for i in range(k):
+            c = C[x, i]
+            if c != 0.0:
+                grad_out[x, i] -= c
+                if want_loss:
+                    loss -= c * lp[x, i]
+            pi = np.exp(lp[x, i])
+            if pi > 0.0:
+                if kl_coef != 0.0:
+                    g = lp[x, i] - rlp[x, i]
+                    grad_out[x, i] += kl_coef * rho[x] * pi * (g + 1.0)
+                    loss += kl_coef * rho[x] * pi * g
+                if reward_coef != 0.0:
+                    grad_out[x, i] -= reward_coef * rho[x] * pi * R[x, i]
+                    loss -= reward_coef * rho[x] * pi * R[x, i]
+    return loss
+
+
+@njit(**_JIT)
+def _natural_direction(kind, features, lp, grad_lp, g_theta, rho):
+    """Natural-gradient direction: Fisher^+ g (mirror descent on each simplex when tabular)."""
+    n_ctx, k = lp.shape
+    if kind == TABULAR:
+        out = np.zeros(n_ctx * k)
+        for x in range(n_ctx):
+            if rho[x] <= 0.0:
+                continue
+            for i in range(k):
+                pi = np.exp(lp[x, i])
+                if pi > 0.0:
+                    out[x * k + i] = grad_lp[x, i] / (rho[x] * pi)
+        return out
+    dim = features.shape[2]
+    fisher = np.zeros((dim, dim))
+    for x in range(n_ctx):
+        mean = np.zeros(dim)
+        for i in range(k):
+            pi = np.exp(lp[x, i])
+            for a in range(dim):
+                mean[a] += pi * features[x, i, a]
+        for i in range(k):
+            pi = np.exp(lp[x, i])
+            if pi == 0.0:
+                continue
+            for a in range(dim):
+                da = features[x, i, a] - mean[a]
+                for b in range(dim):
+                    fisher[a, b] += rho[x] * pi * da * (features[x, i, b] - mean[b])
+    damping = 1e-10 * (1.0 + np.trace(fisher) / dim)
+    for a in range(dim):
+        fisher[a, a] += damping
+    return np.linalg.solve(fisher, g_theta)
+
+
+@njit(**_JIT)
+def run_one(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, adam_b2, adam_eps,
+            steps, record_steps, out_lp, out_loss, parallel_rows):
+    """Fused exact-gradient loop; updates ``theta`` in place and fills the record buffers.
+
+    Records the state after ``s`` updates for each ``s`` in ``record_steps`` (sorted, within
+    ``[0, steps]``): ``out_lp[r]`` = log pi and ``out_loss[r]`` = loss.
+    """
+    n_ctx, k = rlp.shape
+    rho = terms[13]
+    wbuf = np.zeros((n_ctx, k, k)) if terms[2] == ONLINE and terms[0] >= 0 else np.zeros((0, 0, 0))
+    m = np.zeros(theta.size)
+    v = np.zeros(theta.size)
+    grad_lp = np.zeros((n_ctx, k))
+    nxt = 0
+    n_rec = record_steps.size
+    for s in range(steps + 1):
+        lp = policy_logp(kind, theta, features, base, n_ctx, k)
+        recording = nxt < n_rec and record_steps[nxt] == s
+        if s == steps and not recording:
+            break
+        grad_lp[:] = 0.0
+        loss = objective_grad(terms, lp, rlp, grad_lp, recording, parallel_rows, wbuf)
+        if recording:
+            out_lp[nxt] = lp
+            out_loss[nxt] = loss
+            nxt += 1
+        if s == steps:
+            break
+        g = policy_backprop(kind, features, lp, grad_lp)
+        if optimizer == GD:
+            for p in range(theta.size):
+                theta[p] -= lr * g[p]
+        elif optimizer == ADAM:
+            t = s + 1
+            c1 = 1.0 - adam_b1 ** t
+            c2 = 1.0 - adam_b2 ** t
+            for p in range(theta.size):
+                m[p] = adam_b1 * m[p] + (1.0 - adam_b1) * g[p]
+                v[p] = adam_b2 * v[p] + (1.0 - adam_b2) * g[p] * g[p]
+                theta[p] -= lr * (m[p] / c1) / (np.sqrt(v[p] / c2) + adam_eps)
+        else:
+            direction = _natural_direction(kind, features, lp, grad_lp, g, rho)
+            for p in range(theta.size):
+                theta[p] -= lr * direction[p]
+
+
+@njit(parallel=True, **_JIT)
+def run_batch(theta, kind, features, base, rlp, code, prm, source, W, P, fast, S, d, act, C,
+              kl_coef, reward_coef, R, rho, optimizer, lr, adam_b1, adam_b2, adam_eps, steps,
+              record_steps, out_lp, out_loss):
+    """:func:`run_one` over a leading batch axis of independent problems, split over threads."""
+    for b in prange(theta.shape[0]):
+        terms = (code[b], prm[b], source, W[b], P[b], fast, S[b], d[b], act[b], C[b], kl_coef[b],
+                 reward_coef[b], R[b], rho[b])
+        run_one(theta[b], kind, features[b], base[b], rlp[b], terms, optimizer, lr[b], adam_b1,
+                adam_b2, adam_eps, steps, record_steps, out_lp[b], out_loss[b], False)

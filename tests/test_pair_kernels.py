@@ -1,0 +1,342 @@
+"""Tests for the numba pairwise-loss kernels against the reference definitions in coverage_sim.losses.
+
+Oracles: torch autograd of ``population_loss`` on torch tensors (float64), central finite differences of
+the kernel's own loss, the numpy ``population_loss`` for values, TRL's batch mean for AOT, and the
+closed-form population DPO gradient of engineering.md §C.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coverage_sim import _pair_kernels as pk
+from coverage_sim.losses import PAIR_LOSSES, get_pair_loss, pair_loss, population_loss
+
+ALL_NAMES = sorted(PAIR_LOSSES)
+PARAMS = {
+    "sigmoid": dict(beta=0.7, label_smoothing=0.1), "dpo": dict(beta=1.3),
+    "cdpo": dict(beta=0.7, label_smoothing=0.15), "hinge": dict(beta=0.7), "slic": dict(beta=1.3),
+    "ipo": dict(beta=0.7, length=2.5), "exo_pair": dict(beta=0.7, label_smoothing=0.05),
+    "nca_pair": dict(beta=0.7), "robust": dict(beta=0.7, label_smoothing=0.2),
+    "bco_pair": dict(beta=0.7), "sppo_hard": dict(beta=0.7),
+    "aot": dict(beta=0.7, label_smoothing=0.1), "aot_unpaired": dict(beta=0.7, label_smoothing=0.1),
+    "apo_zero": dict(beta=0.7), "apo_down": dict(beta=0.7), "discopop": dict(beta=0.7),
+    "sft": dict(beta=0.7), "sigmoid_norm": dict(beta=0.7, length=2.5),
+}
+SHAPES = [(1, 2), (3, 2), (1, 5), (3, 5), (1, 17), (3, 17)]
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _kernel(name, lp, rlp, W, **params):
+    spec = get_pair_loss(name)
+    grad = np.zeros_like(lp)
+    loss = pk.population_pairwise(spec.code, spec.pack(params), lp, rlp, W, grad)
+    return loss, grad
+
+
+def _autograd(name, lp, rlp, W, **params):
+    lpt = torch.tensor(lp, dtype=torch.float64, requires_grad=True)
+    loss = population_loss(name, lpt, torch.tensor(rlp, dtype=torch.float64), W, **params)
+    loss.backward()
+    return loss.item(), lpt.grad.numpy()
+
+
+def _relmax(a, b):
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
+
+
+def _safe_for_fd(name, lp, rlp, W, params, margin=1e-5):
+    """False if a hinge kink or an AOT rank swap is within ``margin`` (10 FD steps) of the instance."""
+    x, i, j = np.nonzero(W)
+    h = (lp[x, i] - rlp[x, i]) - (lp[x, j] - rlp[x, j])
+    if PAIR_LOSSES[name].code == pk.HINGE:
+        return np.abs(1.0 - params["beta"] * h).min() > margin
+    if PAIR_LOSSES[name].code == pk.AOT:
+        a = np.unique(lp[x, i] - lp[x, j])   # i == j entries are exactly 0 and stay tied
+        return np.diff(a).min(initial=np.inf) > margin
+    if PAIR_LOSSES[name].code == pk.AOT_UNPAIRED:
+        u = np.sort((lp - rlp).ravel())
+        return np.diff(u).min(initial=np.inf) > margin
+    return True
+
+
+def _instance(seed, X, K, name=None, params=None):
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        lp = _log_softmax(rng.normal(size=(X, K)) * 1.5)
+        rlp = _log_softmax(rng.normal(size=(X, K)))
+        W = rng.random((X, K, K)) * (rng.random((X, K, K)) > 0.3)
+        W[0, 0, 1] += 0.05
+        W /= W.sum()
+        if name is None or _safe_for_fd(name, lp, rlp, W, params):
+            return lp, rlp, W
+    raise RuntimeError("no instance away from kinks")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------------
+# Constants and entry checks
+
+
+def test_codes_and_prm_layout():
+    names = ["SIGMOID", "HINGE", "IPO", "EXO_PAIR", "NCA_PAIR", "ROBUST", "BCO_PAIR", "SPPO_HARD",
+             "AOT", "AOT_UNPAIRED", "APO_ZERO", "APO_DOWN", "DISCOPOP", "SFT", "SIGMOID_NORM"]
+    assert [getattr(pk, n) for n in names] == list(range(15))
+    assert (pk.P_BETA, pk.P_LABEL_SMOOTHING, pk.P_LENGTH, pk.P_DISCOPOP_TAU) == (0, 1, 2, 3)
+
+
+def test_population_pairwise_rejects_bad_code_and_shapes():
+    lp = np.zeros((1, 3))
+    W = np.full((1, 3, 3), 1 / 9)
+    prm = get_pair_loss("sigmoid").pack()
+    with pytest.raises(ValueError, match="unknown loss code"):
+        pk.population_pairwise(15, prm, lp, lp, W, np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="W must have shape"):
+        pk.population_pairwise(0, prm, lp, lp, W[:, :2], np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="grad_out"):
+        pk.population_pairwise(0, prm, lp, lp, W, np.zeros((1, 2)))
+
+
+def test_pair_value_grad_not_defined_for_aot():
+    prm = get_pair_loss("aot").pack()
+    for code in (pk.AOT, pk.AOT_UNPAIRED, 99):
+        assert all(math.isnan(v) for v in pk.pair_value_grad(code, 0.1, 0.2, 0.0, 0.0, prm))
+
+
+def test_hinge_subgradient_zero_at_kink():
+    prm = get_pair_loss("hinge").pack({"beta": 0.5})
+    assert pk.pair_value_grad(pk.HINGE, 1.0, -1.0, 0.0, 0.0, prm) == (0.0, 0.0, 0.0)  # beta h = 1
+    v, gw, gl = pk.pair_value_grad(pk.HINGE, 1.0, -0.5, 0.0, 0.0, prm)
+    assert (v, gw, gl) == (0.25, -0.5, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per pair: the kernel's scalar function vs torch autograd of pair_loss
+
+
+@pytest.mark.parametrize("name", [n for n in ALL_NAMES if not PAIR_LOSSES[n].needs_batch])
+def test_pair_value_grad_matches_autograd(name):
+    rng = np.random.default_rng(7)
+    lw, ll, rw, rl = (rng.normal(size=50) * 3 for _ in range(4))
+    lw[:3], ll[:3] = [400.0, -400.0, 0.0], [-400.0, 400.0, 0.0]   # |beta h| ~ 560 and h = 0
+    spec = get_pair_loss(name)
+    prm = spec.pack(PARAMS[name])
+    got = np.array([pk.pair_value_grad(spec.code, *args, prm) for args in zip(lw, ll, rw, rl)])
+    tw, tl = torch.tensor(lw, requires_grad=True), torch.tensor(ll, requires_grad=True)
+    ref = pair_loss(name, tw, tl, torch.tensor(rw), torch.tensor(rl), **PARAMS[name])
+    ref.sum().backward()
+    gl_ref = np.zeros_like(ll) if tl.grad is None else tl.grad.numpy()
+    np.testing.assert_allclose(got[:, 0], ref.detach().numpy(), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(got[:, 1], tw.grad.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got[:, 2], gl_ref, rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Population: kernel vs torch autograd, finite differences and the numpy reference
+
+
+@pytest.mark.parametrize("X,K", SHAPES)
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_population_gradient_matches_autograd(name, X, K):
+    params = PARAMS[name]
+    lp, rlp, W = _instance(100 * X + K, X, K)
+    loss, grad = _kernel(name, lp, rlp, W, **params)
+    loss_t, grad_t = _autograd(name, lp, rlp, W, **params)
+    assert _relmax(grad, grad_t) <= 1e-10
+    assert loss == pytest.approx(population_loss(name, lp, rlp, W, **params), rel=1e-12, abs=1e-12)
+    assert loss == pytest.approx(loss_t, rel=1e-12, abs=1e-12)
+    assert np.abs(grad).max() > 0
+
+
+@pytest.mark.parametrize("X,K", SHAPES)
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_population_gradient_matches_finite_differences(name, X, K):
+    params = PARAMS[name]
+    lp, rlp, W = _instance(7 + 100 * X + K, X, K, name, params)
+    _, grad = _kernel(name, lp, rlp, W, **params)
+    step = 1e-6
+    fd = np.zeros_like(lp)
+    for idx in np.ndindex(*lp.shape):
+        up, dn = lp.copy(), lp.copy()
+        up[idx] += step
+        dn[idx] -= step
+        fd[idx] = (_kernel(name, up, rlp, W, **params)[0]
+                   - _kernel(name, dn, rlp, W, **params)[0]) / (2 * step)
+    assert _relmax(grad, fd) <= 1e-6
+
+
+def test_gradient_is_added_into_grad_out():
+    lp, rlp, W = _instance(3, 2, 4)
+    spec = get_pair_loss("sigmoid")
+    _, grad = _kernel("sigmoid", lp, rlp, W)
+    out = np.ones_like(lp)
+    pk.population_pairwise(spec.code, spec.pack(), lp, rlp, W, out)
+    np.testing.assert_allclose(out, 1.0 + grad, rtol=1e-15)
+
+
+def test_dpo_gradient_closed_form():
+    # engineering.md §C with W = rho mu(i) mu(j) P_ij, P Bradley-Terry:
+    # dL/dlp[x,k] = beta rho mu_k sum_j mu_j (sigma(beta h_kj) - P_kj).
+    rng = np.random.default_rng(11)
+    X, K, beta = 2, 6, 0.8
+    lp = _log_softmax(rng.normal(size=(X, K)))
+    rlp = _log_softmax(rng.normal(size=(X, K)))
+    r = rng.normal(size=(X, K))
+    mu = np.exp(_log_softmax(rng.normal(size=(X, K))))
+    rho = np.array([0.3, 0.7])
+    P = 1.0 / (1.0 + np.exp(-(r[:, :, None] - r[:, None, :])))
+    W = rho[:, None, None] * mu[:, :, None] * mu[:, None, :] * P
+    g = lp - rlp
+    sig = 1.0 / (1.0 + np.exp(-beta * (g[:, :, None] - g[:, None, :])))
+    expected = beta * rho[:, None] * mu * np.einsum("xj,xkj->xk", mu, sig - P)
+    _, grad = _kernel("sigmoid", lp, rlp, W, beta=beta)
+    assert _relmax(grad, expected) <= 1e-13
+
+
+# ---------------------------------------------------------------------------------------------------
+# Extreme logits
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_extreme_logits_finite_and_match_autograd(name):
+    rng = np.random.default_rng(5)
+    X, K = 2, 6
+    params = {**PARAMS[name], "beta": 1.0}
+    # Half the responses far out (log-ratios of several hundred), half moderate, so that |beta h|
+    # reaches ~1e3 while some pairs keep gradients of order one to normalise the comparison.
+    lp = np.concatenate([rng.uniform(-500.0, 500.0, size=(X, K // 2)),
+                         rng.normal(size=(X, K - K // 2))], axis=1)
+    rlp = _log_softmax(rng.normal(size=(X, K)))
+    W = rng.random((X, K, K))
+    W /= W.sum()
+    x, i, j = np.nonzero(W)
+    h = (lp[x, i] - rlp[x, i]) - (lp[x, j] - rlp[x, j])
+    assert np.abs(h).max() > 900
+    loss, grad = _kernel(name, lp, rlp, W, **params)
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    loss_t, grad_t = _autograd(name, lp, rlp, W, **params)
+    assert _relmax(grad, grad_t) <= 1e-10
+    assert loss == pytest.approx(loss_t, rel=1e-12)
+    assert loss == pytest.approx(population_loss(name, lp, rlp, W, **params), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_inf_logps_outside_support_are_skipped(name):
+    rng = np.random.default_rng(9)
+    X, K = 2, 5
+    lp = _log_softmax(rng.normal(size=(X, K)))
+    rlp = _log_softmax(rng.normal(size=(X, K)))
+    W = rng.random((X, K, K))
+    support = np.array([True, True, False, True, False])
+    W[:, ~support, :] = 0.0
+    W[:, :, ~support] = 0.0
+    W /= W.sum()
+    lp_inf, rlp_inf = lp.copy(), rlp.copy()
+    lp_inf[:, ~support] = -np.inf
+    rlp_inf[:, ~support] = -np.inf
+    loss, grad = _kernel(name, lp_inf, rlp_inf, W, **PARAMS[name])
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    assert (grad[:, ~support] == 0).all()
+    sub = np.ix_(range(X), support.nonzero()[0])
+    loss_sub, grad_sub = _kernel(name, lp[sub], rlp[sub], W[:, support][:, :, support],
+                                 **PARAMS[name])
+    assert loss == pytest.approx(loss_sub, rel=1e-14)
+    np.testing.assert_allclose(grad[sub], grad_sub, rtol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------------
+# W = empirical counts / n reproduces TRL's batch mean (AOT included: its sort becomes the coupling)
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_empirical_weights_reproduce_trl_batch_mean(name):
+    rng = np.random.default_rng(13)
+    X, K, n = 2, 4, 9
+    lp = _log_softmax(rng.normal(size=(X, K)) * 2)
+    rlp = _log_softmax(rng.normal(size=(X, K)))
+    xs = rng.integers(0, X, size=n)
+    ws = rng.integers(0, K, size=n)
+    ls = (ws + rng.integers(1, K, size=n)) % K
+    xs[1], ws[1], ls[1] = xs[0], ws[0], ls[0]          # a duplicated pair
+    xs[2], ws[2], ls[2] = xs[3], ls[3], ws[3]          # a pair and its reverse
+    W = np.zeros((X, K, K))
+    np.add.at(W, (xs, ws, ls), 1.0 / n)
+    lpt = torch.tensor(lp, requires_grad=True)
+    rlpt = torch.tensor(rlp)
+    batch = pair_loss(name, lpt[xs, ws], lpt[xs, ls], rlpt[xs, ws], rlpt[xs, ls], **PARAMS[name])
+    batch.mean().backward()
+    loss, grad = _kernel(name, lp, rlp, W, **PARAMS[name])
+    assert loss == pytest.approx(batch.mean().item(), rel=1e-12)
+    assert _relmax(grad, lpt.grad.numpy()) <= 1e-10
+
+
+def test_quantile_coupling_unequal_weights_by_hand():
+    # a: 0 (mass 0.5), 1 (0.5); b: 0 (0.25), 3 (0.75). Segments: [0,.25] (0,0), [.25,.5] (0,3),
+    # [.5,1] (1,3).
+    a, wa = np.array([1.0, 0.0]), np.array([0.5, 0.5])
+    b, wb = np.array([3.0, 0.0]), np.array([0.75, 0.25])
+    ga, gb = np.zeros(2), np.zeros(2)
+    loss = pk.quantile_coupling_loss(a, wa, b, wb, 1.0, 0.0, ga, gb)
+
+    def sp(z):
+        return math.log1p(math.exp(-z))   # -log sigma(z)
+
+    assert loss == pytest.approx(0.25 * sp(0.0) + 0.25 * sp(-3.0) + 0.5 * sp(-2.0), rel=1e-15)
+    s = lambda z: 1.0 / (1.0 + math.exp(z))  # noqa: E731  d/dz[-log sigma(z)] = -sigma(-z)
+    np.testing.assert_allclose(ga, [-0.5 * s(-2.0), -0.25 * s(0.0) - 0.25 * s(-3.0)], rtol=1e-15)
+    np.testing.assert_allclose(gb, [0.25 * s(-3.0) + 0.5 * s(-2.0), 0.25 * s(0.0)], rtol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Properties (hypothesis)
+
+
+@st.composite
+def _population(draw):
+    X = draw(st.integers(1, 3))
+    K = draw(st.integers(2, 6))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    lp = _log_softmax(rng.normal(size=(X, K)) * 3)
+    rlp = _log_softmax(rng.normal(size=(X, K)))
+    W = rng.random((X, K, K)) * (rng.random((X, K, K)) > 0.4)
+    W[0, 0, 1] += 0.01
+    return lp, rlp, W / W.sum()
+
+
+@settings(derandomize=True, max_examples=25, deadline=None)
+@given(pop=_population(), beta=st.floats(0.05, 5.0), shift=st.floats(-5.0, 5.0))
+def test_shift_invariance_of_kernel(pop, beta, shift):
+    # Invariance to a per-context shift of lp makes every row of the gradient sum to zero; for
+    # aot_unpaired (one shift of the whole batch) only the total does.
+    lp, rlp, W = pop
+    for name in ALL_NAMES:
+        spec = PAIR_LOSSES[name]
+        loss, grad = _kernel(name, lp, rlp, W, beta=beta)
+        scale = max(np.abs(grad).max(), 1e-300)
+        if spec.shift_invariant:
+            assert np.abs(grad.sum(axis=1)).max() <= 1e-12 * scale * grad.shape[1], name
+            shifted = _kernel(name, lp + shift, rlp, W, beta=beta)[0]
+            assert shifted == pytest.approx(loss, rel=1e-9, abs=1e-9), name
+        elif name == "aot_unpaired":
+            assert abs(grad.sum()) <= 1e-12 * scale * grad.size
+
+
+@settings(derandomize=True, max_examples=25, deadline=None)
+@given(pop=_population(), beta=st.floats(0.05, 5.0), eps=st.floats(0.0, 0.5))
+def test_cdpo_kernel_equals_sigmoid_on_noisy_labels(pop, beta, eps):
+    lp, rlp, W = pop
+    noisy = (1 - eps) * W + eps * W.transpose(0, 2, 1)
+    la, ga = _kernel("cdpo", lp, rlp, W, beta=beta, label_smoothing=eps)
+    lb, gb = _kernel("sigmoid", lp, rlp, noisy, beta=beta)
+    assert la == pytest.approx(lb, rel=1e-11, abs=1e-12)
+    assert np.abs(ga - gb).max() <= 1e-11 * max(np.abs(gb).max(), 1e-12)
