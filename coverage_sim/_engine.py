@@ -44,6 +44,15 @@ NPG = 2
 _JIT = dict(cache=True, error_model="numpy")
 
 
+def kernel_array(arr, dtype=np.float64) -> np.ndarray:
+    """C-contiguous, writable float64 (or bool): the one layout the kernels are compiled for.
+
+    Read-only inputs (environments and data are frozen) would otherwise make numba compile a second
+    specialisation of the whole engine.
+    """
+    return np.require(arr, dtype=dtype, requirements=("C", "W"))
+
+
 @njit(**_JIT)
 def policy_logp(kind, theta, features, base, n_ctx, k):
     """``log pi`` (X, K) of a tabular softmax (theta = logits) or log-linear policy."""

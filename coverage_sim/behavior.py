@@ -1,4 +1,4 @@
-"""Behaviour policies ``mu``: the coverage dial of the offline data (science.md §0, "Coverage knobs").
+"""Behaviour policies ``mu``: the coverage dial of offline data (science.md §0, "Coverage knobs").
 
 * :func:`restrict_support` -- support truncation (``mu = 0`` outside ``S``), Song et al.
   (arXiv:2406.01462) partial coverage.

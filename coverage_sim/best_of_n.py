@@ -40,15 +40,15 @@ def _bon_row(p: np.ndarray, r: np.ndarray, n: int) -> np.ndarray:
     m = np.bincount(group, weights=p[live], minlength=len(vals))  # group masses, all > 0
     # S_g = mass strictly above group g (accurate near the top, where F_g ~ 1)
     above = np.concatenate([np.cumsum(m[::-1])[::-1][1:], [0.0]])
-    log_F = np.log1p(-np.minimum(above, 1.0))                     # log F_g
-    log_F_prev = np.empty_like(log_F)
-    log_F_prev[0] = -np.inf                                       # F_{-1} = 0
-    log_F_prev[1:] = log_F[:-1]
     with np.errstate(divide="ignore", invalid="ignore"):
+        log_F = np.log1p(-np.minimum(above, 1.0))                 # log F_g (-inf if F_g ~ 0)
+        log_F_prev = np.empty_like(log_F)
+        log_F_prev[0] = -np.inf                                   # F_{-1} = 0
+        log_F_prev[1:] = log_F[:-1]
         # F_g^n - F_{g-1}^n = F_g^n * (1 - (F_{g-1}/F_g)^n), stable for F ~ 1 and large n
         p_group = np.exp(n * log_F) * -np.expm1(n * (log_F_prev - log_F))
     p_group = np.clip(np.nan_to_num(p_group, nan=0.0), 0.0, None)
-    out[live] = p_group[group] * p[live] / m[group]
+    out[live] = p_group[group] * (p[live] / m[group])            # share within the tie group
     return out / out.sum()
 
 

@@ -57,7 +57,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 def _cmd_objectives(_args) -> int:
     width = max(map(len, OBJECTIVES))
     for name, spec in OBJECTIVES.items():
-        print(f"{name:<{width}}  {spec.family:<17}  arXiv:{spec.arxiv:<10}  {spec.paper}")
+        print(f"{name:<{width}}  {spec.family:<17}  arXiv:{spec.arxiv or '-':<10}  {spec.paper}")
     return 0
 
 

@@ -25,7 +25,7 @@ from functools import cached_property
 import numpy as np
 
 from coverage_sim._validation import (as_float_array, check_distribution, check_finite,
-                                      check_in_range, check_int)
+                                      check_int)
 from coverage_sim.preferences import preference_probs
 
 __all__ = ["PairData", "offline_pairs", "policy_pairs", "pairs_from_list"]
@@ -183,8 +183,8 @@ def _check_sampler(env, policy, name: str) -> np.ndarray:
     if empty.any():
         x = int(np.argmax(empty))
         raise ValueError(f"{name} has no support in context {x} (all-zero row) although the "
-                         f"context has weight {env.context_weights[x]!r} > 0; every visited context "
-                         f"needs a distribution summing to 1")
+                         f"context has weight {env.context_weights[x]!r} > 0; every visited "
+                         f"context needs a distribution summing to 1")
     off_ref = (mu > 0) & (env.ref2d == 0)
     if off_ref.any():
         x, y = (int(i) for i in np.argwhere(off_ref)[0])
@@ -217,7 +217,7 @@ def _pairs(env, policy, labels, n, seed, label_noise, reward, name: str, source:
         rng = np.random.default_rng(seed)
         flat = draw.ravel() / draw.sum()
         counts = rng.multinomial(n, flat).reshape(draw.shape)
-        wins = rng.binomial(counts, P)                                # y beats y'
+        wins = rng.binomial(counts, np.clip(P, 0.0, 1.0))             # y beats y'
         # winner i, loser j: draw (i, j) won by y, or draw (j, i) won by y' (on the diagonal this
         # is the full count of (i, i) draws)
         c = wins + np.swapaxes(counts - wins, 1, 2)

@@ -7,14 +7,17 @@
 * :func:`xu_bandit`, :func:`xu_features`, :func:`xu_pairs` -- Xu et al. (arXiv:2404.10719) / Song
   et al. (arXiv:2406.01462): arms ``y1, y2, y3`` with ``pi_ref(y3) = eps`` and data ``y1 > y2``.
 * :func:`random_bandit` -- the shared random instance of the §12 property tests.
+* :data:`INSTANCES`, :func:`make_instance` -- a name registry of the above (used by the CLI).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
-from coverage_sim._validation import (as_float_array, check_finite, check_in_range, check_int,
-                                      check_positive)
+from coverage_sim._validation import (as_float_array, check_choice, check_finite, check_in_range,
+                                      check_int, check_positive)
 from coverage_sim.data import PairData, pairs_from_list
 from coverage_sim.env import Bandit
 
@@ -29,6 +32,8 @@ __all__ = [
     "xu_features",
     "xu_pairs",
     "random_bandit",
+    "INSTANCES",
+    "make_instance",
 ]
 
 #: Arm names of :func:`azar_bandit`, in index order (``a > b > c``).
@@ -71,7 +76,7 @@ def tajwar_reference(n_actions: int = 100) -> np.ndarray:
 
 
 def tajwar_bandit(peak: float = 70, width: float = 10.0, n_actions: int = 100) -> Bandit:
-    """Tajwar et al.'s 100-arm bandit: ``r(a) = exp(-((a - peak)/width)^2)``, ``pi_ref`` tanh-Cauchy.
+    """Tajwar et al.'s 100-arm bandit: reward ``exp(-((a - peak)/width)^2)``, tanh-Cauchy ref.
 
     Tajwar et al. (arXiv:2404.14367) ``reward_4`` (peak 70, far from the reference's mass,
     ``E_ref r = 0.039``) and ``reward_5`` (peak 20, ``E_ref r = 0.377``); widths 20 and 30 give
@@ -91,7 +96,12 @@ def tajwar_bandit(peak: float = 70, width: float = 10.0, n_actions: int = 100) -
       >>> env.name, round(float(env.ref @ env.reward), 3)
       ('tajwar-peak70', 0.039)
     """
-    peak = check_in_range(peak, "peak", -np.inf, np.inf, low_open=True, high_open=True)
+    try:
+        peak = float(peak)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"peak must be a finite real number, got {peak!r}") from exc
+    if not np.isfinite(peak):
+        raise ValueError(f"peak must be a finite real number, got {peak!r}")
     width = check_positive(width, "width")
     ref = tajwar_reference(n_actions)
     a = np.arange(ref.size, dtype=np.float64)
@@ -158,7 +168,8 @@ def azar_d1(env: Bandit | None = None, drop=None) -> PairData:
     """
     env = azar_bandit() if env is None else env
     if not isinstance(env, Bandit) or env.shape != (3,):
-        raise ValueError(f"env must be a single-context 3-arm Bandit (see azar_bandit), got {env!r}")
+        raise ValueError(f"env must be a single-context 3-arm Bandit (see azar_bandit), "
+                         f"got {env!r}")
     pairs = [(0, 1), (1, 2), (0, 2)]
     if drop is None:
         items = []
@@ -299,3 +310,39 @@ def random_bandit(n_responses: int, n_contexts: int = 1, seed=0, reward_scale: f
         return Bandit(reward=reward[0], ref=ref[0], name=f"random-K{K}-X1-seed{seed}")
     rho = rng.dirichlet(np.ones(X))
     return Bandit(reward=reward, ref=ref, context_weights=rho, name=f"random-K{K}-X{X}-seed{seed}")
+
+
+#: Built-in instances by name: ``name -> (factory, one-line summary)``; see :func:`make_instance`.
+INSTANCES = {
+    "tajwar-peak70": (partial(tajwar_bandit, peak=70),
+                      "Tajwar et al. 2404.14367: 100 arms, tanh-Cauchy pi_ref, reward peak at 70 "
+                      "(far from pi_ref's mass)"),
+    "tajwar-peak20": (partial(tajwar_bandit, peak=20),
+                      "Tajwar et al. 2404.14367: 100 arms, tanh-Cauchy pi_ref, reward peak at 20 "
+                      "(aligned with pi_ref)"),
+    "azar": (azar_bandit, "Azar et al. 2310.12036: 3 arms a > b > c, uniform pi_ref"),
+    "xu": (xu_bandit, "Xu et al. 2404.10719: arms y1, y2, y3 with pi_ref(y3) = 1e-3, "
+                      "r = (1, 0, -3)"),
+    "random-k10": (partial(random_bandit, 10, seed=0),
+                   "10 arms, rewards U[-3, 3], full-support random pi_ref (seed 0)"),
+    "random-k10-x3": (partial(random_bandit, 10, n_contexts=3, seed=0),
+                      "3 contexts x 10 arms, rewards U[-3, 3], random pi_ref and rho (seed 0)"),
+}
+
+
+def make_instance(name: str) -> Bandit:
+    """Build a built-in instance by name (see :data:`INSTANCES`).
+
+    Args:
+      name: one of the keys of :data:`INSTANCES`.
+
+    Returns:
+      A fresh :class:`coverage_sim.env.Bandit`.
+
+    Examples:
+      >>> from coverage_sim.instances import make_instance
+      >>> make_instance("azar").name
+      'azar'
+    """
+    check_choice(name, "instance name", INSTANCES)
+    return INSTANCES[name][0]()

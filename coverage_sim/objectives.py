@@ -46,7 +46,7 @@ class ObjectiveSpec:
     """Registry entry: what an objective needs, its defaults, paper and convention."""
 
     name: str
-    family: str  # "offline pairwise" | "offline pointwise" | "online"
+    family: str  # "offline pairwise" | "offline pointwise" | "online" | "hybrid"
     paper: str
     arxiv: str
     convention: str
@@ -144,7 +144,7 @@ _register(ObjectiveSpec(
                                  steps_per_iteration=check_int(p["steps_per_iteration"],
                                                                "steps_per_iteration", minimum=1)))))
 _register(ObjectiveSpec(
-    name="hypo", family="offline pairwise",
+    name="hypo", family="hybrid",
     paper="Song et al. 2024, hybrid preference optimisation (HyPO)", arxiv="2406.01462",
     convention=("L = L_DPO(offline data) + lam * E_x KL(pi(.|x) || pi_ref(.|x)); the KL is on the "
                 "policy's own (unlabelled) samples, here with its exact gradient."),
@@ -324,10 +324,10 @@ class Objective:
             sym, d, act = dpo_fast_precompute(weights, prm[1], code == ROBUST, prm[0] / prm[2])
         else:
             sym, d, act = empty3[:0], np.zeros((0, k)), np.zeros((0, k), dtype=bool)
-        f64 = np.ascontiguousarray
-        return (int(code), f64(prm, dtype=np.float64), int(source), f64(weights), f64(probs),
-                fast, sym, d, act, f64(linear), float(kl_coef), float(reward_coef), f64(reward),
-                f64(rho))
+        arr = _engine.kernel_array
+        return (int(code), arr(prm), int(source), arr(weights), arr(probs), fast, arr(sym), arr(d),
+                arr(act, np.bool_), arr(linear), float(kl_coef), float(reward_coef), arr(reward),
+                arr(rho))
 
     def loss_and_grad(self, env: Bandit, logp, data=None):
         """Exact population loss and its gradient with respect to ``log pi``.

@@ -153,11 +153,11 @@ class LogLinear(Policy):
         elif feats.shape[:2] != (env.n_contexts, env.n_responses):
             raise ValueError(f"features must have shape ({env.n_responses}, D) or "
                              f"({env.n_contexts}, {env.n_responses}, D), got {feats.shape}")
-        return np.ascontiguousarray(feats)
+        return _engine.kernel_array(feats)
 
     def base_for(self, env: Bandit) -> np.ndarray:
         if self.base == "ref":
-            return np.ascontiguousarray(env.ref_logp2d)
+            return _engine.kernel_array(env.ref_logp2d)
         return np.zeros((env.n_contexts, env.n_responses))
 
     def init_params(self, env: Bandit, rng: np.random.Generator) -> np.ndarray:

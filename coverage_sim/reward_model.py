@@ -24,7 +24,7 @@ def _objective(r, w, l2):
     s = expit(-d)                                                     # 1 - sigma(r_i - r_j)
     M = w * s
     grad = -(M.sum(axis=1) - M.sum(axis=0)) + l2 * r
-    A = (w + w.T) * expit(d) * s                                      # edge weights of the Laplacian
+    A = (w + w.T) * expit(d) * s                                      # Laplacian edge weights
     np.fill_diagonal(A, 0.0)
     H = np.diag(A.sum(axis=1)) - A + l2 * np.eye(len(r))
     return nll, grad, H

@@ -193,9 +193,9 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     _check_data(env, data)
     b1, b2, eps = (float(a) for a in adam)
     rng = np.random.default_rng(seed)
-    theta = np.ascontiguousarray(policy.init_params(env, rng), dtype=np.float64)
+    theta = _engine.kernel_array(policy.init_params(env, rng))
     features, base = policy.features_for(env), policy.base_for(env)
-    rlp = np.ascontiguousarray(env.ref_logp2d)
+    rlp = _engine.kernel_array(env.ref_logp2d)
     if parallel is None:
         parallel = env.n_responses >= _PARALLEL_ROWS_MIN_K
     n_ctx, k = env.n_contexts, env.n_responses

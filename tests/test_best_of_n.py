@@ -10,7 +10,6 @@ from coverage_sim.best_of_n import (best_of_n_kl_bound, best_of_n_policy, best_w
                                     best_worst_pairs)
 from coverage_sim.data import PairData
 from coverage_sim.env import Bandit
-from coverage_sim.instances import random_bandit
 
 
 def brute_force(p, r, n):
@@ -134,6 +133,9 @@ def test_large_n_is_stable():
     b = best_of_n_policy(p, [0.0, 1.0, 2.0], 200)
     np.testing.assert_allclose(b[0], 0.5 ** 200, rtol=1e-12)
     np.testing.assert_allclose(b[1], 0.8 ** 200 - 0.5 ** 200, rtol=1e-12)
+    # a tiny-mass top arm: 1 - (1 - 1e-300)^3 = 3e-300, no underflow to 0
+    b = best_of_n_policy([1e-300, 1 - 1e-300], [1.0, 0.0], 3)
+    np.testing.assert_allclose(b[0], 3e-300, rtol=1e-12)
 
 
 @st.composite

@@ -5,9 +5,9 @@ import pytest
 from scipy.stats import cauchy
 
 from coverage_sim.env import Bandit
-from coverage_sim.instances import (AZAR_ARMS, XU_ARMS, azar_bandit, azar_d1, random_bandit,
-                                    tajwar_bandit, tajwar_reference, xu_bandit, xu_features,
-                                    xu_pairs)
+from coverage_sim.instances import (AZAR_ARMS, INSTANCES, XU_ARMS, azar_bandit, azar_d1,
+                                    make_instance, random_bandit, tajwar_bandit, tajwar_reference,
+                                    xu_bandit, xu_features, xu_pairs)
 
 
 def test_tajwar_reference_published_numbers():
@@ -101,6 +101,15 @@ def test_random_bandit_rewards_cover_range():
     assert r.min() < -2.9 and r.max() > 2.9                  # uniform on [-3, 3]
 
 
+def test_registry():
+    assert make_instance("tajwar-peak70").name == "tajwar-peak70"
+    np.testing.assert_array_equal(make_instance("xu").ref, xu_bandit().ref)
+    for name, (factory, summary) in INSTANCES.items():
+        env = make_instance(name)
+        assert isinstance(env, Bandit) and isinstance(summary, str) and summary
+        assert make_instance(name) is not env                 # fresh object each call
+
+
 INVALID = [
     (lambda: tajwar_reference(1), "n_actions"),
     (lambda: tajwar_reference(10.0), "n_actions"),
@@ -127,6 +136,7 @@ INVALID = [
     (lambda: random_bandit(5, min_ref=-0.01), "min_ref"),
     (lambda: random_bandit(5, seed=-1), "seed"),
     (lambda: random_bandit(5, seed="abc"), "seed"),
+    (lambda: make_instance("tajwar"), "instance name"),
 ]
 
 

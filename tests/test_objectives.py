@@ -18,8 +18,6 @@ from coverage_sim.objectives import OBJECTIVES
 
 torch.set_default_dtype(torch.float64)
 
-PAIR_NAMES = [n for n, s in OBJECTIVES.items() if s.family == "offline pairwise"
-              and n not in ("hypo",)]
 ALL_NAMES = sorted(OBJECTIVES)
 
 
@@ -54,16 +52,12 @@ def _objective(name, beta=0.7):
 
 def _frozen_loss_torch(obj, env, data, terms, lp_t):
     """The population loss in torch with the same (sampler-fixed) terms as the engine."""
-    (code, prm, source, weights, probs, fast, _s, _d, _a, linear, kl_coef, reward_coef, reward,
-     rho) = terms
-    rlp_np = env.ref_logp2d
-    rlp = torch.from_numpy(rlp_np)
     lp_np = lp_t.detach().numpy()
+    (_code, _prm, _source, weights, _probs, _fast, _s, _d, _a, linear, kl_coef, reward_coef, reward,
+     rho) = _freeze_sampler(terms, lp_np)
+    rlp = torch.from_numpy(env.ref_logp2d)
     loss = torch.zeros(())
     if obj.pair_loss_name is not None:
-        if source == _engine.ONLINE:
-            pi = np.exp(lp_np)
-            weights = 2 * rho[:, None, None] * pi[:, :, None] * pi[:, None, :] * probs
         loss = loss + population_loss(obj.pair_loss_name, lp_t, rlp, weights,
                                       **obj._pair_params())
     mask = torch.from_numpy(linear != 0)
@@ -74,7 +68,7 @@ def _frozen_loss_torch(obj, env, data, terms, lp_t):
     if kl_coef:
         loss = loss + kl_coef * torch.where(support, rho_t * pi_t * (lp_t - rlp), 0.0).sum()
     if reward_coef:
-        loss = loss - reward_coef * (rho_t * pi_t * torch.from_numpy(reward)).sum()
+        loss = loss - reward_coef * (rho_t * pi_t * torch.tensor(reward)).sum()
     return loss
 
 

@@ -39,6 +39,8 @@ def _log_softmax(z):
 
 def _kernel(name, lp, rlp, W, **params):
     spec = get_pair_loss(name)
+    # C-contiguous float64 only, as a public wrapper would pass: other layouts compile again (slow).
+    lp, rlp, W = (np.ascontiguousarray(a, dtype=np.float64) for a in (lp, rlp, W))
     grad = np.zeros_like(lp)
     loss = pk.population_pairwise(spec.code, spec.pack(params), lp, rlp, W, grad)
     return loss, grad
@@ -215,6 +217,7 @@ def test_extreme_logits_finite_and_match_autograd(name):
     # reaches ~1e3 while some pairs keep gradients of order one to normalise the comparison.
     lp = np.concatenate([rng.uniform(-500.0, 500.0, size=(X, K // 2)),
                          rng.normal(size=(X, K - K // 2))], axis=1)
+    lp[:, 0], lp[:, 1] = 500.0, -500.0
     rlp = _log_softmax(rng.normal(size=(X, K)))
     W = rng.random((X, K, K))
     W /= W.sum()

@@ -1,0 +1,460 @@
+"""Benchmark of the exact population DPO step: ours (fused numba loop) vs torch autograd vs numpy.
+
+One step = the gradient of the sigmoid DPO loss ``L = sum_ij W_ij * -log sigma(beta (u_i - u_j))``
+(``u = log pi - log pi_ref``) over the exact ``mu x mu`` Bradley-Terry pair weights ``W`` (one context,
+K x K), pulled back to the tabular softmax logits, plus one Adam update of the logits.
+
+    python benchmarks/bench_dpo.py                       # full run (a few minutes)
+    python benchmarks/bench_dpo.py --quick               # fewer repeats, long runs extrapolated
+    python benchmarks/bench_dpo.py --sizes 10,100,1000,4000
+
+Everything in the printed table is measured in the same process; see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numba  # noqa: E402
+from numba import njit, prange  # noqa: E402
+
+import coverage_sim as cs  # noqa: E402
+from coverage_sim import _engine  # noqa: E402
+
+try:
+    import torch
+    import torch.nn.functional as tF
+except ImportError:  # pragma: no cover - torch is the [test] extra
+    torch = None
+
+BETA = 0.1
+LR = 0.01
+ADAM = (0.9, 0.999, 1e-8)
+RUN_STEPS = 10_000
+BATCH, BATCH_K = 256, 100
+PARALLEL_ROWS_MIN_K = 512  # as coverage_sim.train._PARALLEL_ROWS_MIN_K
+
+TARGET_TORCH_K, TARGET_TORCH_SPEEDUP = 1000, 100.0
+TARGET_FLOOR_K, TARGET_FLOOR_PCT = 4000, 80.0
+TARGET_BATCH_S = 5.0
+
+
+# ----------------------------------------------------------------------------------------------
+# problem
+# ----------------------------------------------------------------------------------------------
+
+class Problem:
+    """Random bandit with K responses, exact mu x mu = pi_ref x pi_ref Bradley-Terry pairs."""
+
+    def __init__(self, k: int, seed: int = 0):
+        self.k = k
+        self.env = cs.random_bandit(k, seed=seed, min_ref=0.1 / k)
+        self.data = cs.offline_pairs(self.env, self.env.ref, labels="bradley_terry")
+        self.objective = cs.objective("sigmoid", beta=BETA)
+        self.terms = self.objective.terms(self.env, self.data)
+        assert self.terms[5] == 1, "the fast S = W + W^T kernel must be selected"
+        self.policy = cs.TabularSoftmax()
+        self.features = self.policy.features_for(self.env)
+        self.base = self.policy.base_for(self.env)
+        self.rlp = np.ascontiguousarray(self.env.ref_logp2d)
+        self.theta0 = np.ascontiguousarray(
+            self.policy.init_params(self.env, np.random.default_rng(seed)), dtype=np.float64)
+        self.W = np.ascontiguousarray(self.data.weights[0])  # (K, K), winner i, loser j
+        self.parallel = k >= PARALLEL_ROWS_MIN_K
+
+    # ---- ours ------------------------------------------------------------------------------
+    def ours_run(self, steps: int, theta=None) -> tuple[np.ndarray, float]:
+        """Fused ``steps``-step run from ``theta`` (default theta0), no recording; (theta, seconds)."""
+        theta = (self.theta0 if theta is None else theta).copy()
+        rec = np.zeros(0, dtype=np.int64)
+        out_lp = np.empty((0, 1, self.k))
+        out_loss = np.empty(0)
+        t0 = time.perf_counter()
+        _engine.run_one(theta, self.policy.kind, self.features, self.base, self.rlp, self.terms,
+                        _engine.ADAM, LR, *ADAM, steps, rec, out_lp, out_loss, self.parallel)
+        return theta, time.perf_counter() - t0
+
+    def ours_grad(self, theta) -> tuple[float, np.ndarray]:
+        """(loss, dL/dlogits) from the engine's fast-path objective_grad + softmax backprop."""
+        lp = _engine.policy_logp(self.policy.kind, theta, self.features, self.base, 1, self.k)
+        g_lp = np.zeros((1, self.k))
+        wbuf = np.zeros((0, 0, 0))
+        _engine.objective_grad(self.terms, lp, self.rlp, g_lp, False, self.parallel, wbuf)
+        loss = _engine.objective_grad(self.terms, lp, self.rlp, np.zeros((1, self.k)), True,
+                                      False, wbuf)
+        return loss, _engine.policy_backprop(self.policy.kind, self.features, lp, g_lp)
+
+
+# ---- torch autograd -------------------------------------------------------------------------
+
+class TorchDPO:
+    """Plain torch autograd: float64, loss = sum W * -logsigmoid(beta (u_i - u_j)), Adam."""
+
+    def __init__(self, prob: Problem, theta=None):
+        self.theta = torch.tensor(prob.theta0 if theta is None else theta, dtype=torch.float64,
+                                  requires_grad=True)
+        self.W = torch.from_numpy(prob.W)
+        self.rlp = torch.from_numpy(prob.rlp[0].copy())
+        self.opt = torch.optim.Adam([self.theta], lr=LR, betas=ADAM[:2], eps=ADAM[2])
+
+    def loss(self):
+        u = torch.log_softmax(self.theta, dim=0) - self.rlp
+        z = BETA * (u[:, None] - u[None, :])
+        return (self.W * -tF.logsigmoid(z)).sum()
+
+    def grad(self):
+        self.theta.grad = None
+        loss = self.loss()
+        loss.backward()
+        return float(loss), self.theta.grad.numpy().copy()
+
+    def step(self):
+        self.opt.zero_grad(set_to_none=True)
+        self.loss().backward()
+        self.opt.step()
+
+
+# ---- numpy -----------------------------------------------------------------------------------
+
+class NumpyDPO:
+    """Plain vectorised numpy: G = W * sigma(-z), dL/du = beta (G^T 1 - G 1), softmax pull-back, Adam."""
+
+    def __init__(self, prob: Problem, theta=None):
+        self.theta = (prob.theta0 if theta is None else theta).copy()
+        self.W = prob.W
+        self.rlp = prob.rlp[0]
+        self.m = np.zeros_like(self.theta)
+        self.v = np.zeros_like(self.theta)
+        self.t = 0
+
+    def grad(self):
+        th = self.theta
+        mx = th.max()
+        lp = th - (mx + np.log(np.exp(th - mx).sum()))
+        u = lp - self.rlp
+        z = np.subtract.outer(u, u)
+        z *= BETA
+        with np.errstate(over="ignore"):
+            np.exp(z, out=z)            # e^{z}
+        z += 1.0
+        np.divide(self.W, z, out=z)     # G = W sigma(-z)
+        g_u = BETA * (z.sum(axis=0) - z.sum(axis=1))
+        return g_u - np.exp(lp) * g_u.sum()
+
+    def step(self):
+        g = self.grad()
+        b1, b2, eps = ADAM
+        self.t += 1
+        self.m *= b1
+        self.m += (1.0 - b1) * g
+        self.v *= b2
+        self.v += (1.0 - b2) * g * g
+        self.theta -= LR * (self.m / (1.0 - b1 ** self.t)) / (
+            np.sqrt(self.v / (1.0 - b2 ** self.t)) + eps)
+
+
+# ----------------------------------------------------------------------------------------------
+# memory bandwidth
+# ----------------------------------------------------------------------------------------------
+
+@njit(parallel=True, fastmath=True, error_model="numpy", cache=False)
+def _chunked_sum(a, n_chunks):
+    n = a.size
+    part = np.zeros(n_chunks)
+    size = (n + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        s = 0.0
+        for i in range(c * size, min(n, (c + 1) * size)):
+            s += a[i]
+        part[c] = s
+    return part.sum()
+
+
+def read_bandwidth(n_bytes: int, repeats: int) -> float:
+    """Best-of-``repeats`` read bandwidth (bytes/s) of a parallel sum over an array > L3."""
+    a = np.random.default_rng(0).random(n_bytes // 8)
+    threads = numba.get_num_threads()
+    _chunked_sum(a[:1024], threads)  # compile
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _chunked_sum(a, threads)
+        best = min(best, time.perf_counter() - t0)
+    return a.nbytes / best
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+def best_of(fn, repeats: int) -> float:
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def per_step(step, n: int, repeats: int) -> float:
+    def loop():
+        for _ in range(n):
+            step()
+    return best_of(loop, repeats) / n
+
+
+def rel(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(b)), 1e-300))
+
+
+def fmt_t(sec: float) -> str:
+    if sec < 1e-3:
+        return f"{sec * 1e6:.3g} us"
+    if sec < 1.0:
+        return f"{sec * 1e3:.3g} ms"
+    return f"{sec:.3g} s"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+# ----------------------------------------------------------------------------------------------
+# the benchmark
+# ----------------------------------------------------------------------------------------------
+
+def check_correctness(prob: Problem, tol: float = 1e-10) -> dict:
+    """One step: ours vs torch autograd gradient (w.r.t. logits) and loss; numpy vs torch; Adam."""
+    loss_o, g_o = prob.ours_grad(prob.theta0)
+    tdpo = TorchDPO(prob)
+    loss_t, g_t = tdpo.grad()
+    g_n = NumpyDPO(prob).grad()
+    # Three Adam steps in each implementation, compared on the logits.
+    th_o, _ = prob.ours_run(3)
+    tdpo = TorchDPO(prob)
+    ndpo = NumpyDPO(prob)
+    for _ in range(3):
+        tdpo.step()
+        ndpo.step()
+    th_t = tdpo.theta.detach().numpy()
+    out = {"grad ours~torch": rel(g_o, g_t), "grad numpy~torch": rel(g_n, g_t),
+           "loss ours~torch": abs(loss_o - loss_t) / abs(loss_t),
+           "3 Adam steps ours~torch (abs, logits)": float(np.max(np.abs(th_o - th_t))),
+           "3 Adam steps numpy~torch (abs, logits)": float(np.max(np.abs(ndpo.theta - th_t)))}
+    bad = {k: v for k, v in out.items() if not v <= tol}
+    if bad:
+        raise AssertionError(f"K={prob.k}: implementations disagree beyond {tol:g}: {bad}")
+    return out
+
+
+def bench_size(k: int, quick: bool, bandwidth: float) -> dict:
+    prob = Problem(k)
+    t_setup = time.perf_counter()
+    prob.ours_run(1)  # compile / load from cache outside the timed region
+    compile_s = time.perf_counter() - t_setup
+    checks = check_correctness(prob)
+    row = {"K": k, "checks": checks, "compile_s": compile_s}
+
+    # ---- ours: per step from fused n-step runs (best of R), and a measured 10,000-step run.
+    n_est = 200 if k < 1000 else 5
+    est = prob.ours_run(n_est)[1] / n_est
+    if est * RUN_STEPS <= (1.5 if quick else 4.0):
+        runs = [prob.ours_run(RUN_STEPS)[1] for _ in range(2 if quick else 3)]
+        row["ours_run"], row["ours_run_measured"] = min(runs), True
+        row["ours"] = row["ours_run"] / RUN_STEPS
+    else:
+        n = max(5, int((0.3 if quick else 1.0) / est))
+        row["ours"] = min(prob.ours_run(n)[1] for _ in range(2 if quick else 3)) / n
+        if quick:
+            row["ours_run"], row["ours_run_measured"] = row["ours"] * RUN_STEPS, False
+        else:
+            row["ours_run"], row["ours_run_measured"] = prob.ours_run(RUN_STEPS)[1], True
+
+    # ---- baselines: per step, best of R over n steps (few at large K).
+    for name, cls in (("torch", TorchDPO), ("numpy", NumpyDPO)):
+        impl = cls(prob)
+        impl.step()  # warm-up
+        t1 = best_of(impl.step, 1)
+        n = max(1, min(500, int((0.15 if quick else 0.5) / t1)))
+        reps = 2 if (quick or t1 > 0.2) else 5
+        t = per_step(impl.step, n, reps)
+        row[name] = t
+        budget = 1.0 if quick else 3.0
+        if t * RUN_STEPS <= budget:
+            impl = cls(prob)
+            row[name + "_run"] = best_of(lambda: [impl.step() for _ in range(RUN_STEPS)], 1)
+            row[name + "_run_measured"] = True
+        else:
+            row[name + "_run"], row[name + "_run_measured"] = t * RUN_STEPS, False
+
+    row["pair_bytes"] = 8 * k * k  # S = W + W^T, X = 1, float64
+    row["floor"] = row["pair_bytes"] / bandwidth
+    row["pct_floor"] = 100.0 * row["floor"] / row["ours"]
+    return row
+
+
+def bench_batch(quick: bool) -> dict:
+    """256 independent problems x 10,000 steps at K = 100 through _engine.run_batch."""
+    probs = [Problem(BATCH_K, seed=s) for s in range(BATCH)]
+    p0 = probs[0]
+    stacked = [np.ascontiguousarray(np.stack([p.terms[i] for p in probs])) for i in range(14)]
+    (code, prm, _, weights, probs_arr, _, sym, d, act, linear, kl_coef, reward_coef, reward,
+     rho) = stacked
+    source, fast = p0.terms[2], p0.terms[5]
+    thetas0 = np.stack([p.theta0 for p in probs])
+    features = np.stack([p.features for p in probs])
+    bases = np.stack([p.base for p in probs])
+    rlps = np.stack([p.rlp for p in probs])
+    lrs = np.full(BATCH, LR)
+    rec = np.zeros(0, dtype=np.int64)
+    out_lp = np.empty((BATCH, 0, 1, BATCH_K))
+    out_loss = np.empty((BATCH, 0))
+
+    def run(steps):
+        th = thetas0.copy()
+        t0 = time.perf_counter()
+        _engine.run_batch(th, p0.policy.kind, features, bases, rlps, code, prm, source, weights,
+                          probs_arr, fast, sym, d, act, linear, kl_coef, reward_coef, reward, rho,
+                          _engine.ADAM, lrs, *ADAM, steps, rec, out_lp, out_loss)
+        return th, time.perf_counter() - t0
+
+    run(1)  # compile / load from cache
+    # the batch must reproduce independent single runs
+    th_b, _ = run(50)
+    err = max(float(np.max(np.abs(th_b[b] - probs[b].ours_run(50)[0]))) for b in (0, 1, BATCH - 1))
+    if not err <= 1e-12:
+        raise AssertionError(f"run_batch disagrees with run_one: {err:g}")
+    seconds = min(run(RUN_STEPS)[1] for _ in range(1 if quick else 2))
+    return {"seconds": seconds, "batch_vs_single_err": err}
+
+
+def system_info() -> list[str]:
+    # A parallel function must have run before the threading layer is known.
+    _chunked_sum(np.ones(16), max(1, numba.get_num_threads()))
+    lines = [f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}"
+             + (f", torch {torch.__version__}" if torch is not None else ""),
+             f"CPU: {numba.config.CPU_NAME or platform.processor() or platform.machine()} "
+             f"({os.cpu_count()} logical CPUs; llvm target {_llvm_cpu()})",
+             f"numba threading layer: {numba.threading_layer()}, threads: {numba.get_num_threads()}"
+             + (f"; torch threads: {torch.get_num_threads()}" if torch is not None else "")]
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        lines.append(f"numpy BLAS: {blas.get('name')} {blas.get('version', '')}".rstrip())
+    except Exception:  # pragma: no cover - informational only
+        pass
+    return lines
+
+
+def _llvm_cpu() -> str:
+    try:
+        import llvmlite.binding as ll
+        return ll.get_host_cpu_name()
+    except Exception:  # pragma: no cover
+        return "?"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats; long runs extrapolated")
+    ap.add_argument("--sizes", default="10,100,1000,4000", help="comma-separated K values")
+    ap.add_argument("--no-batch", action="store_true", help="skip the 256 x 10,000 batched run")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if torch is None:
+        print("torch is required (pip install -e '.[torch]')", file=sys.stderr)
+        return 2
+
+    t_start = time.perf_counter()
+    print("# Exact population DPO step benchmark (benchmarks/bench_dpo.py"
+          + (" --quick" if args.quick else "") + ")")
+    for line in system_info():
+        print("#", line)
+    print(f"# load average at start: {loadavg()} (other processes on these cores inflate times)")
+    print(f"# step: sigmoid DPO loss, beta={BETA}, exact mu x mu Bradley-Terry pairs (X=1), "
+          f"tabular softmax logits, Adam lr={LR}; float64")
+
+    bw = read_bandwidth(512 * 2**20, 5 if args.quick else 10)
+    print(f"# read bandwidth: {bw / 1e9:.1f} GB/s (best of parallel sums over 512 MiB, "
+          f"{numba.get_num_threads()} threads)")
+    print()
+
+    rows = []
+    for k in sizes:
+        row = bench_size(k, args.quick, bw)
+        rows.append(row)
+        c = row["checks"]
+        print(f"# K={k}: checks vs torch autograd: " + ", ".join(f"{n} {v:.1e}" for n, v in c.items())
+              + f"; ours compile/load {row['compile_s']:.2f} s", flush=True)
+
+    def run_cell(r, name):
+        return fmt_t(r[name + "_run"]) + ("" if r[name + "_run_measured"] else " (extrapolated)")
+
+    print()
+    hdr = ["K", "ours / step", "torch / step", "numpy / step", "torch / ours", "numpy / ours",
+           "ours 10k-step run", "torch 10k-step run", "numpy 10k-step run", "S bytes",
+           "floor (S/bw)", "ours % of floor"]
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for r in rows:
+        cells = [str(r["K"]), fmt_t(r["ours"]), fmt_t(r["torch"]), fmt_t(r["numpy"]),
+                 f"{r['torch'] / r['ours']:.0f}x", f"{r['numpy'] / r['ours']:.0f}x",
+                 run_cell(r, "ours"), run_cell(r, "torch"), run_cell(r, "numpy"),
+                 f"{r['pair_bytes'] / 1e6:.3g} MB", fmt_t(r["floor"]), f"{r['pct_floor']:.1f}%"]
+        print("| " + " | ".join(cells) + " |")
+    print()
+    print("ratios are speedups: torch / ours = (torch time per step) / (ours time per step).")
+    print("floor = bytes of S = W + W^T the kernel reads per step / measured read bandwidth; "
+          "% of floor = floor / ours per step.")
+
+    batch = None
+    if not args.no_batch:
+        batch = bench_batch(args.quick)
+        print(f"batched: {BATCH} independent problems x {RUN_STEPS:,} steps at K={BATCH_K} "
+              f"(_engine.run_batch, prange over the batch, {numba.get_num_threads()} threads): "
+              f"{batch['seconds']:.2f} s (compile excluded; matches run_one to "
+              f"{batch['batch_vs_single_err']:.0e})")
+
+    print()
+    print("targets:")
+    by_k = {r["K"]: r for r in rows}
+    ok_all = True
+
+    def verdict(name, ok, detail):
+        nonlocal ok_all
+        if ok is None:
+            print(f"  n/a  {name}: {detail}")
+            return
+        ok_all &= ok
+        print(f"  {'PASS' if ok else 'FAIL'} {name}: {detail}")
+
+    r = by_k.get(TARGET_TORCH_K)
+    verdict(f">= {TARGET_TORCH_SPEEDUP:.0f}x torch autograd at K={TARGET_TORCH_K}",
+            None if r is None else r["torch"] / r["ours"] >= TARGET_TORCH_SPEEDUP,
+            "K not measured" if r is None else f"{r['torch'] / r['ours']:.0f}x")
+    r = by_k.get(TARGET_FLOOR_K)
+    verdict(f">= {TARGET_FLOOR_PCT:.0f}% of the memory floor at K={TARGET_FLOOR_K}",
+            None if r is None else r["pct_floor"] >= TARGET_FLOOR_PCT,
+            "K not measured" if r is None else f"{r['pct_floor']:.1f}% "
+            f"({fmt_t(r['ours'])} vs floor {fmt_t(r['floor'])})")
+    verdict(f"{BATCH} x {RUN_STEPS:,} steps at K={BATCH_K} in <= {TARGET_BATCH_S:.0f} s",
+            None if batch is None else batch["seconds"] <= TARGET_BATCH_S,
+            "skipped" if batch is None else f"{batch['seconds']:.2f} s")
+    print(f"\n# load average at end: {loadavg()}; total wall time {time.perf_counter() - t_start:.0f} s")
+    return 0 if ok_all else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
