@@ -12,8 +12,9 @@ from coverage_sim.best_of_n import (best_of_n_kl_bound, best_of_n_policy, best_w
 from coverage_sim.coverage import concentrability, mass_in_support, pair_concentrability
 from coverage_sim.data import PairData, offline_pairs, pairs_from_list, policy_pairs
 from coverage_sim.env import Bandit, optimal_policy
-from coverage_sim.instances import (azar_bandit, azar_d1, random_bandit, tajwar_bandit,
-                                    tajwar_reference, xu_bandit, xu_features, xu_pairs)
+from coverage_sim.instances import (INSTANCES, azar_bandit, azar_d1, make_instance, random_bandit,
+                                    tajwar_bandit, tajwar_reference, xu_bandit, xu_features,
+                                    xu_pairs)
 from coverage_sim.losses import PAIR_LOSSES, pair_loss
 from coverage_sim.objectives import OBJECTIVES, Objective, objective
 from coverage_sim.policies import LogLinear, Policy, TabularSoftmax
@@ -25,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Bandit", "optimal_policy",
     "tajwar_reference", "tajwar_bandit", "azar_bandit", "azar_d1", "xu_bandit", "xu_features",
-    "xu_pairs", "random_bandit",
+    "xu_pairs", "random_bandit", "INSTANCES", "make_instance",
     "preferences", "PairData", "offline_pairs", "policy_pairs", "pairs_from_list",
     "restrict_support", "mixture", "quality_mixture", "replay", "uniform",
     "concentrability", "mass_in_support", "pair_concentrability",

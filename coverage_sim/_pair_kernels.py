@@ -1,17 +1,18 @@
 """Numba kernels for the pairwise preference losses of :mod:`coverage_sim.losses`.
 
 These are the fast path; the reference definitions are :func:`coverage_sim.losses.pair_loss` and
-:func:`coverage_sim.losses.population_loss`, and the tests check these kernels against them (values to
-1e-12, gradients against torch autograd to 1e-10 relative max-norm).
+:func:`coverage_sim.losses.population_loss`, and the tests check these kernels against them (values
+to 1e-12, gradients against torch autograd to 1e-10 relative max-norm).
 
-Everything is float64. Pass C-contiguous float64 arrays and a Python ``int`` code so that each kernel
-compiles for one signature only (engineering.md §E).
+Everything is float64. Pass C-contiguous float64 arrays and a Python ``int`` code so that each
+kernel compiles for one signature only (engineering.md §E).
 
-Loss codes (keep in sync with ``coverage_sim.losses.PAIR_LOSSES``): the module constants ``SIGMOID = 0``
-... ``SIGMOID_NORM = 14``. Parameter vector ``prm`` (length ``N_PRM = 4``): ``prm[P_BETA]`` = beta,
-``prm[P_LABEL_SMOOTHING]`` = label_smoothing (epsilon), ``prm[P_LENGTH]`` = response length used by the
-length-normalised losses, ``prm[P_DISCOPOP_TAU]`` = discopop_tau. Build it with
-``coverage_sim.losses.get_pair_loss(name).pack(params)``, which validates the values; the kernels do not.
+Loss codes (keep in sync with ``coverage_sim.losses.PAIR_LOSSES``): the module constants
+``SIGMOID = 0`` ... ``SIGMOID_NORM = 14``. Parameter vector ``prm`` (length ``N_PRM = 4``):
+``prm[P_BETA]`` = beta, ``prm[P_LABEL_SMOOTHING]`` = label_smoothing (epsilon), ``prm[P_LENGTH]`` =
+response length used by the length-normalised losses, ``prm[P_DISCOPOP_TAU]`` = discopop_tau. Build
+it with ``coverage_sim.losses.get_pair_loss(name).pack(params)``, which validates the values; the
+kernels do not.
 
 Notation: u_w = lw - rw, u_l = ll - rl, h = u_w - u_l, where lw, ll are log pi of the winner and the
 loser and rw, rl the reference log-probs.
@@ -94,12 +95,13 @@ def pair_value_grad(code, lw, ll, rw, rl, prm):
       code: integer loss code (module constants ``SIGMOID`` ... ``SIGMOID_NORM``).
       lw, ll: log pi(y_w | x) and log pi(y_l | x), floats.
       rw, rl: log pi_ref(y_w | x) and log pi_ref(y_l | x), floats.
-      prm: float64 array of length 4 (beta, label_smoothing, length, discopop_tau); not validated here.
+      prm: float64 array of length 4 (beta, label_smoothing, length, discopop_tau); not validated
+        here.
 
     Returns:
       ``(value, d value / d lw, d value / d ll)``. NaNs for ``AOT``/``AOT_UNPAIRED`` (they are not
-      per-pair losses: use :func:`aot_population`) and for unknown codes. Hinge uses the subgradient 0
-      at its kink.
+      per-pair losses: use :func:`aot_population`) and for unknown codes. Hinge uses the subgradient
+      0 at its kink.
     """
     beta = prm[P_BETA]
     eps = prm[P_LABEL_SMOOTHING]
@@ -188,14 +190,14 @@ def quantile_coupling_loss(a, wa, b, wb, beta, eps, ga, gb):
 
     Sorts ``a`` with weights ``wa`` and ``b`` with weights ``wb`` (stable sort), walks the merged
     cumulative weights and, for each segment of length delta where sorted a-entry p and b-entry q
-    overlap, adds ``delta * l(a[p] - b[q])`` with ``l(D) = -(1-eps) log sigma(beta D) - eps log sigma(-beta
-    D)``. With equal unit weights this is TRL's "sort both, pair by rank" (AOT, Melnyk et al. 2024,
-    arXiv:2406.05882) summed instead of averaged.
+    overlap, adds ``delta * l(a[p] - b[q])`` with ``l(D) = -(1-eps) log sigma(beta D) - eps log
+    sigma(-beta D)``. With equal unit weights this is TRL's "sort both, pair by rank" (AOT, Melnyk
+    et al. 2024, arXiv:2406.05882) summed instead of averaged.
 
     Args:
       a, wa: values and positive weights, shape (n_a,).
-      b, wb: values and positive weights, shape (n_b,); same total weight as ``wa`` (a tail beyond the
-        smaller total, e.g. from rounding, is dropped).
+      b, wb: values and positive weights, shape (n_b,); same total weight as ``wa`` (a tail beyond
+        the smaller total, e.g. from rounding, is dropped).
       beta, eps: AOT beta and label_smoothing.
       ga, gb: shape (n_a,), (n_b,); the gradient with respect to ``a`` and ``b`` is ADDED into them
         (ties: a valid subgradient, given by the stable sort order).
@@ -242,12 +244,13 @@ def quantile_coupling_loss(a, wa, b, wb, beta, eps, ga, gb):
 
 @njit(**_JIT)
 def aot_population(code, prm, lp, rlp, W, grad_out):
-    """Population AOT / AOT-unpaired loss via the quantile coupling; gradient ADDED into ``grad_out``.
+    """Population AOT / AOT-unpaired loss by the quantile coupling; gradient added to grad_out.
 
     ``AOT``: a_{xij} = lp[x,i] - lp[x,j], b_{xij} = rlp[x,i] - rlp[x,j], both with weights W[x,i,j],
     all contexts pooled (TRL sorts over the whole batch); the gradient flows to a only.
-    ``AOT_UNPAIRED``: a = u[x,k] = lp[x,k] - rlp[x,k] with the winner marginal sum_j W[x,k,j], b = u[x,k]
-    with the loser marginal sum_i W[x,i,k]; the gradient flows to both. Zero weights are skipped.
+    ``AOT_UNPAIRED``: a = u[x,k] = lp[x,k] - rlp[x,k] with the winner marginal sum_j W[x,k,j], b =
+    u[x,k] with the loser marginal sum_i W[x,i,k]; the gradient flows to both. Zero weights are
+    skipped.
 
     Args and Returns: as :func:`population_pairwise`.
     """
@@ -344,8 +347,8 @@ def population_pairwise(code, prm, lp, rlp, W, grad_out):
       prm: float64 (4,): beta, label_smoothing, length, discopop_tau (validated by the caller).
       lp: (X, K) log pi(y | x).
       rlp: (X, K) log pi_ref(y | x); may hold -inf where W is zero.
-      W: (X, K, K) joint weights, W[x, i, j] = P(context x, winner i, loser j). Pairs with W == 0 are
-        skipped, so -inf log-probs outside the data support never produce NaN.
+      W: (X, K, K) joint weights, W[x, i, j] = P(context x, winner i, loser j). Pairs with W == 0
+        are skipped, so -inf log-probs outside the data support never produce NaN.
       grad_out: (X, K); d loss / d lp (every lp entry an independent coordinate) is ADDED into it.
 
     Returns:

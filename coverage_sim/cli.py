@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from coverage_sim.behavior import restrict_support
+from coverage_sim._validation import check_choice, check_in_range
 from coverage_sim.data import offline_pairs
 from coverage_sim.instances import INSTANCES, make_instance
 from coverage_sim.objectives import OBJECTIVES, objective
@@ -36,7 +38,7 @@ def _parse_settings(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
+            raise ValueError(f"--set expects key=value, got {item!r}")
         out[key] = _parse_value(value)
     return out
 
@@ -71,12 +73,18 @@ def _cmd_instances(_args) -> int:
 def _cmd_train(args) -> int:
     env = make_instance(args.instance)
     settings = _parse_settings(args.set)
+    for name in args.objective:
+        check_choice(name, "objective", OBJECTIVES)
+    accepted = set().union(*(OBJECTIVES[name].defaults for name in args.objective))
+    unused = sorted(set(settings) - accepted)
+    if unused:
+        raise ValueError(f"--set {unused[0]!r} is not a parameter of {', '.join(args.objective)}; "
+                         f"their parameters: {', '.join(sorted(accepted))}")
     behavior = env.ref if args.coverage is None else _truncate(env.ref, args.coverage)
     data = offline_pairs(env, behavior, labels=args.labels, n=args.n, seed=args.seed)
     rows = {}
     for name in args.objective:
-        spec = OBJECTIVES.get(name)
-        params = {k: v for k, v in settings.items() if spec is None or k in spec.defaults}
+        params = {k: v for k, v in settings.items() if k in OBJECTIVES[name].defaults}
         obj = objective(name, **params)
         run = train(env, obj, data if obj.needs_data else None, steps=args.steps, lr=args.lr,
                     optimizer=args.optimizer, seed=args.seed)
@@ -94,15 +102,15 @@ def _cmd_train(args) -> int:
 
 
 def _truncate(ref: np.ndarray, keep: float) -> np.ndarray:
-    """Keep the top ``keep`` fraction of the reference's mass (partial coverage) and renormalise."""
+    """Keep the most likely responses holding a ``keep`` fraction of ``pi_ref``'s mass (partial coverage)."""
+    keep = check_in_range(keep, "coverage", 0.0, 1.0, low_open=True)
     ref2 = np.atleast_2d(ref)
-    out = np.zeros_like(ref2)
+    mask = np.zeros(ref2.shape, dtype=bool)
     for x, row in enumerate(ref2):
         order = np.argsort(-row)
-        n_keep = max(1, int(np.searchsorted(np.cumsum(row[order]), keep) + 1))
-        out[x, order[:n_keep]] = row[order[:n_keep]]
-        out[x] /= out[x].sum()
-    return out.reshape(ref.shape)
+        n_keep = int(np.searchsorted(np.cumsum(row[order]), keep) + 1)
+        mask[x, order[:n_keep]] = True
+    return restrict_support(ref, mask.reshape(ref.shape))
 
 
 def build_parser() -> argparse.ArgumentParser:

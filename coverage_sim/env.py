@@ -50,8 +50,9 @@ class Bandit:
     name: str = field(default="bandit")
 
     def __post_init__(self):
-        reward = check_finite(as_float_array(self.reward, "reward", ndim=(1, 2)), "reward")
-        ref = as_float_array(self.ref, "ref", ndim=(1, 2))
+        # Copies: the stored arrays are made read-only, which must not freeze the caller's arrays.
+        reward = check_finite(as_float_array(self.reward, "reward", ndim=(1, 2)).copy(), "reward")
+        ref = as_float_array(self.ref, "ref", ndim=(1, 2)).copy()
         if ref.shape != reward.shape:
             raise ValueError(f"ref must have the same shape as reward {reward.shape}, "
                              f"got shape {ref.shape}")
@@ -63,7 +64,7 @@ class Bandit:
             weights = np.full(n_contexts, 1.0 / n_contexts)
         else:
             weights = as_float_array(self.context_weights, "context_weights", ndim=1,
-                                     shape=(n_contexts,))
+                                     shape=(n_contexts,)).copy()
             check_distribution(weights, "context_weights")
         for arr in (reward, ref, weights):
             arr.setflags(write=False)
@@ -139,5 +140,7 @@ def optimal_policy(env: Bandit, beta: float, reward=None) -> np.ndarray:
     """
     beta = check_positive(beta, "beta")
     r = env.reward2d if reward is None else check_finite(env.as2d(reward, "reward"), "reward")
-    logits = env.ref_logp2d + r / beta
+    # Subtract each row's best reward first: with huge r / beta, log pi_ref would otherwise be lost
+    # in the rounding of the sum.
+    logits = env.ref_logp2d + (r - r.max(axis=-1, keepdims=True)) / beta
     return env.like_ref(np.exp(log_softmax(logits, axis=-1)))

@@ -1,14 +1,14 @@
 """Pairwise preference losses: the registry and the array-generic reference definitions.
 
 Every ``loss_type`` of TRL's ``DPOTrainer`` at bandit level, with TRL's names, parameter names and
-defaults, plus ``cdpo`` (TRL <= v0.24 label-smoothed ``sigmoid``) and the aliases ``dpo`` (= sigmoid) and
-``slic`` (= hinge). Notation: u_w = logp_w - ref_logp_w, u_l = logp_l - ref_logp_l, h = u_w - u_l;
-h_bar = h / length for the length-normalised losses (length = 1 for a one-token bandit).
+defaults, plus ``cdpo`` (TRL <= v0.24 label-smoothed ``sigmoid``) and the aliases ``dpo`` (=
+sigmoid) and ``slic`` (= hinge). Notation: u_w = logp_w - ref_logp_w, u_l = logp_l - ref_logp_l, h =
+u_w - u_l; h_bar = h / length for the length-normalised losses (length = 1 for a one-token bandit).
 
 :func:`pair_loss` is THE reference definition: element-wise, no reduction, and generic over numpy
-(returns float64) and torch (returns a tensor autograd can differentiate). :func:`population_loss` sums it
-over a joint weight tensor W[x, winner, loser]. The numba kernels in :mod:`coverage_sim._pair_kernels` are
-the fast path and are tested against these definitions.
+(returns float64) and torch (returns a tensor autograd can differentiate). :func:`population_loss`
+sums it over a joint weight tensor W[x, winner, loser]. The numba kernels in
+:mod:`coverage_sim._pair_kernels` are the fast path and are tested against these definitions.
 
 Examples:
   >>> from coverage_sim.losses import get_pair_loss, pair_loss
@@ -53,9 +53,9 @@ class PairLossSpec:
       paper: short citation.
       arxiv: arXiv id, or ``None`` when there is none (cDPO is a technical note).
       convention: the formula and the parameter convention, one paragraph.
-      shift_invariant: invariant to adding a per-pair constant to both u_w and u_l (depends on each pair
-        only through h, or for ``aot`` through the policy and reference log-ratio pair). False for
-        nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, sft and aot_unpaired.
+      shift_invariant: invariant to adding a per-pair constant to both u_w and u_l (depends on each
+        pair only through h, or for ``aot`` through the policy and reference log-ratio pair). False
+        for nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, sft and aot_unpaired.
       needs_batch: the per-pair value depends on the rest of the batch (AOT sorts along axis 0).
       length_normalized: uses h_bar = h / length (ipo, sigmoid_norm).
       alias_of: canonical name when this entry is an alias (``dpo``, ``slic``), else ``None``.
@@ -120,8 +120,8 @@ class PairLossSpec:
         """Validate ``params`` and return the numba parameter vector.
 
         Returns:
-          float64 array of shape (4,): beta, label_smoothing, length, discopop_tau; slots this loss does
-          not read hold the global defaults (0.1, 0.0, 1.0, 0.05).
+          float64 array of shape (4,): beta, label_smoothing, length, discopop_tau; slots this loss
+          does not read hold the global defaults (0.1, 0.0, 1.0, 0.05).
 
         Examples:
           >>> get_pair_loss("discopop").pack({"beta": 0.5})
@@ -151,14 +151,14 @@ _DPO_CONV = (
     "DPO: -log sigma(beta h). With label_smoothing eps > 0 it is the conservative form "
     "-(1-eps) log sigma(beta h) - eps log sigma(-beta h) that TRL's 'sigmoid' computed up to v0.24 "
     "(TRL HEAD's 'sigmoid' has no smoothing; eps = 0, the default, reproduces it). beta is the KL "
-    "coefficient of J_beta, so under full coverage and Bradley-Terry labels the population minimiser "
-    "is pi*_beta = pi_ref e^{r/beta} / Z (arXiv:2305.18290).")
+    "coefficient of J_beta, so under full coverage and Bradley-Terry labels the population "
+    "minimiser is pi*_beta = pi_ref e^{r/beta} / Z (arXiv:2305.18290).")
 _HINGE_PAPER = ("Zhao et al. 2023, SLiC-HF; hinge with reference as in Liu et al. 2023, RSO "
                 "(arXiv:2309.06657)")
 _HINGE_CONV = (
     "SLiC/RSO hinge: max(0, 1 - beta h), TRL convention: margin 1/beta in h, with the reference "
-    "(SLiC-HF's original max(0, delta - log pi(y_w) + log pi(y_l)) has no reference and adds an SFT "
-    "term, arXiv:2305.10425). Subgradient 0 at the kink beta h = 1.")
+    "(SLiC-HF's original max(0, delta - log pi(y_w) + log pi(y_l)) has no reference and adds an "
+    "SFT term, arXiv:2305.10425). Subgradient 0 at the kink beta h = 1.")
 _AOT_PAPER = "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport"
 
 _SPECS = [
@@ -180,20 +180,21 @@ _SPECS = [
     _spec("ipo", _pk.IPO, ("length",), "Azar et al. 2023, A General Theoretical Paradigm to "
           "Understand Learning from Human Preferences (IPO)", "2310.12036",
           "IPO: (h_bar - 1/(2 beta))^2 with h_bar = h / length, TRL convention (log-probs averaged "
-          "over tokens, 'confirmed with IPO authors', TRL #1265/#1677); beta here plays Azar et al.'s "
-          "tau (arXiv:2310.12036, eq. 17); GPO's beta is 2 tau; Tajwar's (h - beta_T)^2 has target "
-          "beta_T = 1/(2 beta).", length_normalized=True),
+          "over tokens, 'confirmed with IPO authors', TRL #1265/#1677); beta here plays Azar et "
+          "al.'s tau (arXiv:2310.12036, eq. 17); GPO's beta is 2 tau; Tajwar's (h - beta_T)^2 has "
+          "target beta_T = 1/(2 beta).", length_normalized=True),
     _spec("exo_pair", _pk.EXO_PAIR, ("label_smoothing",), "Ji et al. 2024, Towards Efficient Exact "
           "Optimization of Language Model Alignment (EXO)", "2402.00856",
           "EXO-pref (eq. 16): KL(q || p_eps) over {y_w, y_l} with q = softmax(beta (u_w, u_l)) and "
           "p_eps = (1-eps, eps): sigma(beta h)[log sigma(beta h) - log(1-eps)] + sigma(-beta h)"
-          "[log sigma(-beta h) - log eps]. eps = label_smoothing must lie in (0, 1); default 1e-3, the "
-          "value TRL <= v0.24 substituted for 0 (at HEAD eps = 0 gives log 0). Minimum 0 at "
+          "[log sigma(-beta h) - log eps]. eps = label_smoothing must lie in (0, 1); default 1e-3, "
+          "the value TRL <= v0.24 substituted for 0 (at HEAD eps = 0 gives log 0). Minimum 0 at "
           "beta h = log((1-eps)/eps).", ls_default=1e-3, ls_interval=(0.0, 1.0, True, True)),
     _spec("nca_pair", _pk.NCA_PAIR, (), "Chen et al. 2024, Noise Contrastive Alignment of Language "
           "Models with Explicit Rewards (NCA)", "2402.05369",
-          "NCA (pairwise): -log sigma(beta u_w) - 1/2 log sigma(-beta u_w) - 1/2 log sigma(-beta u_l). "
-          "Anchors each log-ratio separately, so it is not invariant to a common shift of u_w, u_l.",
+          "NCA (pairwise): -log sigma(beta u_w) - 1/2 log sigma(-beta u_w) - 1/2 log sigma(-beta "
+          "u_l). Anchors each log-ratio separately, so it is not invariant to a common shift of "
+          "u_w, u_l.",
           shift_invariant=False),
     _spec("robust", _pk.ROBUST, ("label_smoothing",), "Chowdhury et al. 2024, Provably Robust DPO: "
           "Aligning Language Models with Noisy Feedback (rDPO)", "2403.00409",
@@ -202,14 +203,15 @@ _SPECS = [
           "-log sigma(beta h). Follows the paper and TRL <= v0.24; one TRL HEAD revision computes "
           "((1-eps) L - eps L)/(1 - 2 eps) with both terms L = -log sigma(beta h), i.e. plain DPO.",
           ls_interval=(0.0, 0.5, False, True)),
-    _spec("bco_pair", _pk.BCO_PAIR, (), "Jung et al. 2024, Binary Classifier Optimization for Large "
-          "Language Model Alignment (BCO)", "2404.04656",
-          "BCO (pairwise, TRL HEAD): -log sigma(beta u_w) - log sigma(-beta u_l), without the running "
-          "reward mean delta TRL <= v0.24 subtracted. Not shift-invariant.", shift_invariant=False),
+    _spec("bco_pair", _pk.BCO_PAIR, (), "Jung et al. 2024, Binary Classifier Optimization for "
+          "Large Language Model Alignment (BCO)", "2404.04656",
+          "BCO (pairwise, TRL HEAD): -log sigma(beta u_w) - log sigma(-beta u_l), without the "
+          "running reward mean delta TRL <= v0.24 subtracted. Not shift-invariant.",
+          shift_invariant=False),
     _spec("sppo_hard", _pk.SPPO_HARD, (), "Wu et al. 2024, Self-Play Preference Optimization for "
           "Language Model Alignment (SPPO)", "2405.00675",
-          "SPPO with hard probabilities (P = 1 for the winner, 0 for the loser): (u_w - 1/(2 beta))^2 "
-          "+ (u_l + 1/(2 beta))^2, i.e. SPPO's eta = 1/beta. Not shift-invariant.",
+          "SPPO with hard probabilities (P = 1 for the winner, 0 for the loser): (u_w - 1/(2 "
+          "beta))^2 + (u_l + 1/(2 beta))^2, i.e. SPPO's eta = 1/beta. Not shift-invariant.",
           shift_invariant=False),
     _spec("aot", _pk.AOT, ("label_smoothing",), _AOT_PAPER, "2406.05882",
           "AOT (paired): sort (logp_w - logp_l) and (ref_logp_w - ref_logp_l) separately along the "
@@ -218,33 +220,33 @@ _SPECS = [
           "pairs the rank pairing becomes the quantile (monotone optimal-transport) coupling.",
           ls_interval=_HALF_CLOSED, needs_batch=True),
     _spec("aot_unpaired", _pk.AOT_UNPAIRED, ("label_smoothing",), _AOT_PAPER, "2406.05882",
-          "AOT (unpaired; 'aot_pair' in TRL <= v0.24): Delta = sort(u_w) - sort(u_l) along the batch "
-          "axis, same link as 'aot'. Sorting decouples u_w from u_l of the same pair, so it is not "
-          "invariant to per-pair shifts (only to one common shift of the whole batch).",
+          "AOT (unpaired; 'aot_pair' in TRL <= v0.24): Delta = sort(u_w) - sort(u_l) along the "
+          "batch axis, same link as 'aot'. Sorting decouples u_w from u_l of the same pair, so it "
+          "is not invariant to per-pair shifts (only to one common shift of the whole batch).",
           ls_interval=_HALF_CLOSED, needs_batch=True, shift_invariant=False),
-    _spec("apo_zero", _pk.APO_ZERO, (), "D'Oosterlinck et al. 2024, Anchored Preference Optimization "
-          "and Contrastive Revisions (APO)", "2408.06266",
+    _spec("apo_zero", _pk.APO_ZERO, (), "D'Oosterlinck et al. 2024, Anchored Preference "
+          "Optimization and Contrastive Revisions (APO)", "2408.06266",
           "APO-zero (eq. 7): (1 - sigma(beta u_w)) + sigma(beta u_l): raise the winner, lower the "
           "loser, each against the reference. Not shift-invariant.", shift_invariant=False),
-    _spec("apo_down", _pk.APO_DOWN, (), "D'Oosterlinck et al. 2024, Anchored Preference Optimization "
-          "and Contrastive Revisions (APO)", "2408.06266",
-          "APO-down (eq. 8): sigma(beta u_w) + (1 - sigma(beta h)): lower both, the loser more. Not "
-          "shift-invariant.", shift_invariant=False),
+    _spec("apo_down", _pk.APO_DOWN, (), "D'Oosterlinck et al. 2024, Anchored Preference "
+          "Optimization and Contrastive Revisions (APO)", "2408.06266",
+          "APO-down (eq. 8): sigma(beta u_w) + (1 - sigma(beta h)): lower both, the loser more. "
+          "Not shift-invariant.", shift_invariant=False),
     _spec("discopop", _pk.DISCOPOP, ("discopop_tau",), "Lu et al. 2024, Discovering Preference "
           "Optimization Algorithms with and for Large Language Models (DiscoPOP)", "2406.08414",
           "DiscoPOP / log-ratio modulated loss (eq. 5): z = beta h, m = sigma(z/tau), "
-          "(1-m)(-log sigma(z)) + m e^{-z}, tau = discopop_tau (default 0.05). m e^{-z} is evaluated as "
-          "exp(log sigma(z/tau) - z), finite wherever the loss is (for tau > 1 the loss itself "
-          "diverges as z -> -inf)."),
-    _spec("sft", _pk.SFT, (), "Negative log-likelihood of the chosen response; with 'sigmoid' it is "
-          "RPO (Pang et al. 2024, Iterative Reasoning Preference Optimization)", "2404.19733",
+          "(1-m)(-log sigma(z)) + m e^{-z}, tau = discopop_tau (default 0.05). m e^{-z} is "
+          "evaluated as exp(log sigma(z/tau) - z), finite wherever the loss is (for tau > 1 the "
+          "loss itself diverges as z -> -inf)."),
+    _spec("sft", _pk.SFT, (), "Negative log-likelihood of the chosen response; with 'sigmoid' it "
+          "is RPO (Pang et al. 2024, Iterative Reasoning Preference Optimization)", "2404.19733",
           "SFT: -logp_w (token cross-entropy on y_w; one token in a bandit). Ignores the reference "
           "and beta (beta is accepted for uniformity). TRL replaced rpo_alpha by loss_type "
           "['sigmoid', 'sft'] with loss_weights. Not shift-invariant.", shift_invariant=False),
     _spec("sigmoid_norm", _pk.SIGMOID_NORM, ("length",), "Length-normalised DPO: Meng et al. 2024, "
           "SimPO (arXiv:2405.14734) / Lambert et al. 2024, Tulu 3 (arXiv:2411.15124)", "2405.14734",
-          "Length-normalised DPO: -log sigma(beta h_bar), h_bar = h / length, with the reference (Tulu 3 "
-          "style; SimPO drops the reference and adds a margin). TRL #2964.",
+          "Length-normalised DPO: -log sigma(beta h_bar), h_bar = h / length, with the reference "
+          "(Tulu 3 style; SimPO drops the reference and adds a margin). TRL #2964.",
           length_normalized=True),
 ]
 
@@ -272,7 +274,7 @@ def get_pair_loss(name: str) -> PairLossSpec:
     return PAIR_LOSSES[name]
 
 
-# ----------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Backends: the reference formulas are written once against this tiny op set.
 
 class _NumpyOps:
@@ -333,7 +335,7 @@ def _coerce(arrays: dict[str, Any]):
 
 
 def _as_float(value, name: str) -> np.ndarray:
-    # Unlike _validation.as_float_array this keeps 0-d inputs 0-d (ascontiguousarray makes them 1-d).
+    # Unlike _validation.as_float_array, keeps 0-d inputs 0-d (ascontiguousarray makes them 1-d).
     try:
         return np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -385,7 +387,7 @@ def _reference(code, ops, lw, ll, rw, rl, p):
     if code == _pk.DISCOPOP:
         tau = p["discopop_tau"]
         z = beta * h
-        # (1 - m) = sigma(-z/tau); m e^{-z} = exp(log sigma(z/tau) - z) cannot overflow at large |z|.
+        # (1 - m) = sigma(-z/tau); m e^{-z} = exp(log sigma(z/tau) - z): no overflow at large |z|.
         return -ops.sigmoid(-z / tau) * ops.logsigmoid(z) + ops.exp(ops.logsigmoid(z / tau) - z)
     if code == _pk.SFT:
         return -lw
@@ -399,10 +401,10 @@ def pair_loss(name: str, logp_w, logp_l, ref_logp_w, ref_logp_l, **params):
 
     The reference definition of every registered loss (see :data:`PAIR_LOSSES` and each spec's
     ``paper``/``arxiv``/``convention``: DPO arXiv:2305.18290, IPO 2310.12036, SLiC 2305.10425, cDPO
-    (Mitchell 2023 note, no arXiv id), rDPO 2403.00409, EXO 2402.00856, NCA 2402.05369, BCO 2404.04656,
-    SPPO 2405.00675, AOT 2406.05882, APO 2408.06266, DiscoPOP 2406.08414, length-normalised DPO SimPO
-    2405.14734 / Tulu 3 2411.15124). Stable forms throughout (log-sigmoid via logaddexp or
-    ``torch.nn.functional.logsigmoid``), finite at |beta h| = 1e3.
+    (Mitchell 2023 note, no arXiv id), rDPO 2403.00409, EXO 2402.00856, NCA 2402.05369, BCO
+    2404.04656, SPPO 2405.00675, AOT 2406.05882, APO 2408.06266, DiscoPOP 2406.08414,
+    length-normalised DPO SimPO 2405.14734 / Tulu 3 2411.15124). Stable forms throughout
+    (log-sigmoid via logaddexp or ``torch.nn.functional.logsigmoid``), finite at |beta h| = 1e3.
 
     Args:
       name: loss name, a key of :data:`PAIR_LOSSES`.
@@ -412,14 +414,14 @@ def pair_loss(name: str, logp_w, logp_l, ref_logp_w, ref_logp_l, **params):
         ``length``, ``discopop_tau``), TRL names and defaults; see ``get_pair_loss(name).defaults``.
 
     Returns:
-      The loss per pair, with the broadcast shape of the inputs: a float64 numpy array (a numpy scalar
-      for 0-d inputs) for numpy inputs; a torch tensor, differentiable by autograd, if any input is a
-      tensor. For ``aot``/``aot_unpaired`` (``needs_batch``) axis 0 is the batch axis and entry k is the
-      loss at sorted position k, exactly as TRL's ``torch.sort(..., dim=0)``.
+      The loss per pair, with the broadcast shape of the inputs: a float64 numpy array (a numpy
+      scalar for 0-d inputs) for numpy inputs; a torch tensor, differentiable by autograd, if any
+      input is a tensor. For ``aot``/``aot_unpaired`` (``needs_batch``) axis 0 is the batch axis and
+      entry k is the loss at sorted position k, exactly as TRL's ``torch.sort(..., dim=0)``.
 
     Raises:
-      ValueError: unknown name (lists the valid names), invalid parameter, non-numeric input, or a 0-d
-        input for a batch loss.
+      ValueError: unknown name (lists the valid names), invalid parameter, non-numeric input, or a
+        0-d input for a batch loss.
 
     Examples:
       >>> import numpy as np
@@ -447,9 +449,12 @@ def pair_loss(name: str, logp_w, logp_l, ref_logp_w, ref_logp_l, **params):
 def _quantile_coupling(a, wa, b, wb):
     """Monotone coupling of two weighted 1-D samples: (index into a, index into b, segment mass).
 
-    Breakpoints are the union of the two sequential cumulative sums of the stably sorted weights, up to
-    the smaller total, so it reproduces the numba walk in ``_pair_kernels.quantile_coupling_loss``.
+    Breakpoints are the union of the two sequential cumulative sums of the stably sorted weights, up
+    to the smaller total, so it reproduces the numba walk ``_pair_kernels.quantile_coupling_loss``.
     """
+    if len(a) == 0 or len(b) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
     oa = np.argsort(a, kind="stable")
     ob = np.argsort(b, kind="stable")
     ca = np.cumsum(wa[oa])
@@ -467,17 +472,17 @@ def population_loss(name: str, lp, rlp, W, **params):
     """Exact population pairwise loss sum_{x,i,j} W[x,i,j] l(lp[x,i], lp[x,j], rlp[x,i], rlp[x,j]).
 
     The reference for the numba kernel ``_pair_kernels.population_pairwise``, built from
-    :func:`pair_loss`: numpy in, float out; torch ``lp``/``rlp`` in, a differentiable 0-d tensor out.
-    Pairs with W == 0 are never evaluated (so -inf log-probs outside the data support are harmless).
-    ``aot``/``aot_unpaired`` use the quantile coupling of the weighted log-ratio distributions, all
-    contexts pooled (TRL sorts over the whole batch): with W = counts / n of a batch of n pairs it
-    equals TRL's batch mean.
+    :func:`pair_loss`: numpy in, float out; torch ``lp``/``rlp`` in, a differentiable 0-d tensor
+    out. Pairs with W == 0 are never evaluated (so -inf log-probs outside the data support are
+    harmless). ``aot``/``aot_unpaired`` use the quantile coupling of the weighted log-ratio
+    distributions, all contexts pooled (TRL sorts over the whole batch): with W = counts / n of a
+    batch of n pairs it equals TRL's batch mean.
 
     Args:
       name: loss name, a key of :data:`PAIR_LOSSES`.
       lp: (X, K) log pi(y | x), numpy array or torch tensor.
       rlp: (X, K) log pi_ref(y | x).
-      W: (X, K, K) joint weights, W[x, i, j] = P(context x, winner i, loser j); non-negative, finite.
+      W: (X, K, K) joint weights, W[x, i, j] = P(context x, winner i, loser j); finite, >= 0.
       **params: as for :func:`pair_loss`.
 
     Returns:

@@ -37,9 +37,13 @@ __all__ = [
 _ALPHA_CAP = 1e-3
 
 
-def _batched(env: Bandit, policy) -> np.ndarray:
+def _batched(env: Bandit, policy, name: str = "policy") -> np.ndarray:
     arr = np.asarray(policy, dtype=np.float64)
-    return arr.reshape(arr.shape[: arr.ndim - env.ref.ndim] + (env.n_contexts, env.n_responses))
+    nd = env.ref.ndim
+    if arr.ndim < nd or arr.shape[arr.ndim - nd:] != env.ref.shape:
+        raise ValueError(f"{name} must have shape (..., {', '.join(map(str, env.ref.shape))}) "
+                         f"to match env.ref, got shape {arr.shape}")
+    return arr.reshape(arr.shape[: arr.ndim - nd] + (env.n_contexts, env.n_responses))
 
 
 def _context_mean(env: Bandit, per_context: np.ndarray) -> np.ndarray:
@@ -62,12 +66,13 @@ def _kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 def kl_divergence(env: Bandit, p, q) -> np.ndarray:
     """``E_x KL(p(.|x) || q(.|x))``; ``+inf`` when ``p`` puts mass where ``q`` has none."""
-    return _context_mean(env, _kl_rows(_batched(env, p), _batched(env, q)))
+    return _context_mean(env, _kl_rows(_batched(env, p, "p"), _batched(env, q, "q")))
 
 
 def tv_distance(env: Bandit, p, q) -> np.ndarray:
     """``E_x TV(p(.|x), q(.|x)) = E_x 1/2 ||p - q||_1``."""
-    return _context_mean(env, 0.5 * np.abs(_batched(env, p) - _batched(env, q)).sum(-1))
+    diff = _batched(env, p, "p") - _batched(env, q, "q")
+    return _context_mean(env, 0.5 * np.abs(diff).sum(-1))
 
 
 def entropy(env: Bandit, policy) -> np.ndarray:
@@ -78,7 +83,7 @@ def entropy(env: Bandit, policy) -> np.ndarray:
 
 def win_rate(env: Bandit, policy, against=None) -> np.ndarray:
     """``E_x E_{y~pi, y'~pi_against} sigma(r(y) - r(y'))``: gold Bradley-Terry win rate (default vs ``pi_ref``)."""
-    other = env.ref2d if against is None else _batched(env, against)
+    other = env.ref2d if against is None else _batched(env, against, "against")
     r = env.reward2d
     pref = expit(r[:, :, None] - r[:, None, :])
     p = _batched(env, policy)
@@ -91,9 +96,20 @@ def _off_diagonal(weights: np.ndarray) -> np.ndarray:
     return weights * (1.0 - np.eye(k))
 
 
+def _data_weights(env: Bandit, data) -> np.ndarray:
+    """``data.weights`` after checking they match ``env``: ``(X, K, K)``."""
+    weights = getattr(data, "weights", None)
+    expected = (env.n_contexts, env.n_responses, env.n_responses)
+    if weights is None or np.shape(weights) != expected:
+        got = "no pair weights" if weights is None else f"pair weights of shape {np.shape(weights)}"
+        raise ValueError(f"data must be a PairData with pair weights of shape {expected} for env, "
+                         f"got {got}")
+    return np.asarray(weights)
+
+
 def ranking_accuracy(env: Bandit, policy, data) -> np.ndarray:
     """Chen et al.'s ranking accuracy ``E_D 1[pi(y_w|x) >= pi(y_l|x)]`` over ``data``'s pairs (i != j)."""
-    weights = _off_diagonal(data.weights)
+    weights = _off_diagonal(_data_weights(env, data))
     total = weights.sum()
     if total <= 0:
         raise ValueError("data has no pairs of distinct responses to rank")
@@ -110,7 +126,7 @@ def ideal_ranking_accuracy(env: Bandit, data, beta: float) -> float:
     capped at ``1 - 1e-3`` as in the paper. It is the ranking accuracy of the DPO and RLHF optimum.
     """
     beta = check_positive(beta, "beta")
-    weights = _off_diagonal(data.weights)
+    weights = _off_diagonal(_data_weights(env, data))
     total = weights.sum()
     if total <= 0:
         raise ValueError("data has no pairs of distinct responses to rank")
@@ -126,6 +142,7 @@ def ideal_ranking_accuracy(env: Bandit, data, beta: float) -> float:
 
 def mass_off_support(env: Bandit, policy, data) -> np.ndarray:
     """``E_x pi(Y \\ supp(data) | x)``: policy mass on responses the data never shows."""
+    _data_weights(env, data)
     outside = ~np.asarray(data.support).reshape(env.n_contexts, env.n_responses)
     return _context_mean(env, (_batched(env, policy) * outside).sum(-1))
 

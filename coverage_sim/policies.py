@@ -130,7 +130,8 @@ class LogLinear(Policy):
     kind = _engine.LOGLINEAR
 
     def __init__(self, features, base: str = "ref", init=None):
-        feats = check_finite(as_float_array(features, "features", ndim=(2, 3)), "features")
+        feats = check_finite(as_float_array(features, "features", ndim=(2, 3)).copy(), "features")
+        feats.setflags(write=False)
         self.features = feats
         self.base = check_choice(base, "base", ("ref", "zero"))
         dim = feats.shape[-1]

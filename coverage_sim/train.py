@@ -56,7 +56,8 @@ def log_schedule(steps: int, num: int = 50) -> np.ndarray:
     num = check_int(num, "num", minimum=1)
     if steps == 0:
         return np.zeros(1, dtype=np.int64)
-    pts = np.unique(np.round(np.geomspace(1, steps, num)).astype(np.int64))
+    # geomspace(1, steps, 1) is [1]; a single point must be the last step
+    pts = np.unique(np.round(np.geomspace(1, steps, num)).astype(np.int64)) if num > 1 else [steps]
     return np.concatenate([[0], pts]).astype(np.int64)
 
 
@@ -64,6 +65,9 @@ def _record_steps(record, steps: int) -> np.ndarray:
     if record is None:
         return log_schedule(steps)
     if isinstance(record, (int, np.integer)) and not isinstance(record, bool):
+        if record < 1:
+            raise ValueError(f"record must be a number of points >= 1 or a list of integer steps "
+                             f"within [0, {steps}], got {record!r}")
         return log_schedule(steps, int(record))
     rec = np.unique(np.asarray(record))
     if rec.size == 0 or not np.issubdtype(rec.dtype, np.integer) or rec[0] < 0 or rec[-1] > steps:
@@ -138,8 +142,11 @@ def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_dat
     metrics = policy_metrics(env, shaped, beta=objective.beta, data=data, eval_data=eval_data,
                              proxy_reward=objective.params.get("reward"))
     history = pd.DataFrame({"step": rec, "loss": out_loss, **metrics})
+    # The final policy comes from the final parameters: the record schedule need not end at `steps`.
+    final = np.exp(_engine.policy_logp(policy.kind, theta, policy.features_for(env),
+                                       policy.base_for(env), env.n_contexts, env.n_responses))
     return Run(env=env, objective=objective, policy_model=policy, params=theta,
-               policy=shaped[-1].copy(), snapshots=shaped, history=history, config=config)
+               policy=env.like_ref(final), snapshots=shaped, history=history, config=config)
 
 
 def _config(env, objective, policy, steps, lr, optimizer, seed, adam, rec, data):
@@ -254,6 +261,9 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
     """
     sizes = [len(v) for v in (envs, objectives, datas, lr) if isinstance(v, (list, tuple))]
     n = max(sizes, default=1)
+    if n == 0:
+        raise ValueError("envs, objectives, datas and lr lists must not be empty (train_many needs "
+                         "at least one problem)")
     env_list = _as_list(envs, n, "envs")
     obj_list = _as_list(objectives, n, "objectives")
     data_list = _as_list(datas, n, "datas")

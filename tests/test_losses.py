@@ -42,7 +42,7 @@ def _sig(z):
     return 1.0 / (1.0 + math.exp(-z))
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Registry
 
 
@@ -96,7 +96,7 @@ def test_defaults_and_pack():
                                                                    "label_smoothing": 0.0}
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Invalid inputs
 
 
@@ -161,8 +161,9 @@ def test_population_loss_shape_checks():
         population_loss("sigmoid", np.zeros((1, 2)), np.zeros((1, 2)), -np.ones((1, 2, 2)))
 
 
-# ---------------------------------------------------------------------------------------------------
-# Hand-computed values (rlax style). Pairs: A u=(1,-1) h=2; B u=(0,0) h=0; C u=(-1,0) h=-1; beta=0.5.
+# ------------------------------------------------------------------------------------------------
+# Hand-computed values (rlax style), beta = 0.5.
+# Pairs: A u=(1,-1) h=2; B u=(0,0) h=0; C u=(-1,0) h=-1.
 
 LW = np.array([1.0, 0.0, -2.0])
 LL = np.array([-1.0, 0.0, -1.0])
@@ -237,7 +238,7 @@ def test_scalar_inputs_return_numpy_scalar():
     assert pair_loss("sft", np.zeros((2, 1)), np.zeros((1, 3)), 0.0, 0.0).shape == (2, 3)
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # numpy vs torch, stability, autograd
 
 
@@ -288,7 +289,7 @@ def test_extreme_margins_are_finite(name):
 
 
 def test_extreme_sigmoid_is_linear_tail():
-    # -log sigma(-1000) = 1000 + log1p(e^-1000) = 1000 exactly in float64; naive log(sigmoid) gives inf.
+    # -log sigma(-1000) = 1000 + log1p(e^-1000) = 1000 exactly in float64 (naive: log(0) = -inf).
     assert float(pair_loss("sigmoid", -1000.0, 0.0, 0.0, 0.0, beta=1.0)) == 1000.0
     assert float(pair_loss("discopop", -1000.0, 0.0, 0.0, 0.0, beta=1.0)) == 1000.0
 
@@ -313,7 +314,7 @@ def _vls(z):
     return -np.logaddexp(0.0, -z)
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Properties (hypothesis)
 
 _floats = st.floats(-6.0, 6.0, allow_nan=False, allow_infinity=False)
@@ -334,7 +335,7 @@ def test_shift_invariant_losses(name, data, beta):
     lw, ll, rw, rl, c = data
     assert PAIR_LOSSES[name].shift_invariant
     base = pair_loss(name, lw, ll, rw, rl, beta=beta)
-    # Per-pair constant added to u_w and u_l, once through the policy and once through the reference.
+    # A per-pair constant added to u_w and u_l, via the policy and via the reference.
     np.testing.assert_allclose(pair_loss(name, lw + c, ll + c, rw, rl, beta=beta), base,
                                rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(pair_loss(name, lw, ll, rw - c, rl - c, beta=beta), base,
@@ -438,3 +439,13 @@ def test_population_loss_skips_zero_weight_pairs_with_inf_logps():
             expected = pair_loss(name, lp[0, :1], lp[0, 1:2], rlp[0, :1], rlp[0, 1:2],
                                  **PARAMS[name])[0]
             assert v == pytest.approx(expected, rel=1e-14), name
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_population_loss_of_empty_weights_is_zero(name):
+    lp = np.log(np.array([[0.2, 0.8]]))
+    assert population_loss(name, lp, lp, np.zeros((1, 2, 2))) == 0.0
+    lpt = torch.tensor(lp, requires_grad=True)
+    loss = population_loss(name, lpt, torch.tensor(lp), np.zeros((1, 2, 2)))
+    loss.backward()
+    assert loss.item() == 0.0 and (lpt.grad == 0).all()

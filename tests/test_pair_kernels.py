@@ -1,8 +1,8 @@
-"""Tests for the numba pairwise-loss kernels against the reference definitions in coverage_sim.losses.
+"""Tests for the numba pairwise-loss kernels against the reference definitions in losses.py.
 
-Oracles: torch autograd of ``population_loss`` on torch tensors (float64), central finite differences of
-the kernel's own loss, the numpy ``population_loss`` for values, TRL's batch mean for AOT, and the
-closed-form population DPO gradient of engineering.md §C.
+Oracles: torch autograd of ``population_loss`` on torch tensors (float64), central finite
+differences of the kernel's own loss, the numpy ``population_loss`` for values, TRL's batch mean for
+AOT, and the closed-form population DPO gradient of engineering.md §C.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _relmax(a, b):
 
 
 def _safe_for_fd(name, lp, rlp, W, params, margin=1e-5):
-    """False if a hinge kink or an AOT rank swap is within ``margin`` (10 FD steps) of the instance."""
+    """False if a hinge kink or an AOT rank swap is within ``margin`` (10 FD steps)."""
     x, i, j = np.nonzero(W)
     h = (lp[x, i] - rlp[x, i]) - (lp[x, j] - rlp[x, j])
     if PAIR_LOSSES[name].code == pk.HINGE:
@@ -85,7 +85,7 @@ def _instance(seed, X, K, name=None, params=None):
     raise RuntimeError("no instance away from kinks")  # pragma: no cover
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Constants and entry checks
 
 
@@ -121,7 +121,7 @@ def test_hinge_subgradient_zero_at_kink():
     assert (v, gw, gl) == (0.25, -0.5, 0.5)
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Per pair: the kernel's scalar function vs torch autograd of pair_loss
 
 
@@ -142,7 +142,7 @@ def test_pair_value_grad_matches_autograd(name):
     np.testing.assert_allclose(got[:, 2], gl_ref, rtol=1e-12, atol=1e-14)
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Population: kernel vs torch autograd, finite differences and the numpy reference
 
 
@@ -176,6 +176,13 @@ def test_population_gradient_matches_finite_differences(name, X, K):
     assert _relmax(grad, fd) <= 1e-6
 
 
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_empty_weights_give_zero(name):
+    lp = np.log(np.array([[0.2, 0.8]]))
+    loss, grad = _kernel(name, lp, lp, np.zeros((1, 2, 2)))
+    assert loss == 0.0 and (grad == 0).all()
+
+
 def test_gradient_is_added_into_grad_out():
     lp, rlp, W = _instance(3, 2, 4)
     spec = get_pair_loss("sigmoid")
@@ -204,7 +211,7 @@ def test_dpo_gradient_closed_form():
     assert _relmax(grad, expected) <= 1e-13
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Extreme logits
 
 
@@ -256,7 +263,7 @@ def test_inf_logps_outside_support_are_skipped(name):
     np.testing.assert_allclose(grad[sub], grad_sub, rtol=1e-14)
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # W = empirical counts / n reproduces TRL's batch mean (AOT included: its sort becomes the coupling)
 
 
@@ -299,7 +306,7 @@ def test_quantile_coupling_unequal_weights_by_hand():
     np.testing.assert_allclose(gb, [0.25 * s(-3.0) + 0.5 * s(-2.0), 0.25 * s(0.0)], rtol=1e-15)
 
 
-# ---------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------
 # Properties (hypothesis)
 
 

@@ -1,0 +1,196 @@
+"""Invalid inputs across the public API: every one raises ValueError naming the offending parameter.
+
+One table, one test: each row is ``(id, call, parameter name the message must contain as a word)``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import coverage_sim as cs
+from coverage_sim import metrics as M
+
+NAN, INF = float("nan"), float("inf")
+
+ENV = cs.Bandit(reward=[1.0, 0.0, -1.0], ref=[0.5, 0.3, 0.2])
+PARTIAL = cs.Bandit(reward=[1.0, 0.0, -1.0], ref=[0.5, 0.5, 0.0])
+CTX = cs.Bandit(reward=np.zeros((2, 3)), ref=np.full((2, 3), 1 / 3))
+DATA = cs.offline_pairs(ENV, ENV.ref)
+DATA_K2 = cs.offline_pairs(cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5]), [0.5, 0.5])
+
+
+def _train(objective="rlhf", data=None, env=ENV, **kw):
+    kw = {"steps": 2, "lr": 0.1, **kw}
+    return lambda: cs.train(env, objective, data, **kw)
+
+
+CASES = [
+    # -- environment shapes and values
+    ("reward-ref-shape-mismatch", lambda: cs.Bandit(reward=[1.0, 0.0, 0.0], ref=[0.5, 0.5]), "ref"),
+    ("reward-3d", lambda: cs.Bandit(reward=np.zeros((1, 1, 2)), ref=np.full((1, 1, 2), 0.5)),
+     "reward"),
+    ("ref-3d", lambda: cs.Bandit(reward=np.zeros((1, 2)), ref=np.full((1, 1, 2), 0.5)), "ref"),
+    ("K=1", lambda: cs.Bandit(reward=[1.0], ref=[1.0]), "reward"),
+    ("K=1-contextual", lambda: cs.Bandit(reward=np.zeros((3, 1)), ref=np.ones((3, 1))), "reward"),
+    ("ref-negative", lambda: cs.Bandit(reward=[1.0, 0.0], ref=[1.5, -0.5]), "ref"),
+    ("ref-not-normalised", lambda: cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.4]), "ref"),
+    ("ref-row-not-normalised", lambda: cs.Bandit(reward=np.zeros((2, 2)),
+                                                 ref=[[0.5, 0.5], [0.5, 0.6]]), "ref"),
+    ("ref-nan", lambda: cs.Bandit(reward=[1.0, 0.0], ref=[NAN, 0.5]), "ref"),
+    ("reward-nan", lambda: cs.Bandit(reward=[NAN, 0.0], ref=[0.5, 0.5]), "reward"),
+    ("reward-inf", lambda: cs.Bandit(reward=[INF, 0.0], ref=[0.5, 0.5]), "reward"),
+    ("reward-not-numeric", lambda: cs.Bandit(reward=["a", "b"], ref=[0.5, 0.5]), "reward"),
+    ("context-weights-sum", lambda: cs.Bandit(reward=np.zeros((2, 2)), ref=np.full((2, 2), 0.5),
+                                              context_weights=[0.5, 0.6]), "context_weights"),
+    ("context-weights-shape", lambda: cs.Bandit(reward=np.zeros((2, 2)), ref=np.full((2, 2), 0.5),
+                                                context_weights=[1.0]), "context_weights"),
+    ("context-weights-plain", lambda: cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5],
+                                                context_weights=[0.5, 0.5]), "context_weights"),
+    ("proxy-reward-shape", lambda: cs.optimal_policy(ENV, 1.0, reward=[1.0, 2.0]), "reward"),
+    ("proxy-reward-nan", lambda: cs.optimal_policy(ENV, 1.0, reward=[NAN, 0.0, 0.0]), "reward"),
+    # -- beta <= 0 and NaN beta, several objectives
+    ("optimal_policy-beta0", lambda: cs.optimal_policy(ENV, 0.0), "beta"),
+    ("optimal_policy-beta-nan", lambda: cs.optimal_policy(ENV, NAN), "beta"),
+    ("sigmoid-beta-neg", lambda: cs.objective("sigmoid", beta=-1.0), "beta"),
+    ("ipo-beta-nan", lambda: cs.objective("ipo", beta=NAN), "beta"),
+    ("hinge-beta-0", lambda: cs.objective("hinge", beta=0.0), "beta"),
+    ("rlhf-beta-0", lambda: cs.objective("rlhf", beta=0), "beta"),
+    ("rlhf-beta-inf", lambda: cs.objective("rlhf", beta=INF), "beta"),
+    ("online_dpo-beta-neg", lambda: cs.objective("online_dpo", beta=-0.1), "beta"),
+    ("online_ipo-beta-nan", lambda: cs.objective("online_ipo", beta=NAN), "beta"),
+    ("iterative_dpo-beta-0", lambda: cs.objective("iterative_dpo", beta=0.0), "beta"),
+    ("hypo-beta-neg", lambda: cs.objective("hypo", beta=-1.0), "beta"),
+    ("vpo-beta-nan", lambda: cs.objective("vpo", beta=NAN), "beta"),
+    ("awr-beta-0", lambda: cs.objective("awr", beta=0.0), "beta"),
+    ("beta-not-a-number", lambda: cs.objective("sigmoid", beta="big"), "beta"),
+    ("ideal-ranking-beta-0", lambda: M.ideal_ranking_accuracy(ENV, DATA, 0.0), "beta"),
+    ("policy_metrics-beta-neg", lambda: M.policy_metrics(ENV, ENV.ref[None], beta=-1.0), "beta"),
+    # -- other objective parameters
+    ("hypo-lam-neg", lambda: cs.objective("hypo", lam=-1.0), "lam"),
+    ("vpo-alpha-neg", lambda: cs.objective("vpo", alpha=-1.0), "alpha"),
+    ("vpo-mode", lambda: cs.objective("vpo", mode="sideways"), "mode"),
+    ("ipo-length-0", lambda: cs.objective("ipo", length=0.0), "length"),
+    ("discopop-tau-neg", lambda: cs.objective("discopop", discopop_tau=-1.0), "discopop_tau"),
+    ("unknown-parameter", lambda: cs.objective("rlhf", gamma=1.0), "gamma"),
+    # -- epsilon (label_smoothing, label_noise) outside its range
+    ("cdpo-label_smoothing-0.6", lambda: cs.objective("cdpo", label_smoothing=0.6), "label_smoothing"),
+    ("cdpo-label_smoothing-neg", lambda: cs.objective("cdpo", label_smoothing=-0.1),
+     "label_smoothing"),
+    ("sigmoid-label_smoothing-nan", lambda: cs.objective("sigmoid", label_smoothing=NAN),
+     "label_smoothing"),
+    ("robust-label_smoothing-0.5", lambda: cs.objective("robust", label_smoothing=0.5),
+     "label_smoothing"),
+    ("exo-label_smoothing-0", lambda: cs.objective("exo_pair", label_smoothing=0.0),
+     "label_smoothing"),
+    ("exo-label_smoothing-1", lambda: cs.objective("exo_pair", label_smoothing=1.0),
+     "label_smoothing"),
+    ("online_dpo-label_noise", lambda: cs.objective("online_dpo", label_noise=0.7), "label_noise"),
+    ("vpo-label_noise-neg", lambda: cs.objective("vpo", label_noise=-0.1), "label_noise"),
+    ("offline_pairs-label_noise", lambda: cs.offline_pairs(ENV, ENV.ref, label_noise=0.51),
+     "label_noise"),
+    ("offline_pairs-label_noise-nan", lambda: cs.offline_pairs(ENV, ENV.ref, label_noise=NAN),
+     "label_noise"),
+    # -- unknown names
+    ("unknown-objective", lambda: cs.objective("dpo2"), "objective"),
+    ("unknown-objective-in-train", _train("dpo2"), "objective"),
+    ("unknown-loss_type", lambda: cs.objective("online_dpo", loss_type="sigmoidal"), "loss_type"),
+    ("unknown-loss_type-iterative", lambda: cs.objective("iterative_dpo", loss_type="x"),
+     "loss_type"),
+    ("unknown-pair-loss", lambda: cs.pair_loss("sigmoidal", 0.0, 0.0, 0.0, 0.0), "loss"),
+    ("unknown-labels", lambda: cs.offline_pairs(ENV, ENV.ref, labels="thurstone"), "labels"),
+    ("unknown-labels-objective", lambda: cs.objective("online_dpo", labels="thurstone"), "labels"),
+    ("unknown-optimizer", _train(optimizer="sgd"), "optimizer"),
+    ("unknown-init", lambda: cs.TabularSoftmax(init="zeros"), "init"),
+    ("unknown-base", lambda: cs.LogLinear(np.eye(3), base="one"), "base"),
+    # -- behaviour policies
+    ("behavior-no-support", lambda: cs.offline_pairs(ENV, [0.0, 0.0, 0.0]), "behavior"),
+    ("behavior-no-support-context", lambda: cs.offline_pairs(CTX, [[0.5, 0.5, 0.0], [0, 0, 0]]),
+     "behavior"),
+    ("behavior-mass-where-ref-0", lambda: cs.offline_pairs(PARTIAL, [0.4, 0.4, 0.2]), "behavior"),
+    ("behavior-not-normalised", lambda: cs.offline_pairs(ENV, [0.4, 0.4, 0.4]), "behavior"),
+    ("behavior-negative", lambda: cs.offline_pairs(ENV, [1.2, -0.2, 0.0]), "behavior"),
+    ("behavior-shape", lambda: cs.offline_pairs(ENV, [0.5, 0.5]), "behavior"),
+    ("policy_pairs-mass-where-ref-0", lambda: cs.policy_pairs(PARTIAL, [0.4, 0.4, 0.2]), "policy"),
+    ("restrict_support-empty", lambda: cs.restrict_support(ENV.ref, np.zeros(3, dtype=bool)),
+     "support"),
+    ("pairs_from_list-ref-0", lambda: cs.pairs_from_list(PARTIAL, [(0, 2)]), "ref"),
+    # -- counts
+    ("offline_pairs-n-0", lambda: cs.offline_pairs(ENV, ENV.ref, n=0), "n"),
+    ("offline_pairs-n-float", lambda: cs.offline_pairs(ENV, ENV.ref, n=2.5), "n"),
+    ("best_of_n-n-0", lambda: cs.objective("best_of_n", n=0), "n"),
+    ("iterative_dpo-n-1", lambda: cs.objective("iterative_dpo", n=1), "n"),
+    ("iterative_dpo-steps_per_iteration-0",
+     lambda: cs.objective("iterative_dpo", steps_per_iteration=0), "steps_per_iteration"),
+    # -- training arguments
+    ("steps-negative", _train(steps=-1), "steps"),
+    ("steps-float", _train(steps=1.5), "steps"),
+    ("steps-bool", _train(steps=True), "steps"),
+    ("lr-0", _train(lr=0.0), "lr"),
+    ("lr-negative", _train(lr=-0.1), "lr"),
+    ("lr-nan", _train(lr=NAN), "lr"),
+    ("record-beyond-steps", _train(record=[0, 3]), "record"),
+    ("record-0-points", _train(record=0), "record"),
+    ("env-not-a-bandit", lambda: cs.train("env", "rlhf", steps=2, lr=0.1), "env"),
+    ("objective-wrong-type", _train(objective=3), "objective"),
+    ("policy-wrong-type", _train(policy="tabular"), "policy"),
+    ("init-not-a-distribution", _train(policy=cs.TabularSoftmax(init=[0.5, 0.6, 0.0])), "init"),
+    ("init-mass-where-ref-0",
+     _train(env=PARTIAL, policy=cs.TabularSoftmax(init=[0.4, 0.4, 0.2])), "init"),
+    ("init-shape", _train(policy=cs.TabularSoftmax(init=[0.5, 0.5])), "init"),
+    ("init_scale-0", lambda: cs.TabularSoftmax(init="random", init_scale=0.0), "init_scale"),
+    ("features-shape", _train(policy=cs.LogLinear(np.eye(4))), "features"),
+    ("features-1d", lambda: cs.LogLinear(np.ones(3)), "features"),
+    ("features-nan", lambda: cs.LogLinear(np.full((3, 2), NAN)), "features"),
+    ("loglinear-init-shape", lambda: cs.LogLinear(np.eye(3), init=[0.0, 0.0]), "init"),
+    # -- data passed to train
+    ("data-wrong-shape", _train("sigmoid", DATA_K2), "data"),
+    ("data-wrong-type", _train("sigmoid", np.zeros((1, 3, 3))), "data"),
+    ("data-missing-sigmoid", _train("sigmoid"), "data"),
+    ("data-missing-best_of_n", _train("best_of_n"), "data"),
+    ("data-missing-awr", _train("awr"), "data"),
+    ("data-missing-hypo", _train("hypo"), "data"),
+    ("data-missing-vpo-offline", _train(cs.objective("vpo", mode="offline")), "data"),
+    ("loss_and_grad-data-missing",
+     lambda: cs.objective("ipo").loss_and_grad(ENV, np.log(ENV.ref)), "data"),
+    ("loss_and_grad-logp-shape",
+     lambda: cs.objective("rlhf").loss_and_grad(ENV, np.zeros(2)), "logp"),
+    # -- train_many batches
+    ("train_many-list-lengths", lambda: cs.train_many([ENV, ENV], ["rlhf"] * 3, steps=1, lr=0.1),
+     "envs"),
+    ("train_many-lr-length", lambda: cs.train_many([ENV, ENV], "rlhf", steps=1, lr=[0.1]), "lr"),
+    ("train_many-empty", lambda: cs.train_many([], "rlhf", steps=1, lr=0.1), "envs"),
+    ("train_many-shapes", lambda: cs.train_many([ENV, cs.Bandit([1.0, 0.0], [0.5, 0.5])], "rlhf",
+                                                steps=1, lr=0.1), "envs"),
+    ("train_many-objective-names", lambda: cs.train_many(ENV, ["rlhf", "online_dpo"], steps=1,
+                                                         lr=0.1), "objectives"),
+    ("train_many-data-shape", lambda: cs.train_many(ENV, "sigmoid", DATA_K2, steps=1, lr=0.1),
+     "data"),
+    ("train_many-lr-0", lambda: cs.train_many(ENV, "rlhf", steps=1, lr=[0.1, 0.0]), "lr"),
+    ("log_schedule-steps", lambda: cs.log_schedule(-1), "steps"),
+    ("log_schedule-num", lambda: cs.log_schedule(10, 0), "num"),
+    # -- metrics
+    ("metric-policy-shape", lambda: M.expected_reward(ENV, [0.5, 0.5]), "policy"),
+    ("metric-kl-q-shape", lambda: M.kl_divergence(ENV, ENV.ref, [0.5, 0.5]), "q"),
+    ("metric-tv-p-shape", lambda: M.tv_distance(ENV, np.ones((2, 2)), ENV.ref), "p"),
+    ("metric-win_rate-against", lambda: M.win_rate(ENV, ENV.ref, against=[1.0, 0.0]), "against"),
+    ("metric-reward-shape", lambda: M.expected_reward(ENV, ENV.ref, reward=[1.0, 2.0]), "reward"),
+    ("metric-data-shape", lambda: M.ranking_accuracy(ENV, ENV.ref, DATA_K2), "data"),
+    ("metric-mass_off_support-data", lambda: M.mass_off_support(ENV, ENV.ref, DATA_K2), "data"),
+    ("metric-no-pairs", lambda: M.ranking_accuracy(
+        ENV, ENV.ref, cs.PairData(weights=np.diag([0.5, 0.5, 0.0])[None], shape=(3,))), "data"),
+]
+
+
+@pytest.mark.parametrize("call,param", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_invalid_input_raises_value_error_naming_the_parameter(call, param):
+    # the name as a whole word: "n" must not be satisfied by the "n" inside "must"
+    with pytest.raises(ValueError, match=rf"\b{re.escape(param)}\b"):
+        call()
+
+
+def test_case_ids_are_unique():
+    ids = [c[0] for c in CASES]
+    assert len(ids) == len(set(ids))

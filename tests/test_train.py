@@ -1,0 +1,351 @@
+"""Training loops: convergence, history/record/snapshots, determinism, batching, fast paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import coverage_sim as cs
+from coverage_sim import _engine
+from coverage_sim import metrics as M
+
+BASE_COLUMNS = ["step", "loss", "reward", "kl", "kl_ref", "entropy", "win_rate"]
+BETA_COLUMNS = ["tv_to_opt", "kl_to_opt"]
+RANK_COLUMNS = ["ranking_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def env():
+    # random rewards and references, but context weights away from 0 (every context matters)
+    base = cs.random_bandit(5, n_contexts=2, seed=3)
+    return cs.Bandit(reward=base.reward, ref=base.ref, context_weights=[0.4, 0.6], name="k5x2")
+
+
+@pytest.fixture(scope="module")
+def data(env):
+    return cs.offline_pairs(env, env.ref)
+
+
+# ---------------------------------------------------------------- convergence
+
+
+@pytest.mark.parametrize("optimizer,lr,steps", [("gd", 3.0, 5000), ("adam", 0.05, 3000),
+                                                ("npg", 0.5, 300)])
+def test_rlhf_converges_to_optimal_policy(env, optimizer, lr, steps):
+    """Tolerance: max |pi - pi*_beta| <= 1e-6 per entry (observed: gd 3e-8, adam/npg ~1e-15)."""
+    run = cs.train(env, cs.objective("rlhf", beta=0.7), steps=steps, lr=lr, optimizer=optimizer)
+    np.testing.assert_allclose(run.policy, cs.optimal_policy(env, 0.7), rtol=0, atol=1e-6)
+    assert run.history["tv_to_opt"].iloc[-1] < 1e-6
+    assert run.history["tv_to_opt"].iloc[0] > 0.1           # it did have to move
+
+
+def test_npg_tabular_rlhf_is_the_closed_form_mirror_descent_step():
+    # NPG with lr = 1 / beta on the tabular RLHF objective jumps to pi*_beta in one step:
+    # pi_{t+1} ∝ pi_t exp(lr (r - beta log(pi_t / pi_ref)) / 1) = pi_ref exp(r / beta) from pi_ref.
+    env = cs.Bandit(reward=[1.0, 0.0, -2.0], ref=[0.2, 0.3, 0.5])
+    beta = 0.5
+    run = cs.train(env, cs.objective("rlhf", beta=beta), steps=1, lr=1 / beta, optimizer="npg")
+    np.testing.assert_allclose(run.policy, cs.optimal_policy(env, beta), rtol=1e-12)
+
+
+def test_gd_first_step_matches_hand_gradient():
+    # one GD step on rlhf from pi_ref: theta -= lr * (-pi (r - E_pi r)) (KL gradient is 0 at ref)
+    env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
+    run = cs.train(env, cs.objective("rlhf", beta=1.0), steps=1, lr=0.4, optimizer="gd")
+    theta = np.log([0.5, 0.5]) + 0.4 * 0.5 * np.array([0.5, -0.5])
+    np.testing.assert_allclose(run.params, theta, rtol=1e-14)
+    np.testing.assert_allclose(run.policy, np.exp(theta) / np.exp(theta).sum(), rtol=1e-14)
+    # loss at step 0 is -(E_ref r - beta * 0)
+    assert run.history["loss"].iloc[0] == pytest.approx(-0.5, rel=1e-14)
+
+
+# ---------------------------------------------------------------- history, record, snapshots
+
+
+def test_history_columns_rows_and_step_schedule(env, data):
+    run = cs.train(env, cs.objective("sigmoid", beta=0.5), data, steps=300, lr=0.05)
+    hist = run.history
+    assert isinstance(hist, pd.DataFrame)
+    assert list(hist.columns) == (BASE_COLUMNS + BETA_COLUMNS + RANK_COLUMNS
+                                  + ["ideal_ranking_accuracy", "mass_off_support"])
+    np.testing.assert_array_equal(hist["step"].to_numpy(), cs.log_schedule(300))
+    assert len(hist) == len(run.snapshots) == len(cs.log_schedule(300))
+    assert run.snapshots.shape == (len(hist),) + env.shape
+    # metrics are those of the snapshots
+    np.testing.assert_allclose(hist["reward"], M.expected_reward(env, run.snapshots), rtol=1e-14)
+    np.testing.assert_allclose(hist["kl"], M.kl_divergence(env, run.snapshots, env.ref),
+                               rtol=1e-14)
+    np.testing.assert_allclose(run.snapshots[0], env.ref, rtol=1e-14)
+    np.testing.assert_array_equal(run.snapshots[-1], run.policy)
+    # the loss column is the objective's loss at each snapshot
+    for r in (0, len(hist) // 2, len(hist) - 1):
+        loss, _ = run.objective.loss_and_grad(env, np.log(run.snapshots[r]), data)
+        assert hist["loss"].iloc[r] == pytest.approx(loss, rel=1e-12)
+    assert np.isfinite(hist.to_numpy(dtype=float)).all()
+
+
+def test_history_optional_columns():
+    env = cs.Bandit(reward=[1.0, 0.0, -1.0], ref=[0.5, 0.25, 0.25])
+    data = cs.offline_pairs(env, env.ref)
+    # no beta -> no *_to_opt / ideal ranking; no data -> no mass_off_support
+    bon = cs.train(env, "best_of_n", data, steps=5, lr=0.1)
+    assert list(bon.history.columns) == BASE_COLUMNS + RANK_COLUMNS + ["mass_off_support"]
+    proxy = np.array([0.0, 2.0, 0.0])
+    rl = cs.train(env, cs.objective("rlhf", beta=1.0, reward=proxy), steps=5, lr=0.1)
+    assert list(rl.history.columns) == (BASE_COLUMNS + ["proxy_reward"] + BETA_COLUMNS
+                                        + RANK_COLUMNS + ["ideal_ranking_accuracy"])
+    np.testing.assert_allclose(rl.history["proxy_reward"],
+                               M.expected_reward(env, rl.snapshots, proxy), rtol=1e-14)
+    # explicit eval_data replaces the default held-out pairs
+    held = cs.pairs_from_list(env, [(2, 0)])
+    ev = cs.train(env, cs.objective("rlhf", beta=1.0), steps=5, lr=0.1, eval_data=held)
+    assert ev.history["ranking_accuracy"].iloc[0] == 0.0        # pi_ref(y3) < pi_ref(y1)
+
+
+def test_log_schedule_properties():
+    np.testing.assert_array_equal(cs.log_schedule(1000, num=5), [0, 1, 6, 32, 178, 1000])
+    np.testing.assert_array_equal(cs.log_schedule(0), [0])
+    np.testing.assert_array_equal(cs.log_schedule(3), [0, 1, 2, 3])
+    np.testing.assert_array_equal(cs.log_schedule(500, num=1), [0, 500])
+    for steps in (1, 7, 100, 12345):
+        for num in (1, 2, 10, 50):
+            s = cs.log_schedule(steps, num)
+            assert s.dtype == np.int64
+            assert s[0] == 0 and s[-1] == steps
+            assert (np.diff(s) > 0).all()
+            assert len(s) <= num + 1
+
+
+def test_record_int_list_and_invalid(env):
+    obj = cs.objective("rlhf", beta=1.0)
+    as_int = cs.train(env, obj, steps=100, lr=0.1, record=4)
+    np.testing.assert_array_equal(as_int.history["step"], cs.log_schedule(100, 4))
+    as_list = cs.train(env, obj, steps=100, lr=0.1, record=[50, 0, 7, 50])   # sorted, deduplicated
+    np.testing.assert_array_equal(as_list.history["step"], [0, 7, 50])
+    assert as_list.snapshots.shape == (3,) + env.shape
+    full = cs.train(env, obj, steps=100, lr=0.1, record=list(range(101)))
+    np.testing.assert_array_equal(as_list.snapshots, full.snapshots[[0, 7, 50]])
+    np.testing.assert_array_equal(as_int.snapshots, full.snapshots[cs.log_schedule(100, 4)])
+    # the final policy is the policy after all steps even if the schedule stops earlier
+    np.testing.assert_array_equal(as_list.policy, full.policy)
+    np.testing.assert_array_equal(as_list.params, full.params)
+    for bad in ([0, 101], [-1, 5], [], [0.5], 0, -2, True, "all"):
+        with pytest.raises(ValueError, match="record"):
+            cs.train(env, obj, steps=100, lr=0.1, record=bad)
+
+
+def test_zero_steps_records_the_initial_policy(env):
+    run = cs.train(env, "rlhf", steps=0, lr=0.1)
+    np.testing.assert_array_equal(run.history["step"], [0])
+    np.testing.assert_allclose(run.policy, env.ref, rtol=1e-15)
+
+
+# ---------------------------------------------------------------- determinism and config
+
+
+def test_train_is_deterministic_and_seed_matters_for_random_init(env):
+    pol = cs.TabularSoftmax(init="random")
+    obj = cs.objective("online_dpo", beta=0.5)
+    a = cs.train(env, obj, steps=50, lr=0.1, seed=3, policy=pol)
+    b = cs.train(env, obj, steps=50, lr=0.1, seed=3, policy=pol)
+    c = cs.train(env, obj, steps=50, lr=0.1, seed=4, policy=pol)
+    pd.testing.assert_frame_equal(a.history, b.history, check_exact=True)
+    np.testing.assert_array_equal(a.snapshots, b.snapshots)
+    assert not np.allclose(a.snapshots[0], c.snapshots[0])
+    assert not np.allclose(a.history["reward"], c.history["reward"])
+    # init="ref" ignores the seed entirely
+    d = cs.train(env, obj, steps=50, lr=0.1, seed=3)
+    e = cs.train(env, obj, steps=50, lr=0.1, seed=99)
+    pd.testing.assert_frame_equal(d.history, e.history, check_exact=True)
+
+
+def test_config_records_seed_versions_and_objective_params(env, data):
+    run = cs.train(env, cs.objective("cdpo", beta=0.3, label_smoothing=0.1), data, steps=10,
+                   lr=0.02, optimizer="gd", seed=11)
+    cfg = run.config
+    assert cfg["seed"] == 11
+    assert cfg["objective"] == "cdpo"
+    assert cfg["params"] == {"beta": 0.3, "label_smoothing": 0.1}
+    assert cfg["optimizer"] == "gd" and cfg["lr"] == 0.02 and cfg["steps"] == 10
+    assert cfg["record_steps"] == run.history["step"].tolist()
+    assert cfg["data"]["labels"] == "bradley_terry" and cfg["data"]["n"] is None
+    import numba
+    assert cfg["versions"]["numpy"] == np.__version__
+    assert cfg["versions"]["numba"] == numba.__version__
+    assert "python" in cfg["versions"]
+    json.dumps(cfg)                  # plain JSON, no numpy scalars
+    # an array-valued parameter is summarised, not dumped
+    rl = cs.train(env, cs.objective("rlhf", reward=np.zeros(env.shape)), steps=2, lr=0.1)
+    assert rl.config["params"]["reward"] == "<array>"
+    json.dumps(rl.config)
+
+
+# ---------------------------------------------------------------- train_many == train
+
+
+def _assert_same_run(a, b, tol=1e-12):
+    np.testing.assert_allclose(a.snapshots, b.snapshots, rtol=0, atol=tol)
+    np.testing.assert_allclose(a.params, b.params, rtol=0, atol=tol)
+    np.testing.assert_allclose(a.policy, b.policy, rtol=0, atol=tol)
+    assert list(a.history.columns) == list(b.history.columns)
+    np.testing.assert_allclose(a.history.to_numpy(dtype=float), b.history.to_numpy(dtype=float),
+                               rtol=tol, atol=tol)
+
+
+def test_train_many_equals_train_with_beta_and_lr_lists(env, data):
+    betas, lrs = [0.3, 0.7, 1.5], [0.05, 0.1, 0.02]
+    runs = cs.train_many(env, [cs.objective("sigmoid", beta=b) for b in betas], data, steps=100,
+                         lr=lrs)
+    assert len(runs) == 3
+    for b, lr, run in zip(betas, lrs, runs):
+        _assert_same_run(run, cs.train(env, cs.objective("sigmoid", beta=b), data, steps=100,
+                                       lr=lr))
+        assert run.config["lr"] == lr
+
+
+def test_train_many_equals_train_with_env_and_data_lists():
+    envs = [cs.random_bandit(4, n_contexts=2, seed=s) for s in range(3)]
+    datas = [cs.offline_pairs(e, e.ref, n=200, seed=s) for s, e in enumerate(envs)]
+    runs = cs.train_many(envs, cs.objective("ipo", beta=0.5), datas, steps=60, lr=0.05,
+                         optimizer="gd", record=10)
+    for e, d, run in zip(envs, datas, runs):
+        _assert_same_run(run, cs.train(e, cs.objective("ipo", beta=0.5), d, steps=60, lr=0.05,
+                                       optimizer="gd", record=10))
+
+
+def test_train_many_equals_train_with_loglinear_policy(env):
+    pol = cs.LogLinear(np.random.default_rng(0).normal(size=(2, 5, 3)))
+    betas = [0.3, 1.0]
+    for optimizer in ("adam", "npg"):
+        runs = cs.train_many(env, [cs.objective("rlhf", beta=b) for b in betas], steps=80, lr=0.1,
+                             policy=pol, optimizer=optimizer)
+        for b, run in zip(betas, runs):
+            _assert_same_run(run, cs.train(env, cs.objective("rlhf", beta=b), steps=80, lr=0.1,
+                                           policy=pol, optimizer=optimizer))
+
+
+def test_train_many_seeds_problem_b_with_seed_plus_b(env):
+    pol = cs.TabularSoftmax(init="random")
+    runs = cs.train_many(env, ["online_dpo"] * 3, steps=30, lr=0.1, policy=pol, seed=5)
+    for b, run in enumerate(runs):
+        assert run.config["seed"] == 5 + b
+        _assert_same_run(run, cs.train(env, "online_dpo", steps=30, lr=0.1, policy=pol, seed=5 + b))
+    assert not np.allclose(runs[0].snapshots[0], runs[1].snapshots[0])
+
+
+# ---------------------------------------------------------------- iterative DPO
+
+
+def test_iterative_dpo_rebuilds_its_pairs_each_iteration():
+    env = cs.random_bandit(5, n_contexts=2, seed=1)
+    spi, n, beta = 20, 4, 0.5
+    obj = cs.objective("iterative_dpo", beta=beta, n=n, steps_per_iteration=spi)
+    every = list(range(3 * spi + 1))
+    it = cs.train(env, obj, steps=3 * spi, lr=0.5, optimizer="gd", record=every)
+    # iteration 0 is offline DPO on best-vs-worst-of-n pairs from pi_ref ...
+    d0 = cs.best_worst_pairs(env, env.ref, n=n)
+    off = cs.train(env, cs.objective("sigmoid", beta=beta), d0, steps=3 * spi, lr=0.5,
+                   optimizer="gd", record=every)
+    np.testing.assert_allclose(it.snapshots[: spi + 1], off.snapshots[: spi + 1], atol=1e-12)
+    np.testing.assert_allclose(it.history["loss"][:spi], off.history["loss"][:spi], rtol=1e-12)
+    # ... then the pairs are rebuilt from pi_spi: the loss at step spi is on the new pairs
+    assert abs(it.history["loss"][spi] - off.history["loss"][spi]) > 1e-4
+    assert np.abs(it.snapshots[2 * spi] - off.snapshots[2 * spi]).max() > 1e-3
+    # iteration 1 is exactly offline DPO from pi_spi on pairs drawn from pi_spi
+    p1 = it.snapshots[spi]
+    d1 = cs.best_worst_pairs(env, p1, n=n)
+    seg = cs.train(env, cs.objective("sigmoid", beta=beta), d1, steps=spi, lr=0.5, optimizer="gd",
+                   policy=cs.TabularSoftmax(init=p1), record=list(range(spi + 1)))
+    np.testing.assert_allclose(seg.snapshots, it.snapshots[spi: 2 * spi + 1], atol=1e-12)
+    assert it.config["data"] is None
+
+
+def test_iterative_dpo_not_batched(env):
+    with pytest.raises(ValueError, match="iterative_dpo"):
+        cs.train_many(env, "iterative_dpo", steps=5, lr=0.1)
+
+
+# ---------------------------------------------------------------- partial coverage
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "ipo", "hinge", "hypo", "best_of_n"])
+@pytest.mark.parametrize("optimizer", ["gd", "adam", "npg"])
+def test_partial_coverage_offline_training_stays_finite_and_on_ref_support(name, optimizer):
+    # context 0 excludes y3 from pi_ref (and y3 has the highest reward), the data covers y1, y2
+    env = cs.Bandit(reward=[[1.0, 0.0, 5.0, -1.0], [0.0, 1.0, 2.0, 3.0]],
+                    ref=[[0.5, 0.3, 0.0, 0.2], [0.25, 0.25, 0.25, 0.25]])
+    data = cs.offline_pairs(env, cs.restrict_support(env.ref, [0, 1]))
+    run = cs.train(env, name, data, steps=100, lr=0.1, optimizer=optimizer)
+    hist = run.history
+    assert np.isfinite(hist.to_numpy(dtype=float)).all()
+    assert (run.snapshots[:, 0, 2] == 0.0).all()
+    off = M.mass_off_support(env, run.snapshots, data)
+    np.testing.assert_allclose(hist["mass_off_support"], off, rtol=1e-14)
+    assert 0.0 < hist["mass_off_support"].iloc[0] < 1.0
+
+
+# ---------------------------------------------------------------- fast DPO path and parallel rows
+
+
+def _slow_terms(terms, k):
+    terms = list(terms)
+    assert terms[5] == 1, "expected the fast DPO kernel for this objective"
+    terms[5] = 0
+    terms[6], terms[7] = np.zeros((0, k, k)), np.zeros((0, k))
+    terms[8] = np.zeros((0, k), dtype=bool)
+    return tuple(terms)
+
+
+@pytest.mark.parametrize("name,params", [("sigmoid", {}), ("cdpo", {"label_smoothing": 0.2}),
+                                         ("robust", {"label_smoothing": 0.2}),
+                                         ("sigmoid_norm", {"length": 2.0})])
+def test_fast_dpo_path_and_parallel_rows_match_generic_kernel(env, name, params):
+    data = cs.offline_pairs(env, cs.restrict_support(env.ref, [0, 1, 3]), labels="bradley_terry")
+    obj = cs.objective(name, beta=0.5, **params)
+    serial = cs.train(env, obj, data, steps=150, lr=0.05, parallel=False)
+    parallel = cs.train(env, obj, data, steps=150, lr=0.05, parallel=True)
+    _assert_same_run(serial, parallel)
+    # the generic pairwise kernel on the same objective, through the same fused loop
+    k = env.n_responses
+    rec = serial.history["step"].to_numpy()
+    theta = np.ascontiguousarray(env.ref_logp2d.ravel())
+    out_lp = np.empty((rec.size, env.n_contexts, k))
+    out_loss = np.empty(rec.size)
+    pol = cs.TabularSoftmax()
+    # (plain GD: Adam divides rounding-level gradients by eps = 1e-8, which turns the two kernels'
+    # last-bit differences on the responses the data never shows into ~1e-10 policy differences)
+    gd = cs.train(env, obj, data, steps=150, lr=0.5, optimizer="gd")
+    _engine.run_one(theta, pol.kind, pol.features_for(env), pol.base_for(env),
+                    np.ascontiguousarray(env.ref_logp2d), _slow_terms(obj.terms(env, data), k),
+                    _engine.GD, 0.5, 0.9, 0.999, 1e-8, 150, rec, out_lp, out_loss, False)
+    np.testing.assert_allclose(np.exp(out_lp), gd.snapshots, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out_loss, gd.history["loss"], rtol=1e-12, atol=1e-12)
+    # and the gradients themselves agree along the Adam trajectory
+    rlp = np.ascontiguousarray(env.ref_logp2d)
+    fast_terms, slow_terms = obj.terms(env, data), _slow_terms(obj.terms(env, data), k)
+    for snap in serial.snapshots:
+        with np.errstate(divide="ignore"):
+            lp = np.ascontiguousarray(np.log(snap))
+        g_fast, g_slow = np.zeros_like(lp), np.zeros_like(lp)
+        wbuf = np.zeros((env.n_contexts, k, k))
+        _engine.objective_grad(fast_terms, lp, rlp, g_fast, True, False, wbuf)
+        _engine.objective_grad(slow_terms, lp, rlp, g_slow, True, False, wbuf)
+        np.testing.assert_allclose(g_fast, g_slow, rtol=0, atol=1e-14)
+
+
+def test_large_k_parallel_default_matches_serial():
+    env = cs.random_bandit(520, seed=0)
+    data = cs.offline_pairs(env, env.ref)
+    obj = cs.objective("sigmoid", beta=0.2)
+    auto = cs.train(env, obj, data, steps=10, lr=0.05, record=[0, 10])   # K >= 512: parallel rows
+    serial = cs.train(env, obj, data, steps=10, lr=0.05, record=[0, 10], parallel=False)
+    _assert_same_run(auto, serial)
+    assert auto.history["kl"].iloc[-1] > 0
+
+
+def test_run_repr_mentions_objective_and_env(env):
+    run = cs.train(env, "rlhf", steps=3, lr=0.1)
+    assert "rlhf" in repr(run) and env.name in repr(run)
