@@ -98,6 +98,20 @@ class Run:
     history: pd.DataFrame
     config: dict = field(repr=False)
 
+    def replay_policy(self) -> np.ndarray:
+        """The replay-buffer policy ``(1/T) sum_{t<T} pi_t`` of this run's ``T`` updates.
+
+        Offline training on it is Tang et al.'s (arXiv:2405.08448) test of the coverage hypothesis:
+        the online run's coverage, without its on-policy sampling. Exact, so it needs every step
+        recorded (``train(..., record=list(range(steps + 1)))``).
+        """
+        steps = self.config["steps"]
+        recorded = np.asarray(self.history["step"])
+        if steps == 0 or not np.array_equal(recorded[recorded < steps], np.arange(steps)):
+            raise ValueError("replay_policy needs every step recorded: train with "
+                             "record=list(range(steps + 1))")
+        return self.snapshots[recorded < steps].mean(axis=0)
+
     def __repr__(self) -> str:
         last = self.history.iloc[-1]
         return (f"Run({self.objective.name!r} on {self.env.name!r}, steps={int(last['step'])}, "

@@ -349,3 +349,21 @@ def test_large_k_parallel_default_matches_serial():
 def test_run_repr_mentions_objective_and_env(env):
     run = cs.train(env, "rlhf", steps=3, lr=0.1)
     assert "rlhf" in repr(run) and env.name in repr(run)
+
+
+def test_replay_policy_is_the_mean_of_the_visited_policies():
+    """Tang's replay buffer: (1/T) sum_{t<T} pi_t, exact only with every step recorded."""
+    env = cs.Bandit(reward=[1.0, 0.0, -1.0], ref=[0.2, 0.3, 0.5])
+    steps = 7
+    run = cs.train(env, cs.objective("rlhf", beta=0.5), steps=steps, lr=0.3, optimizer="gd",
+                   record=list(range(steps + 1)))
+    theta = np.log(env.ref)
+    visited = []
+    for _ in range(steps):
+        pi = np.exp(theta) / np.exp(theta).sum()
+        visited.append(pi)
+        advantage = env.reward - 0.5 * np.log(pi / env.ref)
+        theta = theta + 0.3 * pi * (advantage - pi @ advantage)
+    np.testing.assert_allclose(run.replay_policy(), np.mean(visited, axis=0), rtol=1e-12)
+    with pytest.raises(ValueError, match="record"):
+        cs.train(env, "rlhf", steps=500, lr=0.3).replay_policy()  # log-spaced record
