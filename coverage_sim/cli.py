@@ -1,9 +1,15 @@
-"""Command line: ``coverage-sim objectives | instances | train``.
+"""Command line: ``coverage-sim list | run | plot | reproduce | objectives | instances | train``.
 
-``coverage-sim train INSTANCE -o NAME [-o NAME ...]`` trains each objective on one of the seed papers'
-instances with exact gradients, prints the final metrics side by side, and with ``--out DIR`` writes one
-folder per objective holding ``history.csv`` and ``config.json`` (config, seed, package versions),
-each written atomically.
+- ``list``: the registered experiments (figure id, paper, one line each).
+- ``run ID [--set key=value ...] [--seeds N] --out DIR``: run one experiment's seeds into DIR
+  (config, seeds, versions and the tidy table; resumable), and check its claim.
+- ``plot DIR``: draw a finished run's figure into DIR (PNG and PDF).
+- ``reproduce [ID ...] [--quick]``: run, draw and check every figure into ``figures/``.
+- ``objectives`` / ``instances``: the objective catalogue and the built-in instances.
+- ``train INSTANCE -o NAME [-o NAME ...]``: train objectives on an instance with exact gradients and
+  print their final metrics side by side (``--out DIR``: history.csv and config.json per objective).
+
+Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from coverage_sim._validation import check_choice, check_in_range
 from coverage_sim.data import offline_pairs
 from coverage_sim.instances import INSTANCES, make_instance
 from coverage_sim.objectives import OBJECTIVES, objective
+from coverage_sim.sweep import atomic_write_text
 from coverage_sim.train import train
 
 
@@ -41,19 +48,6 @@ def _parse_settings(items: list[str]) -> dict:
             raise ValueError(f"--set expects key=value, got {item!r}")
         out[key] = _parse_value(value)
     return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _cmd_objectives(_args) -> int:
@@ -101,6 +95,62 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_list(_args) -> int:
+    from coverage_sim.experiments import EXPERIMENTS
+    from coverage_sim.figures import _figure_key
+
+    width = max(map(len, EXPERIMENTS))
+    for exp in sorted(EXPERIMENTS.values(), key=_figure_key):
+        print(f"{exp.figure:<4} {exp.id:<{width}}  arXiv:{exp.arxiv:<10}  {exp.title}")
+    return 0
+
+
+def _check_verdict(experiment, table, config) -> int:
+    try:
+        experiment.check(table, config)
+    except AssertionError as err:
+        print(f"{experiment.id}: does NOT reproduce the paper's claim: {err}")
+        return 1
+    print(f"{experiment.id}: reproduces the paper's claim ({experiment.figure}).")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from coverage_sim.experiments import config_from_overrides, get_experiment
+    from coverage_sim.sweep import run_sweep
+
+    experiment = get_experiment(args.experiment)
+    config = config_from_overrides(experiment, _parse_settings(args.set), quick=args.quick)
+    seeds = range(experiment.seeds if args.seeds is None else args.seeds)
+    table = run_sweep(experiment, config, seeds, out=args.out, workers=args.workers,
+                      scheduler=args.scheduler, progress=not args.no_progress)
+    print(f"wrote {len(table)} rows to {Path(args.out) / 'results.csv'}")
+    return _check_verdict(experiment, table, config)
+
+
+def _cmd_plot(args) -> int:
+    from coverage_sim.plotting import save_figure
+    from coverage_sim.sweep import load_run
+
+    experiment, config, table = load_run(args.folder)
+    paths = save_figure(experiment.plot(table, config), Path(args.folder) / "figure")
+    print("wrote " + ", ".join(map(str, paths)))
+    return _check_verdict(experiment, table, config)
+
+
+def _cmd_reproduce(args) -> int:
+    from coverage_sim.figures import reproduce
+
+    verdicts = reproduce(args.ids or None, quick=args.quick, figures_dir=args.figures,
+                         runs_dir=args.runs, workers=args.workers, scheduler=args.scheduler,
+                         progress=not args.no_progress)
+    for verdict in verdicts:
+        status = "agrees" if verdict.agrees else "DOES NOT AGREE"
+        print(f"{verdict.experiment:<28} {status}: {verdict.message}")
+    print(f"figures, data and index in {args.figures}/")
+    return 0 if all(v.agrees for v in verdicts) else 1
+
+
 def _truncate(ref: np.ndarray, keep: float) -> np.ndarray:
     """Keep the most likely responses holding a ``keep`` fraction of ``pi_ref``'s mass (partial coverage)."""
     keep = check_in_range(keep, "coverage", 0.0, 1.0, low_open=True)
@@ -116,6 +166,36 @@ def _truncate(ref: np.ndarray, keep: float) -> np.ndarray:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coverage-sim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the registered experiments (figures)").set_defaults(
+        func=_cmd_list)
+
+    def parallel_options(p):
+        p.add_argument("--workers", type=int, default=None,
+                       help="local processes (default: one per core)")
+        p.add_argument("--scheduler", default=None,
+                       help="dask.distributed scheduler address, e.g. tcp://host:8786")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    run = sub.add_parser("run", help="run one experiment's seeds into a folder")
+    run.add_argument("experiment", help="experiment id (see `coverage-sim list`)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="config field, value as JSON, e.g. --set taus=[0.1,1]")
+    run.add_argument("--seeds", type=int, default=None,
+                     help="number of seeds (default: the experiment's)")
+    run.add_argument("--quick", action="store_true", help="start from the quick config")
+    run.add_argument("--out", required=True, help="run folder (resumed if it exists)")
+    parallel_options(run)
+    run.set_defaults(func=_cmd_run)
+    plot = sub.add_parser("plot", help="draw a finished run folder's figure")
+    plot.add_argument("folder")
+    plot.set_defaults(func=_cmd_plot)
+    rep = sub.add_parser("reproduce", help="run, draw and check every figure into figures/")
+    rep.add_argument("ids", nargs="*", help="experiment ids (default: all)")
+    rep.add_argument("--quick", action="store_true", help="small versions (under 2 minutes)")
+    rep.add_argument("--figures", default="figures", help="output folder for figures")
+    rep.add_argument("--runs", default="runs", help="folder for resumable runs")
+    parallel_options(rep)
+    rep.set_defaults(func=_cmd_reproduce)
     sub.add_parser("objectives", help="list the objective catalogue").set_defaults(
         func=_cmd_objectives)
     sub.add_parser("instances", help="list the built-in instances").set_defaults(

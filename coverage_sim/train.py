@@ -152,6 +152,13 @@ def _default_eval_data(env: Bandit, eval_data):
 
 
 def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_data, config) -> Run:
+    if np.isnan(theta).any() or np.isnan(out_lp).any() or np.isnan(out_loss).any():
+        bad = np.flatnonzero(np.isnan(out_lp).any(axis=(1, 2)) | np.isnan(out_loss))
+        where = f"first NaN at recorded step {rec[bad[0]]}" if bad.size else "NaN at the end"
+        raise FloatingPointError(
+            f"training {objective.name!r} diverged ({where}) with optimizer="
+            f"{config['optimizer']!r}, lr={config['lr']}; lower lr (natural policy gradient divides "
+            "by pi, so it needs small steps on objectives that push probabilities towards 0)")
     shaped = np.exp(out_lp).reshape((len(rec),) + env.shape)
     metrics = policy_metrics(env, shaped, beta=objective.beta, data=data, eval_data=eval_data,
                              proxy_reward=objective.params.get("reward"))

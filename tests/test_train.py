@@ -367,3 +367,11 @@ def test_replay_policy_is_the_mean_of_the_visited_policies():
     np.testing.assert_allclose(run.replay_policy(), np.mean(visited, axis=0), rtol=1e-12)
     with pytest.raises(ValueError, match="record"):
         cs.train(env, "rlhf", steps=500, lr=0.3).replay_policy()  # log-spaced record
+
+
+def test_divergence_raises_instead_of_returning_nan():
+    """No silent NaN: natural policy gradient with a large step on offline IPO blows up, loudly."""
+    env = cs.azar_bandit()
+    with pytest.raises(FloatingPointError, match="lr"):
+        cs.train(env, cs.objective("ipo", beta=0.1), cs.azar_d1(env), steps=2000, lr=0.1,
+                 optimizer="npg")

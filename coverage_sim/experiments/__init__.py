@@ -1,0 +1,10 @@
+"""Registered experiments: the reproduced figures F1-F17 (science.md §11).
+
+Importing this package registers every experiment in :data:`EXPERIMENTS`.
+"""
+
+from coverage_sim.experiments.registry import (EXPERIMENTS, Experiment, config_from_overrides,
+                                               get_experiment, register)
+from coverage_sim.experiments import azar  # noqa: F401  (registers)
+
+__all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "register", "config_from_overrides"]

@@ -1,0 +1,92 @@
+"""Shared figure style and small plotting helpers for the experiments.
+
+Every helper takes a tidy table and an ``Axes`` and draws on it; :func:`new_figure` applies the one
+shared style, :func:`save_figure` writes PNG and PDF atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files: never open a window (CI and notebooks run headless)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+__all__ = ["STYLE", "new_figure", "save_figure", "mean_band", "metric_frame"]
+
+#: One style for every figure: readable at README size (about 700 px wide).
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "lines.linewidth": 1.6,
+}
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 3.4, height: float = 2.8,
+               **kwargs):
+    """A figure with ``nrows x ncols`` axes in the shared style; returns ``(fig, axes)``."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
+                                 squeeze=False, layout="constrained", **kwargs)
+    for ax in axes.flat:
+        ax.set_prop_cycle(plt.rcParams["axes.prop_cycle"])
+    return fig, axes
+
+
+def save_figure(fig, stem: str | Path, formats=("png", "pdf")) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` atomically (temporary file + rename); returns the paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with plt.rc_context(STYLE):
+        for fmt in formats:
+            path = stem.with_suffix(f".{fmt}")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{fmt}")
+            os.close(fd)
+            try:
+                fig.savefig(tmp, format=fmt)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def metric_frame(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of one metric, with ``value`` renamed to the metric's name."""
+    rows = table[table["metric"] == metric]
+    if rows.empty:
+        raise ValueError(f"metric {metric!r} is not in the table; it has "
+                         f"{sorted(table['metric'].unique())}")
+    return rows.rename(columns={"value": metric}).drop(columns="metric")
+
+
+def mean_band(ax, frame: pd.DataFrame, x: str, y: str, label=None, color=None, band=True,
+              **line_kwargs):
+    """Plot the mean of ``y`` over seeds against ``x``, with a ±1 standard-error band."""
+    grouped = frame.groupby(x)[y]
+    mean = grouped.mean()
+    line, = ax.plot(mean.index, mean.values, label=label, color=color, **line_kwargs)
+    count = grouped.count()
+    if band and (count > 1).any():
+        sem = grouped.std(ddof=1) / np.sqrt(count)
+        ax.fill_between(mean.index, mean - sem, mean + sem, color=line.get_color(), alpha=0.2,
+                        linewidth=0)
+    return line

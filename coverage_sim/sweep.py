@@ -1,0 +1,183 @@
+"""Running experiments over seeds: locally in parallel or on a Dask cluster, resumable, atomic.
+
+A run folder holds::
+
+    config.json        experiment id, figure, paper, config, seeds and package versions
+    seeds/seed-<s>.csv one tidy table per finished seed (written atomically as each finishes)
+    results.csv        all seeds' tables, concatenated in seed order (written atomically)
+
+Re-running into the same folder skips the seeds already on disk, so an interrupted sweep (Ctrl-C,
+kill) loses at most the seeds in flight, and the final table equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from coverage_sim.experiments.registry import (TABLE_COLUMNS, Experiment, config_from_overrides,
+                                               config_to_dict, get_experiment)
+from coverage_sim.train import package_versions
+
+__all__ = ["atomic_write_text", "run_sweep", "prepare", "execute", "collect", "load_run",
+           "seed_table"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def seed_table(experiment_id: str, config: dict, seed: int) -> pd.DataFrame:
+    """Run one seed of an experiment from a JSON-ready config (the unit of work of a sweep)."""
+    experiment = get_experiment(experiment_id)
+    cfg = config_from_overrides(experiment, config)
+    table = experiment.run(cfg, seed)
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"experiment {experiment_id!r} returned a table without columns {missing}")
+    return table
+
+
+def _worker_init():
+    # One numba thread per worker process: the pool already uses every core.
+    import numba
+
+    numba.set_num_threads(1)
+
+
+def _seed_path(folder: Path, seed: int) -> Path:
+    return folder / "seeds" / f"seed-{seed}.csv"
+
+
+def _manifest(experiment: Experiment, config: dict, seeds: list[int]) -> dict:
+    return {"experiment": experiment.id, "figure": experiment.figure, "paper": experiment.paper,
+            "arxiv": experiment.arxiv, "config": config, "seeds": seeds,
+            "versions": package_versions()}
+
+
+def _check_folder(folder: Path, experiment: Experiment, config: dict) -> None:
+    path = folder / "config.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    if old.get("experiment") != experiment.id or old.get("config") != config:
+        raise ValueError(f"out folder {str(folder)!r} already holds a different run "
+                         f"({old.get('experiment')!r} with another config); choose another --out")
+
+
+def prepare(experiment: Experiment, config, seeds, out) -> tuple[Path, dict, list[int], list]:
+    """Validate and open a run folder; returns ``(folder, config dict, seeds, pending units)``."""
+    cfg = config_to_dict(config)
+    seeds = sorted({int(s) for s in seeds})
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    folder = Path(out)
+    _check_folder(folder, experiment, cfg)
+    atomic_write_text(folder / "config.json",
+                      json.dumps(_manifest(experiment, cfg, seeds), indent=2))
+    pending = [(experiment.id, cfg, s, folder) for s in seeds
+               if not _seed_path(folder, s).exists()]
+    return folder, cfg, seeds, pending
+
+
+def execute(units: list, *, workers: int | None = None, scheduler: str | None = None,
+            progress: bool = True, desc: str = "seeds") -> None:
+    """Run ``(experiment id, config dict, seed, folder)`` units, writing each seed's table on arrival.
+
+    Locally the units run in ``workers`` spawned processes (default one per core); with a
+    ``dask.distributed`` scheduler address they run on that cluster and come back here to be written.
+    """
+    bar = tqdm(total=len(units), disable=not progress, desc=desc, unit="seed")
+
+    def finish(unit, table: pd.DataFrame) -> None:
+        atomic_write_text(_seed_path(unit[3], unit[2]), table.to_csv(index=False))
+        bar.update(1)
+
+    try:
+        if scheduler is not None:
+            from distributed import Client, as_completed
+
+            with Client(scheduler) as client:
+                futures = {client.submit(seed_table, u[0], u[1], u[2], pure=False): u
+                           for u in units}
+                for future in as_completed(futures):
+                    finish(futures[future], future.result())
+            return
+        workers = min(workers or os.cpu_count() or 1, max(len(units), 1))
+        if workers <= 1:
+            for unit in units:
+                finish(unit, seed_table(*unit[:3]))
+            return
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+            futures = {pool.submit(seed_table, *u[:3]): u for u in units}
+            for future in cf.as_completed(futures):
+                finish(futures[future], future.result())
+    finally:
+        bar.close()
+
+
+def collect(folder: Path, seeds: list[int]) -> pd.DataFrame:
+    """Concatenate the seed tables of a run folder and write ``results.csv`` atomically."""
+    table = pd.concat([pd.read_csv(_seed_path(folder, s)) for s in seeds], ignore_index=True)
+    atomic_write_text(folder / "results.csv", table.to_csv(index=False))
+    return table
+
+
+def run_sweep(experiment: Experiment | str, config=None, seeds: Iterable[int] = (0,), *,
+              out: str | Path, workers: int | None = None, scheduler: str | None = None,
+              progress: bool = True) -> pd.DataFrame:
+    """Run ``experiment`` for every seed into the folder ``out`` and return the tidy table.
+
+    Args:
+      experiment: an :class:`~coverage_sim.experiments.registry.Experiment` or its id.
+      config: a config instance (default: the experiment's default config).
+      seeds: the seeds; each seed is one independent unit of work.
+      out: the run folder (created; resumed when it already holds this experiment and config).
+      workers: local processes (default: one per core, at most one per pending seed); 1 runs in
+        this process.
+      scheduler: address of a ``dask.distributed`` scheduler (``tcp://host:port``); the seeds then
+        run on that cluster and their tables come back here to be written.
+      progress: show a progress bar.
+
+    Returns:
+      The concatenated table of all seeds, sorted by seed.
+    """
+    if isinstance(experiment, str):
+        experiment = get_experiment(experiment)
+    config = experiment.default_config() if config is None else config
+    folder, _cfg, seeds, pending = prepare(experiment, config, seeds, out)
+    execute(pending, workers=workers, scheduler=scheduler, progress=progress, desc=experiment.id)
+    return collect(folder, seeds)
+
+
+def load_run(folder: str | Path):
+    """``(experiment, config, table)`` of a finished run folder."""
+    folder = Path(folder)
+    manifest_path = folder / "config.json"
+    results_path = folder / "results.csv"
+    if not manifest_path.exists() or not results_path.exists():
+        raise ValueError(f"{str(folder)!r} is not a finished run folder (needs config.json and "
+                         "results.csv; run `coverage-sim run` first)")
+    manifest = json.loads(manifest_path.read_text())
+    experiment = get_experiment(manifest["experiment"])
+    config = config_from_overrides(experiment, manifest["config"])
+    return experiment, config, pd.read_csv(results_path)
