@@ -108,7 +108,11 @@ def _data_weights(env: Bandit, data) -> np.ndarray:
 
 
 def ranking_accuracy(env: Bandit, policy, data) -> np.ndarray:
-    """Chen et al.'s ranking accuracy ``E_D 1[pi(y_w|x) >= pi(y_l|x)]`` over ``data``'s pairs (i != j)."""
+    """Chen et al.'s ranking accuracy ``E_D 1[pi(y_w|x) >= pi(y_l|x)]`` over ``data``'s pairs (i != j).
+
+    ``policy`` may be probabilities or log-probabilities (the ranking is the same); pass
+    log-probabilities when some probabilities underflow to 0, which would otherwise tie.
+    """
     weights = _off_diagonal(_data_weights(env, data))
     total = weights.sum()
     if total <= 0:
@@ -148,7 +152,7 @@ def mass_off_support(env: Bandit, policy, data) -> np.ndarray:
 
 
 def policy_metrics(env: Bandit, policies, *, beta: float | None = None, data=None,
-                   eval_data=None, proxy_reward=None) -> dict[str, np.ndarray]:
+                   eval_data=None, proxy_reward=None, log_policies=None) -> dict[str, np.ndarray]:
     """All metrics for a stack of policies ``(R, ...)``; returns ``{name: (R,) array}``.
 
     Args:
@@ -158,6 +162,7 @@ def policy_metrics(env: Bandit, policies, *, beta: float | None = None, data=Non
       data: training data, for ``mass_off_support``.
       eval_data: held-out pairs for ``ranking_accuracy``.
       proxy_reward: a reward model, for ``proxy_reward``.
+      log_policies: ``log`` of ``policies`` when known exactly; ranks without underflow ties.
     """
     p = np.asarray(policies, dtype=np.float64)
     ref = env.ref
@@ -175,7 +180,8 @@ def policy_metrics(env: Bandit, policies, *, beta: float | None = None, data=Non
         out["tv_to_opt"] = tv_distance(env, p, opt)
         out["kl_to_opt"] = kl_divergence(env, p, opt)
     if eval_data is not None:
-        out["ranking_accuracy"] = ranking_accuracy(env, p, eval_data)
+        ranked = p if log_policies is None else np.asarray(log_policies, dtype=np.float64)
+        out["ranking_accuracy"] = ranking_accuracy(env, ranked, eval_data)
         if beta is not None:
             out["ideal_ranking_accuracy"] = np.full(p.shape[0],
                                                     ideal_ranking_accuracy(env, eval_data, beta))

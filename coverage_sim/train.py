@@ -161,7 +161,8 @@ def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_dat
             "by pi, so it needs small steps on objectives that push probabilities towards 0)")
     shaped = np.exp(out_lp).reshape((len(rec),) + env.shape)
     metrics = policy_metrics(env, shaped, beta=objective.beta, data=data, eval_data=eval_data,
-                             proxy_reward=objective.params.get("reward"))
+                             proxy_reward=objective.params.get("reward"),
+                             log_policies=out_lp.reshape(shaped.shape))
     history = pd.DataFrame({"step": rec, "loss": out_loss, **metrics})
     # The final policy comes from the final parameters: the record schedule need not end at `steps`.
     final = np.exp(_engine.policy_logp(policy.kind, theta, policy.features_for(env),
@@ -196,7 +197,9 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
       lr: step size.
       optimizer: ``"adam"``, ``"gd"`` (plain gradient descent) or ``"npg"`` (natural policy
         gradient: mirror descent on each context's simplex for tabular policies, Fisher-preconditioned
-        for log-linear ones).
+        for log-linear ones). npg converges fastest on online objectives (RLHF, online DPO/IPO) but
+        its 1/pi preconditioner makes offline objectives that push probabilities to 0 unstable;
+        a run that diverges raises ``FloatingPointError`` rather than returning NaN.
       seed: seeds ``numpy.random.default_rng`` for random initialisations; recorded in the config.
       policy: parameterisation; default :class:`~coverage_sim.policies.TabularSoftmax` at ``pi_ref``.
       record: record schedule: ``None`` (about 50 log-spaced steps), a number of points, or a list

@@ -187,3 +187,12 @@ def test_policy_metrics_columns_and_values():
     np.testing.assert_array_equal(out["proxy_reward"], [0.0, 0.0])
     minimal = M.policy_metrics(env, pols)
     assert set(minimal) == {"reward", "kl", "kl_ref", "entropy", "win_rate"}
+
+
+def test_ranking_accuracy_on_log_probabilities_has_no_underflow_ties():
+    """pi = e^-800 and e^-900 both underflow to 0 and would tie; their log-probabilities do not."""
+    env = cs.Bandit(reward=[0.0, 1.0, 2.0], ref=[1 / 3, 1 / 3, 1 / 3])
+    data = cs.pairs_from_list(env, [(2, 1)])  # winner has the smaller probability
+    logp = np.array([0.0, -800.0, -900.0])
+    assert M.ranking_accuracy(env, np.exp(logp), data) == 1.0  # the tie counts as correct
+    assert M.ranking_accuracy(env, logp, data) == 0.0
