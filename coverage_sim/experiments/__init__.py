@@ -6,5 +6,8 @@ Importing this package registers every experiment in :data:`EXPERIMENTS`.
 from coverage_sim.experiments.registry import (EXPERIMENTS, Experiment, config_from_overrides,
                                                get_experiment, register)
 from coverage_sim.experiments import azar  # noqa: F401  (registers)
+from coverage_sim.experiments import song_xu  # noqa: F401  (registers)
+from coverage_sim.experiments import chen  # noqa: F401  (registers)
+from coverage_sim.experiments import razin  # noqa: F401  (registers)
 
 __all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "register", "config_from_overrides"]
