@@ -10,5 +10,6 @@ from coverage_sim.experiments import song_xu  # noqa: F401  (registers)
 from coverage_sim.experiments import chen  # noqa: F401  (registers)
 from coverage_sim.experiments import razin  # noqa: F401  (registers)
 from coverage_sim.experiments import tajwar  # noqa: F401  (registers)
+from coverage_sim.experiments import tang  # noqa: F401  (registers)
 
 __all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "register", "config_from_overrides"]
