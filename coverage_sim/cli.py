@@ -121,7 +121,7 @@ def _cmd_run(args) -> int:
 
     experiment = get_experiment(args.experiment)
     config = config_from_overrides(experiment, _parse_settings(args.set), quick=args.quick)
-    seeds = range(experiment.seeds if args.seeds is None else args.seeds)
+    seeds = experiment.default_seeds(args.quick) if args.seeds is None else range(args.seeds)
     table = run_sweep(experiment, config, seeds, out=args.out, workers=args.workers,
                       scheduler=args.scheduler, progress=not args.no_progress)
     print(f"wrote {len(table)} rows to {Path(args.out) / 'results.csv'}")
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="config field, value as JSON, e.g. --set taus=[0.1,1]")
     run.add_argument("--seeds", type=int, default=None,
-                     help="number of seeds (default: the experiment's)")
+                     help="number of seeds (default: the experiment's; at most 2 with --quick)")
     run.add_argument("--quick", action="store_true", help="start from the quick config")
     run.add_argument("--out", required=True, help="run folder (resumed if it exists)")
     parallel_options(run)

@@ -37,10 +37,6 @@ class Verdict:
     message: str
 
 
-def _seeds(experiment: Experiment, quick: bool) -> list[int]:
-    return list(range(min(experiment.seeds, 2) if quick else experiment.seeds))
-
-
 def _figure_key(experiment: Experiment):
     digits = "".join(ch for ch in experiment.figure if ch.isdigit())
     return (int(digits) if digits else 0, experiment.id)
@@ -64,7 +60,7 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
     plans, units = [], []
     for exp in selected:
         config = exp.default_config(quick)
-        folder, cfg, seeds, pending = prepare(exp, config, _seeds(exp, quick), runs / exp.id)
+        folder, cfg, seeds, pending = prepare(exp, config, exp.default_seeds(quick), runs / exp.id)
         plans.append((exp, config, cfg, folder, seeds))
         units += pending
     start = time.perf_counter()

@@ -52,6 +52,10 @@ class Experiment:
     def default_config(self, quick: bool = False):
         return self.config.quick() if quick else self.config()
 
+    def default_seeds(self, quick: bool = False) -> list[int]:
+        """Seeds ``reproduce`` runs: ``self.seeds`` of them, at most 2 when ``quick``."""
+        return list(range(min(self.seeds, 2) if quick else self.seeds))
+
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
