@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim import _engine
-from coverage_sim._validation import as_float_array, check_choice, check_int, check_positive
+from coverage_sim._validation import check_choice, check_int, check_positive
 from coverage_sim.data import PairData, offline_pairs
 from coverage_sim.env import Bandit
 from coverage_sim.metrics import policy_metrics
