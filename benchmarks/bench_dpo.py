@@ -24,11 +24,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numba  # noqa: E402
-from numba import njit, prange  # noqa: E402
+import numba
+from numba import njit, prange
 
-import coverage_sim as cs  # noqa: E402
-from coverage_sim import _engine  # noqa: E402
+import coverage_sim as cs
+from coverage_sim import _engine
 
 try:
     import torch
@@ -238,6 +238,12 @@ def loadavg() -> str:
 # the benchmark
 # ----------------------------------------------------------------------------------------------
 
+def read_bytes(k: int) -> int:
+    """Bytes of S the exp-free kernel reads per step: the upper triangle with the diagonal
+    (coverage_sim._dpo_fast._triangle_rows)."""
+    return 8 * k * (k + 1) // 2
+
+
 def check_correctness(prob: Problem, tol: float = 1e-10) -> dict:
     """One step: ours vs torch autograd gradient (w.r.t. logits) and loss; numpy vs torch; Adam."""
     loss_o, g_o = prob.ours_grad(prob.theta0)
@@ -296,15 +302,21 @@ def bench_size(k: int, quick: bool, bandwidth: float) -> dict:
         row[name] = t
         budget = 1.0 if quick else 3.0
         if t * RUN_STEPS <= budget:
-            impl = cls(prob)
-            row[name + "_run"] = best_of(lambda: [impl.step() for _ in range(RUN_STEPS)], 1)
+            fresh = cls(prob)
+            row[name + "_run"] = best_of(lambda fresh=fresh: [fresh.step() for _ in range(RUN_STEPS)],
+                                         1)
             row[name + "_run_measured"] = True
         else:
             row[name + "_run"], row[name + "_run_measured"] = t * RUN_STEPS, False
 
-    row["pair_bytes"] = 8 * k * k  # S = W + W^T, X = 1, float64
-    row["floor"] = row["pair_bytes"] / bandwidth
-    row["pct_floor"] = 100.0 * row["floor"] / row["ours"]
+    # Memory floors: the whole S = W + W^T (8 K^2 bytes, X = 1, float64), and what the kernel
+    # actually reads per step: S is symmetric and only its upper triangle is read.
+    row["full_bytes"] = 8 * k * k
+    row["read_bytes"] = read_bytes(k)
+    row["floor_full"] = row["full_bytes"] / bandwidth
+    row["floor_read"] = row["read_bytes"] / bandwidth
+    row["pct_full"] = 100.0 * row["floor_full"] / row["ours"]
+    row["pct_read"] = 100.0 * row["floor_read"] / row["ours"]
     return row
 
 
@@ -336,7 +348,7 @@ def bench_batch(quick: bool) -> dict:
     run(1)  # compile / load from cache
     # the batch must reproduce independent single runs
     th_b, _ = run(50)
-    err = max(float(np.max(np.abs(th_b[b] - probs[b].ours_run(50)[0]))) for b in (0, 1, BATCH - 1))
+    err = max(float(np.max(np.abs(th_b[b] - probs[b].ours_run(50)[0]))) for b in sorted({0, BATCH // 2, BATCH - 1}))
     if not err <= 1e-12:
         raise AssertionError(f"run_batch disagrees with run_one: {err:g}")
     seconds = min(run(RUN_STEPS)[1] for _ in range(1 if quick else 2))
@@ -346,18 +358,21 @@ def bench_batch(quick: bool) -> dict:
 def system_info() -> list[str]:
     # A parallel function must have run before the threading layer is known.
     _chunked_sum(np.ones(16), max(1, numba.get_num_threads()))
-    lines = [f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}"
-             + (f", torch {torch.__version__}" if torch is not None else ""),
-             f"CPU: {_cpu_model()} "
-             f"({os.cpu_count()} logical CPUs; llvm target {_llvm_cpu()})",
-             f"numba threading layer: {numba.threading_layer()}, threads: {numba.get_num_threads()}"
-             + (f"; torch threads: {torch.get_num_threads()}" if torch is not None else "")]
+    versions = (f"python {platform.python_version()}, numpy {np.__version__}, "
+                f"numba {numba.__version__}")
+    if torch is not None:
+        versions += f", torch {torch.__version__}"
+    threads = f"numba threading layer: {numba.threading_layer()}, threads: {numba.get_num_threads()}"
+    if torch is not None:
+        threads += f"; torch threads: {torch.get_num_threads()}"
+    cpu = f"CPU: {_cpu_model()} ({os.cpu_count()} logical CPUs; llvm target {_llvm_cpu()})"
+    lines = [versions, cpu, threads]
     try:
-        cfg = np.show_config(mode="dicts")
-        blas = cfg["Build Dependencies"]["blas"]
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except (KeyError, TypeError, ValueError):  # informational only
+        blas = None
+    if blas:
         lines.append(f"numpy BLAS: {blas.get('name')} {blas.get('version', '')}".rstrip())
-    except Exception:  # pragma: no cover - informational only
-        pass
     return lines
 
 
@@ -373,11 +388,8 @@ def _cpu_model() -> str:
 
 
 def _llvm_cpu() -> str:
-    try:
-        import llvmlite.binding as ll
-        return ll.get_host_cpu_name()
-    except Exception:  # pragma: no cover
-        return "?"
+    import llvmlite.binding as ll
+    return ll.get_host_cpu_name()
 
 
 def main(argv=None) -> int:
@@ -396,7 +408,10 @@ def main(argv=None) -> int:
           + (" --quick" if args.quick else "") + ")")
     for line in system_info():
         print("#", line)
-    print(f"# load average at start: {loadavg()} (other processes on these cores inflate times)")
+    print(f"# load average at start: {loadavg()}")
+    if os.getloadavg()[0] > 0.5:
+        print("# WARNING: other processes are running. With 2 cores, a parallel region (numba or torch) "
+              "waits for its descheduled thread: 2-thread times and the bandwidth can be off by 10-100x.")
     print(f"# step: sigmoid DPO loss, beta={BETA}, exact mu x mu Bradley-Terry pairs (X=1), "
           f"tabular softmax logits, Adam lr={LR}; float64")
 
@@ -418,20 +433,22 @@ def main(argv=None) -> int:
 
     print()
     hdr = ["K", "ours / step", "torch / step", "numpy / step", "torch / ours", "numpy / ours",
-           "ours 10k-step run", "torch 10k-step run", "numpy 10k-step run", "S bytes",
-           "floor (S/bw)", "ours % of floor"]
+           "ours 10k-step run", "torch 10k-step run", "numpy 10k-step run",
+           "floor: full S 8K^2 B", "ours % of it", "floor: bytes read 4K(K+1) B", "ours % of it"]
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
         cells = [str(r["K"]), fmt_t(r["ours"]), fmt_t(r["torch"]), fmt_t(r["numpy"]),
                  f"{r['torch'] / r['ours']:.0f}x", f"{r['numpy'] / r['ours']:.0f}x",
                  run_cell(r, "ours"), run_cell(r, "torch"), run_cell(r, "numpy"),
-                 f"{r['pair_bytes'] / 1e6:.3g} MB", fmt_t(r["floor"]), f"{r['pct_floor']:.1f}%"]
+                 f"{fmt_t(r['floor_full'])} ({r['full_bytes'] / 1e6:.3g} MB)", f"{r['pct_full']:.0f}%",
+                 f"{fmt_t(r['floor_read'])} ({r['read_bytes'] / 1e6:.3g} MB)", f"{r['pct_read']:.0f}%"]
         print("| " + " | ".join(cells) + " |")
     print()
     print("ratios are speedups: torch / ours = (torch time per step) / (ours time per step).")
-    print("floor = bytes of S = W + W^T the kernel reads per step / measured read bandwidth; "
-          "% of floor = floor / ours per step.")
+    print("floor = bytes / measured read bandwidth; % = floor / (ours per step). The kernel reads only "
+          "the upper triangle of the symmetric S = W + W^T, so its own floor is the 4K(K+1) B one; "
+          "at small K, S sits in cache and the floor means nothing.")
 
     batch = None
     if not args.no_batch:
@@ -459,10 +476,18 @@ def main(argv=None) -> int:
             None if r is None else r["torch"] / r["ours"] >= TARGET_TORCH_SPEEDUP,
             "K not measured" if r is None else f"{r['torch'] / r['ours']:.0f}x")
     r = by_k.get(TARGET_FLOOR_K)
-    verdict(f">= {TARGET_FLOOR_PCT:.0f}% of the memory floor at K={TARGET_FLOOR_K}",
-            None if r is None else r["pct_floor"] >= TARGET_FLOOR_PCT,
-            "K not measured" if r is None else f"{r['pct_floor']:.1f}% "
-            f"({fmt_t(r['ours'])} vs floor {fmt_t(r['floor'])})")
+    # The target was set for a kernel that reads all of S (8K^2 B). Ours reads only the upper
+    # triangle, so the floor of the bytes it actually reads is half that; report both.
+    verdict(f">= {TARGET_FLOOR_PCT:.0f}% of the memory floor at K={TARGET_FLOOR_K}, floor = whole S "
+            "(8K^2 B, as specified)",
+            None if r is None else r["pct_full"] >= TARGET_FLOOR_PCT,
+            "K not measured" if r is None else f"{r['pct_full']:.0f}% "
+            f"({fmt_t(r['ours'])} vs floor {fmt_t(r['floor_full'])})")
+    verdict(f">= {TARGET_FLOOR_PCT:.0f}% of the memory floor at K={TARGET_FLOOR_K}, floor = the bytes "
+            "the kernel reads (upper triangle, 4K(K+1) B)",
+            None if r is None else r["pct_read"] >= TARGET_FLOOR_PCT,
+            "K not measured" if r is None else f"{r['pct_read']:.0f}% "
+            f"({fmt_t(r['ours'])} vs floor {fmt_t(r['floor_read'])})")
     verdict(f"{BATCH} x {RUN_STEPS:,} steps at K={BATCH_K} in <= {TARGET_BATCH_S:.0f} s",
             None if batch is None else batch["seconds"] <= TARGET_BATCH_S,
             "skipped" if batch is None else f"{batch['seconds']:.2f} s")

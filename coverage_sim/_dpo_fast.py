@@ -9,10 +9,18 @@ with effective weights ``W' = (1 - eps) W + eps W^T`` (cDPO label smoothing) or
 
     dL/du_k = beta * sum_j S_kj sigma(z_kj) - d_k,   S = W + W^T,   d = beta * W' 1,
 
-so one step reads one K x K matrix once (engineering.md §C). ``sigma(z_kj) = 1 / (1 + v_k w_j)`` with
-``v = exp(-beta (u - c))``, ``w = exp(beta (u - c))`` and ``c`` the midrange of ``u`` makes the inner
-loop exp-free and vectorisable; it is exact while ``beta * range(u) <= 1400`` (each factor stays below
-``e^700``); beyond that a per-pair stable sigmoid is used.
+so one step reads one K x K matrix (engineering.md §C). With ``w = exp(beta (u - c))`` (``c`` the
+midrange of ``u``), ``sigma(z_kj) = w_k / (w_k + w_j)``, so with ``q_kj = S_kj / (w_k + w_j)`` (symmetric)
+
+    dL/du_k = beta * w_k * sum_j q_kj - d_k
+
+and each unordered pair ``k < j`` is computed once and added to both rows: the kernel reads only the
+upper triangle of ``S``. Rows are taken four at a time, ``i .. i+3``, sharing one division per column:
+with ``x_a = w_{i+a} + w_j``, ``r = 1 / (x_0 x_1 x_2 x_3)`` gives all four reciprocals
+(``1 / x_0 = x_1 (x_2 x_3 r)``, ...). The inner loop is exp-free and vectorises. Let
+``R = beta * range(u)``; the sums lie in ``[2 e^(-R/2), 2 e^(R/2)]``, so the product of four stays a
+normal double while ``R <= 350``; for ``350 < R <= 700`` rows go two at a time (product of two); beyond
+that a per-pair stable sigmoid over the full rows is used.
 """
 
 from __future__ import annotations
@@ -27,8 +35,16 @@ _launch_threads()
 
 __all__ = ["dpo_fast_precompute", "dpo_fast_grad", "dpo_fast_grad_parallel"]
 
-# Beyond this beta * range(u) one of exp(+-beta (u - c)) would overflow.
-_EXP_FREE_RANGE = 1400.0
+# R = beta * range(u) up to which the product of four (two) sums w_i + w_j is a normal double.
+_RANGE_FOUR_ROWS = 350.0
+_RANGE_TWO_ROWS = 700.0
+# Rows are cut into blocks of equal triangle area, each adding into its own accumulator row; the
+# parallel kernel runs the blocks on threads. The serial kernel uses the very same blocks and
+# summation order, so that both give bit-identical gradients (a run must not depend on the thread
+# split). The count depends on K only (numba.get_num_threads() inside a kernel would stop numba from
+# caching it): one block below 128 responses, up to _MAX_BLOCKS (summing them costs blocks * K).
+_MAX_BLOCKS = 16
+_ROWS_PER_BLOCK = 64
 
 
 def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: bool, beta: float):
@@ -50,11 +66,46 @@ def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: boo
 _FLAGS = dict(cache=True, error_model="numpy", fastmath={"reassoc"})
 
 
-@njit(**_FLAGS)
-def _centre(u_row, active, beta, u, v, w):
-    """Fill centred ``u`` and the exp factors ``v, w``; False if no response is active.
+# exp(x) = 2^n e^r, n = round(x / ln 2), r = x - n ln 2 in Cody-Waite form (n * _LN2_HI is exact).
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_INV_FACT = tuple(1.0 / float(np.prod(np.arange(1, n + 1))) for n in range(14))
 
-    Returns ``(any_active, exp_free)``.
+
+@njit(cache=True, error_model="numpy")
+def _exp_inplace(x, bits):
+    """``x[:] = exp(x)`` for ``|x| <= 700``, vectorised (the libm ``exp`` call is scalar); bits: int64
+    scratch of x's size. Degree-13 Taylor polynomial on ``|r| <= ln(2)/2``: within 2 ulp of exp."""
+    c = _INV_FACT
+    for i in range(x.size):
+        n = np.floor(x[i] * _LOG2E + 0.5)
+        r = (x[i] - n * _LN2_HI) - n * _LN2_LO
+        p = c[13]
+        p = p * r + c[12]
+        p = p * r + c[11]
+        p = p * r + c[10]
+        p = p * r + c[9]
+        p = p * r + c[8]
+        p = p * r + c[7]
+        p = p * r + c[6]
+        p = p * r + c[5]
+        p = p * r + c[4]
+        p = p * r + c[3]
+        p = p * r + c[2]
+        p = p * r + c[1]
+        x[i] = p * r + c[0]
+        bits[i] = (np.int64(n) + 1023) << 52
+    scale = bits.view(np.float64)
+    for i in range(x.size):
+        x[i] *= scale[i]
+
+
+@njit(**_FLAGS)
+def _centre(u_row, active, beta, u, w, bits):
+    """Fill centred ``u`` and, when ``R <= 700``, ``w = exp(beta u)``.
+
+    Returns ``R = beta * range(u)`` over the active responses, or -1.0 if none is active.
     """
     k = u_row.size
     lo = np.inf
@@ -65,58 +116,232 @@ def _centre(u_row, active, beta, u, v, w):
             lo = min(lo, u_row[i])
             hi = max(hi, u_row[i])
     if not lo <= hi:
-        return False, False
+        return -1.0
     centre = 0.5 * (lo + hi)
     for i in range(k):
         u[i] = u_row[i] - centre if active[i] else 0.0
-        v[i] = np.exp(-beta * u[i])
-        w[i] = np.exp(beta * u[i])
-    return True, beta * (hi - lo) <= _EXP_FREE_RANGE
+    spread = beta * (hi - lo)
+    if spread <= _RANGE_TWO_ROWS:
+        for i in range(k):
+            w[i] = beta * u[i]
+        _exp_inplace(w, bits)
+    return spread
 
 
 @njit(**_FLAGS)
-def _row_sum(row, i, u, v, w, beta, exp_free):
-    """``sum_j S_ij sigma(beta (u_i - u_j))``."""
+def _triangle_rows(sym, lo, hi, w, acc):
+    """For rows ``lo <= i < hi`` and every ``j >= i``: ``acc[i] += q_ij``, and ``acc[j] += q_ij`` for
+    ``j > i``, with ``q_ij = S_ij / (w_i + w_j)`` (the diagonal counts half: ``sigma(0) = 1/2``).
+
+    Rows two at a time, one division per two pairs (``R <= 700``)."""
+    i = lo
+    while i < hi:
+        wi = w[i]
+        if i + 1 == hi:  # a last unpaired row
+            row = sym[i, i + 1:]
+            wr = w[i + 1:]
+            ar = acc[i + 1:]
+            a = 0.5 * sym[i, i] / wi
+            for j in range(row.size):
+                q = row[j] / (wi + wr[j])
+                a += q
+                ar[j] += q
+            acc[i] += a
+            break
+        wn = w[i + 1]
+        q01 = sym[i, i + 1] / (wi + wn)
+        a0 = 0.5 * sym[i, i] / wi + q01
+        a1 = 0.5 * sym[i + 1, i + 1] / wn + q01
+        r0 = sym[i, i + 2:]
+        r1 = sym[i + 1, i + 2:]
+        wr = w[i + 2:]
+        ar = acc[i + 2:]
+        for j in range(r0.size):
+            x0 = wi + wr[j]
+            x1 = wn + wr[j]
+            rr = 1.0 / (x0 * x1)
+            q0 = r0[j] * (x1 * rr)
+            q1 = r1[j] * (x0 * rr)
+            a0 += q0
+            a1 += q1
+            ar[j] += q0 + q1
+        acc[i] += a0
+        acc[i + 1] += a1
+        i += 2
+
+
+@njit(**_FLAGS)
+def _triangle_rows4(sym, lo, hi, w, acc):
+    """:func:`_triangle_rows` four rows at a time, one division per four pairs (``R <= 350``)."""
+    i = lo
+    while i + 4 <= hi:
+        w0 = w[i]
+        w1 = w[i + 1]
+        w2 = w[i + 2]
+        w3 = w[i + 3]
+        # pairs inside the group, and the diagonal
+        a0 = 0.5 * sym[i, i] / w0
+        a1 = 0.5 * sym[i + 1, i + 1] / w1
+        a2 = 0.5 * sym[i + 2, i + 2] / w2
+        a3 = 0.5 * sym[i + 3, i + 3] / w3
+        q = sym[i, i + 1] / (w0 + w1)
+        a0 += q
+        a1 += q
+        q = sym[i, i + 2] / (w0 + w2)
+        a0 += q
+        a2 += q
+        q = sym[i, i + 3] / (w0 + w3)
+        a0 += q
+        a3 += q
+        q = sym[i + 1, i + 2] / (w1 + w2)
+        a1 += q
+        a2 += q
+        q = sym[i + 1, i + 3] / (w1 + w3)
+        a1 += q
+        a3 += q
+        q = sym[i + 2, i + 3] / (w2 + w3)
+        a2 += q
+        a3 += q
+        r0 = sym[i, i + 4:]
+        r1 = sym[i + 1, i + 4:]
+        r2 = sym[i + 2, i + 4:]
+        r3 = sym[i + 3, i + 4:]
+        wr = w[i + 4:]
+        ar = acc[i + 4:]
+        for j in range(r0.size):
+            x0 = w0 + wr[j]
+            x1 = w1 + wr[j]
+            x2 = w2 + wr[j]
+            x3 = w3 + wr[j]
+            p01 = x0 * x1
+            p23 = x2 * x3
+            rr = 1.0 / (p01 * p23)
+            i01 = p23 * rr
+            i23 = p01 * rr
+            q0 = r0[j] * (x1 * i01)
+            q1 = r1[j] * (x0 * i01)
+            q2 = r2[j] * (x3 * i23)
+            q3 = r3[j] * (x2 * i23)
+            a0 += q0
+            a1 += q1
+            a2 += q2
+            a3 += q3
+            ar[j] += (q0 + q1) + (q2 + q3)
+        acc[i] += a0
+        acc[i + 1] += a1
+        acc[i + 2] += a2
+        acc[i + 3] += a3
+        i += 4
+    if i < hi:
+        _triangle_rows(sym, i, hi, w, acc)
+
+
+@njit(**_FLAGS)
+def _row_sum_exp(row, i, u, beta):
+    """``sum_j S_ij sigma(beta (u_i - u_j))`` with a stable per-pair sigmoid (any range of u)."""
     acc = 0.0
-    if exp_free:
-        vi = v[i]
-        for j in range(row.size):
-            acc += row[j] / (1.0 + vi * w[j])
-    else:
-        for j in range(row.size):
-            z = beta * (u[i] - u[j])
-            if z >= 0:
-                s = 1.0 / (1.0 + np.exp(-z))
-            else:
-                e = np.exp(z)
-                s = e / (1.0 + e)
-            acc += row[j] * s
+    for j in range(row.size):
+        z = beta * (u[i] - u[j])
+        if z >= 0:
+            s = 1.0 / (1.0 + np.exp(-z))
+        else:
+            e = np.exp(z)
+            s = e / (1.0 + e)
+        acc += row[j] * s
     return acc
+
+
+@njit(**_FLAGS)
+def _split(k, n):
+    """Boundaries splitting rows ``[0, k)`` into ``n`` blocks of about equal triangle area.
+
+    Rows ``[0, r)`` cover ``A(r) = r (2k + 1 - r) / 2`` pairs (row ``i`` has ``k - i``); invert it.
+    """
+    b = np.empty(n + 1, dtype=np.int64)
+    b[0] = 0
+    total = 0.5 * k * (k + 1)
+    for c in range(1, n):
+        disc = (2.0 * k + 1.0) ** 2 - 8.0 * total * c / n
+        r = int(np.round(0.5 * (2.0 * k + 1.0 - np.sqrt(max(disc, 0.0)))))
+        b[c] = min(max(r, b[c - 1]), k)
+    b[n] = k
+    return b
+
+
+@njit(**_FLAGS)
+def _n_blocks(k):
+    return min(_MAX_BLOCKS, max(1, k // _ROWS_PER_BLOCK))
+
+
+@njit(**_FLAGS)
+def _block(sym, bounds, c, w, acc, four):
+    """Rows ``bounds[c] <= i < bounds[c + 1]`` into ``acc[c, bounds[c]:]`` (zeroed first)."""
+    mine = acc[c, bounds[c]:]
+    mine[:] = 0.0
+    if four:
+        _triangle_rows4(sym, bounds[c], bounds[c + 1], w, acc[c])
+    else:
+        _triangle_rows(sym, bounds[c], bounds[c + 1], w, acc[c])
+
+
+@njit(**_FLAGS)
+def _finish(bounds, w, acc, active, d, beta, grad_out):
+    """Sum the blocks' accumulator rows into ``acc[0]`` and add the gradient of the active rows."""
+    tot = acc[0]
+    for c in range(1, bounds.size - 1):
+        lo = bounds[c]
+        src = acc[c, lo:]
+        dst = tot[lo:]
+        for i in range(src.size):
+            dst[i] += src[i]
+    for i in range(tot.size):
+        if active[i]:
+            grad_out[i] += beta * w[i] * tot[i] - d[i]
 
 
 @njit(**_FLAGS)
 def dpo_fast_grad(sym, d, active, u_in, beta, grad_out):
     """Add ``dL/du`` (== ``dL/dlog pi``) into ``grad_out`` (X, K); serial, for batched runs."""
     n_ctx, k = u_in.shape
-    u, v, w = np.empty(k), np.empty(k), np.empty(k)
+    u, w = np.empty(k), np.empty(k)
+    bits = np.empty(k, dtype=np.int64)
+    n_blocks = _n_blocks(k)
+    acc = np.empty((n_blocks, k))
+    bounds = _split(k, n_blocks)
     for x in range(n_ctx):
-        ok, exp_free = _centre(u_in[x], active[x], beta, u, v, w)
-        if not ok:
+        spread = _centre(u_in[x], active[x], beta, u, w, bits)
+        if spread < 0.0:
             continue
-        for i in range(k):
-            if active[x, i]:
-                grad_out[x, i] += beta * _row_sum(sym[x, i], i, u, v, w, beta, exp_free) - d[x, i]
+        if spread <= _RANGE_TWO_ROWS:
+            four = spread <= _RANGE_FOUR_ROWS
+            for c in range(n_blocks):
+                _block(sym[x], bounds, c, w, acc, four)
+            _finish(bounds, w, acc, active[x], d[x], beta, grad_out[x])
+        else:
+            for i in range(k):
+                if active[x, i]:
+                    grad_out[x, i] += beta * _row_sum_exp(sym[x, i], i, u, beta) - d[x, i]
 
 
 @njit(parallel=True, **_FLAGS)
 def dpo_fast_grad_parallel(sym, d, active, u_in, beta, grad_out):
-    """:func:`dpo_fast_grad` with the rows split over threads, for one large problem."""
+    """:func:`dpo_fast_grad` with the row blocks split over threads, for one large problem."""
     n_ctx, k = u_in.shape
-    u, v, w = np.empty(k), np.empty(k), np.empty(k)
+    u, w = np.empty(k), np.empty(k)
+    bits = np.empty(k, dtype=np.int64)
+    n_blocks = _n_blocks(k)
+    acc = np.empty((n_blocks, k))
+    bounds = _split(k, n_blocks)
     for x in range(n_ctx):
-        ok, exp_free = _centre(u_in[x], active[x], beta, u, v, w)
-        if not ok:
+        spread = _centre(u_in[x], active[x], beta, u, w, bits)
+        if spread < 0.0:
             continue
-        for i in prange(k):
-            if active[x, i]:
-                grad_out[x, i] += beta * _row_sum(sym[x, i], i, u, v, w, beta, exp_free) - d[x, i]
+        if spread <= _RANGE_TWO_ROWS:
+            four = spread <= _RANGE_FOUR_ROWS
+            for c in prange(n_blocks):
+                _block(sym[x], bounds, c, w, acc, four)
+            _finish(bounds, w, acc, active[x], d[x], beta, grad_out[x])
+        else:
+            for i in prange(k):
+                if active[x, i]:
+                    grad_out[x, i] += beta * _row_sum_exp(sym[x, i], i, u, beta) - d[x, i]
