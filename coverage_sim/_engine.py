@@ -122,6 +122,8 @@ def objective_grad(terms, lp, rlp, grad_out, want_loss, parallel_rows, wbuf):
                 loss += population_pairwise(code, prm, lp, rlp, W, scratch)
         else:
             loss += population_pairwise(code, prm, lp, rlp, W, grad_out)
+    # exp is a scalar libm call here: skip it when no term needs pi.
+    needs_pi = kl_coef != 0.0 or reward_coef != 0.0
     for x in range(n_ctx):
         for i in range(k):
             c = C[x, i]
@@ -129,6 +131,8 @@ def objective_grad(terms, lp, rlp, grad_out, want_loss, parallel_rows, wbuf):
                 grad_out[x, i] -= c
                 if want_loss:
                     loss -= c * lp[x, i]
+            if not needs_pi:
+                continue
             pi = np.exp(lp[x, i])
             if pi > 0.0:
                 if kl_coef != 0.0:
