@@ -334,11 +334,13 @@ def test_shift_invariance_of_kernel(pop, beta, shift):
         loss, grad = _kernel(name, lp, rlp, W, beta=beta)
         scale = max(np.abs(grad).max(), 1e-300)
         if spec.shift_invariant:
-            assert np.abs(grad.sum(axis=1)).max() <= 1e-12 * scale * grad.shape[1], name
+            # Absolute floor: the row sum cancels terms of size <= beta * sum(W) = O(1), whose
+            # rounding error (~1e-16 each) does not shrink with the gradient's own scale.
+            assert np.abs(grad.sum(axis=1)).max() <= 1e-12 * scale * grad.shape[1] + 1e-14, name
             shifted = _kernel(name, lp + shift, rlp, W, beta=beta)[0]
             assert shifted == pytest.approx(loss, rel=1e-9, abs=1e-9), name
         elif name == "aot_unpaired":
-            assert abs(grad.sum()) <= 1e-12 * scale * grad.size
+            assert abs(grad.sum()) <= 1e-12 * scale * grad.size + 1e-14
 
 
 @settings(derandomize=True, max_examples=25, deadline=None)
