@@ -14,7 +14,6 @@ sentence on whether the reproduction agrees.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -63,7 +62,6 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
         folder, cfg, seeds, pending = prepare(exp, config, exp.default_seeds(quick), runs / exp.id)
         plans.append((exp, config, cfg, folder, seeds))
         units += pending
-    start = time.perf_counter()
     execute(units, workers=workers, scheduler=scheduler, progress=progress, desc="reproduce")
     verdicts = []
     for exp, config, cfg, folder, seeds in plans:
@@ -81,12 +79,11 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
                     "versions": package_versions()}
         atomic_write_text(figures / f"{exp.id}.json", json.dumps(manifest, indent=2))
         verdicts.append(verdict)
-    write_index(figures, quick=quick, seconds=time.perf_counter() - start)
+    write_index(figures, quick=quick)
     return verdicts
 
 
-def write_index(figures_dir: str | Path, *, quick: bool = False,
-                seconds: float | None = None) -> Path:
+def write_index(figures_dir: str | Path, *, quick: bool = False) -> Path:
     """Regenerate ``figures_dir/README.md`` from the registry and the saved verdicts."""
     figures = Path(figures_dir)
     lines = ["# Reproduced figures", "",
@@ -94,8 +91,6 @@ def write_index(figures_dir: str | Path, *, quick: bool = False,
              "edit by hand. Each entry states the paper's claim, shows our exact bandit "
              "reproduction (data in `<id>.csv`, config, seeds and versions in `<id>.json`) and "
              "says whether the claim's check on that data passes.", ""]
-    if seconds is not None:
-        lines += [f"Last run: {seconds:.0f} s on {package_versions()['python']}.", ""]
     for exp in sorted(EXPERIMENTS.values(), key=_figure_key):
         manifest_path = figures / f"{exp.id}.json"
         if not manifest_path.exists():

@@ -59,7 +59,9 @@ def save_figure(fig, stem: str | Path, formats=("png", "pdf")) -> list[Path]:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{fmt}")
             os.close(fd)
             try:
-                fig.savefig(tmp, format=fmt)
+                # No creation date: the same figure gives the same bytes (clean diffs in git).
+                metadata = {"CreationDate": None} if fmt == "pdf" else None
+                fig.savefig(tmp, format=fmt, metadata=metadata)
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
