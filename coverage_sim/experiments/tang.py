@@ -91,9 +91,10 @@ _TIE = 1e-9  # |h| below this counts as a tie (1/2) in sign accuracy
 # shared instance, data and helpers
 # ---------------------------------------------------------------------------------------------
 
-def _check_taus(taus, name="taus"):
-    if not taus:
-        raise ValueError(f"{name} must hold at least one value")
+def _check_taus(taus, name="taus", minimum=1):
+    if len(taus) < minimum:
+        what = "one value" if minimum == 1 else f"{minimum} values to trace a frontier"
+        raise ValueError(f"{name} must hold at least {what}")
     for tau in taus:
         check_positive(tau, name)
 
@@ -300,9 +301,7 @@ class TangParetoConfig(TangConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_taus(self.taus)
-        if len(self.taus) < 3:
-            raise ValueError("taus must hold at least 3 values to trace a frontier")
+        _check_taus(self.taus, minimum=3)
         check_int(self.record_points, "record_points", minimum=2)
         check_positive(self.min_gap_kl, "min_gap_kl")
 
@@ -442,9 +441,7 @@ class TangAblationConfig(TangConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_taus(self.taus)
-        if len(self.taus) < 3:
-            raise ValueError("taus must hold at least 3 values to trace a frontier")
+        _check_taus(self.taus, minimum=3)
         check_positive(self.tau_source, "tau_source")
         check_in_range(self.quality_k, "quality_k", 0.0, 1.0)
         check_positive(self.quality_beta, "quality_beta")
