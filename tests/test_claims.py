@@ -367,13 +367,20 @@ def test_c4_bounded_reward_model_caps_ratio(inst, beta, a, b, frac):
 # C5: HyPO's KL bound and monotone descent
 # ---------------------------------------------------------------------------------------------
 
-def _hypo_data(rng, env, partial, labels):
+def _behaviour(rng, env, partial):
+    """A random full-support behaviour (X, K); with ``partial``, ~40% of responses dropped per
+    context (never all of them)."""
     mu = env.as2d(full_support(rng, env), "mu")
     if partial:
         keep = rng.random(mu.shape) < 0.6
         keep[np.arange(env.n_contexts), rng.integers(env.n_responses, size=env.n_contexts)] = True
         mu = np.where(keep, mu, 0.0)
         mu /= mu.sum(axis=1, keepdims=True)
+    return mu
+
+
+def _hypo_data(rng, env, partial, labels):
+    mu = _behaviour(rng, env, partial)
     return cs.offline_pairs(env, env.like_ref(mu), labels=labels)
 
 
@@ -467,12 +474,7 @@ def _random_preference(rng, k):
 
 def _ipo_case(rng, env, kind, partial):
     """Behaviour mu (X, K) and label matrix for the C6 tests."""
-    mu = env.as2d(full_support(rng, env), "mu")
-    if partial:
-        keep = rng.random(mu.shape) < 0.6
-        keep[np.arange(env.n_contexts), rng.integers(env.n_responses, size=env.n_contexts)] = True
-        mu = np.where(keep, mu, 0.0)
-        mu /= mu.sum(axis=1, keepdims=True)
+    mu = _behaviour(rng, env, partial)
     if kind == "general":
         labels = np.stack([_random_preference(rng, env.n_responses)
                            for _ in range(env.n_contexts)])
