@@ -38,7 +38,8 @@ from numba.np.ufunc.parallel import _launch_threads
 # (allocate_sched, ...) without compiling a parallel function first; start that runtime up front.
 _launch_threads()
 
-__all__ = ["dpo_fast_precompute", "dpo_fast_grad", "dpo_fast_grad_parallel"]
+__all__ = ["DENSE", "FACTORED", "dpo_fast_precompute", "rank_one_factor", "dpo_fast_grad",
+           "dpo_fast_grad_ws", "dpo_fast_workspace", "dpo_fast_grad_parallel"]
 
 # R = beta * range(u) up to which the product of four (two) sums w_i + w_j is a normal double.
 _RANGE_FOUR_ROWS = 350.0
@@ -50,12 +51,22 @@ _RANGE_TWO_ROWS = 700.0
 # caching it): one block below 128 responses, up to _MAX_BLOCKS (summing them costs blocks * K).
 _MAX_BLOCKS = 16
 _ROWS_PER_BLOCK = 64
+# Kernels for S: DENSE reads S's upper triangle; FACTORED uses S = v v^T (rank one) and reads no
+# K x K matrix. _FACTOR_RTOL: entrywise agreement required to take the factored kernel.
+DENSE = 1
+FACTORED = 2
+_FACTOR_RTOL = 1e-14
 
 
-def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: bool, beta: float):
-    """Return ``(S, d, active)`` for :func:`dpo_fast_grad` from joint pair weights ``(X, K, K)``.
+def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: bool, beta: float,
+                        factored: bool = True):
+    """Return ``(S, d, active, kernel)`` for :func:`dpo_fast_grad` from joint pair weights ``(X, K, K)``.
 
-    ``active[x, k]`` marks the responses some pair touches; the others get no gradient.
+    ``active[x, k]`` marks the responses some pair touches; the others get no gradient. ``kernel``
+    is :data:`DENSE` (``S`` is ``(X, K, K)``) or, when ``factored`` and every context's ``S`` is
+    rank one, :data:`FACTORED`: ``S`` is then ``(X, 1, K)`` holding ``v`` with ``S[x] = v v^T``.
+    Exact pairs from a behaviour policy with complementary labels (``P_ij + P_ji = 1``, as every
+    label model here gives) are rank one: ``S = 2 rho mu mu^T``, so one step needs no K x K reads.
     """
     wt = np.swapaxes(weights, 1, 2)
     if robust:
@@ -65,7 +76,30 @@ def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: boo
     sym = np.ascontiguousarray(weights + wt)
     d = np.ascontiguousarray(beta * eff.sum(axis=2))
     active = np.ascontiguousarray(sym.sum(axis=2) > 0.0)
-    return sym, d, active
+    factor = rank_one_factor(sym) if factored else None
+    if factor is not None:
+        return np.ascontiguousarray(factor[:, None, :]), d, active, FACTORED
+    return sym, d, active, DENSE
+
+
+def rank_one_factor(sym: np.ndarray, rtol: float = _FACTOR_RTOL) -> np.ndarray | None:
+    """``v`` (X, K) with ``sym[x] = v[x] v[x]^T`` entrywise to ``rtol``, or None if some context
+    is not rank one (or has an empty diagonal).
+
+    ``v`` is read off the column of the largest diagonal entry, ``v_i = S_im / sqrt(S_mm)``, so each
+    entry is within a few ulp of the exact factor (row sums would add K ulp of rounding).
+    """
+    n_ctx, k, _ = sym.shape
+    v = np.zeros((n_ctx, k))
+    for x in range(n_ctx):
+        s = sym[x]
+        m = int(np.argmax(np.diagonal(s)))
+        if not s[m, m] > 0.0:
+            return None
+        v[x] = s[:, m] / np.sqrt(s[m, m])
+        if not np.all(np.abs(s - np.outer(v[x], v[x])) <= rtol * np.abs(s)):
+            return None
+    return v
 
 
 _FLAGS = dict(cache=True, error_model="numpy", fastmath={"reassoc"})
@@ -242,6 +276,113 @@ def _triangle_rows4(sym, lo, hi, w, acc):
 
 
 @njit(**_FLAGS)
+def _factored_rows(v, lo, hi, w, acc):
+    """:func:`_triangle_rows` for a rank-one ``S = v v^T``, reading no K x K matrix.
+
+    With ``t_ij = 1 / (w_i + w_j)``: ``acc[i] += v_j t_ij`` and ``acc[j] += v_i t_ij`` (``j > i``),
+    so that ``sum_j q_ij = v_i acc[i]`` (:func:`_finish` multiplies by ``v``). Rows two at a time.
+    """
+    i = lo
+    while i < hi:
+        wi = w[i]
+        vi = v[i]
+        if i + 1 == hi:  # a last unpaired row
+            wr = w[i + 1:]
+            vr = v[i + 1:]
+            ar = acc[i + 1:]
+            a = 0.5 * vi / wi
+            for j in range(wr.size):
+                t = 1.0 / (wi + wr[j])
+                a += vr[j] * t
+                ar[j] += vi * t
+            acc[i] += a
+            break
+        wn = w[i + 1]
+        vn = v[i + 1]
+        t01 = 1.0 / (wi + wn)
+        a0 = 0.5 * vi / wi + vn * t01
+        a1 = 0.5 * vn / wn + vi * t01
+        wr = w[i + 2:]
+        vr = v[i + 2:]
+        ar = acc[i + 2:]
+        for j in range(wr.size):
+            x0 = wi + wr[j]
+            x1 = wn + wr[j]
+            rr = 1.0 / (x0 * x1)
+            t0 = x1 * rr
+            t1 = x0 * rr
+            a0 += vr[j] * t0
+            a1 += vr[j] * t1
+            ar[j] += vi * t0 + vn * t1
+        acc[i] += a0
+        acc[i + 1] += a1
+        i += 2
+
+
+@njit(**_FLAGS)
+def _factored_rows4(v, lo, hi, w, acc):
+    """:func:`_factored_rows` four rows at a time, one division per four pairs (``R <= 350``)."""
+    i = lo
+    while i + 4 <= hi:
+        w0 = w[i]
+        w1 = w[i + 1]
+        w2 = w[i + 2]
+        w3 = w[i + 3]
+        v0 = v[i]
+        v1 = v[i + 1]
+        v2 = v[i + 2]
+        v3 = v[i + 3]
+        t = 1.0 / (w0 + w1)
+        a0 = 0.5 * v0 / w0 + v1 * t
+        a1 = 0.5 * v1 / w1 + v0 * t
+        t = 1.0 / (w0 + w2)
+        a0 += v2 * t
+        a2 = 0.5 * v2 / w2 + v0 * t
+        t = 1.0 / (w0 + w3)
+        a0 += v3 * t
+        a3 = 0.5 * v3 / w3 + v0 * t
+        t = 1.0 / (w1 + w2)
+        a1 += v2 * t
+        a2 += v1 * t
+        t = 1.0 / (w1 + w3)
+        a1 += v3 * t
+        a3 += v1 * t
+        t = 1.0 / (w2 + w3)
+        a2 += v3 * t
+        a3 += v2 * t
+        wr = w[i + 4:]
+        vr = v[i + 4:]
+        ar = acc[i + 4:]
+        for j in range(wr.size):
+            x0 = w0 + wr[j]
+            x1 = w1 + wr[j]
+            x2 = w2 + wr[j]
+            x3 = w3 + wr[j]
+            p01 = x0 * x1
+            p23 = x2 * x3
+            rr = 1.0 / (p01 * p23)
+            i01 = p23 * rr
+            i23 = p01 * rr
+            t0 = x1 * i01
+            t1 = x0 * i01
+            t2 = x3 * i23
+            t3 = x2 * i23
+            vj = vr[j]
+            a0 += vj * t0
+            a1 += vj * t1
+            a2 += vj * t2
+            a3 += vj * t3
+            ar[j] += (v0 * t0 + v1 * t1) + (v2 * t2 + v3 * t3)
+        acc[i] += a0
+        acc[i + 1] += a1
+        acc[i + 2] += a2
+        acc[i + 3] += a3
+        i += 4
+    if i < hi:
+        _factored_rows(v, i, hi, w, acc)
+
+
+@njit(**_FLAGS)
 def _row_sum_exp(row, i, u, beta):
     """``sum_j S_ij sigma(beta (u_i - u_j))`` with a stable per-pair sigmoid (any range of u)."""
     acc = 0.0
@@ -279,18 +420,24 @@ def _n_blocks(k):
 
 
 @njit(**_FLAGS)
-def _block(sym, bounds, c, w, acc, four):
-    """Rows ``bounds[c] <= i < bounds[c + 1]`` into ``acc[c, bounds[c]:]`` (zeroed first)."""
+def _block(sym, bounds, c, w, acc, four, kernel):
+    """Rows ``bounds[c] <= i < bounds[c + 1]`` into ``acc[c, bounds[c]:]`` (zeroed first); ``sym``
+    is the context's ``S`` (K, K), or (1, K) holding ``v`` when ``kernel == FACTORED``."""
     mine = acc[c, bounds[c]:]
     mine[:] = 0.0
-    if four:
+    if kernel == FACTORED:
+        if four:
+            _factored_rows4(sym[0], bounds[c], bounds[c + 1], w, acc[c])
+        else:
+            _factored_rows(sym[0], bounds[c], bounds[c + 1], w, acc[c])
+    elif four:
         _triangle_rows4(sym, bounds[c], bounds[c + 1], w, acc[c])
     else:
         _triangle_rows(sym, bounds[c], bounds[c + 1], w, acc[c])
 
 
 @njit(**_FLAGS)
-def _finish(bounds, w, acc, active, d, beta, grad_out):
+def _finish(bounds, w, acc, active, d, beta, grad_out, sym, kernel):
     """Sum the blocks' accumulator rows into ``acc[0]`` and add the gradient of the active rows."""
     tot = acc[0]
     for c in range(1, bounds.size - 1):
@@ -299,20 +446,38 @@ def _finish(bounds, w, acc, active, d, beta, grad_out):
         dst = tot[lo:]
         for i in range(src.size):
             dst[i] += src[i]
+    if kernel == FACTORED:
+        v = sym[0]
+        for i in range(tot.size):
+            tot[i] *= v[i]
     for i in range(tot.size):
         if active[i]:
             grad_out[i] += beta * w[i] * tot[i] - d[i]
 
 
 @njit(**_FLAGS)
-def dpo_fast_grad(sym, d, active, u_in, beta, grad_out):
-    """Add ``dL/du`` (== ``dL/dlog pi``) into ``grad_out`` (X, K); serial, for batched runs."""
-    n_ctx, k = u_in.shape
-    u, w = np.empty(k), np.empty(k)
-    bits = np.empty(k, dtype=np.int64)
+def _exact_row(sym, i, u, beta, kernel):
+    """``sum_j S_ij sigma(beta (u_i - u_j))`` by the per-pair stable sigmoid (any range of u)."""
+    if kernel == FACTORED:
+        return sym[0, i] * _row_sum_exp(sym[0], i, u, beta)
+    return _row_sum_exp(sym[i], i, u, beta)
+
+
+@njit(**_FLAGS)
+def dpo_fast_workspace(k):
+    """Scratch for :func:`dpo_fast_grad_ws` at ``k`` responses: ``(u, w, bits, acc, bounds)``."""
     n_blocks = _n_blocks(k)
-    acc = np.empty((n_blocks, k))
-    bounds = _split(k, n_blocks)
+    return (np.empty(k), np.empty(k), np.empty(k, dtype=np.int64), np.empty((n_blocks, k)),
+            _split(k, n_blocks))
+
+
+@njit(**_FLAGS)
+def dpo_fast_grad_ws(sym, d, active, u_in, beta, grad_out, kernel, ws):
+    """:func:`dpo_fast_grad` with its scratch ``ws`` from :func:`dpo_fast_workspace` (a fused
+    training loop allocates it once rather than at every step)."""
+    u, w, bits, acc, bounds = ws
+    n_ctx, k = u_in.shape
+    n_blocks = bounds.size - 1
     for x in range(n_ctx):
         spread = _centre(u_in[x], active[x], beta, u, w, bits)
         if spread < 0.0:
@@ -320,16 +485,26 @@ def dpo_fast_grad(sym, d, active, u_in, beta, grad_out):
         if spread <= _RANGE_TWO_ROWS:
             four = spread <= _RANGE_FOUR_ROWS
             for c in range(n_blocks):
-                _block(sym[x], bounds, c, w, acc, four)
-            _finish(bounds, w, acc, active[x], d[x], beta, grad_out[x])
+                _block(sym[x], bounds, c, w, acc, four, kernel)
+            _finish(bounds, w, acc, active[x], d[x], beta, grad_out[x], sym[x], kernel)
         else:
             for i in range(k):
                 if active[x, i]:
-                    grad_out[x, i] += beta * _row_sum_exp(sym[x, i], i, u, beta) - d[x, i]
+                    grad_out[x, i] += beta * _exact_row(sym[x], i, u, beta, kernel) - d[x, i]
+
+
+@njit(**_FLAGS)
+def dpo_fast_grad(sym, d, active, u_in, beta, grad_out, kernel):
+    """Add ``dL/du`` (== ``dL/dlog pi``) into ``grad_out`` (X, K); serial, for batched runs.
+
+    ``sym``, ``d``, ``active`` and ``kernel`` come from :func:`dpo_fast_precompute`.
+    """
+    dpo_fast_grad_ws(sym, d, active, u_in, beta, grad_out, kernel,
+                     dpo_fast_workspace(u_in.shape[1]))
 
 
 @njit(parallel=True, **_FLAGS)
-def dpo_fast_grad_parallel(sym, d, active, u_in, beta, grad_out):
+def dpo_fast_grad_parallel(sym, d, active, u_in, beta, grad_out, kernel):
     """:func:`dpo_fast_grad` with the row blocks split over threads, for one large problem."""
     n_ctx, k = u_in.shape
     u, w = np.empty(k), np.empty(k)
@@ -344,9 +519,9 @@ def dpo_fast_grad_parallel(sym, d, active, u_in, beta, grad_out):
         if spread <= _RANGE_TWO_ROWS:
             four = spread <= _RANGE_FOUR_ROWS
             for c in prange(n_blocks):
-                _block(sym[x], bounds, c, w, acc, four)
-            _finish(bounds, w, acc, active[x], d[x], beta, grad_out[x])
+                _block(sym[x], bounds, c, w, acc, four, kernel)
+            _finish(bounds, w, acc, active[x], d[x], beta, grad_out[x], sym[x], kernel)
         else:
             for i in prange(k):
                 if active[x, i]:
-                    grad_out[x, i] += beta * _row_sum_exp(sym[x, i], i, u, beta) - d[x, i]
+                    grad_out[x, i] += beta * _exact_row(sym[x], i, u, beta, kernel) - d[x, i]

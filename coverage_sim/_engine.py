@@ -14,8 +14,9 @@ Terms (``terms`` tuple, in this order)::
                      the gradient (semi-gradient)
     W         (X,K,K) joint pair weights (OFFLINE)
     P         (X,K,K) label probabilities P[x,i,j] = Pr(i > j) (ONLINE)
-    fast      int    1 to use the S = W + W^T DPO kernel (sigmoid family, OFFLINE)
-    S, d, act        its precomputed arrays (coverage_sim._dpo_fast)
+    fast      int    0, or the S = W + W^T DPO kernel (sigmoid family, OFFLINE): 1 dense S,
+                     2 rank-one S = v v^T (exact mu x mu pairs), coverage_sim._dpo_fast
+    S, d, act        its precomputed arrays (S is (X, 1, K) holding v when fast == 2)
     C         (X,K)  linear log-likelihood term: L += -sum C * log pi
     kl_coef   float  L += kl_coef * sum_x rho_x KL(pi_x || pi_ref_x)
     reward_coef float L += -reward_coef * sum_x rho_x E_pi R
@@ -28,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from coverage_sim._dpo_fast import dpo_fast_grad, dpo_fast_grad_parallel
+from coverage_sim._dpo_fast import (_exp_inplace, dpo_fast_grad_parallel, dpo_fast_grad_ws,
+                                    dpo_fast_workspace)
 from coverage_sim._pair_kernels import population_pairwise
 
 TABULAR = 0
@@ -54,39 +56,85 @@ def kernel_array(arr, dtype=np.float64) -> np.ndarray:
 
 
 @njit(**_JIT)
-def policy_logp(kind, theta, features, base, n_ctx, k):
-    """``log pi`` (X, K) of a tabular softmax (theta = logits) or log-linear policy."""
+def _softmax_into(kind, theta, features, base, lp, pi, bits):
+    """Fill ``lp`` = log pi and ``pi`` (X, K) of a tabular softmax or log-linear policy.
+
+    One vectorised exp per response (``pi`` = e / s with e = exp(logit - max)); responses more than
+    700 nats below the row's maximum take the scalar libm ``exp``, so a logit of ``-inf`` (outside
+    the reference's support) gives exactly ``pi = 0``. ``bits``: int64 scratch of size K.
+    """
+    n_ctx, k = lp.shape
     if kind == TABULAR:
-        logits = theta.reshape(n_ctx, k).copy()
+        for x in range(n_ctx):
+            for i in range(k):
+                lp[x, i] = theta[x * k + i]
     else:
-        flat = features.reshape(n_ctx * k, features.shape[2])
-        logits = base + (flat @ theta).reshape(n_ctx, k)
+        dim = features.shape[2]
+        for x in range(n_ctx):
+            for i in range(k):
+                acc = base[x, i]
+                for a in range(dim):
+                    acc += features[x, i, a] * theta[a]
+                lp[x, i] = acc
     for x in range(n_ctx):
-        m = np.max(logits[x])
+        row = lp[x]
+        e = pi[x]
+        m = np.max(row)
+        for i in range(k):
+            e[i] = max(row[i] - m, -700.0)
+        _exp_inplace(e, bits)
+        for i in range(k):
+            if row[i] - m < -700.0:
+                e[i] = np.exp(row[i] - m)
         s = 0.0
         for i in range(k):
-            s += np.exp(logits[x, i] - m)
+            s += e[i]
+        inv = 1.0 / s
         norm = m + np.log(s)
         for i in range(k):
-            logits[x, i] -= norm
-    return logits
+            e[i] *= inv
+            row[i] -= norm
+
+
+@njit(**_JIT)
+def policy_logp(kind, theta, features, base, n_ctx, k):
+    """``log pi`` (X, K) of a tabular softmax (theta = logits) or log-linear policy."""
+    lp = np.empty((n_ctx, k))
+    _softmax_into(kind, theta, features, base, lp, np.empty((n_ctx, k)), np.empty(k, np.int64))
+    return lp
+
+
+@njit(**_JIT)
+def _backprop_into(kind, features, pi, grad_lp, g_out):
+    """``g_out`` = dL/dtheta from ``dL/dlog pi`` (X, K) through the softmax at ``pi``."""
+    n_ctx, k = pi.shape
+    if kind == TABULAR:
+        for x in range(n_ctx):
+            tot = 0.0
+            for i in range(k):
+                tot += grad_lp[x, i]
+            for i in range(k):
+                g_out[x * k + i] = grad_lp[x, i] - pi[x, i] * tot
+        return
+    dim = features.shape[2]
+    g_out[:] = 0.0
+    for x in range(n_ctx):
+        tot = 0.0
+        for i in range(k):
+            tot += grad_lp[x, i]
+        for i in range(k):
+            gi = grad_lp[x, i] - pi[x, i] * tot
+            for a in range(dim):
+                g_out[a] += features[x, i, a] * gi
 
 
 @njit(**_JIT)
 def policy_backprop(kind, features, lp, grad_lp):
     """Pull ``dL/dlog pi`` (X, K) back to the parameters through the softmax."""
     n_ctx, k = lp.shape
-    g = np.empty((n_ctx, k))
-    for x in range(n_ctx):
-        tot = 0.0
-        for i in range(k):
-            tot += grad_lp[x, i]
-        for i in range(k):
-            g[x, i] = grad_lp[x, i] - np.exp(lp[x, i]) * tot
-    if kind == TABULAR:
-        return g.ravel()
-    flat = features.reshape(n_ctx * k, features.shape[2])
-    return flat.T @ g.ravel()
+    g = np.empty(n_ctx * k if kind == TABULAR else features.shape[2])
+    _backprop_into(kind, features, np.exp(lp), grad_lp, g)
+    return g
 
 
 @njit(**_JIT)
@@ -95,6 +143,15 @@ def objective_grad(terms, lp, rlp, grad_out, want_loss, parallel_rows, wbuf):
 
     Returns the loss when ``want_loss`` (else 0.0; the fast DPO kernel does not compute it).
     """
+    n_ctx, k = lp.shape
+    return _objective_grad(terms, lp, np.exp(lp), rlp, grad_out, want_loss, parallel_rows, wbuf,
+                           np.empty((n_ctx, k)), dpo_fast_workspace(k))
+
+
+@njit(**_JIT)
+def _objective_grad(terms, lp, pi, rlp, grad_out, want_loss, parallel_rows, wbuf, u, ws):
+    """:func:`objective_grad` at ``pi = exp(lp)``, with scratch ``u`` (X, K) and ``ws``
+    (:func:`coverage_sim._dpo_fast.dpo_fast_workspace`)."""
     (code, prm, source, W, P, fast, S, d, act, C, kl_coef, reward_coef, R, rho) = terms
     n_ctx, k = lp.shape
     loss = 0.0
@@ -102,28 +159,23 @@ def objective_grad(terms, lp, rlp, grad_out, want_loss, parallel_rows, wbuf):
         if source == ONLINE:
             for x in range(n_ctx):
                 for i in range(k):
-                    pi_i = np.exp(lp[x, i])
+                    pi_i = pi[x, i]
                     for j in range(k):
-                        wbuf[x, i, j] = 2.0 * rho[x] * pi_i * np.exp(lp[x, j]) * P[x, i, j]
+                        wbuf[x, i, j] = 2.0 * rho[x] * pi_i * pi[x, j] * P[x, i, j]
             loss += population_pairwise(code, prm, lp, rlp, wbuf, grad_out)
-        elif fast == 1:
-            u = np.zeros((n_ctx, k))
+        elif fast != 0:
             for x in range(n_ctx):
                 for i in range(k):
-                    if act[x, i]:
-                        u[x, i] = lp[x, i] - rlp[x, i]
+                    u[x, i] = lp[x, i] - rlp[x, i] if act[x, i] else 0.0
             beta = prm[0] / prm[2]
             if parallel_rows:
-                dpo_fast_grad_parallel(S, d, act, u, beta, grad_out)
+                dpo_fast_grad_parallel(S, d, act, u, beta, grad_out, fast)
             else:
-                dpo_fast_grad(S, d, act, u, beta, grad_out)
+                dpo_fast_grad_ws(S, d, act, u, beta, grad_out, fast, ws)
             if want_loss:
-                scratch = np.zeros((n_ctx, k))
-                loss += population_pairwise(code, prm, lp, rlp, W, scratch)
+                loss += population_pairwise(code, prm, lp, rlp, W, np.zeros((n_ctx, k)))
         else:
             loss += population_pairwise(code, prm, lp, rlp, W, grad_out)
-    # exp is a scalar libm call here: skip it when no term needs pi.
-    needs_pi = kl_coef != 0.0 or reward_coef != 0.0
     for x in range(n_ctx):
         for i in range(k):
             c = C[x, i]
@@ -131,17 +183,18 @@ def objective_grad(terms, lp, rlp, grad_out, want_loss, parallel_rows, wbuf):
                 grad_out[x, i] -= c
                 if want_loss:
                     loss -= c * lp[x, i]
-            if not needs_pi:
-                continue
-            pi = np.exp(lp[x, i])
-            if pi > 0.0:
-                if kl_coef != 0.0:
-                    g = lp[x, i] - rlp[x, i]
-                    grad_out[x, i] += kl_coef * rho[x] * pi * (g + 1.0)
-                    loss += kl_coef * rho[x] * pi * g
-                if reward_coef != 0.0:
-                    grad_out[x, i] -= reward_coef * rho[x] * pi * R[x, i]
-                    loss -= reward_coef * rho[x] * pi * R[x, i]
+    if kl_coef != 0.0 or reward_coef != 0.0:
+        for x in range(n_ctx):
+            for i in range(k):
+                p = pi[x, i]
+                if p > 0.0:
+                    if kl_coef != 0.0:
+                        g = lp[x, i] - rlp[x, i]
+                        grad_out[x, i] += kl_coef * rho[x] * p * (g + 1.0)
+                        loss += kl_coef * rho[x] * p * g
+                    if reward_coef != 0.0:
+                        grad_out[x, i] -= reward_coef * rho[x] * p * R[x, i]
+                        loss -= reward_coef * rho[x] * p * R[x, i]
     return loss
 
 
@@ -192,25 +245,33 @@ def run_one(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, ada
     n_ctx, k = rlp.shape
     rho = terms[13]
     wbuf = np.zeros((n_ctx, k, k)) if terms[2] == ONLINE and terms[0] >= 0 else np.zeros((0, 0, 0))
+    # Every per-step buffer is allocated once here: at K = 100 a step takes a few microseconds, so
+    # per-step allocations would cost as much as the arithmetic.
     m = np.zeros(theta.size)
     v = np.zeros(theta.size)
+    g = np.empty(theta.size)
+    lp = np.empty((n_ctx, k))
+    pi = np.empty((n_ctx, k))
+    u = np.empty((n_ctx, k))
+    bits = np.empty(k, dtype=np.int64)
+    ws = dpo_fast_workspace(k)
     grad_lp = np.zeros((n_ctx, k))
     nxt = 0
     n_rec = record_steps.size
     for s in range(steps + 1):
-        lp = policy_logp(kind, theta, features, base, n_ctx, k)
+        _softmax_into(kind, theta, features, base, lp, pi, bits)
         recording = nxt < n_rec and record_steps[nxt] == s
         if s == steps and not recording:
             break
         grad_lp[:] = 0.0
-        loss = objective_grad(terms, lp, rlp, grad_lp, recording, parallel_rows, wbuf)
+        loss = _objective_grad(terms, lp, pi, rlp, grad_lp, recording, parallel_rows, wbuf, u, ws)
         if recording:
             out_lp[nxt] = lp
             out_loss[nxt] = loss
             nxt += 1
         if s == steps:
             break
-        g = policy_backprop(kind, features, lp, grad_lp)
+        _backprop_into(kind, features, pi, grad_lp, g)
         if optimizer == GD:
             for p in range(theta.size):
                 theta[p] -= lr * g[p]

@@ -268,10 +268,11 @@ class Objective:
         reward = self.params.get("reward")
         return env.reward2d if reward is None else env.as2d(reward, "reward")
 
-    def terms(self, env: Bandit, data=None, logp=None) -> tuple:
+    def terms(self, env: Bandit, data=None, logp=None, factored: bool = True) -> tuple:
         """Compile the objective on ``env`` (and ``data``) into the engine's term tuple.
 
         ``logp`` (X, K) is the current policy; only iterative DPO needs it (to draw its pairs).
+        ``factored=False`` keeps the dense DPO kernel even when the pair matrix is rank one.
         """
         n_ctx, k = env.n_contexts, env.n_responses
         if self.needs_data:
@@ -319,10 +320,11 @@ class Objective:
                 linear = -scale * rho[:, None] * env.ref2d
             else:
                 linear = scale * data.chosen.reshape(n_ctx, k)
-        fast = int(source == _engine.OFFLINE and code in _FAST_CODES)
-        if fast:
-            sym, d, act = dpo_fast_precompute(weights, prm[1], code == ROBUST, prm[0] / prm[2])
+        if source == _engine.OFFLINE and code in _FAST_CODES:
+            sym, d, act, fast = dpo_fast_precompute(weights, prm[1], code == ROBUST,
+                                                    prm[0] / prm[2], factored=factored)
         else:
+            fast = 0
             sym, d, act = empty3[:0], np.zeros((0, k)), np.zeros((0, k), dtype=bool)
         arr = _engine.kernel_array
         return (int(code), arr(prm), int(source), arr(weights), arr(probs), fast, arr(sym), arr(d),

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import coverage_sim as cs
-from coverage_sim import _engine
+from coverage_sim import _dpo_fast, _engine
 from coverage_sim.losses import population_loss
 from coverage_sim.objectives import OBJECTIVES
 
@@ -171,8 +171,10 @@ def test_extreme_logits_stay_finite_and_exact(name):
     assert np.abs(ours - ref).max() <= 1e-10 * max(np.abs(ref).max(), 1.0)
 
 
-def test_fast_dpo_kernel_equals_generic_kernel():
-    """The S = W + W^T DPO kernel and the per-pair kernel agree, both in and past the exp-free range."""
+@pytest.mark.parametrize("factored", [True, False])
+def test_fast_dpo_kernel_equals_generic_kernel(factored):
+    """The S = W + W^T DPO kernels (rank-one factored and dense) and the per-pair kernel agree, both
+    in and past the exp-free range."""
     env, data = _env(11, n_ctx=2, k=30, partial=True)
     for scale in (1.0, 2000.0):
         for name, extra in (("sigmoid", {}), ("cdpo", {"label_smoothing": 0.2}),
@@ -181,8 +183,8 @@ def test_fast_dpo_kernel_equals_generic_kernel():
             lp = np.log(env.ref2d) + scale * np.random.default_rng(1).normal(size=(2, 30))
             lp -= np.log(np.exp(lp - lp.max(1, keepdims=True)).sum(1, keepdims=True)) + lp.max(
                 1, keepdims=True)
-            terms = obj.terms(env, data)
-            assert terms[5] == 1
+            terms = obj.terms(env, data, factored=factored)
+            assert terms[5] == (_dpo_fast.FACTORED if factored else _dpo_fast.DENSE)
             fast = np.zeros_like(lp)
             wbuf = np.zeros((0, 0, 0))
             _engine.objective_grad(terms, lp, env.ref_logp2d, fast, False, False, wbuf)
@@ -193,6 +195,26 @@ def test_fast_dpo_kernel_equals_generic_kernel():
             _engine.objective_grad(slow_terms, lp, env.ref_logp2d, slow, False, False, wbuf)
             assert _rel_err(fast, slow) <= 1e-10, (name, scale)
             assert _rel_err(par, slow) <= 1e-10, (name, scale)
+
+
+def test_rank_one_pair_matrix_takes_the_factored_kernel():
+    """Exact mu x mu pairs give S = W + W^T = 2 rho mu mu^T for every label model; sampled pairs
+    do not, and keep the dense kernel."""
+    env = cs.random_bandit(12, n_contexts=2, seed=4)
+    behavior = cs.restrict_support(env.ref, np.arange(12) % 4 != 0)
+    for labels in ("bradley_terry", "deterministic"):
+        data = cs.offline_pairs(env, behavior, labels=labels)
+        terms = cs.objective("sigmoid", beta=0.5).terms(env, data)
+        assert terms[5] == _dpo_fast.FACTORED
+        v = terms[6][:, 0, :]
+        sym = data.weights + np.swapaxes(data.weights, 1, 2)
+        np.testing.assert_allclose(v[:, :, None] * v[:, None, :], sym, rtol=1e-14, atol=0)
+        mu = np.reshape(behavior, (2, 12))
+        np.testing.assert_allclose(sym, 2 * env.context_weights[:, None, None] * mu[:, :, None]
+                                   * mu[:, None, :], rtol=1e-13, atol=0)
+    sampled = cs.offline_pairs(env, behavior, n=500, seed=0)
+    assert cs.objective("sigmoid", beta=0.5).terms(env, sampled)[5] == _dpo_fast.DENSE
+    assert _dpo_fast.rank_one_factor(np.zeros((1, 3, 3))) is None
 
 
 def test_online_objective_holds_sampler_fixed():
