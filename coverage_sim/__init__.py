@@ -19,6 +19,9 @@ from coverage_sim.losses import PAIR_LOSSES, pair_loss
 from coverage_sim.objectives import OBJECTIVES, Objective, objective
 from coverage_sim.policies import LogLinear, Policy, TabularSoftmax
 from coverage_sim.reward_model import fit_bradley_terry
+from coverage_sim.sequences import (AutoregressiveTabular, SequenceEnv, combination_lock,
+                                    enumerate_sequences, n_prefix_nodes, prefix_nodes,
+                                    tajwar_token_env)
 from coverage_sim.train import Run, log_schedule, package_versions, train, train_many
 
 __version__ = "0.1.0"
@@ -34,6 +37,8 @@ __all__ = [
     "best_of_n_policy", "best_worst_of_n_pairs", "best_worst_pairs", "best_of_n_kl_bound",
     "PAIR_LOSSES", "pair_loss", "OBJECTIVES", "Objective", "objective",
     "Policy", "TabularSoftmax", "LogLinear",
+    "enumerate_sequences", "n_prefix_nodes", "prefix_nodes", "SequenceEnv",
+    "tajwar_token_env", "combination_lock", "AutoregressiveTabular",
     "Run", "train", "train_many", "log_schedule", "package_versions",
     "metrics",
 ]

@@ -4,6 +4,11 @@
 independent problems (seeds, beta, coverage levels, ...) at once, split over the cores. Both record the
 policy on a log-spaced schedule and return :class:`Run` objects whose ``history`` is a tidy
 ``pandas.DataFrame`` with one row per recorded step.
+
+Policies the numba engine does not know (``policy.kind`` not an engine kind, e.g.
+:class:`coverage_sim.sequences.AutoregressiveTabular`) are trained by :func:`train` with a plain
+numpy loop: the same objective gradients, GD/Adam formulas, record schedule and :class:`Run`, with
+the policy's own ``logp`` and ``grad``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ _ADAM_DEFAULTS = (0.9, 0.999, 1e-8)
 _PARALLEL_ROWS_MIN_K = 512
 #: Up to this many responses the default held-out ranking pairs (pi_ref x pi_ref) are evaluated.
 _RANKING_MAX_K = 1000
+
+
+def _is_engine_policy(policy: Policy) -> bool:
+    """Whether the numba engine implements ``policy`` (its ``kind`` is an engine kind)."""
+    return getattr(policy, "kind", None) in (_engine.TABULAR, _engine.LOGLINEAR)
 
 
 def package_versions() -> dict[str, str]:
@@ -165,8 +175,11 @@ def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_dat
                              log_policies=out_lp.reshape(shaped.shape))
     history = pd.DataFrame({"step": rec, "loss": out_loss, **metrics})
     # The final policy comes from the final parameters: the record schedule need not end at `steps`.
-    final = np.exp(_engine.policy_logp(policy.kind, theta, policy.features_for(env),
-                                       policy.base_for(env), env.n_contexts, env.n_responses))
+    if _is_engine_policy(policy):
+        final = np.exp(_engine.policy_logp(policy.kind, theta, policy.features_for(env),
+                                           policy.base_for(env), env.n_contexts, env.n_responses))
+    else:
+        final = np.exp(policy.logp(env, theta))
     return Run(env=env, objective=objective, policy_model=policy, params=theta,
                policy=env.like_ref(final), snapshots=shaped, history=history, config=config)
 
@@ -209,6 +222,11 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
       adam: ``(beta1, beta2, eps)`` for Adam.
       parallel: split one large problem's pair rows over threads; default when K >= 512.
 
+    Policies outside the numba engine (``policy.kind`` not an engine kind, e.g.
+    :class:`~coverage_sim.sequences.AutoregressiveTabular`) run a numpy loop over the policy's
+    ``logp``/``grad`` with the engine's objective gradients and GD/Adam updates; ``"npg"`` is
+    engine-only for them.
+
     Returns:
       A :class:`Run` with ``.policy`` (shaped like ``env.ref``) and ``.history``.
 
@@ -222,13 +240,24 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     objective, steps, lr, opt, policy, rec = _common_args(env, objective, steps, lr, optimizer,
                                                           policy, record)
     _check_data(env, data)
+    engine = _is_engine_policy(policy)
+    if not engine and opt == _engine.NPG:
+        raise ValueError(f"optimizer='npg' is only available for engine policies (TabularSoftmax, "
+                         f"LogLinear), got policy {policy!r}; use 'adam' or 'gd'")
     b1, b2, eps = (float(a) for a in adam)
     rng = np.random.default_rng(seed)
     theta = _engine.kernel_array(policy.init_params(env, rng))
-    features, base = policy.features_for(env), policy.base_for(env)
     rlp = _engine.kernel_array(env.ref_logp2d)
     if parallel is None:
         parallel = env.n_responses >= _PARALLEL_ROWS_MIN_K
+    if not engine:
+        out_lp, out_loss = _run_generic(env, objective, data, policy, theta, rlp, opt, lr,
+                                        (b1, b2, eps), steps, rec, bool(parallel))
+        config = _config(env, objective, policy, steps, lr, optimizer, seed, (b1, b2, eps), rec,
+                         data)
+        return _finish(env, objective, policy, theta, out_lp, out_loss, rec, data,
+                       _default_eval_data(env, eval_data), config)
+    features, base = policy.features_for(env), policy.base_for(env)
     n_ctx, k = env.n_contexts, env.n_responses
     out_lp = np.empty((rec.size, n_ctx, k))
     out_loss = np.empty(rec.size)
@@ -251,6 +280,57 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     config = _config(env, objective, policy, steps, lr, optimizer, seed, (b1, b2, eps), rec, data)
     return _finish(env, objective, policy, theta, out_lp, out_loss, rec, data,
                    _default_eval_data(env, eval_data), config)
+
+
+def _run_generic(env, objective, data, policy, theta, rlp, opt, lr, adam, steps, rec, parallel):
+    """The engine's step loop (``_engine.run_one`` plus iterative DPO's refreshes) in numpy.
+
+    Updates ``theta`` in place and returns the record buffers ``(out_lp, out_loss)``. Matches the
+    engine: the objective's terms are compiled at step 0 and, for iterative DPO, rebuilt from the
+    current policy every ``refresh_every`` steps with a fresh Adam state; the loss is evaluated only
+    at recorded steps. A non-finite gradient or update stops the run with ``theta`` set to NaN, so
+    that :func:`_finish` reports the divergence; later records stay NaN.
+    """
+    b1, b2, eps = adam
+    n_ctx, k = env.n_contexts, env.n_responses
+    out_lp = np.full((rec.size, n_ctx, k), np.nan)
+    out_loss = np.full(rec.size, np.nan)
+    period = objective.refresh_every or max(steps, 1)
+    m = np.zeros(theta.size)
+    v = np.zeros(theta.size)
+    nxt, seg_start, terms, wbuf = 0, 0, None, None
+    for s in range(steps + 1):
+        lp = _engine.kernel_array(env.as2d(policy.logp(env, theta), "logp"))
+        if terms is None or (s % period == 0 and s < steps):
+            terms = objective.terms(env, data, lp)
+            online = terms[2] == _engine.ONLINE and terms[0] >= 0
+            wbuf = np.zeros((n_ctx, k, k) if online else (0, 0, 0))
+            m[:], v[:], seg_start = 0.0, 0.0, s
+        recording = nxt < rec.size and rec[nxt] == s
+        if s == steps and not recording:
+            break
+        grad_lp = np.zeros((n_ctx, k))
+        loss = _engine.objective_grad(terms, lp, rlp, grad_lp, recording, parallel, wbuf)
+        if recording:
+            out_lp[nxt], out_loss[nxt] = lp, loss
+            nxt += 1
+        if s == steps:
+            break
+        if np.isnan(grad_lp).any():
+            theta[:] = np.nan
+            break
+        g = np.asarray(policy.grad(env, theta, env.like_ref(grad_lp)), dtype=np.float64)
+        if opt == _engine.GD:
+            theta -= lr * g
+        else:
+            t = s - seg_start + 1
+            m[:] = b1 * m + (1.0 - b1) * g
+            v[:] = b2 * v + (1.0 - b2) * g * g
+            theta -= lr * (m / (1.0 - b1 ** t)) / (np.sqrt(v / (1.0 - b2 ** t)) + eps)
+        if np.isnan(theta).any() or np.isposinf(theta).any():
+            theta[:] = np.nan
+            break
+    return out_lp, out_loss
 
 
 def _as_list(value, n: int, name: str) -> list:
@@ -296,6 +376,9 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
                for e, o, lr_b in zip(env_list, obj_list, lr_list)]
     obj_list = [c[0] for c in checked]
     steps, opt, policy, rec = checked[0][1], checked[0][3], checked[0][4], checked[0][5]
+    if not _is_engine_policy(policy):
+        raise ValueError(f"train_many batches engine policies only (TabularSoftmax, LogLinear), "
+                         f"got policy {policy!r}; train it problem by problem with train")
     shape = env_list[0].shape
     for e, o, d in zip(env_list, obj_list, data_list):
         if e.shape != shape:
@@ -313,8 +396,10 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
     bases = np.stack([policy.base_for(e) for e in env_list])
     rlps = np.stack([e.ref_logp2d for e in env_list])
     all_terms = [o.terms(e, d) for o, e, d in zip(obj_list, env_list, data_list)]
-    if len({(t[2], t[5]) for t in all_terms}) != 1:
-        raise ValueError("all problems must use the same pair source and kernel")
+    if len({t[5] for t in all_terms}) > 1:
+        # Some pair matrices are rank one and some are not: one batch runs one kernel, the dense one.
+        all_terms = [o.terms(e, d, factored=False)
+                     for o, e, d in zip(obj_list, env_list, data_list)]
     stacked = [np.ascontiguousarray(np.stack([t[i] for t in all_terms])) for i in range(14)]
     n_ctx, k = env_list[0].n_contexts, env_list[0].n_responses
     out_lp = np.empty((n, rec.size, n_ctx, k))
