@@ -22,6 +22,13 @@ with ``x_a = w_{i+a} + w_j``, ``r = 1 / (x_0 x_1 x_2 x_3)`` gives all four recip
 normal double while ``R <= 350``; for ``350 < R <= 700`` rows go two at a time (product of two); beyond
 that a per-pair stable sigmoid over the full rows is used.
 
+Rank-one pair matrices. Exact pairs from a behaviour policy with complementary labels
+(``P_ij + P_ji = 1``) have ``S = 2 rho mu mu^T`` (``offline_pairs(env, mu)``, the common case), so
+with ``S = v v^T`` the sums become ``v_k sum_j v_j / (w_k + w_j)``: the *factored* kernel reads two
+vectors instead of a K x K matrix, which makes a step compute-bound rather than memory-bound. It is
+chosen when every entry of ``S`` matches ``v v^T`` to 1e-14 relative (:func:`rank_one_factor`);
+any other pair matrix (sampled pairs, lists) takes the dense kernel.
+
 Accuracy: ``dL/du_k`` is a difference of two O(beta) sums, so it is exact to about 1e-16 * beta in
 absolute terms; once a response's margins saturate (beta h >~ 37) its true gradient falls below that
 and comes out as rounding noise (the loss itself stays exact). Training is unaffected; exact-sign

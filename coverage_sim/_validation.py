@@ -74,6 +74,17 @@ def check_distribution(arr: np.ndarray, name: str, *, atol: float = 1e-9,
     return arr
 
 
+def check_real(value, name: str) -> float:
+    """A finite real scalar."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a finite real number, got {value!r}") from exc
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    return v
+
+
 def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
     """A finite scalar > 0 (or >= 0 with ``allow_zero``)."""
     try:

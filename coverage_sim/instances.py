@@ -17,7 +17,7 @@ from functools import partial
 import numpy as np
 
 from coverage_sim._validation import (as_float_array, check_choice, check_finite, check_in_range,
-                                      check_int, check_positive)
+                                      check_int, check_positive, check_real)
 from coverage_sim.data import PairData, pairs_from_list
 from coverage_sim.env import Bandit
 
@@ -96,12 +96,7 @@ def tajwar_bandit(peak: float = 70, width: float = 10.0, n_actions: int = 100) -
       >>> env.name, round(float(env.ref @ env.reward), 3)
       ('tajwar-peak70', 0.039)
     """
-    try:
-        peak = float(peak)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"peak must be a finite real number, got {peak!r}") from exc
-    if not np.isfinite(peak):
-        raise ValueError(f"peak must be a finite real number, got {peak!r}")
+    peak = check_real(peak, "peak")
     width = check_positive(width, "width")
     ref = tajwar_reference(n_actions)
     a = np.arange(ref.size, dtype=np.float64)

@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from coverage_sim._validation import (as_float_array, check_choice, check_distribution,
-                                      check_finite, check_int, check_positive)
+                                      check_finite, check_int, check_positive, check_real)
 from coverage_sim.env import Bandit
 from coverage_sim.instances import tajwar_reference
 from coverage_sim.policies import Policy
@@ -482,12 +482,7 @@ def tajwar_token_env(length: int = 9, vocab: int = 100, peak: float = 70.0, widt
     """
     vocab, length = _check_dims(vocab, length)
     n_prompts = check_int(n_prompts, "n_prompts", minimum=1)
-    try:
-        peak = float(peak)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"peak must be a finite real number, got {peak!r}") from exc
-    if not np.isfinite(peak):
-        raise ValueError(f"peak must be a finite real number, got {peak!r}")
+    peak = check_real(peak, "peak")
     width = check_positive(width, "width")
     scale = vocab / 100.0
     name = (f"tajwar-token-peak{peak:g}" + ("" if width == 10.0 else f"-width{width:g}")
