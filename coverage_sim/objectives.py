@@ -283,7 +283,9 @@ class Objective:
                 raise ValueError(f"data has pair weights of shape {data.weights.shape}, "
                                  f"expected {(n_ctx, k, k)} for this environment")
         rho = env.context_weights
-        empty3 = np.zeros((n_ctx, k, k))
+        # Pointwise objectives carry empty pair arrays: at tens of thousands of responses (token
+        # sequences) an unused (X, K, K) array would not fit in memory.
+        empty3 = np.zeros((n_ctx, 0, 0))
         code, prm, source, weights, probs = -1, np.zeros(4), _engine.OFFLINE, empty3, empty3
         linear = np.zeros((n_ctx, k))
         kl_coef = reward_coef = 0.0
@@ -347,7 +349,8 @@ class Objective:
         lp = env.as2d(logp, "logp")
         terms = self.terms(env, data, lp)
         grad = np.zeros_like(lp)
-        wbuf = np.zeros((env.n_contexts, env.n_responses, env.n_responses))
+        online_pairs = terms[0] >= 0 and terms[2] == _engine.ONLINE
+        wbuf = np.zeros((env.n_contexts,) + ((env.n_responses,) * 2 if online_pairs else (0, 0)))
         loss = _engine.objective_grad(terms, lp, env.ref_logp2d, grad, True, False, wbuf)
         return float(loss), env.like_ref(grad)
 
