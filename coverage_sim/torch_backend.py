@@ -343,8 +343,9 @@ def train_exact(env: SequenceEnv, objective, data: PairData | None = None, *,
     """Train a transformer on the exact population objective (every response enumerated).
 
     Cost: one forward and backward pass over all ``n_prompts * vocab**length`` sequences per step,
-    and the core's ``loss_and_grad`` (which currently allocates ``(X, N, N)`` pair buffers even for
-    pointwise objectives, so N is practical up to a few thousand).
+    and the core's ``loss_and_grad``: O(X N) for pointwise objectives (rlhf, best_of_n, awr, ...),
+    O(X N^2) time and memory for pairwise ones, so these are practical up to a few thousand
+    responses.
 
     Args:
       env: an enumerable :class:`~coverage_sim.sequences.SequenceEnv`.
