@@ -20,13 +20,7 @@ SMALL = dict(n_layer=1, n_head=2, n_embd=8)
 BETA = 0.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops: one thread is faster, and two threads per xdist worker oversubscribe 2 cores.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from coverage_sim.transformer import (CausalTransformer, TransformerConfig, samp
 SMALL = dict(n_layer=2, n_head=2, n_embd=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops: one thread is faster, and two threads per xdist worker oversubscribe 2 cores.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _perturbed(cfg: TransformerConfig, seed: int = 0, scale: float = 0.7, **kw):
