@@ -15,5 +15,6 @@ from coverage_sim.experiments import iterative  # noqa: F401  (registers)
 from coverage_sim.experiments import drpo  # noqa: F401  (registers)
 from coverage_sim.experiments import tajwar  # noqa: F401  (registers)
 from coverage_sim.experiments import tang  # noqa: F401  (registers)
+from coverage_sim.experiments import transfer  # noqa: F401  (registers when torch imports)
 
 __all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "register", "config_from_overrides"]

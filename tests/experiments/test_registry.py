@@ -39,11 +39,20 @@ def test_figure_ids_are_unique():
     assert len(figures) == len(set(figures))
 
 
+#: Reproductions whose finding does not carry over (their ``differences`` say why); their check
+#: must keep failing, on the transformer, rather than be tuned until it passes.
+EXPECTED_DISAGREE = {"tang-transformer": "transformer"}
+
+
 @pytest.mark.parametrize("experiment_id", IDS)
 def test_quick_reproduction_agrees_with_the_paper(quick_figures, experiment_id):
     folder, verdicts = quick_figures
     verdict = verdicts[experiment_id]
-    assert verdict.agrees, verdict.message
+    if experiment_id in EXPECTED_DISAGREE:
+        assert not verdict.agrees
+        assert verdict.message.startswith(EXPECTED_DISAGREE[experiment_id]), verdict.message
+    else:
+        assert verdict.agrees, verdict.message
     for suffix in (".png", ".pdf", ".csv", ".json"):
         path = folder / f"{experiment_id}{suffix}"
         assert path.exists() and path.stat().st_size > 0, path
@@ -51,7 +60,8 @@ def test_quick_reproduction_agrees_with_the_paper(quick_figures, experiment_id):
     assert list(table.columns[-len(TABLE_COLUMNS):]) == list(TABLE_COLUMNS)
     assert table["value"].notna().all()
     manifest = json.loads((folder / f"{experiment_id}.json").read_text())
-    assert manifest["agrees"] and manifest["quick"] and "numpy" in manifest["versions"]
+    assert manifest["agrees"] == (experiment_id not in EXPECTED_DISAGREE)
+    assert manifest["quick"] and "numpy" in manifest["versions"]
 
 
 def test_index_lists_every_figure(quick_figures):
