@@ -48,6 +48,9 @@ class Experiment:
     plot: Callable[[pd.DataFrame, Any], Any]
     check: Callable[[pd.DataFrame, Any], None]
     seeds: int = 1  # default number of seeds for `reproduce`
+    # False for a reproduction whose finding does not carry over (its `differences` say why): its
+    # check keeps asserting the claim and fails, and `reproduce` counts that as the expected outcome.
+    expected_to_agree: bool = True
 
     def default_config(self, quick: bool = False):
         return self.config.quick() if quick else self.config()
