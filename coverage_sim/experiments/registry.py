@@ -21,12 +21,13 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_choice
 
 __all__ = ["Experiment", "EXPERIMENTS", "register", "get_experiment", "config_from_overrides",
-           "config_to_dict", "TABLE_COLUMNS"]
+           "config_to_dict", "TABLE_COLUMNS", "tidy_rows", "mean_curve", "check_tuple"]
 
 #: Columns every experiment's table ends with (its sweep variables come first).
 TABLE_COLUMNS = ("seed", "step", "metric", "value")
@@ -61,6 +62,33 @@ class Experiment:
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def tidy_rows(keys: dict, seed: int, steps, columns: dict) -> list[pd.DataFrame]:
+    """Table rows (``keys..., seed, step, metric, value``), one frame per metric in ``columns``
+    (metric name -> values at ``steps``)."""
+    steps = np.asarray(steps, dtype=np.int64)
+    return [pd.DataFrame({**keys, "seed": seed, "step": steps, "metric": name,
+                          "value": np.asarray(values, dtype=float)})
+            for name, values in columns.items()]
+
+
+def mean_curve(table: pd.DataFrame, metric: str, **where) -> pd.Series:
+    """Mean over seeds of one metric against step, for the rows matching ``where``."""
+    rows = table[table["metric"] == metric]
+    for key, value in where.items():
+        rows = rows[rows[key] == value]
+    if rows.empty:
+        raise AssertionError(f"no rows with metric={metric!r} and {where}")
+    return rows.groupby("step")["value"].mean().sort_index()
+
+
+def check_tuple(values, name: str, check) -> None:
+    """A config field that must be a non-empty tuple whose entries each pass ``check(v, name)``."""
+    if not isinstance(values, tuple) or not values:
+        raise ValueError(f"{name} must be a non-empty tuple, got {values!r}")
+    for v in values:
+        check(v, name)
 
 
 def register(experiment: Experiment) -> Experiment:

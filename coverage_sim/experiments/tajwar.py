@@ -47,7 +47,8 @@ from coverage_sim import _engine, metrics
 from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
 from coverage_sim.data import offline_pairs, policy_pairs
 from coverage_sim.env import Bandit, optimal_policy
-from coverage_sim.experiments.registry import Experiment, register
+from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_curve,
+                                                register, tidy_rows)
 from coverage_sim.instances import tajwar_bandit, tajwar_reference
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import metric_frame, new_figure
@@ -89,12 +90,6 @@ def _ipo_beta(margin: float) -> float:
     """TRL ``ipo`` beta (= Azar's tau) for Tajwar's target margin ``m`` in ``(h - m)^2``."""
     return 1.0 / (2.0 * margin)
 
-
-def _check_tuple(values, name: str, check) -> None:
-    if not isinstance(values, tuple) or not values:
-        raise ValueError(f"{name} must be a non-empty tuple, got {values!r}")
-    for v in values:
-        check(v, name)
 
 
 def _peak_env(peak: float) -> Bandit:
@@ -193,21 +188,6 @@ def refresh_train(env: Bandit, build, *, steps: int, lr: float, refresh_every: i
     return out
 
 
-def _rows(keys: dict, seed: int, steps, columns: dict) -> list[pd.DataFrame]:
-    steps = np.asarray(steps, dtype=np.int64)
-    return [pd.DataFrame({**keys, "seed": seed, "step": steps, "metric": name,
-                          "value": np.asarray(values, dtype=float)})
-            for name, values in columns.items()]
-
-
-def _curve(table: pd.DataFrame, metric: str, **where) -> pd.Series:
-    """Mean over seeds of one metric against step, for the rows matching ``where``."""
-    rows = table[table["metric"] == metric]
-    for key, value in where.items():
-        rows = rows[rows[key] == value]
-    if rows.empty:
-        raise AssertionError(f"no rows with metric={metric!r} and {where}")
-    return rows.groupby("step")["value"].mean().sort_index()
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,7 +219,7 @@ class PeakConfig:
     record_every: int = 10
 
     def __post_init__(self):
-        _check_tuple(self.peaks, "peaks", lambda v, name: check_in_range(v, name, 0.0, 99.0))
+        check_tuple(self.peaks, "peaks", lambda v, name: check_in_range(v, name, 0.0, 99.0))
         check_int(self.steps, "steps", minimum=1)
         check_positive(self.lr, "lr")
         check_int(self.n, "n", minimum=2)
@@ -286,14 +266,14 @@ def run_peak(config: PeakConfig, seed: int) -> pd.DataFrame:
     frames = []
     for (method, regime, peak), snaps in policies.items():
         env = envs[config.peaks.index(peak)]
-        frames += _rows({"peak": peak, "regime": regime, "method": method}, seed, rec,
+        frames += tidy_rows({"peak": peak, "regime": regime, "method": method}, seed, rec,
                         {"reward": metrics.expected_reward(env, snaps),
                          "kl": metrics.kl_divergence(env, snaps, env.ref)})
     return pd.concat(frames, ignore_index=True)
 
 
 def _final(table: pd.DataFrame, metric: str, **where) -> float:
-    curve = _curve(table, metric, **where)
+    curve = mean_curve(table, metric, **where)
     return float(curve.iloc[-1])
 
 
@@ -425,9 +405,9 @@ class EfficiencyConfig:
 
     def __post_init__(self):
         check_in_range(self.peak, "peak", 0.0, 99.0)
-        _check_tuple(self.methods, "methods",
+        check_tuple(self.methods, "methods",
                      lambda v, name: check_choice(v, name, ("DPO", "IPO", "Best-of-N")))
-        _check_tuple(self.reuses, "reuses", lambda v, name: check_int(v, name, minimum=1))
+        check_tuple(self.reuses, "reuses", lambda v, name: check_int(v, name, minimum=1))
         if len(set(self.reuses)) != len(self.reuses) or len(self.reuses) < 2:
             raise ValueError(f"reuses must hold at least two distinct values, got {self.reuses!r}")
         if self.paper_reuse not in self.reuses:
@@ -477,7 +457,7 @@ def run_efficiency(config: EfficiencyConfig, seed: int) -> pd.DataFrame:
         rec = _grid(config.steps, 5)
         run = train(env, obj, offline, steps=config.steps, lr=config.lr, seed=seed, record=rec)
         queries = np.where(rec > 0, config.offline_queries, 0)
-        frames += _rows({"method": method, "regime": _OFF, "reuse": 0}, seed, rec,
+        frames += tidy_rows({"method": method, "regime": _OFF, "reuse": 0}, seed, rec,
                         {"reward": metrics.expected_reward(env, run.snapshots),
                          "kl": metrics.kl_divergence(env, run.snapshots, env.ref),
                          "queries": queries})
@@ -487,13 +467,13 @@ def run_efficiency(config: EfficiencyConfig, seed: int) -> pd.DataFrame:
                 env, lambda pi, obj=obj: [(1.0, obj, policy_pairs(env, pi, labels="deterministic"))],
                 steps=config.steps, lr=config.lr, refresh_every=reuse, record=rec)
             queries = config.batch_queries * np.ceil(rec / reuse)
-            frames += _rows({"method": method, "regime": _ON, "reuse": reuse}, seed, rec,
+            frames += tidy_rows({"method": method, "regime": _ON, "reuse": reuse}, seed, rec,
                             {"reward": metrics.expected_reward(env, snaps),
                              "kl": metrics.kl_divergence(env, snaps, env.ref),
                              "queries": queries})
     betas = np.geomspace(1e-3, 1e2, config.frontier_points)
     opt = np.stack([optimal_policy(env, b) for b in betas])
-    frames += _rows({"method": "frontier", "regime": "exact", "reuse": 0}, seed,
+    frames += tidy_rows({"method": "frontier", "regime": "exact", "reuse": 0}, seed,
                     np.arange(betas.size),
                     {"reward": metrics.expected_reward(env, opt),
                      "kl": metrics.kl_divergence(env, opt, env.ref), "beta": betas})
@@ -686,13 +666,13 @@ class NegativeGradientConfig:
     near: int = 5
 
     def __post_init__(self):
-        _check_tuple(self.peaks, "peaks", lambda v, name: check_in_range(v, name, 0.0, 99.0))
-        _check_tuple(self.push_downs, "push_downs",
+        check_tuple(self.peaks, "peaks", lambda v, name: check_in_range(v, name, 0.0, 99.0))
+        check_tuple(self.push_downs, "push_downs",
                      lambda v, name: check_in_range(v, name, 0.0, 1.0, high_open=True))
         if 0.0 not in self.push_downs or len(self.push_downs) < 2:
             raise ValueError(f"push_downs must contain 0 (plain Best-of-N) and a positive value, "
                              f"got {self.push_downs!r}")
-        _check_tuple(self.regimes, "regimes", lambda v, name: check_choice(v, name, (_OFF, _ON)))
+        check_tuple(self.regimes, "regimes", lambda v, name: check_choice(v, name, (_OFF, _ON)))
         check_int(self.n, "n", minimum=2)
         check_int(self.steps, "steps", minimum=1)
         check_positive(self.lr, "lr")
@@ -729,7 +709,7 @@ def run_negative_gradient(config: NegativeGradientConfig, seed: int) -> pd.DataF
                 snaps = refresh_train(env, build, steps=config.steps, lr=config.lr,
                                       refresh_every=1 if regime == _ON else config.steps + 1,
                                       optimizer=config.optimizer, record=rec)
-                frames += _rows({"peak": peak, "regime": regime, "push_down": c}, seed, rec,
+                frames += tidy_rows({"peak": peak, "regime": regime, "push_down": c}, seed, rec,
                                 {"mass_near_opt": snaps[:, near].sum(axis=1),
                                  "reward": metrics.expected_reward(env, snaps)})
     return pd.concat(frames, ignore_index=True)
@@ -747,7 +727,7 @@ def plot_negative_gradient(table: pd.DataFrame, config: NegativeGradientConfig):
         for j, regime in enumerate(regimes):
             ax = axes[i, j]
             for k, c in enumerate(pushes):
-                curve = _curve(table, "mass_near_opt", peak=peak, regime=regime, push_down=c)
+                curve = mean_curve(table, "mass_near_opt", peak=peak, regime=regime, push_down=c)
                 label = "Best-of-N" if c == 0 else f"+ push-down worst, c={c:g}"
                 ax.plot(curve.index, curve.values, color=cmap(0.8 * k / max(len(pushes) - 1, 1)),
                         linestyle="-" if c > 0 else "--", label=label)
@@ -771,8 +751,8 @@ def check_negative_gradient(table: pd.DataFrame, config: NegativeGradientConfig)
     for peak in config.peaks:
         auc = {}
         for regime in config.regimes:
-            plain = _curve(table, "mass_near_opt", peak=peak, regime=regime, push_down=0.0)
-            pushed = _curve(table, "mass_near_opt", peak=peak, regime=regime, push_down=c_max)
+            plain = mean_curve(table, "mass_near_opt", peak=peak, regime=regime, push_down=0.0)
+            pushed = mean_curve(table, "mass_near_opt", peak=peak, regime=regime, push_down=c_max)
             worst = float((pushed - plain).min())
             assert worst >= -0.01, (
                 f"peak {peak} {regime}: push-down c={c_max} falls {-worst:.3f} below plain "
@@ -848,10 +828,10 @@ class ModeSeekingConfig:
     optimizer: str = "gd"
 
     def __post_init__(self):
-        _check_tuple(self.modes, "modes", lambda v, name: check_in_range(v, name, 0.0, 99.0))
+        check_tuple(self.modes, "modes", lambda v, name: check_in_range(v, name, 0.0, 99.0))
         if len(self.modes) < 2:
             raise ValueError(f"modes must hold at least two modes, got {self.modes!r}")
-        _check_tuple(self.weights, "weights", lambda v, name: check_positive(v, name))
+        check_tuple(self.weights, "weights", lambda v, name: check_positive(v, name))
         if len(self.weights) != len(self.modes):
             raise ValueError(f"weights must have one entry per mode ({len(self.modes)}), "
                              f"got {self.weights!r}")
@@ -911,7 +891,7 @@ def run_mode_seeking(config: ModeSeekingConfig, seed: int) -> pd.DataFrame:
         for centre in config.modes:
             window = np.abs(a - centre) <= config.radius
             columns[f"mode_{centre:g}_mass"] = snaps[:, window].sum(axis=1)
-        frames += _rows({"objective": name}, seed, rec, columns)
+        frames += tidy_rows({"objective": name}, seed, rec, columns)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -929,9 +909,9 @@ def plot_mode_seeking(table: pd.DataFrame, config: ModeSeekingConfig):
               "reverse KL": ("C3", "reverse KL(π‖p) (mode-seeking)")}
     ax = axes[0, 0]
     for name, (colour, label) in styles.items():
-        curve = _curve(table, "wrong_mass", objective=name)
+        curve = mean_curve(table, "wrong_mass", objective=name)
         ax.plot(curve.index, curve.values, color=colour, label=label)
-    target = _curve(table, "target_wrong_mass").iloc[0]
+    target = mean_curve(table, "target_wrong_mass").iloc[0]
     ax.axhline(target, color="k", linestyle=":", linewidth=1, label="target p")
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlim(0, config.steps * 1.1)
@@ -942,7 +922,7 @@ def plot_mode_seeking(table: pd.DataFrame, config: ModeSeekingConfig):
     ax = axes[0, 1]
     for k, centre in enumerate(config.modes):
         for name, (colour, _) in styles.items():
-            curve = _curve(table, f"mode_{centre:g}_mass", objective=name)
+            curve = mean_curve(table, f"mode_{centre:g}_mass", objective=name)
             ax.plot(curve.index, curve.values, color=colour, linestyle=("-", "--", ":")[k % 3],
                     label=f"{name}, mode at {centre:g}")
     ax.set_xscale("symlog", linthresh=1)
@@ -958,9 +938,9 @@ def check_mode_seeking(table: pd.DataFrame, config: ModeSeekingConfig) -> None:
     """Reverse KL holds less mass on the wrong region than forward KL at every recorded step and
     halves the excess at least twice as fast; it first drains the under-covered mode (mode
     seeking) while forward KL grows it steadily; both end near p."""
-    fwd = _curve(table, "wrong_mass", objective="forward KL")
-    rev = _curve(table, "wrong_mass", objective="reverse KL")
-    target = float(_curve(table, "target_wrong_mass").iloc[0])
+    fwd = mean_curve(table, "wrong_mass", objective="forward KL")
+    rev = mean_curve(table, "wrong_mass", objective="reverse KL")
+    target = float(mean_curve(table, "target_wrong_mass").iloc[0])
     gap = (rev - fwd).iloc[1:]
     assert (gap < 0).all(), (f"reverse KL wrong-region mass exceeds forward KL's at steps "
                              f"{list(gap.index[gap >= 0][:5])}")
@@ -970,14 +950,14 @@ def check_mode_seeking(table: pd.DataFrame, config: ModeSeekingConfig) -> None:
     ref = tajwar_reference()
     under_covered = [m for m in config.modes if ref[round(m)] < np.median(ref)]
     for centre in under_covered:
-        f = _curve(table, f"mode_{centre:g}_mass", objective="forward KL")
-        r = _curve(table, f"mode_{centre:g}_mass", objective="reverse KL")
+        f = mean_curve(table, f"mode_{centre:g}_mass", objective="forward KL")
+        r = mean_curve(table, f"mode_{centre:g}_mass", objective="reverse KL")
         assert np.all(np.diff(f.values) >= -1e-9), f"forward KL mass on mode {centre:g} dips"
         assert r.min() < r.iloc[0] - 1e-3, (
             f"reverse KL does not first drain the under-covered mode {centre:g} (min {r.min():.4f} "
             f"vs start {r.iloc[0]:.4f})")
     for name in ("forward KL", "reverse KL"):
-        kl = _curve(table, "kl_to_target", objective=name)
+        kl = mean_curve(table, "kl_to_target", objective=name)
         assert kl.iloc[-1] < 0.05 * kl.iloc[0], (
             f"{name} does not converge to the target: KL {kl.iloc[0]:.3f} -> {kl.iloc[-1]:.4f}")
 

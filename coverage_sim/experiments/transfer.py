@@ -42,7 +42,9 @@ from scipy.special import softmax
 
 from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
 from coverage_sim.data import offline_pairs
-from coverage_sim.experiments.registry import Experiment, register
+from coverage_sim.experiments import drpo
+from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_curve,
+                                                register, tidy_rows)
 from coverage_sim.experiments.tang import final_points, frontier, kl_grid
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import mean_band, new_figure
@@ -113,12 +115,6 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
-def _check_tuple(values, name: str, check) -> None:
-    if not isinstance(values, tuple) or not values:
-        raise ValueError(f"{name} must be a non-empty tuple, got {values!r}")
-    for v in values:
-        check(v, name)
-
 
 def _seed_streams(seed: int, n: int) -> list[int]:
     """``n`` independent 63-bit seeds derived from ``seed`` (one per random stream)."""
@@ -133,20 +129,6 @@ def steps_to_reach(curve: pd.Series, level: float) -> float:
     return float(hit.index[0]) if len(hit) else float("inf")
 
 
-def _rows(keys: dict, seed: int, steps, columns: dict) -> list[pd.DataFrame]:
-    return [pd.DataFrame({**keys, "seed": seed, "step": np.asarray(steps), "metric": metric,
-                          "value": np.asarray(values, dtype=np.float64)})
-            for metric, values in columns.items()]
-
-
-def _curve(table: pd.DataFrame, metric: str, **where) -> pd.Series:
-    """Mean over seeds of ``metric`` against step, for the rows matching ``where``."""
-    rows = table[table["metric"] == metric]
-    for key, value in where.items():
-        rows = rows[rows[key] == value]
-    if rows.empty:
-        raise AssertionError(f"no {metric!r} rows for {where}")
-    return rows.groupby("step")["value"].mean()
 
 
 # ================================================================================================
@@ -211,7 +193,7 @@ class TajwarTokensConfig:
         check_int(self.n, "n", minimum=2)
         check_int(self.batch_size, "batch_size", minimum=1)
         check_in_range(self.push_down, "push_down", 0.0, 1.0, low_open=True, high_open=True)
-        _check_tuple(self.reuses, "reuses", lambda v, name: check_int(v, name, minimum=1))
+        check_tuple(self.reuses, "reuses", lambda v, name: check_int(v, name, minimum=1))
         check_int(self.steps, "steps", minimum=1)
         check_positive(self.lr, "lr")
         check_int(self.sft_steps, "sft_steps")
@@ -304,7 +286,7 @@ def run_tajwar_tokens(config: TajwarTokensConfig, seed: int) -> pd.DataFrame:
                     sampled_backward(model, loss, batch)
                     opt.step()
                 cols = {k: [r[k] for r in rows] for k in rows[0]}
-                frames += _rows({"reuse": reuse, "push_down": c}, seed, record, cols)
+                frames += tidy_rows({"reuse": reuse, "push_down": c}, seed, record, cols)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -344,8 +326,8 @@ def plot_tajwar_tokens(table: pd.DataFrame, config: TajwarTokensConfig):
     ax = axes[0, 2]
     for i, reuse in enumerate(reuses):
         for c in (0.0, config.push_down):
-            kl = _curve(table, "kl", reuse=reuse, push_down=c)
-            reward = _curve(table, "reward", reuse=reuse, push_down=c)
+            kl = mean_curve(table, "kl", reuse=reuse, push_down=c)
+            reward = mean_curve(table, "reward", reuse=reuse, push_down=c)
             ax.plot(kl.values, reward.values, color=colours[c], linestyle=styles[i % 4])
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlabel("KL(π ‖ π_ref)  [nats]")
@@ -370,8 +352,8 @@ def check_tajwar_tokens(table: pd.DataFrame, config: TajwarTokensConfig) -> None
     c = config.push_down
     leads = []
     for reuse in sorted(table["reuse"].unique()):
-        plain = _curve(table, "reward", reuse=reuse, push_down=0.0)
-        pushed = _curve(table, "reward", reuse=reuse, push_down=c)
+        plain = mean_curve(table, "reward", reuse=reuse, push_down=0.0)
+        pushed = mean_curve(table, "reward", reuse=reuse, push_down=c)
         assert abs(plain.iloc[0] - pushed.iloc[0]) < 1e-9, (
             f"reuse {reuse}: the two runs do not start from the same policy "
             f"({plain.iloc[0]:.4f} vs {pushed.iloc[0]:.4f})")
@@ -385,8 +367,8 @@ def check_tajwar_tokens(table: pd.DataFrame, config: TajwarTokensConfig) -> None
             f"later than plain Best-of-N ({t_plain:g})")
         gaps = []
         for metric in ("reward", "mass_near_opt"):
-            a_plain = _auc(_curve(table, metric, reuse=reuse, push_down=0.0))
-            a_push = _auc(_curve(table, metric, reuse=reuse, push_down=c))
+            a_plain = _auc(mean_curve(table, metric, reuse=reuse, push_down=0.0))
+            a_push = _auc(mean_curve(table, metric, reuse=reuse, push_down=c))
             assert a_push >= a_plain - 0.005, (
                 f"reuse {reuse}: time-averaged {metric} with push-down {a_push:.4f} is below "
                 f"plain Best-of-N {a_plain:.4f}")
@@ -464,7 +446,7 @@ class TangTransformerConfig:
         check_int(self.instance_seed, "instance_seed")
         check_int(self.n_pairs, "n_pairs", minimum=1)
         check_positive(self.proxy_l2, "proxy_l2")
-        _check_tuple(self.taus, "taus", check_positive)
+        check_tuple(self.taus, "taus", check_positive)
         if len(self.taus) < 3:
             raise ValueError(f"taus must hold at least 3 values to trace a frontier, got "
                              f"{self.taus!r}")
@@ -733,7 +715,7 @@ class DRPOTransformerConfig:
     def __post_init__(self):
         check_int(self.vocab, "vocab", minimum=2)
         check_int(self.horizon, "horizon", minimum=1)
-        _check_tuple(self.horizons, "horizons", lambda v, name: check_int(v, name, minimum=1))
+        check_tuple(self.horizons, "horizons", lambda v, name: check_int(v, name, minimum=1))
         if self.horizon not in self.horizons:
             raise ValueError(f"horizons must include horizon={self.horizon}, got "
                              f"{self.horizons!r}")
@@ -754,9 +736,8 @@ class DRPOTransformerConfig:
 
 
 def _start_distribution(method: str, horizon: int) -> np.ndarray:
-    if method == _ROOT:
-        return np.eye(horizon)[0]
-    return np.full(horizon, 1.0 / horizon)
+    """The bandit F17's start distribution (:func:`drpo.start_distribution`) for our labels."""
+    return drpo.start_distribution(drpo.ROOT if method == _ROOT else drpo.RESETS, horizon)
 
 
 def _path_nodes(vocab: int, target: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 import coverage_sim as cs
 from coverage_sim import plotting
 from coverage_sim.experiments import tajwar as T
+from coverage_sim.experiments.registry import mean_curve
 from coverage_sim.sweep import run_sweep
 
 
@@ -41,7 +42,7 @@ def mode(tmp_path_factory):
 
 
 def _final(table, metric, **where):
-    return float(T._curve(table, metric, **where).iloc[-1])
+    return float(mean_curve(table, metric, **where).iloc[-1])
 
 
 def _save(exp, table, cfg, tmp_path):
@@ -197,8 +198,8 @@ def test_negative_gradient_quick_reproduces(negative, tmp_path):
     T.NEGATIVE_GRADIENT_EXPERIMENT.check(table, cfg)
     for peak in cfg.peaks:
         for regime in cfg.regimes:
-            plain = T._curve(table, "mass_near_opt", peak=peak, regime=regime, push_down=0.0)
-            pushed = T._curve(table, "mass_near_opt", peak=peak, regime=regime, push_down=0.5)
+            plain = mean_curve(table, "mass_near_opt", peak=peak, regime=regime, push_down=0.0)
+            pushed = mean_curve(table, "mass_near_opt", peak=peak, regime=regime, push_down=0.5)
             assert (pushed - plain).max() > 0.04                            # a visible lead
     assert _final(table, "mass_near_opt", peak=70, regime="offline", push_down=0.0) < 0.25
     assert _final(table, "mass_near_opt", peak=70, regime="on-policy", push_down=0.5) > 0.99
@@ -218,12 +219,12 @@ def test_negative_gradient_check_fails_when_push_down_labels_are_swapped(negativ
 def test_mode_seeking_quick_reproduces(mode, tmp_path):
     cfg, table = mode
     T.MODE_SEEKING_EXPERIMENT.check(table, cfg)
-    fwd = T._curve(table, "wrong_mass", objective="forward KL")
-    rev = T._curve(table, "wrong_mass", objective="reverse KL")
+    fwd = mean_curve(table, "wrong_mass", objective="forward KL")
+    rev = mean_curve(table, "wrong_mass", objective="reverse KL")
     assert fwd.iloc[0] == pytest.approx(0.50, abs=0.01)                     # pi_ref off both modes
-    assert float(T._curve(table, "target_wrong_mass").iloc[0]) == pytest.approx(0.0354, abs=1e-3)
+    assert float(mean_curve(table, "target_wrong_mass").iloc[0]) == pytest.approx(0.0354, abs=1e-3)
     assert rev.loc[20] < 0.25 and fwd.loc[20] > 0.4                         # reverse far ahead
-    mode20 = T._curve(table, "mode_20_mass", objective="reverse KL")
+    mode20 = mean_curve(table, "mode_20_mass", objective="reverse KL")
     assert mode20.max() > 0.8                                               # mode seeking
     _save(T.MODE_SEEKING_EXPERIMENT, table, cfg, tmp_path)
 

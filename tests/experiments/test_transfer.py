@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from coverage_sim.experiments import drpo
 from coverage_sim.experiments import transfer as T
-from coverage_sim.experiments.registry import TABLE_COLUMNS
+from coverage_sim.experiments.registry import TABLE_COLUMNS, mean_curve
 from coverage_sim.plotting import save_figure
 from coverage_sim.sequences import AutoregressiveTabular, combination_lock, prefix_nodes
 
@@ -129,13 +129,13 @@ def test_tajwar_tokens_negative_gradient_is_faster(tajwar, tmp_path):
     assert list(table.columns) == ["reuse", "push_down"] + list(TABLE_COLUMNS)
     assert table["value"].notna().all()
     T.check_tajwar_tokens(table, cfg)
-    plain = T._curve(table, "reward", reuse=10, push_down=0.0)
-    pushed = T._curve(table, "reward", reuse=10, push_down=cfg.push_down)
+    plain = mean_curve(table, "reward", reuse=10, push_down=0.0)
+    pushed = mean_curve(table, "reward", reuse=10, push_down=cfg.push_down)
     # SFT start: the reference's expected reward (Tajwar's 0.039 at peak 70) within MC error
     assert plain.iloc[0] == pushed.iloc[0] and abs(plain.iloc[0] - 0.039) < 0.01
     assert T.steps_to_reach(pushed, 0.4) < T.steps_to_reach(plain, 0.4)
     assert (pushed - plain).loc[10:].mean() > 0.02
-    kl = T._curve(table, "kl", reuse=10, push_down=0.0)
+    kl = mean_curve(table, "kl", reuse=10, push_down=0.0)
     assert kl.iloc[0] < 0.05 and kl.iloc[-1] > 1.0           # starts at pi_ref, then moves
     _save(T.TAJWAR_TOKENS_EXPERIMENT, table, cfg, tmp_path)
 
