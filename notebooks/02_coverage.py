@@ -51,7 +51,8 @@ import numpy as np
 
 import coverage_sim as cs
 from coverage_sim import metrics
-from coverage_sim.experiments import song_xu
+from coverage_sim.experiments.song import coverage as song
+from coverage_sim.experiments.xu.setting import clipped_reward_model
 
 beta = 0.1            # KL strength of DPO, RLHF and HyPO
 R = 0.25              # the RLHF reward model is clipped to [-R, R]
@@ -148,7 +149,7 @@ assert lin.history["reward"].iloc[-1] < env.reward[2] + 0.2, "log-linear DPO's r
 # it follows that $\mathrm{KL} \le \log 2/\lambda$ all along the way, and at the minimiser.
 
 # %%
-r_hat = song_xu.clipped_reward_model(phi, [(0, 1)], R)
+r_hat = clipped_reward_model(phi, [(0, 1)], R)
 print("clipped reward model r_hat(y1, y2, y3) =", r_hat)
 runs["RLHF, |r_hat| <= R"] = cs.train(env, cs.objective("rlhf", beta=beta, reward=r_hat),
                                       steps=steps, lr=0.5, optimizer="npg", policy=loglinear)
@@ -197,14 +198,14 @@ fig.tight_layout()
 # %% [markdown]
 # ## 4. Turning the knob all the way: KL against coverage (F10)
 #
-# `song_xu.run_song` repeats section 3 for $\varepsilon$ from $10^{-1}$ to $10^{-8}$, and we plot
-# the final reverse KL. DPO's KL tracks $\log(1/\varepsilon)$ (slope 1), so it is *unbounded* as
-# coverage vanishes. RLHF and HyPO stay flat, under their bounds. Your
-# $\varepsilon$ is marked with stars.
+# `song.run` (F10, `coverage_sim.experiments.song.coverage`) repeats section 3 for $\varepsilon$
+# from $10^{-1}$ to $10^{-8}$, and we plot the final reverse KL. DPO's KL tracks
+# $\log(1/\varepsilon)$ (slope 1), so it is *unbounded* as coverage vanishes. RLHF and HyPO stay
+# flat, under their bounds. Your $\varepsilon$ is marked with stars.
 
 # %%
-config = song_xu.SongConfig.quick()
-table = song_xu.run_song(config, seed=0)
+config = song.SongConfig.quick()
+table = song.run(config, seed=0)
 final = table[(table["metric"] == "kl") & (table["step"] == table["step"].max())]
 
 fig, ax = plt.subplots(figsize=(6.5, 3.8))

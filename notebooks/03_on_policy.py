@@ -54,7 +54,9 @@ import numpy as np
 
 import coverage_sim as cs
 from coverage_sim import metrics
-from coverage_sim.experiments import tajwar
+from coverage_sim.experiments.tajwar import negative_gradient
+from coverage_sim.experiments.tajwar import peak as peak_experiment
+from coverage_sim.experiments.tajwar.setting import refresh_train
 
 env = cs.tajwar_bandit(peak=peak)
 arms = np.arange(env.n_responses)
@@ -89,7 +91,7 @@ fig.tight_layout()
 # itself: as $\pi_t$ moves towards the peak, so does the data.
 
 # %%
-beta = tajwar.PeakConfig().dpo_beta
+beta = peak_experiment.PeakConfig().dpo_beta
 offline = cs.offline_pairs(env, env.ref, labels="deterministic")
 dpo = cs.objective("sigmoid", beta=beta)
 policy = cs.TabularSoftmax()
@@ -111,8 +113,8 @@ fig.tight_layout()
 # %% [markdown]
 # ## 2. Offline versus on-policy, seven ways (F1)
 #
-# `tajwar.run_peak` trains all seven method/regime pairs with Adam (lr 0.01, Tajwar's setting) for
-# 1,500 steps:
+# `peak_experiment.run` (F1) trains all seven method/regime pairs with Adam (lr 0.01, Tajwar's
+# setting) for 1,500 steps:
 #
 # * **DPO** $-\log\sigma(\beta h)$ and **IPO** $(h - 10)^2$ (Tajwar's margin), offline on
 #   $\pi_{\mathrm{ref}}$ pairs or online on $\pi_t$ pairs;
@@ -122,8 +124,8 @@ fig.tight_layout()
 #   expectation, plus a tiny KL term $10^{-3}\,\mathrm{KL}$), which exists only on-policy.
 
 # %%
-config = tajwar.PeakConfig(peaks=(float(peak),))
-table = tajwar.run_peak(config, seed=0)
+config = peak_experiment.PeakConfig(peaks=(float(peak),))
+table = peak_experiment.run(config, seed=0)
 reward = table[table["metric"] == "reward"]
 
 fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -203,8 +205,8 @@ assert np.all(wide["reward"] <= ceiling + 1e-3), "a policy beat the KL-regularis
 # would rescale every logit's step and erase this difference in magnitude.
 
 # %%
-neg_config = tajwar.NegativeGradientConfig(peaks=(float(peak),))
-neg = tajwar.run_negative_gradient(neg_config, seed=0)
+neg_config = negative_gradient.NegativeGradientConfig(peaks=(float(peak),))
+neg = negative_gradient.run(neg_config, seed=0)
 mass = neg[neg["metric"] == "mass_near_opt"]
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
@@ -249,14 +251,14 @@ assert auc[("on-policy", 0.0)] > auc[("offline", 0.0)], "on-policy Best-of-N did
 #    push-down curves in section 4. They collapse onto arm 99, the heavy-tail arm. Why can an
 #    on-policy method with no exploration not escape a mode it has sharpened onto? (Hint: what are
 #    the best and the worst of $N$ draws from a policy concentrated on one arm?)
-# 3. **Sample reuse (F2).** `tajwar.refresh_train` rebuilds the on-policy data only every
+# 3. **Sample reuse (F2).** `refresh_train` rebuilds the on-policy data only every
 #    `refresh_every` steps:
 #
 #    ```python
 #    def build(pi):
 #        return [(1.0, cs.objective("sigmoid", beta=0.1),
 #                 cs.policy_pairs(env, pi, labels="deterministic"))]
-#    snapshots = tajwar.refresh_train(env, build, steps=1500, lr=0.01, refresh_every=15)
+#    snapshots = refresh_train(env, build, steps=1500, lr=0.01, refresh_every=15)
 #    ```
 #
 #    Try `refresh_every` in {1, 15, 100, 1500} and plot the reward against the number of

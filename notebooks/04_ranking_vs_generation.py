@@ -59,7 +59,8 @@ import pandas as pd
 from scipy.special import log_expit
 
 import coverage_sim as cs
-from coverage_sim.experiments import chen, tang
+from coverage_sim.experiments.chen import ranking as chen
+from coverage_sim.experiments.tang import classifier
 
 # %% [markdown]
 # ## Part 1 — DPO rarely flips a ranking (Chen et al., F12)
@@ -146,7 +147,7 @@ print(f"at the budget, {flipped.mean():.0%} of the pairs the reference ranks wro
 # %% [markdown]
 # ## Part 2 — Better classifier, worse generator (Tang et al., F8)
 #
-# **Setting** (`tang.run_classifier`). 100 arms, a peaked reference, and a gold Bradley–Terry
+# **Setting** (`classifier.run`, F8). 100 arms, a peaked reference, and a gold Bradley–Terry
 # reward. There are $n = 1000$ gold-labelled offline pairs from
 # $\pi_{\mathrm{ref}}\otimes\pi_{\mathrm{ref}}$, so most pairs are seen about once and their
 # empirical labels are 0 or 1. A proxy reward model $\hat r$ is the Bradley–Terry fit to the same
@@ -161,8 +162,8 @@ print(f"at the budget, {flipped.mean():.0%} of the pairs the reference ranks wro
 # generation. We average over 3 datasets.
 
 # %%
-tang_config = tang.TangClassifierConfig(tau=tau)
-table = pd.concat([tang.run_classifier(tang_config, seed) for seed in range(3)], ignore_index=True)
+tang_config = classifier.TangClassifierConfig(tau=tau)
+table = pd.concat([classifier.run(tang_config, seed) for seed in range(3)], ignore_index=True)
 runs_ = table[table["method"].isin(["online", "offline"])]
 curves = runs_.groupby(["method", "metric", "step"])["value"].mean()
 
@@ -229,5 +230,5 @@ assert score.loc["win_rate", "online"] > score.loc["win_rate", "offline"] + 0.01
 #    reach before the pair flips? Compare it with the starting loss $\log 2$.
 # 3. **The knob.** Rerun part 2 with `tau` in {0.005, 0.05, 0.2}. Plot the late accuracy gap and
 #    the late win-rate gap against $\tau$. Where does the reversal vanish?
-# 4. **Data size.** Rerun part 2 with `tang.TangClassifierConfig(tau=tau, n_pairs=n)` for $n$ in
-#    {300, 3000, 30000}. Does more offline data fix the generator, the classifier, or both?
+# 4. **Data size.** Rerun part 2 with `classifier.TangClassifierConfig(tau=tau, n_pairs=n)` for
+#    $n$ in {300, 3000, 30000}. Does more offline data fix the generator, the classifier, or both?

@@ -28,9 +28,10 @@
 #   $R_{\mathrm{RL}}(d) = d(\alpha - \beta\log d)$ for RL;
 # * the peak moves right as the proxy gets more data.
 #
-# **Setting** (`coverage_sim.experiments.gao`). $K = 200$ responses with a long-tailed (Zipf)
-# reference. The gold reward is $r^* = z + 0.6\cdot\mathrm{standardised}(\log\pi_{\mathrm{ref}})$
-# with $z \sim N(0,1)$: atypical responses are worse on average. The proxy $\hat r$ is the
+# **Setting** (`coverage_sim.experiments.gao.overoptimization`). $K = 200$ responses with a
+# long-tailed (Zipf) reference. The gold reward is
+# $r^* = z + 0.6\cdot\mathrm{standardised}(\log\pi_{\mathrm{ref}})$ with $z \sim N(0,1)$: atypical
+# responses are worse on average. The proxy $\hat r$ is the
 # Bradley–Terry maximum-likelihood fit (`cs.fit_bradley_terry`) on `n_pairs` gold-labelled pairs
 # from $\pi_{\mathrm{ref}}\otimes\pi_{\mathrm{ref}}$. Both optimisers are exact:
 #
@@ -59,7 +60,7 @@ import pandas as pd
 
 import coverage_sim as cs
 from coverage_sim import metrics
-from coverage_sim.experiments import gao
+from coverage_sim.experiments.gao import overoptimization as gao
 
 config = gao.GaoConfig(n_pairs=n_pairs)
 env = gao.make_env(config)

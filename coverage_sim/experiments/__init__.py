@@ -1,20 +1,37 @@
 """Registered experiments: the reproduced figures F1-F17 (science.md §11).
 
+One experiment per module, grouped by paper (``<paper>/<figure>.py``: config, run, plot and check
+side by side); code a paper's experiments share is in its ``setting.py``, code shared across papers
+in :mod:`~coverage_sim.experiments.registry` and :mod:`~coverage_sim.experiments.common`. The
+transformer versions live beside their paper's bandit version and register only when torch
+imports.
+
 Importing this package registers every experiment in :data:`EXPERIMENTS`.
 """
 
 from coverage_sim.experiments.registry import (EXPERIMENTS, Experiment, config_from_overrides,
                                                get_experiment, register)
-from coverage_sim.experiments import azar  # noqa: F401  (registers)
-from coverage_sim.experiments import song_xu  # noqa: F401  (registers)
-from coverage_sim.experiments import chen  # noqa: F401  (registers)
-from coverage_sim.experiments import razin  # noqa: F401  (registers)
-from coverage_sim.experiments import rashidinejad  # noqa: F401  (registers)
-from coverage_sim.experiments import gao  # noqa: F401  (registers)
-from coverage_sim.experiments import iterative  # noqa: F401  (registers)
-from coverage_sim.experiments import drpo  # noqa: F401  (registers)
-from coverage_sim.experiments import tajwar  # noqa: F401  (registers)
-from coverage_sim.experiments import tang  # noqa: F401  (registers)
-from coverage_sim.experiments import transfer  # noqa: F401  (registers when torch imports)
+# Registration order is the order of EXPERIMENTS (listings, reproduce): keep it stable.
+import coverage_sim.experiments.azar.ipo_vs_dpo  # noqa: F401
+import coverage_sim.experiments.song.coverage  # noqa: F401
+import coverage_sim.experiments.xu.ood  # noqa: F401
+import coverage_sim.experiments.chen.ranking  # noqa: F401
+import coverage_sim.experiments.razin.displacement  # noqa: F401
+import coverage_sim.experiments.rashidinejad.lcb  # noqa: F401
+import coverage_sim.experiments.gao.overoptimization  # noqa: F401
+import coverage_sim.experiments.iterative.optimism  # noqa: F401
+import coverage_sim.experiments.drpo.resets  # noqa: F401
+import coverage_sim.experiments.tajwar.peak  # noqa: F401
+import coverage_sim.experiments.tajwar.efficiency  # noqa: F401
+import coverage_sim.experiments.tajwar.negative_gradient  # noqa: F401
+import coverage_sim.experiments.tajwar.mode_seeking  # noqa: F401
+import coverage_sim.experiments.tang.pareto  # noqa: F401
+import coverage_sim.experiments.tang.ablations  # noqa: F401
+import coverage_sim.experiments.tang.classifier  # noqa: F401
+import coverage_sim.experiments.tang.best_of_2  # noqa: F401
+# the transformer versions register only when torch imports
+import coverage_sim.experiments.tajwar.tokens  # noqa: F401
+import coverage_sim.experiments.tang.transformer  # noqa: F401
+import coverage_sim.experiments.drpo.transformer  # noqa: F401
 
 __all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "register", "config_from_overrides"]

@@ -1,0 +1,58 @@
+"""Helpers shared by experiments of several papers: the optional torch dependency of the transformer
+experiments (``tajwar-tokens``, ``tang-transformer``, ``drpo-transformer``), their single-threaded
+torch context and seed streams, and curve read-outs.
+
+Torch is an optional dependency: :data:`HAVE_TORCH` says whether it imports, and the transformer
+experiments register only when it does (their configs, checks and plots are always importable).
+Each torch run uses one thread (restored afterwards), because the reproduce pool already runs one
+seed per core and a batch-1 gpt-nano is faster single-threaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pandas as pd
+
+from coverage_sim._validation import check_int
+
+try:  # torch is a test/extra dependency; without it the transformer experiments are not registered
+    import torch
+
+    HAVE_TORCH = True
+except ImportError:  # pragma: no cover - exercised only without torch
+    torch = None
+    HAVE_TORCH = False
+
+__all__ = ["HAVE_TORCH", "one_thread", "require_torch", "seed_streams", "steps_to_reach"]
+
+
+def require_torch():
+    """Raise ImportError unless torch imports (the transformer experiments' runs need it)."""
+    if not HAVE_TORCH:
+        raise ImportError("the transfer experiments need torch (pip install torch)")
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run torch single-threaded inside the block, restoring the caller's setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def seed_streams(seed: int, n: int) -> list[int]:
+    """``n`` independent 63-bit seeds derived from ``seed`` (one per random stream)."""
+    seed = check_int(seed, "seed")
+    return [int(s.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+            for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def steps_to_reach(curve: pd.Series, level: float) -> float:
+    """First index (step) at which ``curve`` reaches ``level``; ``inf`` if it never does."""
+    hit = curve[curve >= level]
+    return float(hit.index[0]) if len(hit) else float("inf")
