@@ -2,8 +2,9 @@
 more query- and KL-efficient; sample reuse trades queries for staleness.
 
 Reward against reward-model queries and against KL(pi || pi_ref), with a sample-reuse sweep
-(gradient steps per frozen on-policy batch, :func:`~coverage_sim.experiments.tajwar.setting.
-refresh_train`), offline runs and the exact KL-regularised frontier ``pi*_beta``; peak 70, Adam.
+(gradient steps per frozen on-policy batch,
+:func:`~coverage_sim.experiments.tajwar.setting.refresh_train`), offline runs and the exact
+KL-regularised frontier ``pi*_beta``; peak 70, Adam.
 
 Claim: on-policy methods reach a given reward with fewer reward-model queries and less KL than
 offline methods; reusing each on-policy batch for several gradient steps improves query efficiency,

@@ -13,13 +13,7 @@ torch = pytest.importorskip("torch")
 from coverage_sim.experiments.drpo import resets, transformer
 from coverage_sim.experiments.drpo.setting import METHODS, RESETS, ROOT
 from coverage_sim.experiments.registry import TABLE_COLUMNS
-from coverage_sim.plotting import save_figure
 from coverage_sim.sequences import combination_lock
-
-
-def _save(exp, table, cfg, tmp_path):
-    paths = save_figure(exp.plot(table, cfg), tmp_path / exp.id)
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 
 def _run(exp, cfg, seeds):
@@ -44,7 +38,7 @@ def quick():
     return cfg, _run(transformer.EXPERIMENT, cfg, [0, 1])
 
 
-def test_drpo_transformer_resets_beat_root(quick, tmp_path):
+def test_drpo_transformer_resets_beat_root(quick, save_plot):
     cfg, table = quick
     assert list(table.columns) == ["policy", "method", "horizon", "position"] + list(TABLE_COLUMNS)
     transformer.check(table, cfg)
@@ -61,7 +55,7 @@ def test_drpo_transformer_resets_beat_root(quick, tmp_path):
     tok = table[table["metric"] == "p_token"]
     assert set(tok["horizon"]) == {6} and set(tok["position"]) == set(range(6))
     assert set(table[table["policy"] == "tabular"]["horizon"]) == {6}
-    _save(transformer.EXPERIMENT, table, cfg, tmp_path)
+    save_plot(transformer.EXPERIMENT, table, cfg)
 
 
 def test_drpo_transformer_is_deterministic():

@@ -7,28 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coverage_sim import plotting
 from coverage_sim.experiments.tajwar import efficiency
-from coverage_sim.sweep import run_sweep
-
-
-def _sweep(exp, tmp_path_factory):
-    cfg = exp.config.quick()
-    table = run_sweep(exp, cfg, [0], out=tmp_path_factory.mktemp(exp.id), progress=False)
-    return cfg, table
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    return _sweep(efficiency.EXPERIMENT, tmp_path_factory)
+def quick(quick_sweep):
+    return quick_sweep(efficiency.EXPERIMENT)
 
 
-def _save(exp, table, cfg, tmp_path):
-    paths = plotting.save_figure(exp.plot(table, cfg), tmp_path / exp.id)
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-
-
-def test_efficiency_quick_reproduces(quick, tmp_path):
+def test_efficiency_quick_reproduces(quick, save_plot):
     cfg, table = quick
     efficiency.EXPERIMENT.check(table, cfg)
     on = efficiency._wide(table, method="IPO", regime="on-policy", reuse=15)
@@ -41,7 +28,7 @@ def test_efficiency_quick_reproduces(quick, tmp_path):
     assert needed[1] > 5 * needed[15]                                       # ~1/reuse
     front = efficiency._wide(table, method="frontier").sort_values("kl")
     assert np.all(np.diff(front["reward"].to_numpy()) >= -1e-12)           # monotone frontier
-    _save(efficiency.EXPERIMENT, table, cfg, tmp_path)
+    save_plot(efficiency.EXPERIMENT, table, cfg)
 
 
 def test_efficiency_check_fails_when_reuse_labels_are_reversed(quick):

@@ -7,26 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coverage_sim import plotting
 from coverage_sim.experiments.registry import mean_curve
 from coverage_sim.experiments.tajwar import mode_seeking
-from coverage_sim.sweep import run_sweep
-
-
-def _sweep(exp, tmp_path_factory):
-    cfg = exp.config.quick()
-    table = run_sweep(exp, cfg, [0], out=tmp_path_factory.mktemp(exp.id), progress=False)
-    return cfg, table
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    return _sweep(mode_seeking.EXPERIMENT, tmp_path_factory)
-
-
-def _save(exp, table, cfg, tmp_path):
-    paths = plotting.save_figure(exp.plot(table, cfg), tmp_path / exp.id)
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+def quick(quick_sweep):
+    return quick_sweep(mode_seeking.EXPERIMENT)
 
 
 def test_mode_seeking_objectives_are_exact_forward_and_reverse_kl():
@@ -46,7 +33,7 @@ def test_mode_seeking_objectives_are_exact_forward_and_reverse_kl():
             assert np.allclose(g_theta, pi - p, atol=1e-12)
 
 
-def test_mode_seeking_quick_reproduces(quick, tmp_path):
+def test_mode_seeking_quick_reproduces(quick, save_plot):
     cfg, table = quick
     mode_seeking.EXPERIMENT.check(table, cfg)
     fwd = mean_curve(table, "wrong_mass", objective="forward KL")
@@ -56,7 +43,7 @@ def test_mode_seeking_quick_reproduces(quick, tmp_path):
     assert rev.loc[20] < 0.25 and fwd.loc[20] > 0.4                         # reverse far ahead
     mode20 = mean_curve(table, "mode_20_mass", objective="reverse KL")
     assert mode20.max() > 0.8                                               # mode seeking
-    _save(mode_seeking.EXPERIMENT, table, cfg, tmp_path)
+    save_plot(mode_seeking.EXPERIMENT, table, cfg)
 
 
 def test_mode_seeking_check_fails_when_objectives_are_swapped(quick):

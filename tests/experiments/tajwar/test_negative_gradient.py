@@ -10,30 +10,17 @@ import pandas as pd
 import pytest
 
 import coverage_sim as cs
-from coverage_sim import plotting
 from coverage_sim.experiments.registry import mean_curve
 from coverage_sim.experiments.tajwar import negative_gradient
-from coverage_sim.sweep import run_sweep
-
-
-def _sweep(exp, tmp_path_factory):
-    cfg = exp.config.quick()
-    table = run_sweep(exp, cfg, [0], out=tmp_path_factory.mktemp(exp.id), progress=False)
-    return cfg, table
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    return _sweep(negative_gradient.EXPERIMENT, tmp_path_factory)
+def quick(quick_sweep):
+    return quick_sweep(negative_gradient.EXPERIMENT)
 
 
 def _final(table, metric, **where):
     return float(mean_curve(table, metric, **where).iloc[-1])
-
-
-def _save(exp, table, cfg, tmp_path):
-    paths = plotting.save_figure(exp.plot(table, cfg), tmp_path / exp.id)
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 
 def test_push_down_gradient_is_best_minus_c_worst_of_n_by_enumeration():
@@ -53,7 +40,7 @@ def test_push_down_gradient_is_best_minus_c_worst_of_n_by_enumeration():
     assert np.allclose(g_best - c * g_worst, -q_best + c * q_worst, atol=1e-12)
 
 
-def test_negative_gradient_quick_reproduces(quick, tmp_path):
+def test_negative_gradient_quick_reproduces(quick, save_plot):
     cfg, table = quick
     negative_gradient.EXPERIMENT.check(table, cfg)
     for peak in cfg.peaks:
@@ -63,7 +50,7 @@ def test_negative_gradient_quick_reproduces(quick, tmp_path):
             assert (pushed - plain).max() > 0.04                            # a visible lead
     assert _final(table, "mass_near_opt", peak=70, regime="offline", push_down=0.0) < 0.25
     assert _final(table, "mass_near_opt", peak=70, regime="on-policy", push_down=0.5) > 0.99
-    _save(negative_gradient.EXPERIMENT, table, cfg, tmp_path)
+    save_plot(negative_gradient.EXPERIMENT, table, cfg)
 
 
 def test_negative_gradient_check_fails_when_push_down_labels_are_swapped(quick):

@@ -8,33 +8,20 @@ import pandas as pd
 import pytest
 
 import coverage_sim as cs
-from coverage_sim import plotting
 from coverage_sim.experiments.registry import mean_curve
 from coverage_sim.experiments.tajwar import peak
-from coverage_sim.sweep import run_sweep
-
-
-def _sweep(exp, tmp_path_factory):
-    cfg = exp.config.quick()
-    table = run_sweep(exp, cfg, [0], out=tmp_path_factory.mktemp(exp.id), progress=False)
-    return cfg, table
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    return _sweep(peak.EXPERIMENT, tmp_path_factory)
+def quick(quick_sweep):
+    return quick_sweep(peak.EXPERIMENT)
 
 
 def _final(table, metric, **where):
     return float(mean_curve(table, metric, **where).iloc[-1])
 
 
-def _save(exp, table, cfg, tmp_path):
-    paths = plotting.save_figure(exp.plot(table, cfg), tmp_path / exp.id)
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-
-
-def test_peak_quick_reproduces(quick, tmp_path):
+def test_peak_quick_reproduces(quick, save_plot):
     cfg, table = quick
     peak.EXPERIMENT.check(table, cfg)
     assert set(table.columns) == {"peak", "regime", "method", "seed", "step", "metric", "value"}
@@ -49,7 +36,7 @@ def test_peak_quick_reproduces(quick, tmp_path):
     finals = [_final(table, "reward", peak=20, method=m, regime=r)
               for m, r in {(m, r) for m, r in zip(table["method"], table["regime"])}]
     assert min(finals) > 0.85
-    _save(peak.EXPERIMENT, table, cfg, tmp_path)
+    save_plot(peak.EXPERIMENT, table, cfg)
 
 
 def test_peak_check_fails_when_regimes_are_swapped(quick):

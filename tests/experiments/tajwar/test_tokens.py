@@ -14,12 +14,6 @@ torch = pytest.importorskip("torch")
 from coverage_sim.experiments.common import steps_to_reach
 from coverage_sim.experiments.registry import TABLE_COLUMNS, mean_curve
 from coverage_sim.experiments.tajwar import tokens
-from coverage_sim.plotting import save_figure
-
-
-def _save(exp, table, cfg, tmp_path):
-    paths = save_figure(exp.plot(table, cfg), tmp_path / exp.id)
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 
 def _run(exp, cfg, seeds):
@@ -32,7 +26,7 @@ def quick():
     return cfg, _run(tokens.EXPERIMENT, cfg, [0])
 
 
-def test_tajwar_tokens_negative_gradient_is_faster(quick, tmp_path):
+def test_tajwar_tokens_negative_gradient_is_faster(quick, save_plot):
     cfg, table = quick
     assert list(table.columns) == ["reuse", "push_down"] + list(TABLE_COLUMNS)
     assert table["value"].notna().all()
@@ -45,7 +39,7 @@ def test_tajwar_tokens_negative_gradient_is_faster(quick, tmp_path):
     assert (pushed - plain).loc[10:].mean() > 0.02
     kl = mean_curve(table, "kl", reuse=10, push_down=0.0)
     assert kl.iloc[0] < 0.05 and kl.iloc[-1] > 1.0           # starts at pi_ref, then moves
-    _save(tokens.EXPERIMENT, table, cfg, tmp_path)
+    save_plot(tokens.EXPERIMENT, table, cfg)
 
 
 def test_tajwar_tokens_is_deterministic():

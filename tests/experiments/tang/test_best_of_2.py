@@ -9,32 +9,16 @@ import pytest
 
 import coverage_sim as cs
 from coverage_sim.experiments.tang import best_of_2
-from coverage_sim.plotting import save_figure
-from coverage_sim.sweep import run_sweep
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def quick(quick_sweep):
     """Quick config, seeds 0 and 1 (every Tang figure averages seeds), run in-process."""
-    exp = best_of_2.EXPERIMENT
-    cfg = exp.config.quick()
-    table = run_sweep(exp, cfg, [0, 1], out=tmp_path_factory.mktemp(exp.id), workers=1,
-                      progress=False)
-    return exp, cfg, table
+    config, table = quick_sweep(best_of_2.EXPERIMENT, seeds=(0, 1), workers=1)
+    return best_of_2.EXPERIMENT, config, table
 
 
-def _plot_ok(exp, table, cfg, tmp_path):
-    paths = save_figure(exp.plot(table, cfg), tmp_path / exp.id)
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-
-
-def _swap(table, a="online", b="offline"):
-    swapped = table.copy()
-    swapped["method"] = table["method"].replace({a: b, b: a})
-    return swapped
-
-
-def test_best_of_2_quick(quick, tmp_path):
+def test_best_of_2_quick(quick, save_plot):
     exp, cfg, table = quick
     exp.check(table, cfg)
     last = table[table["step"] == table["step"].max()].groupby(["method", "metric"])["value"].mean()
@@ -44,13 +28,13 @@ def test_best_of_2_quick(quick, tmp_path):
     assert last[("online", "win_rate")] > last[("offline", "win_rate")] + 0.15
     assert table[table["method"] == "online"]["step"].max() == cfg.refreshes * cfg.steps_per_refresh
     assert not table.duplicated(["method", "seed", "step", "metric"]).any()
-    _plot_ok(exp, table, cfg, tmp_path)
+    save_plot(exp, table, cfg)
 
 
-def test_check_fails_without_the_effect(quick):
+def test_check_fails_without_the_effect(quick, swap_methods):
     exp, cfg, table = quick
     with pytest.raises(AssertionError):
-        exp.check(_swap(table), cfg)
+        exp.check(swap_methods(table), cfg)
 
 
 def test_deterministic_and_seed_dependent():

@@ -6,34 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coverage_sim.experiments.tang.setting import final_points, frontier, kl_grid
 from coverage_sim.experiments.tang import pareto
-from coverage_sim.plotting import save_figure
-from coverage_sim.sweep import run_sweep
+from coverage_sim.experiments.tang.setting import final_points, frontier, kl_grid
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def quick(quick_sweep):
     """Quick config, seeds 0 and 1 (every Tang figure averages seeds), run in-process."""
-    exp = pareto.EXPERIMENT
-    cfg = exp.config.quick()
-    table = run_sweep(exp, cfg, [0, 1], out=tmp_path_factory.mktemp(exp.id), workers=1,
-                      progress=False)
-    return exp, cfg, table
+    config, table = quick_sweep(pareto.EXPERIMENT, seeds=(0, 1), workers=1)
+    return pareto.EXPERIMENT, config, table
 
 
-def _plot_ok(exp, table, cfg, tmp_path):
-    paths = save_figure(exp.plot(table, cfg), tmp_path / exp.id)
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-
-
-def _swap(table, a="online", b="offline"):
-    swapped = table.copy()
-    swapped["method"] = table["method"].replace({a: b, b: a})
-    return swapped
-
-
-def test_pareto_quick(quick, tmp_path):
+def test_pareto_quick(quick, save_plot):
     exp, cfg, table = quick
     exp.check(table, cfg)
     assert set(table["method"]) == {"online", "offline", "offline_exact"}
@@ -49,13 +33,13 @@ def test_pareto_quick(quick, tmp_path):
     assert pts["win_rate"].iloc[0] < pts["win_rate"].max() - 0.04   # ... and loses win rate
     start = table[(table["step"] == 0) & (table["metric"] == "win_rate")]["value"]
     assert np.allclose(start, 0.5)     # every run starts at pi_ref
-    _plot_ok(exp, table, cfg, tmp_path)
+    save_plot(exp, table, cfg)
 
 
-def test_check_fails_without_the_effect(quick):
+def test_check_fails_without_the_effect(quick, swap_methods):
     exp, cfg, table = quick
     with pytest.raises(AssertionError):
-        exp.check(_swap(table), cfg)
+        exp.check(swap_methods(table), cfg)
 
 
 @pytest.mark.parametrize("cls, kwargs, field", [

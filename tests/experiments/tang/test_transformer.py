@@ -15,12 +15,6 @@ torch = pytest.importorskip("torch")
 from coverage_sim.experiments.registry import TABLE_COLUMNS
 from coverage_sim.experiments.tang import transformer
 from coverage_sim.experiments.tang.setting import kl_grid
-from coverage_sim.plotting import save_figure
-
-
-def _save(exp, table, cfg, tmp_path):
-    paths = save_figure(exp.plot(table, cfg), tmp_path / exp.id)
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 
 def _run(exp, cfg, seeds):
@@ -35,7 +29,7 @@ def quick():
     return cfg, _run(transformer.EXPERIMENT, cfg, [1])
 
 
-def test_tang_transformer_runs_and_tabular_shows_the_bandit_gap(quick, tmp_path):
+def test_tang_transformer_runs_and_tabular_shows_the_bandit_gap(quick, save_plot):
     cfg, table = quick
     assert list(table.columns) == ["policy", "method", "tau"] + list(TABLE_COLUMNS)
     assert set(table["policy"]) == {"transformer", "tabular"}
@@ -48,7 +42,7 @@ def test_tang_transformer_runs_and_tabular_shows_the_bandit_gap(quick, tmp_path)
     grid = kl_grid(rows, ["online", "offline"], 40)
     gap = transformer._gap_curve(rows, grid)[grid >= cfg.min_gap_kl]
     assert gap.size >= 3 and gap.mean() > 0.1
-    _save(transformer.EXPERIMENT, table, cfg, tmp_path)
+    save_plot(transformer.EXPERIMENT, table, cfg)
 
 
 def test_tang_transformer_is_deterministic():
