@@ -104,16 +104,14 @@ def _cmd_list(_args) -> int:
 
 
 def _check_verdict(experiment, table, config) -> int:
-    """Print the verdict; exit status 0 when it is the expected one (see ``expected_to_agree``)."""
-    try:
-        experiment.check(table, config)
-    except AssertionError as err:
-        print(f"{experiment.id}: does NOT reproduce the paper's claim: {err}"
-              + ("" if experiment.expected_to_agree else " (expected: the finding does not carry "
-                 "over, see the experiment's differences)"))
-        return int(experiment.expected_to_agree)
-    print(f"{experiment.id}: reproduces the paper's claim ({experiment.figure}).")
-    return int(not experiment.expected_to_agree)
+    """Print the check's result; exit status 0 when its verdict is the expected one."""
+    from coverage_sim.experiments.registry import assess
+
+    result = assess(experiment, table, config)
+    expected = experiment.expected_verdict
+    note = "" if result.verdict == expected else f" (expected: {expected})"
+    print(f"{experiment.id} ({experiment.figure}): {result.summary()}{note}")
+    return int(result.verdict != expected)
 
 
 def _cmd_run(args) -> int:
@@ -148,13 +146,12 @@ def _cmd_reproduce(args) -> int:
                          progress=not args.no_progress)
     unexpected = 0
     for verdict in verdicts:
-        expected = get_experiment(verdict.experiment).expected_to_agree
-        status = "agrees" if verdict.agrees else "DOES NOT AGREE"
-        if verdict.agrees != expected:
+        expected = get_experiment(verdict.experiment).expected_verdict
+        note = ""
+        if verdict.verdict != expected:
             unexpected += 1
-        elif not expected:
-            status += " (as expected: the finding does not carry over)"
-        print(f"{verdict.experiment:<28} {status}: {verdict.message}")
+            note = f"  [UNEXPECTED: the registered verdict is {expected!r}]"
+        print(f"{verdict.experiment:<28} {verdict.message}{note}")
     print(f"figures, data and index in {args.figures}/")
     return 0 if unexpected == 0 else 1
 

@@ -7,8 +7,10 @@ An experiment (bsuite style) bundles
 - ``run(config, seed) -> DataFrame``: a tidy long table, one row per (setting, seed, step, metric)
   with columns ``<sweep variables>..., seed, step, metric, value``;
 - ``plot(table, config) -> Figure``: the figure, drawn from that table alone;
-- ``check(table, config)``: asserts the paper's qualitative claim on the data (raises
-  ``AssertionError`` when the reproduction does not show it).
+- ``check(table, config) -> CheckResult``: tests the paper's claim on the data, clause by clause and
+  instance by instance, with a paired effect size (:mod:`coverage_sim.experiments.verdict`); the
+  verdict is *agrees*, *partly* or *does not agree*. (A check that returns None and raises
+  ``AssertionError`` on failure is read as a single clause on a single instance.)
 
 Each names its paper (arXiv id) and figure and says where our setting differs and why.
 """
@@ -25,9 +27,10 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_choice
+from coverage_sim.experiments.verdict import AGREES, VERDICTS, CheckResult, clause
 
 __all__ = ["Experiment", "EXPERIMENTS", "register", "get_experiment", "config_from_overrides",
-           "config_to_dict", "TABLE_COLUMNS", "tidy_rows", "mean_curve", "check_tuple"]
+           "config_to_dict", "TABLE_COLUMNS", "tidy_rows", "mean_curve", "check_tuple", "assess"]
 
 #: Columns every experiment's table ends with (its sweep variables come first).
 TABLE_COLUMNS = ("seed", "step", "metric", "value")
@@ -47,11 +50,24 @@ class Experiment:
     config: type  # frozen dataclass with defaults and a quick() classmethod
     run: Callable[[Any, int], pd.DataFrame]
     plot: Callable[[pd.DataFrame, Any], Any]
-    check: Callable[[pd.DataFrame, Any], None]
+    check: Callable[[pd.DataFrame, Any], CheckResult | None]
     seeds: int = 1  # default number of seeds for `reproduce`
-    # False for a reproduction whose finding does not carry over (its `differences` say why): its
-    # check keeps asserting the claim and fails, and `reproduce` counts that as the expected outcome.
+    # The verdict our data give (see coverage_sim.experiments.verdict) and the names of the paper's
+    # clauses that do not hold. A reproduction that does not (fully) carry over keeps testing the
+    # paper's claim: its expected verdict and failing clauses are pinned here and in the tests, so
+    # that a change in *why* it disagrees is noticed. `reproduce` exits 0 when every verdict is the
+    # expected one.
+    expected_verdict: str = AGREES
+    expected_failing: tuple[str, ...] = ()
+    # Deprecated spelling of expected_verdict != "agrees", kept while experiments migrate.
     expected_to_agree: bool = True
+
+    def __post_init__(self):
+        check_choice(self.expected_verdict, "expected_verdict", VERDICTS)
+        if not self.expected_to_agree and self.expected_verdict == AGREES:
+            from coverage_sim.experiments.verdict import DISAGREES
+            object.__setattr__(self, "expected_verdict", DISAGREES)
+        object.__setattr__(self, "expected_to_agree", self.expected_verdict == AGREES)
 
     def default_config(self, quick: bool = False):
         return self.config.quick() if quick else self.config()
@@ -89,6 +105,25 @@ def check_tuple(values, name: str, check) -> None:
         raise ValueError(f"{name} must be a non-empty tuple, got {values!r}")
     for v in values:
         check(v, name)
+
+
+def assess(experiment: Experiment, table: pd.DataFrame, config) -> CheckResult:
+    """Run ``experiment``'s check on ``table`` and return its :class:`CheckResult`.
+
+    A check written in the older style (returns None, raises ``AssertionError`` when the claim does
+    not show) becomes one clause named ``"claim"`` on one instance, with the assertion's message as
+    its detail.
+    """
+    try:
+        result = experiment.check(table, config)
+    except AssertionError as err:
+        return CheckResult(clauses=(clause("claim", experiment.claim, False, str(err)),))
+    if result is None:
+        return CheckResult(clauses=(clause("claim", experiment.claim, True),))
+    if not isinstance(result, CheckResult):
+        raise TypeError(f"check of {experiment.id!r} must return a CheckResult or None, got "
+                        f"{type(result).__name__}")
+    return result
 
 
 def register(experiment: Experiment) -> Experiment:

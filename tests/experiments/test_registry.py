@@ -43,12 +43,12 @@ def test_figure_ids_are_unique():
 def test_quick_reproduction_agrees_with_the_paper(quick_figures, experiment_id):
     folder, verdicts = quick_figures
     verdict = verdicts[experiment_id]
-    # A reproduction whose finding does not carry over must keep failing its check rather than be
-    # tuned until it passes (tang-transformer fails on the transformer; its tabular baseline holds).
-    expected = EXPERIMENTS[experiment_id].expected_to_agree
-    assert verdict.agrees == expected, verdict.message
-    if not expected:
-        assert verdict.message.startswith("transformer"), verdict.message
+    exp = EXPERIMENTS[experiment_id]
+    # A reproduction whose finding does not (fully) carry over keeps testing the paper's claim rather
+    # than being tuned until it passes: its verdict and the clauses that fail are pinned.
+    assert verdict.verdict == exp.expected_verdict, verdict.message
+    if exp.expected_failing or verdict.agrees:
+        assert set(verdict.result.failing) == set(exp.expected_failing), verdict.message
     for suffix in (".png", ".pdf", ".csv", ".json"):
         path = folder / f"{experiment_id}{suffix}"
         assert path.exists() and path.stat().st_size > 0, path
@@ -56,7 +56,9 @@ def test_quick_reproduction_agrees_with_the_paper(quick_figures, experiment_id):
     assert list(table.columns[-len(TABLE_COLUMNS):]) == list(TABLE_COLUMNS)
     assert table["value"].notna().all()
     manifest = json.loads((folder / f"{experiment_id}.json").read_text())
-    assert manifest["agrees"] == expected
+    assert manifest["verdict"] == exp.expected_verdict
+    assert manifest["check"]["clauses"] and manifest["check"]["mode"] in ("exact", "sampled",
+                                                                          "exact+sampled")
     assert manifest["quick"] and "numpy" in manifest["versions"]
 
 
