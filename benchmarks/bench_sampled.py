@@ -14,7 +14,9 @@ softmax logits and make one Adam update (lr 0.01, float64), for three estimators
     python benchmarks/bench_sampled.py --quick    # fewer repeats
 
 Both sides run on ONE thread (numba.set_num_threads(1), torch.set_num_threads(1)), measured in the
-same process; the batched row uses numba's threads over 256 problems. See benchmarks/README.md.
+same process as CPU time (time.process_time), so that other load on a shared machine distorts the
+ratio less than wall time would; the batched row uses numba's threads over 256 problems and is wall
+time. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -80,9 +82,9 @@ class Problem:
                 self.terms, self.plan, sampling.sampling_stream(seed), _engine.ADAM, LR, *ADAM,
                 steps, 1, False, empty, np.zeros((0, 1, k)), np.zeros(0), empty.copy(),
                 empty.copy())
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         _sampled.run_one_sampled(*args)
-        return theta, time.perf_counter() - t0
+        return theta, time.process_time() - t0
 
     # ---- torch -----------------------------------------------------------------------------
     def torch_setup(self, seed: int = 0):
@@ -133,10 +135,10 @@ class Problem:
 
     def torch_run(self, steps: int):
         self.torch_setup()
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for _ in range(steps):
             self.torch_step()
-        return time.perf_counter() - t0
+        return time.process_time() - t0
 
     # ---- correctness -----------------------------------------------------------------------
     def check(self) -> float:

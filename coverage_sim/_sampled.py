@@ -143,14 +143,19 @@ def build_row(p, cdf, guide, x):
             last = i
     if last < 0:
         return -1
+    # bucket j starts at the first entry whose cumulative mass exceeds j * total / m (up to
+    # rounding, which the draw's two-way walk absorbs); filled entry by entry
     m = guide.shape[1]
-    step = cdf[x, last] / m
-    i = 0
-    for j in range(m):
-        t = j * step
-        while i < last and cdf[x, i] <= t:
-            i += 1
-        guide[x, j] = i
+    scale = m / cdf[x, last]
+    j = 0
+    for i in range(last):
+        hi = cdf[x, i] * scale
+        while j < hi:
+            guide[x, j] = i
+            j += 1
+    while j < m:
+        guide[x, j] = last
+        j += 1
     return last
 
 
@@ -659,10 +664,11 @@ def draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf):
 # ------------------------------------------------------------------------------------------------
 
 @njit(**_JIT)
-def sparse_pairwise(code, prm, lp, rlp, px, pw, pl, pwt, n, grad_out):
+def sparse_pairwise(code, prm, lp, rlp, px, pw, pl, pwt, n, grad_out, want_loss):
     """sum_m pwt[m] * l(pair m), gradient w.r.t. ``lp`` ADDED into ``grad_out``; AOT by the quantile
     coupling of the ``n`` pairs (TRL's sort over the batch, weighted; the unpaired form couples the
-    pooled winner and loser marginals, as :func:`coverage_sim._pair_kernels.aot_population`)."""
+    pooled winner and loser marginals, as :func:`coverage_sim._pair_kernels.aot_population`).
+    Without ``want_loss`` the per-pair losses are not summed (0.0 is returned, except for AOT)."""
     beta = prm[P_BETA]
     eps = prm[P_LABEL_SMOOTHING]
     if code == AOT:
@@ -697,14 +703,15 @@ def sparse_pairwise(code, prm, lp, rlp, px, pw, pl, pwt, n, grad_out):
         l = pl[m]
         v, dw, dl = pair_value_grad(code, lp[x, w], lp[x, l], rlp[x, w], rlp[x, l], prm)
         c = pwt[m]
-        loss += c * v
+        if want_loss:  # else the compiler drops v's transcendental calls (the loop's hot part)
+            loss += c * v
         grad_out[x, w] += c * dw
         grad_out[x, l] += c * dl
     return loss
 
 
 @njit(**_JIT)
-def batch_loss_grad(terms, kl_est, kl_in, clip, lp, pi, rlp, buf, grad_out):
+def batch_loss_grad(terms, kl_est, kl_in, clip, lp, pi, rlp, buf, grad_out, want_loss):
     """The plug-in loss estimate of a batch at the current policy; its gradient w.r.t. ``log pi``
     is ADDED into ``grad_out``.
 
@@ -713,13 +720,15 @@ def batch_loss_grad(terms, kl_est, kl_in, clip, lp, pi, rlp, buf, grad_out):
     ``clip > 0``) for the gradient; for the value, the importance-weighted plug-in
     ``-reward_coef w r R(y) + kl_coef w r k(y)``, unbiased for the population loss at the current
     policy. A KL estimator in the loss adds ``kl_coef w dk/dlog pi`` at ``y``; the exact KL term
-    (``kl_est == KL_EXACT``) is added densely, as in the engine.
+    (``kl_est == KL_EXACT``) is added densely, as in the engine. ``want_loss=False`` (unrecorded
+    steps) skips the pairwise values; the returned loss is then incomplete.
     """
     (code, prm, source, W, P, fast, S, d, act, C, kl_coef, reward_coef, R, rho) = terms
     (px, pw, pl, pwt, lx, ly, lwt, sx, sy, swt, sadv, slp, counts) = buf
     loss = 0.0
     if code >= 0 and counts[C_PAIRS] > 0:
-        loss += sparse_pairwise(code, prm, lp, rlp, px, pw, pl, pwt, counts[C_PAIRS], grad_out)
+        loss += sparse_pairwise(code, prm, lp, rlp, px, pw, pl, pwt, counts[C_PAIRS], grad_out,
+                                want_loss)
     for m in range(counts[C_LIN]):
         x = lx[m]
         y = ly[m]
@@ -782,7 +791,7 @@ def sampled_gradients(lp, rlp, terms, plan, state, out_loss, out_grad):
         draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf)
         grad_lp[:] = 0.0
         out_loss[r] = batch_loss_grad(terms, ints[I_KL_EST], ints[I_KL_IN], flts[F_CLIP], lp, pi,
-                                      rlp, buf, grad_lp)
+                                      rlp, buf, grad_lp, True)
         _backprop_into(TABULAR, empty_features, pi, grad_lp, out_grad[r].reshape(n_ctx * k))
 
 
@@ -847,7 +856,7 @@ def run_one_sampled(theta, kind, features, base, rlp, terms, plan, state, optimi
                 v[:] = 0.0
                 seg_start = s
         grad_lp[:] = 0.0
-        loss = batch_loss_grad(terms, kl_est, kl_in, clip, lp, pi, rlp, buf, grad_lp)
+        loss = batch_loss_grad(terms, kl_est, kl_in, clip, lp, pi, rlp, buf, grad_lp, recording)
         if recording:
             out_lp[nxt] = lp
             out_loss[nxt] = loss

@@ -172,5 +172,5 @@ def batch_gradient(env: Bandit, objective, logits, batch: Batch) -> tuple[float,
     kl_in = KL_PLACES[est.kl_in] if est.kl_in else _s.KL_IN_REWARD
     grad = np.zeros((n_ctx, k))
     loss = _s.batch_loss_grad(terms, kl_est, kl_in, float(est.clip or 0.0), lp, np.exp(lp),
-                              _engine.kernel_array(env.ref_logp2d), buf, grad)
+                              _engine.kernel_array(env.ref_logp2d), buf, grad, True)
     return float(loss), _to_logits(env, lp, grad)

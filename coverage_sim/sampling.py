@@ -781,7 +781,7 @@ def train_sampled(env, objective, data, policy, theta, opt, lr, adam, steps, rec
                 m[:], v[:], seg_start = 0.0, 0.0, s
         grad_lp = np.zeros((n_ctx, k))
         loss = _s.batch_loss_grad(terms, ints[_s.I_KL_EST], ints[_s.I_KL_IN], flts[_s.F_CLIP], lp,
-                                  pi, rlp, buf, grad_lp)
+                                  pi, rlp, buf, grad_lp, recording)
         if recording:
             out_lp[nxt], out_loss[nxt] = lp, loss
             nxt += 1

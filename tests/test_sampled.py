@@ -120,7 +120,7 @@ def test_sparse_pairwise_on_the_population_equals_the_population_kernel(name, k)
     x, i, j = (a.astype(np.int64) for a in np.nonzero(W))
     g_sparse = np.zeros_like(lp)
     loss_sparse = S.sparse_pairwise(spec.code, prm, lp, rlp, x, i, j,
-                                    np.ascontiguousarray(W[x, i, j]), x.size, g_sparse)
+                                    np.ascontiguousarray(W[x, i, j]), x.size, g_sparse, True)
     assert abs(loss_sparse - loss_pop) <= 1e-12 * abs(loss_pop)
     assert _relmax(g_sparse, g_pop) <= 1e-12
 
