@@ -17,7 +17,7 @@ import numpy as np
 from coverage_sim import _engine, _sampled as _s
 from coverage_sim._validation import check_int
 from coverage_sim.env import Bandit
-from coverage_sim.sampling import (KL_ESTIMATORS, KL_PLACES, Batch, coerce_objective,
+from coverage_sim.sampling import (KL_ESTIMATORS, KL_PLACES, Batch, check_data, coerce_objective,
                                    compile_plan, logits_to_logp, prepare, sampled_terms,
                                    sampling_stream, truncation_mask)
 
@@ -52,7 +52,8 @@ def gradient(env: Bandit, objective, logits, data=None, *, min_reward_gap: float
       >>> round(loss, 6), grad.round(6).tolist()   # pi (a - E_pi a), a = -(r - beta log pi/pi_ref)
       (-0.5, [-0.25, 0.25])
     """
-    objective, _, _ = prepare(env, objective, data, 1, None)
+    objective = coerce_objective(objective)
+    check_data(env, objective, data)
     lp = logits_to_logp(env, logits)
     terms = objective.terms(env, data, lp)
     online_pairs = terms[0] >= 0 and terms[2] == _engine.ONLINE

@@ -391,11 +391,8 @@ def coerce_objective(objective) -> Objective:
     return objective
 
 
-def prepare(env: Bandit, objective, data, batch_size, estimator) -> tuple:
-    """Validated ``(objective, batch_size, resolved estimator)`` for a sampled computation."""
-    objective = coerce_objective(objective)
-    batch_size = check_batch_size(batch_size)
-    est = Estimator.coerce(estimator).resolve(objective)
+def check_data(env: Bandit, objective: Objective, data) -> None:
+    """``data`` is a PairData of ``env``'s shape, present when ``objective`` needs it."""
     if objective.needs_data and not isinstance(data, PairData):
         raise ValueError(f"data is required for objective {objective.name!r} (a PairData, see "
                          f"coverage_sim.offline_pairs), got {type(data).__name__}")
@@ -407,6 +404,14 @@ def prepare(env: Bandit, objective, data, batch_size, estimator) -> tuple:
         if data.weights.shape != expected:
             raise ValueError(f"data has pair weights of shape {data.weights.shape}, expected "
                              f"{expected} for env")
+
+
+def prepare(env: Bandit, objective, data, batch_size, estimator) -> tuple:
+    """Validated ``(objective, batch_size, resolved estimator)`` for a sampled computation."""
+    objective = coerce_objective(objective)
+    batch_size = check_batch_size(batch_size)
+    est = Estimator.coerce(estimator).resolve(objective)
+    check_data(env, objective, data)
     return objective, batch_size, est
 
 
