@@ -816,6 +816,10 @@ def train_many_sampled(env_list, obj_list, data_list, policy, thetas, features, 
                        lrs, adam, steps, rec, batch_size, reuse, est_list, seed):
     """Batched sampled runs (problem ``b`` with the sampling stream of ``seed + b``): updates
     ``thetas`` in place and returns ``(out_lp, out_loss, out_samples, out_queries)``."""
+    periods = {o.refresh_every for o in obj_list}
+    if len(periods) > 1:
+        raise ValueError(f"iterative_dpo problems batched together must share steps_per_iteration, "
+                         f"got {sorted(periods)}")
     compiled = [compile_plan(e, o, d, est, batch_size)
                 for e, o, d, est in zip(env_list, obj_list, data_list, est_list)]
     n = len(compiled)

@@ -227,7 +227,8 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
       eval_data: held-out pairs for ranking accuracy; default the exact ``pi_ref x pi_ref`` pairs with
         gold Bradley-Terry labels (skipped above 1000 responses).
       adam: ``(beta1, beta2, eps)`` for Adam.
-      parallel: split one large problem's pair rows over threads; default when K >= 512.
+      parallel: split one large problem's pair rows over threads (exact mode); default when
+        K >= 512.
       batch_size: ``None`` (exact population gradients) or an integer: train on sampled batches of
         that size (pairs offline, groups online and for rlhf, responses for best_of_n/awr; see
         :mod:`coverage_sim.sampling`). Metrics stay exact (computed from pi itself); the history's
