@@ -147,7 +147,11 @@ class Estimator:
 
     Offline minibatches are unbiased for every per-pair loss; ``aot`` and ``aot_unpaired`` sort the
     minibatch (TRL's form), whose coupling differs from the population's: biased, by less than the
-    Monte Carlo error of 5,000 draws at ``B = 16`` (< 0.05) on the instance above.
+    Monte Carlo error of 5,000 draws at ``B = 16`` (< 0.05) on the instance above. best_of_n, awr
+    and vpo (both modes) are unbiased. iterative_dpo draws ``batch_size`` groups of ``n`` and drops
+    the groups whose draws are all one response (no pair), averaging over the kept pairs, as the
+    exact law renormalises: unbiased except when every group is dropped (probability
+    ``(sum_x rho_x sum_y pi^n)^B``), which gives a zero gradient.
 
     Examples:
       >>> import coverage_sim as cs
