@@ -12,6 +12,7 @@ from coverage_sim.best_of_n import (best_of_n_kl_bound, best_of_n_policy, best_w
 from coverage_sim.coverage import concentrability, mass_in_support, pair_concentrability
 from coverage_sim.data import PairData, offline_pairs, pairs_from_list, policy_pairs
 from coverage_sim.env import Bandit, optimal_policy
+from coverage_sim.gradients import batch_gradient, gradient, sampled_gradient, sampled_gradients
 from coverage_sim.instances import (INSTANCES, azar_bandit, azar_d1, make_instance, random_bandit,
                                     tajwar_bandit, tajwar_reference, xu_bandit, xu_features,
                                     xu_pairs)
@@ -19,6 +20,7 @@ from coverage_sim.losses import PAIR_LOSSES, pair_loss
 from coverage_sim.objectives import OBJECTIVES, Objective, objective
 from coverage_sim.policies import LogLinear, Policy, TabularSoftmax
 from coverage_sim.reward_model import fit_bradley_terry
+from coverage_sim.sampling import Batch, Estimator, draw_batch, group_pairs, population_batch
 from coverage_sim.sequences import (AutoregressiveTabular, SequenceEnv, combination_lock,
                                     enumerate_sequences, n_prefix_nodes, prefix_nodes,
                                     tajwar_token_env)
@@ -41,4 +43,6 @@ __all__ = [
     "tajwar_token_env", "combination_lock", "AutoregressiveTabular",
     "Run", "train", "train_many", "log_schedule", "package_versions",
     "metrics",
+    "gradient", "sampled_gradient", "sampled_gradients", "batch_gradient",
+    "Estimator", "Batch", "draw_batch", "population_batch", "group_pairs",
 ]

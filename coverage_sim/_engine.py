@@ -235,6 +235,27 @@ def _natural_direction(kind, features, lp, grad_lp, g_theta, rho):
 
 
 @njit(**_JIT)
+def apply_update(optimizer, theta, g, m, v, t, lr, adam_b1, adam_b2, adam_eps, kind, features, lp,
+                 grad_lp, rho):
+    """One in-place update of ``theta`` from its gradient ``g``: GD, Adam (step ``t`` >= 1, moments
+    ``m``, ``v`` updated in place) or the natural gradient (which needs ``lp``, ``grad_lp``, ``rho``)."""
+    if optimizer == GD:
+        for p in range(theta.size):
+            theta[p] -= lr * g[p]
+    elif optimizer == ADAM:
+        c1 = 1.0 - adam_b1 ** t
+        c2 = 1.0 - adam_b2 ** t
+        for p in range(theta.size):
+            m[p] = adam_b1 * m[p] + (1.0 - adam_b1) * g[p]
+            v[p] = adam_b2 * v[p] + (1.0 - adam_b2) * g[p] * g[p]
+            theta[p] -= lr * (m[p] / c1) / (np.sqrt(v[p] / c2) + adam_eps)
+    else:
+        direction = _natural_direction(kind, features, lp, grad_lp, g, rho)
+        for p in range(theta.size):
+            theta[p] -= lr * direction[p]
+
+
+@njit(**_JIT)
 def run_one(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, adam_b2, adam_eps,
             steps, record_steps, out_lp, out_loss, parallel_rows):
     """Fused exact-gradient loop; updates ``theta`` in place and fills the record buffers.
@@ -272,21 +293,8 @@ def run_one(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, ada
         if s == steps:
             break
         _backprop_into(kind, features, pi, grad_lp, g)
-        if optimizer == GD:
-            for p in range(theta.size):
-                theta[p] -= lr * g[p]
-        elif optimizer == ADAM:
-            t = s + 1
-            c1 = 1.0 - adam_b1 ** t
-            c2 = 1.0 - adam_b2 ** t
-            for p in range(theta.size):
-                m[p] = adam_b1 * m[p] + (1.0 - adam_b1) * g[p]
-                v[p] = adam_b2 * v[p] + (1.0 - adam_b2) * g[p] * g[p]
-                theta[p] -= lr * (m[p] / c1) / (np.sqrt(v[p] / c2) + adam_eps)
-        else:
-            direction = _natural_direction(kind, features, lp, grad_lp, g, rho)
-            for p in range(theta.size):
-                theta[p] -= lr * direction[p]
+        apply_update(optimizer, theta, g, m, v, s + 1, lr, adam_b1, adam_b2, adam_eps, kind,
+                     features, lp, grad_lp, rho)
 
 
 @njit(parallel=True, **_JIT)

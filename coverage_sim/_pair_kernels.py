@@ -27,7 +27,8 @@ __all__ = [
     "SIGMOID", "HINGE", "IPO", "EXO_PAIR", "NCA_PAIR", "ROBUST", "BCO_PAIR", "SPPO_HARD", "AOT",
     "AOT_UNPAIRED", "APO_ZERO", "APO_DOWN", "DISCOPOP", "SFT", "SIGMOID_NORM", "N_CODES",
     "P_BETA", "P_LABEL_SMOOTHING", "P_LENGTH", "P_DISCOPOP_TAU", "N_PRM",
-    "pair_value_grad", "population_pairwise", "aot_population", "quantile_coupling_loss",
+    "pair_value_grad", "population_pairwise", "aot_population", "aot_unpaired_marginals",
+    "quantile_coupling_loss",
 ]
 
 SIGMOID = 0
@@ -81,6 +82,12 @@ def _sigmoid_prime(z):
 @njit(**_JIT)
 def _smoothed_logistic(z, eps):
     """Value and d/dz of -(1-eps) log sigma(z) - eps log sigma(-z) (cDPO and the AOT link)."""
+    if eps == 0.0:
+        # Plain DPO, the hot path of sampled minibatches: one exp shared by log sigma(z) and
+        # sigma(-z), bit-identical to the general branch (whose eps terms are exact zeros).
+        e = np.exp(-abs(z))
+        sig_neg = e / (1.0 + e) if z >= 0.0 else 1.0 / (1.0 + e)
+        return -(min(z, 0.0) - np.log1p(e)), -sig_neg
     v = -(1.0 - eps) * _log_sigmoid(z) - eps * _log_sigmoid(-z)
     # sigma(z) - (1 - eps) written without the cancellation 1 - sigma(-z).
     g = eps * _sigmoid(z) - (1.0 - eps) * _sigmoid(-z)
@@ -243,6 +250,52 @@ def quantile_coupling_loss(a, wa, b, wb, beta, eps, ga, gb):
 
 
 @njit(**_JIT)
+def aot_unpaired_marginals(prm, lp, rlp, ww, wl, grad_out):
+    """AOT-unpaired loss from the winner and loser marginals ``ww``, ``wl`` (X, K) of the pair
+    weights: the quantile coupling of u = lp - rlp under ``ww`` against u under ``wl`` (zero weights
+    skipped, entries in (x, k) order); the gradient is ADDED into ``grad_out``."""
+    X, K = lp.shape
+    beta = prm[P_BETA]
+    eps = prm[P_LABEL_SMOOTHING]
+    na = 0
+    nb = 0
+    for x in range(X):
+        for k in range(K):
+            if ww[x, k] != 0.0:
+                na += 1
+            if wl[x, k] != 0.0:
+                nb += 1
+    a = np.empty(na)
+    wa = np.empty(na)
+    ia = np.empty(na, dtype=np.int64)
+    b = np.empty(nb)
+    wb = np.empty(nb)
+    ib = np.empty(nb, dtype=np.int64)
+    na = 0
+    nb = 0
+    for x in range(X):
+        for k in range(K):
+            if ww[x, k] != 0.0:
+                a[na] = lp[x, k] - rlp[x, k]
+                wa[na] = ww[x, k]
+                ia[na] = x * K + k
+                na += 1
+            if wl[x, k] != 0.0:
+                b[nb] = lp[x, k] - rlp[x, k]
+                wb[nb] = wl[x, k]
+                ib[nb] = x * K + k
+                nb += 1
+    ga = np.zeros(na)
+    gb = np.zeros(nb)
+    loss = quantile_coupling_loss(a, wa, b, wb, beta, eps, ga, gb)
+    for m in range(na):
+        grad_out[ia[m] // K, ia[m] % K] += ga[m]
+    for m in range(nb):
+        grad_out[ib[m] // K, ib[m] % K] += gb[m]
+    return loss
+
+
+@njit(**_JIT)
 def aot_population(code, prm, lp, rlp, W, grad_out):
     """Population AOT / AOT-unpaired loss by the quantile coupling; gradient added to grad_out.
 
@@ -299,42 +352,7 @@ def aot_population(code, prm, lp, rlp, W, grad_out):
                     if wij != 0.0:
                         ww[x, i] += wij
                         wl[x, j] += wij
-        na = 0
-        nb = 0
-        for x in range(X):
-            for k in range(K):
-                if ww[x, k] != 0.0:
-                    na += 1
-                if wl[x, k] != 0.0:
-                    nb += 1
-        a = np.empty(na)
-        wa = np.empty(na)
-        ia = np.empty(na, dtype=np.int64)
-        b = np.empty(nb)
-        wb = np.empty(nb)
-        ib = np.empty(nb, dtype=np.int64)
-        na = 0
-        nb = 0
-        for x in range(X):
-            for k in range(K):
-                if ww[x, k] != 0.0:
-                    a[na] = lp[x, k] - rlp[x, k]
-                    wa[na] = ww[x, k]
-                    ia[na] = x * K + k
-                    na += 1
-                if wl[x, k] != 0.0:
-                    b[nb] = lp[x, k] - rlp[x, k]
-                    wb[nb] = wl[x, k]
-                    ib[nb] = x * K + k
-                    nb += 1
-        ga = np.zeros(na)
-        gb = np.zeros(nb)
-        loss = quantile_coupling_loss(a, wa, b, wb, beta, eps, ga, gb)
-        for m in range(na):
-            grad_out[ia[m] // K, ia[m] % K] += ga[m]
-        for m in range(nb):
-            grad_out[ib[m] // K, ib[m] % K] += gb[m]
-        return loss
+        return aot_unpaired_marginals(prm, lp, rlp, ww, wl, grad_out)
     raise ValueError("aot_population: code must be AOT (8) or AOT_UNPAIRED (9)")
 
 

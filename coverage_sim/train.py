@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from coverage_sim import _engine
+from coverage_sim import _engine, sampling
 from coverage_sim._validation import check_choice, check_int, check_positive
 from coverage_sim.data import PairData, offline_pairs
 from coverage_sim.env import Bandit
@@ -161,7 +161,8 @@ def _default_eval_data(env: Bandit, eval_data):
     return offline_pairs(env, env.ref, labels="bradley_terry")
 
 
-def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_data, config) -> Run:
+def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_data, config,
+            extra=None) -> Run:
     if np.isnan(theta).any() or np.isnan(out_lp).any() or np.isnan(out_loss).any():
         bad = np.flatnonzero(np.isnan(out_lp).any(axis=(1, 2)) | np.isnan(out_loss))
         where = f"first NaN at recorded step {rec[bad[0]]}" if bad.size else "NaN at the end"
@@ -173,7 +174,8 @@ def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_dat
     metrics = policy_metrics(env, shaped, beta=objective.beta, data=data, eval_data=eval_data,
                              proxy_reward=objective.params.get("reward"),
                              log_policies=out_lp.reshape(shaped.shape))
-    history = pd.DataFrame({"step": rec, "loss": out_loss, **metrics})
+    # extra: the sampled mode's cumulative `samples` and `queries` columns
+    history = pd.DataFrame({"step": rec, "loss": out_loss, **(extra or {}), **metrics})
     # The final policy comes from the final parameters: the record schedule need not end at `steps`.
     if _is_engine_policy(policy):
         final = np.exp(_engine.policy_logp(policy.kind, theta, policy.features_for(env),
@@ -184,23 +186,28 @@ def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_dat
                policy=env.like_ref(final), snapshots=shaped, history=history, config=config)
 
 
-def _config(env, objective, policy, steps, lr, optimizer, seed, adam, rec, data):
+def _config(env, objective, policy, steps, lr, optimizer, seed, adam, rec, data,
+            sampled=(None, 1, None)):
     params = {k: ("<array>" if isinstance(v, np.ndarray) else v)
               for k, v in objective.params.items()}
+    batch_size, reuse, est = sampled
     return {"env": env.name, "shape": list(env.shape), "objective": objective.name,
             "params": params, "policy": repr(policy), "steps": steps, "lr": lr,
             "optimizer": optimizer, "adam": list(adam), "seed": seed,
             "record_steps": rec.tolist(),
             "data": None if data is None else {"source": data.source, "labels": data.labels,
                                                "n": data.n},
+            "batch_size": batch_size, "reuse": reuse,
+            "estimator": None if est is None else est.as_dict(),
             "versions": package_versions()}
 
 
 def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, lr: float,
           optimizer: str = "adam", seed: int = 0, policy: Policy | None = None, record=None,
           eval_data: PairData | None = None, adam=_ADAM_DEFAULTS,
-          parallel: bool | None = None) -> Run:
-    """Optimise ``objective`` on ``env`` with exact (population) gradients.
+          parallel: bool | None = None, batch_size: int | None = None, reuse: int = 1,
+          estimator=None) -> Run:
+    """Optimise ``objective`` on ``env`` with exact (population) or sampled gradients.
 
     Args:
       env: the bandit.
@@ -220,7 +227,18 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
       eval_data: held-out pairs for ranking accuracy; default the exact ``pi_ref x pi_ref`` pairs with
         gold Bradley-Terry labels (skipped above 1000 responses).
       adam: ``(beta1, beta2, eps)`` for Adam.
-      parallel: split one large problem's pair rows over threads; default when K >= 512.
+      parallel: split one large problem's pair rows over threads (exact mode); default when
+        K >= 512.
+      batch_size: ``None`` (exact population gradients) or an integer: train on sampled batches of
+        that size (pairs offline, groups online and for rlhf, responses for best_of_n/awr; see
+        :mod:`coverage_sim.sampling`). Metrics stay exact (computed from pi itself); the history's
+        ``loss`` is the batch's plug-in estimate, and two more columns count the cumulative
+        ``samples`` (responses drawn) and ``queries`` (reward/label evaluations) of the batches
+        that produced each recorded policy. The sampling stream is the first child of
+        ``SeedSequence(seed)``.
+      reuse: gradient steps per drawn batch (sampled mode), >= 1.
+      estimator: a :class:`~coverage_sim.sampling.Estimator`, a dict of its fields, or ``None``
+        for the objective's (unbiased) defaults.
 
     Policies outside the numba engine (``policy.kind`` not an engine kind, e.g.
     :class:`~coverage_sim.sequences.AutoregressiveTabular`) run a numpy loop over the policy's
@@ -240,6 +258,7 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     objective, steps, lr, opt, policy, rec = _common_args(env, objective, steps, lr, optimizer,
                                                           policy, record)
     _check_data(env, data)
+    sampled = sampling.check_training_options(objective, data, batch_size, reuse, estimator)
     engine = _is_engine_policy(policy)
     if not engine and opt == _engine.NPG:
         raise ValueError(f"optimizer='npg' is only available for engine policies (TabularSoftmax, "
@@ -248,6 +267,15 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     rng = np.random.default_rng(seed)
     theta = _engine.kernel_array(policy.init_params(env, rng))
     rlp = _engine.kernel_array(env.ref_logp2d)
+    if sampled[0] is not None:
+        out_lp, out_loss, n_samples, n_queries = sampling.train_sampled(
+            env, objective, data, policy, theta, opt, lr, (b1, b2, eps), steps, rec, *sampled,
+            seed)
+        config = _config(env, objective, policy, steps, lr, optimizer, seed, (b1, b2, eps), rec,
+                         data, sampled)
+        return _finish(env, objective, policy, theta, out_lp, out_loss, rec, data,
+                       _default_eval_data(env, eval_data), config,
+                       extra={"samples": n_samples, "queries": n_queries})
     if parallel is None:
         parallel = env.n_responses >= _PARALLEL_ROWS_MIN_K
     if not engine:
@@ -344,13 +372,18 @@ def _as_list(value, n: int, name: str) -> list:
 def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps: int, lr,
                optimizer: str = "adam", seed: int = 0, policy: Policy | None = None,
                record=None, eval_data: PairData | None = None,
-               adam=_ADAM_DEFAULTS) -> list[Run]:
+               adam=_ADAM_DEFAULTS, batch_size: int | None = None, reuse: int = 1,
+               estimator=None) -> list[Run]:
     """Train many independent problems at once, with a numba ``prange`` over the batch.
 
     Any of ``envs``, ``objectives``, ``datas`` and ``lr`` may be a single value (shared) or a list
     (one per problem); lists must have one common length B. All problems must have the same shape
-    and the same objective name (parameters such as ``beta`` may differ). Iterative DPO is not
-    batched (its pairs are rebuilt in Python between iterations).
+    and the same objective name (parameters such as ``beta`` may differ). Exact iterative DPO is not
+    batched (its pairs are rebuilt in Python between iterations); sampled iterative DPO is.
+
+    ``batch_size``, ``reuse`` and ``estimator`` (shared by all problems) select sampled training as
+    in :func:`train`; problem ``b`` draws from the sampling stream of ``seed + b``, so it equals
+    ``train(..., seed=seed + b)`` bit for bit, whatever the thread count.
 
     Returns:
       B :class:`Run` objects, in order. Problem ``b`` is initialised with seed ``seed + b``.
@@ -379,15 +412,18 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
     if not _is_engine_policy(policy):
         raise ValueError(f"train_many batches engine policies only (TabularSoftmax, LogLinear), "
                          f"got policy {policy!r}; train it problem by problem with train")
+    sampled = [sampling.check_training_options(o, d, batch_size, reuse, estimator)
+               for o, d in zip(obj_list, data_list)]
     shape = env_list[0].shape
     for e, o, d in zip(env_list, obj_list, data_list):
         if e.shape != shape:
             raise ValueError(f"all envs must have the same shape, got {shape} and {e.shape}")
-        if o.name != obj_list[0].name:
-            raise ValueError(f"all objectives must share one name, got {obj_list[0].name!r} "
-                             f"and {o.name!r}")
-        if o.refresh_every is not None:
-            raise ValueError("iterative_dpo is not supported by train_many; use train")
+        if o.name != obj_list[0].name or o.needs_data != obj_list[0].needs_data:
+            raise ValueError(f"all objectives must share one name (and vpo one mode), got "
+                             f"{obj_list[0]!r} and {o!r}")
+        if o.refresh_every is not None and batch_size is None:
+            raise ValueError("exact iterative_dpo is not supported by train_many; use train, or "
+                             "pass batch_size for sampled iterative DPO")
         _check_data(e, d)
     b1, b2, eps = (float(a) for a in adam)
     thetas = np.stack([np.asarray(policy.init_params(e, np.random.default_rng(seed + b)),
@@ -395,6 +431,18 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
     features = np.stack([policy.features_for(e) for e in env_list])
     bases = np.stack([policy.base_for(e) for e in env_list])
     rlps = np.stack([e.ref_logp2d for e in env_list])
+    lrs = np.array([c[2] for c in checked])
+    if batch_size is not None:
+        out_lp, out_loss, n_samples, n_queries = sampling.train_many_sampled(
+            env_list, obj_list, data_list, policy, thetas, features, bases, rlps, opt, lrs,
+            (b1, b2, eps), steps, rec, sampled[0][0], sampled[0][1], [t[2] for t in sampled],
+            seed)
+        return [_finish(env_list[b], obj_list[b], policy, thetas[b], out_lp[b], out_loss[b], rec,
+                        data_list[b], _default_eval_data(env_list[b], eval_data),
+                        _config(env_list[b], obj_list[b], policy, steps, float(lrs[b]), optimizer,
+                                seed + b, (b1, b2, eps), rec, data_list[b], sampled[b]),
+                        extra={"samples": n_samples[b], "queries": n_queries[b]})
+                for b in range(n)]
     all_terms = [o.terms(e, d) for o, e, d in zip(obj_list, env_list, data_list)]
     if len({t[5] for t in all_terms}) > 1:
         # Some pair matrices are rank one and some are not: one batch runs one kernel, the dense one.
@@ -404,7 +452,6 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
     n_ctx, k = env_list[0].n_contexts, env_list[0].n_responses
     out_lp = np.empty((n, rec.size, n_ctx, k))
     out_loss = np.empty((n, rec.size))
-    lrs = np.array([c[2] for c in checked])
     (code, prm, _, weights, probs, _, sym, d, act, linear, kl_coef, reward_coef, reward,
      rho) = stacked
     _engine.run_batch(thetas, policy.kind, features, bases, rlps, code, prm, all_terms[0][2],

@@ -1,0 +1,890 @@
+"""Numba kernels of the sampled mode: measure draws, sparse term gradients and the fused loops.
+
+A sampled step evaluates the same terms as the exact engine (:mod:`coverage_sim._engine`), but on an
+empirical measure drawn for the step instead of on the population:
+
+* pairwise term: sparse labelled pairs ``(x, winner, loser, weight)``, evaluated with the one per-pair
+  kernel :func:`coverage_sim._pair_kernels.pair_value_grad` (AOT: the quantile coupling of the drawn
+  pairs, TRL's batch-sorted form);
+* linear log-likelihood term ``C = Q * c``: sparse responses ``(x, y, weight)``, ``L -= weight * log pi``;
+* expected-reward and KL terms: policy samples ``(x, y, weight, advantage, log pi_old(y))``; the
+  REINFORCE surrogate puts ``-weight * A`` on ``dL/dlog pi`` at ``y`` (the policy's pull-back turns it
+  into ``A (e_y - pi)``, the score function), optionally PPO-clipped; a sampled KL estimator adds its
+  pathwise gradient there when it sits in the loss.
+
+Everything is in ``log pi`` coordinates, like the engine, so a policy never learns which measure its
+objective was evaluated on. The public side (options, validation, bias notes) is
+:mod:`coverage_sim.sampling`.
+
+Drawing. Categorical draws use an inverse CDF with a guide table (Chen and Asau 1974): ``O(n)`` to
+build, ``O(1)`` expected per draw, and exactly the first index whose cumulative mass exceeds
+``u * total`` (so zero-mass entries are never drawn); offline pair weights (up to K^2 entries) use
+Walker's alias method instead, one cache line per draw. The current policy's tables are rebuilt for
+every batch, the fixed laws' (contexts, behaviour, offline pair weights) once per run. Randomness comes from the explicit per-problem
+xoshiro256** stream of :mod:`coverage_sim._rng`, so a run is bit-identical whatever the thread count.
+
+Plan (per problem): ``ints`` (int64, indices ``I_*``), ``flts`` (float64, ``F_*``), ``rank_reward``
+(X, K) labelling/ranking reward, ``lin_q`` (X, K) response law of the linear term, ``lin_c`` (X, K)
+its integrand, ``lin_rho`` (X,) its context law, ``tab_p`` (n,) nonzero pair weights of offline data and
+``tab_flat`` (n,) their flat indices ``x*K*K + winner*K + loser``. Batch buffers: see
+:func:`alloc_buffers`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from coverage_sim._engine import ADAM, TABULAR, _backprop_into, _softmax_into, apply_update
+from coverage_sim._pair_kernels import (AOT, AOT_UNPAIRED, P_BETA, P_LABEL_SMOOTHING, _sigmoid,
+                                        aot_unpaired_marginals, pair_value_grad,
+                                        quantile_coupling_loss)
+from coverage_sim._rng import uniform
+
+_JIT = dict(cache=True, error_model="numpy")
+
+# measure of the pairwise term
+PAIRS_NONE = 0
+PAIRS_DATA = 1        # i.i.d. draws from offline pair weights W
+PAIRS_ONLINE = 2      # groups from the current policy, labelled by Bernoulli(P)
+PAIRS_BEST_WORST = 3  # iterative DPO: best vs worst of n from the current policy, ranked by reward
+# pairs within an online group
+PAIRING_ALL = 0
+PAIRING_DISJOINT = 1
+PAIRING_BEST_WORST = 2
+# linear term
+LIN_NONE = 0
+LIN_DRAW = 1          # own contexts ~ lin_rho, best of lin_n draws from lin_q, weight lin_c / B
+LIN_GROUP = 2         # one draw from lin_q in each online group's context, weight lin_c / B
+LIN_CHOSEN = 3        # the winners of the drawn data pairs, weight lin_coef / B
+# label models of online pairs: a lookup in P, or computed from the labelling reward (the named
+# models, as coverage_sim.preferences defines them: no (X, K, K) array to read per pair)
+LABEL_P = 0
+LABEL_BRADLEY_TERRY = 1
+LABEL_DETERMINISTIC = 2
+# REINFORCE baselines
+BASE_NONE = 0
+BASE_MEAN = 1
+BASE_RLOO = 2
+BASE_GRPO = 3
+BASE_DR_GRPO = 4
+# KL term
+KL_EXACT = 0
+KL_K1 = 1
+KL_K2 = 2
+KL_K3 = 3
+KL_IN_REWARD = 0
+KL_IN_LOSS = 1
+#: TRL's GRPOTrainer adds 1e-4 to the group's (ddof = 1) reward std.
+GRPO_EPS = 1e-4
+
+# plan.ints
+I_PAIRS = 0
+I_PAIRING = 1
+I_GROUP = 2
+I_LIN = 3
+I_LIN_N = 4
+I_LIN_SCORED = 5
+I_SCORE = 6
+I_BASELINE = 7
+I_KL_EST = 8
+I_KL_IN = 9
+I_BATCH = 10
+I_LABEL = 11
+N_INTS = 12
+# plan.flts
+F_GAP = 0
+F_LIN_COEF = 1
+F_CLIP = 2
+F_NOISE = 3
+N_FLTS = 4
+# batch counts
+C_PAIRS = 0
+C_LIN = 1
+C_SAMPLES_TERM = 2
+C_SAMPLES = 3
+C_QUERIES = 4
+N_COUNTS = 5
+
+
+# ------------------------------------------------------------------------------------------------
+# categorical draws: inverse CDF with a guide table
+# ------------------------------------------------------------------------------------------------
+
+#: Guide buckets per entry: with 4 the walk from a bucket's start is 0 steps for most draws, so
+#: its branch is predictable (about 3x faster per draw than one bucket per entry, measured).
+GUIDE_FACTOR = 4
+
+
+@njit(**_JIT)
+def build_row(p, cdf, guide, x):
+    """Fill row ``x`` of ``cdf`` (cumulative sums of ``p[x]``) and of ``guide`` (start indices).
+
+    Tables are 2-D, one law per row (a single law is a (1, n) table), and the draws index them by
+    row: slicing a row in a hot loop would create an array view, whose reference counting cost more
+    than the draw itself (measured).
+
+    Args:
+      p: (R, n) non-negative masses (a row need not sum to 1).
+      cdf: (R, n) float64 output.
+      guide: (R, m) int64 output, m >= 1 buckets (``GUIDE_FACTOR * n`` by convention).
+      x: the row.
+
+    Returns:
+      ``last``, the index of the row's last positive mass (-1 when every mass is 0).
+    """
+    n = p.shape[1]
+    acc = 0.0
+    last = -1
+    for i in range(n):
+        acc += p[x, i]
+        cdf[x, i] = acc
+        if p[x, i] > 0.0:
+            last = i
+    if last < 0:
+        return -1
+    # bucket j starts at the first entry whose cumulative mass exceeds j * total / m (up to
+    # rounding, which the draw's two-way walk absorbs); filled entry by entry
+    m = guide.shape[1]
+    scale = m / cdf[x, last]
+    j = 0
+    for i in range(last):
+        hi = cdf[x, i] * scale
+        while j < hi:
+            guide[x, j] = i
+            j += 1
+    while j < m:
+        guide[x, j] = last
+        j += 1
+    return last
+
+
+@njit(**_JIT)
+def draw_row(cdf, guide, x, last, u):
+    """The first index ``i`` with ``cdf[x, i] > u * total`` (``u`` in [0, 1)); never a zero mass."""
+    t = u * cdf[x, last]
+    m = guide.shape[1]
+    j = int(u * m)
+    if j > m - 1:
+        j = m - 1
+    i = guide[x, j]
+    # The bucket only gives a start: walk to the exact answer both ways, so that rounding in the
+    # bucket bounds can never change which entry is drawn.
+    while i > 0 and cdf[x, i - 1] > t:
+        i -= 1
+    while i < last and cdf[x, i] <= t:
+        i += 1
+    return i
+
+
+@njit(**_JIT)
+def build_rows(p, cdf, guide, last, active):
+    """:func:`build_row` for every row ``x < cdf.shape[0]`` with ``active[x] > 0`` (``last[x] = -1``
+    otherwise)."""
+    for x in range(cdf.shape[0]):
+        last[x] = build_row(p, cdf, guide, x) if active[x] > 0.0 else -1
+
+
+@njit(**_JIT)
+def build_alias(p, flat):
+    """Walker's alias table (Vose's construction) of the masses ``p`` (n,) labelled ``flat``.
+
+    Returns an (n, 3) float64 table whose row j is ``[threshold, label of j, label of its alias]``
+    (labels stored as exact float64 integers): a draw reads ONE row, i.e. one cache line. Offline
+    pair weights have up to K^2 entries, which outgrow the caches at K = 1000, where the guide
+    table's three random reads per draw cost a cache miss each (measured 3x slower per draw).
+    Zero masses get threshold 0 and are never drawn.
+    """
+    n = p.shape[0]
+    table = np.zeros((n, 3))
+    if n == 0:
+        return table
+    total = 0.0
+    for i in range(n):
+        total += p[i]
+    scale = n / total
+    small = np.empty(n, np.int64)
+    large = np.empty(n, np.int64)
+    alias = np.arange(n)
+    prob = np.empty(n)
+    n_small = 0
+    n_large = 0
+    for i in range(n):
+        prob[i] = p[i] * scale
+        if prob[i] < 1.0:
+            small[n_small] = i
+            n_small += 1
+        else:
+            large[n_large] = i
+            n_large += 1
+    while n_small > 0 and n_large > 0:
+        n_small -= 1
+        s = small[n_small]
+        n_large -= 1
+        l = large[n_large]
+        alias[s] = l
+        prob[l] = (prob[l] + prob[s]) - 1.0
+        if prob[l] < 1.0:
+            small[n_small] = l
+            n_small += 1
+        else:
+            large[n_large] = l
+            n_large += 1
+    # Leftovers are 1 up to rounding; a zero mass can never be left over (its deficit is 1).
+    for t in range(n_large):
+        prob[large[t]] = 1.0
+    for t in range(n_small):
+        i = small[t]
+        prob[i] = 1.0 if p[i] > 0.0 else 0.0
+    for i in range(n):
+        table[i, 0] = prob[i]
+        table[i, 1] = flat[i]
+        table[i, 2] = flat[alias[i]]
+    return table
+
+
+@njit(**_JIT)
+def draw_alias(table, u1, u2):
+    """The label of one draw from an alias table (``u1``, ``u2`` uniform in [0, 1))."""
+    n = table.shape[0]
+    j = int(u1 * n)
+    if j > n - 1:
+        j = n - 1
+    return int(table[j, 1]) if u2 < table[j, 0] else int(table[j, 2])
+
+
+# ------------------------------------------------------------------------------------------------
+# buffers
+# ------------------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def pairs_per_group(pairing, group):
+    if pairing == PAIRING_ALL:
+        return group * (group - 1) // 2
+    if pairing == PAIRING_DISJOINT:
+        return group // 2
+    return 1
+
+
+@njit(**_JIT)
+def buffer_sizes(ints):
+    """Capacity ``(pairs, responses, policy samples)`` of one batch under plan ``ints``."""
+    b = ints[I_BATCH]
+    n_pairs = 0
+    if ints[I_PAIRS] == PAIRS_ONLINE:
+        n_pairs = b * pairs_per_group(ints[I_PAIRING], ints[I_GROUP])
+    elif ints[I_PAIRS] != PAIRS_NONE:
+        n_pairs = b
+    n_lin = b if ints[I_LIN] != LIN_NONE else 0
+    n_samp = b * ints[I_GROUP] if ints[I_SCORE] != 0 else 0
+    return n_pairs, n_lin, n_samp
+
+
+@njit(**_JIT)
+def alloc_buffers(ints):
+    """Batch buffers ``(px, pw, pl, pwt, lx, ly, lwt, sx, sy, swt, sadv, slp, counts)``.
+
+    Pairs: context, winner, loser, weight. Responses (linear term): context, response, weight.
+    Policy samples: context, response, weight, advantage, log pi_old(y). ``counts`` (int64,
+    ``N_COUNTS``): pairs, responses and policy samples in use, responses drawn, reward queries.
+    """
+    n_pairs, n_lin, n_samp = buffer_sizes(ints)
+    return (np.zeros(n_pairs, np.int64), np.zeros(n_pairs, np.int64), np.zeros(n_pairs, np.int64),
+            np.zeros(n_pairs), np.zeros(n_lin, np.int64), np.zeros(n_lin, np.int64),
+            np.zeros(n_lin), np.zeros(n_samp, np.int64), np.zeros(n_samp, np.int64),
+            np.zeros(n_samp), np.zeros(n_samp), np.zeros(n_samp), np.zeros(N_COUNTS, np.int64))
+
+
+@njit(**_JIT)
+def _table(p2, rows, n):
+    """``(cdf, guide, last)`` of the first ``rows`` rows of ``p2`` (n entries per row)."""
+    cdf = np.empty((rows, n))
+    guide = np.empty((rows, GUIDE_FACTOR * n), np.int64)
+    last = np.full(max(rows, 1), -1, np.int64)
+    build_rows(p2, cdf, guide, last, np.ones(rows))
+    return cdf, guide, last
+
+
+@njit(**_JIT)
+def build_static(rho, plan):
+    """Draw tables of the fixed laws: guide tables ``(cdf, guide, last)`` of the contexts (rho),
+    the linear term's contexts (lin_rho) and response law Q (lin_q), and the alias table of the
+    offline pair weights (tab_p, labelled by tab_flat)."""
+    ints, flts, rank_reward, lin_q, lin_c, lin_rho, tab_p, tab_flat = plan
+    n_ctx, k = lin_q.shape
+    use_q = ints[I_LIN] == LIN_DRAW or ints[I_LIN] == LIN_GROUP
+    n_tab = tab_p.shape[0] if ints[I_PAIRS] == PAIRS_DATA else 0
+    ctx = _table(rho.reshape(1, n_ctx), 1, n_ctx)
+    lctx = _table(lin_rho.reshape(1, n_ctx), 1 if ints[I_LIN] == LIN_DRAW else 0, n_ctx)
+    q = _table(lin_q, n_ctx if use_q else 0, k)
+    tab = build_alias(tab_p[:n_tab], tab_flat[:n_tab])
+    return ctx, lctx, q, tab
+
+
+@njit(**_JIT)
+def workspace(ints, n_ctx, k):
+    """Scratch of the draws: the current policy's tables and one group's responses and returns."""
+    m = max(ints[I_GROUP], ints[I_LIN_N], 1)
+    rows = n_ctx if (ints[I_PAIRS] == PAIRS_ONLINE or ints[I_PAIRS] == PAIRS_BEST_WORST
+                     or ints[I_SCORE] != 0) else 0
+    return (np.empty((rows, k)), np.empty((rows, GUIDE_FACTOR * k), np.int64),
+            np.full(n_ctx, -1, np.int64), np.empty(m, np.int64), np.empty(m))
+
+
+# ------------------------------------------------------------------------------------------------
+# KL estimators (Schulman, "Approximating KL divergence", 2020), with g = log pi/pi_ref = -log r
+# ------------------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def kl_value_grad(est, g):
+    """Value of the estimator k(g) and its derivative with respect to ``log pi`` (at fixed pi_ref).
+
+    k1 = g; k2 = g^2 / 2; k3 = (r - 1) - log r = expm1(-g) + g, with r = pi_ref/pi = e^{-g}. Near
+    g = 0 that sum cancels (k3 ~ g^2 / 2), so |g| < 0.01 takes its Taylor series to g^8.
+    """
+    if est == KL_K1:
+        return g, 1.0
+    if est == KL_K2:
+        return 0.5 * g * g, g
+    em1 = np.expm1(-g)
+    if abs(g) < 0.01:
+        # e^{-g} - 1 + g = sum_{n >= 2} (-g)^n / n!, Horner form; the g^9 term is below 1e-19 here
+        series = g * g * (1.0 / 2 - g * (1.0 / 6 - g * (1.0 / 24 - g * (1.0 / 120 - g * (
+            1.0 / 720 - g * (1.0 / 5040 - g / 40320.0))))))
+        return series, -em1
+    return em1 + g, -em1
+
+
+# ------------------------------------------------------------------------------------------------
+# drawing one batch
+# ------------------------------------------------------------------------------------------------
+
+# Each measure is drawn by one function that receives its arrays once per batch and writes its loop
+# body without array-taking helpers (only the leaf draws ``uniform`` and ``draw_row``): a helper
+# call inside the loop that passes arrays can cost reference-count updates per call, which made a
+# batch draw several times slower (measured: 190 ns per labelled pair, 50 ns per context draw).
+# A context comes from a (1, X) table; a plain bandit (X = 1) draws no random number for it.
+
+@njit(**_JIT)
+def _group_pair_indices(pairing, group):
+    """Within-group draw indices ``(a, c)`` of the pairs of ``all`` and ``disjoint`` pairing."""
+    n = pairs_per_group(pairing, group)
+    first = np.zeros(n, np.int64)
+    second = np.zeros(n, np.int64)
+    t = 0
+    if pairing == PAIRING_ALL:
+        for a in range(group):
+            for c in range(a + 1, group):
+                first[t] = a
+                second[t] = c
+                t += 1
+    elif pairing == PAIRING_DISJOINT:
+        for t in range(n):
+            first[t] = 2 * t
+            second[t] = 2 * t + 1
+    return first, second
+
+
+@njit(**_JIT)
+def _draw_data_pairs(n_b, k, tab, lin_chosen, lin_coef, px, pw, pl, pwt, lx, ly, lwt, state):
+    """``n_b`` i.i.d. pairs from the offline pairs' alias table; the winners again for
+    LIN_CHOSEN."""
+    wt = 1.0 / n_b
+    kk = k * k
+    for m in range(n_b):
+        u1 = uniform(state)
+        f = draw_alias(tab, u1, uniform(state))
+        x = f // kk
+        w = (f // k) % k
+        px[m] = x
+        pw[m] = w
+        pl[m] = f % k
+        pwt[m] = wt
+        if lin_chosen:
+            lx[m] = x
+            ly[m] = w
+            lwt[m] = lin_coef * wt
+    return n_b, n_b if lin_chosen else 0
+
+
+@njit(**_JIT)
+def _draw_online_pairs(n_b, group, pairing, gap, label, noise, P, rank_reward, ctx, pi_tab, ys,
+                       lin_group, q, lin_c, px, pw, pl, pwt, lx, ly, lwt, state):
+    """``n_b`` groups of ``group`` responses from the policy table, paired and labelled by one
+    Bernoulli(P[x, y, y']) draw each (P looked up, or computed from the labelling reward with
+    flip rate ``noise``); for LIN_GROUP one draw from Q per group. Returns (pairs, responses)."""
+    ctx_cdf, ctx_guide, ctx_last = ctx
+    pi_cdf, pi_guide, pi_last = pi_tab
+    q_cdf, q_guide, q_last = q
+    first, second = _group_pair_indices(pairing, group)
+    n_pg = pairs_per_group(pairing, group)
+    wt = 1.0 / (n_b * n_pg)
+    many = ctx_cdf.shape[1] > 1
+    ctx_end = ctx_last[0]
+    n = 0
+    for b in range(n_b):
+        x = draw_row(ctx_cdf, ctx_guide, 0, ctx_end, uniform(state)) if many else 0
+        last = pi_last[x]
+        for g in range(group):
+            ys[g] = draw_row(pi_cdf, pi_guide, x, last, uniform(state))
+        if pairing == PAIRING_BEST_WORST:
+            # highest labelling reward (the last such draw) vs lowest (the first such draw); if
+            # every draw ties, that is the last draw against the first
+            best = 0
+            worst = 0
+            for g in range(1, group):
+                r = rank_reward[x, ys[g]]
+                if r >= rank_reward[x, ys[best]]:
+                    best = g
+                if r < rank_reward[x, ys[worst]]:
+                    worst = g
+            first[0] = best
+            second[0] = worst
+        for t in range(n_pg):
+            ya = ys[first[t]]
+            yb = ys[second[t]]
+            if gap > 0.0 and abs(rank_reward[x, ya] - rank_reward[x, yb]) < gap:
+                continue
+            px[n] = x
+            pwt[n] = wt
+            if label == LABEL_P:
+                prob = P[x, ya, yb]
+            else:
+                diff = rank_reward[x, ya] - rank_reward[x, yb]
+                if label == LABEL_BRADLEY_TERRY:
+                    prob = _sigmoid(diff)
+                else:
+                    prob = 1.0 if diff > 0.0 else (0.0 if diff < 0.0 else 0.5)
+                if noise > 0.0:
+                    prob = (1.0 - noise) * prob + noise * (1.0 - prob)
+            if uniform(state) < prob:
+                pw[n] = ya
+                pl[n] = yb
+            else:
+                pw[n] = yb
+                pl[n] = ya
+            n += 1
+        if lin_group:
+            y = draw_row(q_cdf, q_guide, x, q_last[x], uniform(state))
+            lx[b] = x
+            ly[b] = y
+            lwt[b] = lin_c[x, y] / n_b
+    return n, n_b if lin_group else 0
+
+
+@njit(**_JIT)
+def _draw_best_worst_pairs(n_b, group, rank_reward, ctx, pi_tab, ys, px, pw, pl, pwt, state):
+    """Iterative DPO's dataset: per group the best vs the worst of ``group`` draws, ranked by
+    (reward, index) as the exact law; groups whose draws are all one response are dropped and the
+    kept pairs weigh 1/kept. Returns the number of pairs."""
+    ctx_cdf, ctx_guide, ctx_last = ctx
+    pi_cdf, pi_guide, pi_last = pi_tab
+    many = ctx_cdf.shape[1] > 1
+    ctx_end = ctx_last[0]
+    n = 0
+    for _ in range(n_b):
+        x = draw_row(ctx_cdf, ctx_guide, 0, ctx_end, uniform(state)) if many else 0
+        last = pi_last[x]
+        for g in range(group):
+            ys[g] = draw_row(pi_cdf, pi_guide, x, last, uniform(state))
+        best = ys[0]
+        worst = ys[0]
+        for g in range(1, group):
+            y = ys[g]
+            r = rank_reward[x, y]
+            rb = rank_reward[x, best]
+            if r > rb or (r == rb and y > best):
+                best = y
+            rw = rank_reward[x, worst]
+            if r < rw or (r == rw and y < worst):
+                worst = y
+        if best != worst:
+            px[n] = x
+            pw[n] = best
+            pl[n] = worst
+            n += 1
+    for m in range(n):
+        pwt[m] = 1.0 / n
+    return n
+
+
+@njit(**_JIT)
+def _draw_best_of_n(n_b, n_draw, rank_reward, lctx, q, lin_c, lx, ly, lwt, state):
+    """``n_b`` responses, each the best of ``n_draw`` draws from Q in a context ~ lin_rho (the
+    highest reward wins; ties uniformly, by a reservoir step), weight ``lin_c / n_b``."""
+    ctx_cdf, ctx_guide, ctx_last = lctx
+    q_cdf, q_guide, q_last = q
+    many = ctx_cdf.shape[1] > 1
+    ctx_end = ctx_last[0]
+    for m in range(n_b):
+        x = draw_row(ctx_cdf, ctx_guide, 0, ctx_end, uniform(state)) if many else 0
+        last = q_last[x]
+        best = -1
+        best_r = 0.0
+        ties = 0
+        for _t in range(n_draw):
+            y = draw_row(q_cdf, q_guide, x, last, uniform(state))
+            r = rank_reward[x, y]
+            if best < 0 or r > best_r:
+                best = y
+                best_r = r
+                ties = 1
+            elif r == best_r:
+                ties += 1  # each tied draw ends up chosen with probability 1/ties
+                if uniform(state) * ties < 1.0:
+                    best = y
+        lx[m] = x
+        ly[m] = best
+        lwt[m] = lin_c[x, best] / n_b
+    return n_b
+
+
+@njit(**_JIT)
+def _draw_policy_samples(n_b, group, baseline, kl_est, kl_reward, kl_coef, reward_coef, R, lp,
+                         rlp, ctx, pi_tab, ys, rets, sx, sy, swt, sadv, slp, state):
+    """``n_b`` groups of ``group`` policy samples with their advantages (return = reward_coef R
+    minus kl_coef k when the KL estimate sits in the reward; then the group baseline)."""
+    ctx_cdf, ctx_guide, ctx_last = ctx
+    pi_cdf, pi_guide, pi_last = pi_tab
+    wt = 1.0 / (n_b * group)
+    many = ctx_cdf.shape[1] > 1
+    ctx_end = ctx_last[0]
+    n = 0
+    for _ in range(n_b):
+        x = draw_row(ctx_cdf, ctx_guide, 0, ctx_end, uniform(state)) if many else 0
+        last = pi_last[x]
+        for g in range(group):
+            y = draw_row(pi_cdf, pi_guide, x, last, uniform(state))
+            ys[g] = y
+            ret = reward_coef * R[x, y]
+            if kl_reward:
+                kv, _dk = kl_value_grad(kl_est, lp[x, y] - rlp[x, y])
+                ret -= kl_coef * kv
+            rets[g] = ret
+        _group_advantages(rets, group, baseline)
+        for g in range(group):
+            sx[n] = x
+            sy[n] = ys[g]
+            swt[n] = wt
+            sadv[n] = rets[g]
+            slp[n] = lp[x, ys[g]]
+            n += 1
+    return n
+
+
+@njit(**_JIT)
+def _group_advantages(rets, size, baseline):
+    """Replace the returns ``rets[:size]`` of one group by their advantages under ``baseline``."""
+    if baseline == BASE_NONE:
+        return
+    total = 0.0
+    for g in range(size):
+        total += rets[g]
+    mean = total / size
+    if baseline == BASE_RLOO:
+        for g in range(size):
+            rets[g] = rets[g] - (total - rets[g]) / (size - 1)
+        return
+    if baseline == BASE_GRPO:
+        ss = 0.0
+        for g in range(size):
+            ss += (rets[g] - mean) ** 2
+        scale = 1.0 / (np.sqrt(ss / (size - 1)) + GRPO_EPS)
+        for g in range(size):
+            rets[g] = (rets[g] - mean) * scale
+        return
+    for g in range(size):  # BASE_MEAN and BASE_DR_GRPO: the group mean, y_i included
+        rets[g] = rets[g] - mean
+
+
+@njit(**_JIT)
+def draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf):
+    """Draw one batch at the current policy (``lp``, ``pi``) into ``buf``; advances ``state``.
+
+    The current policy is the sampler of every online measure and the ``pi_old`` of the score terms.
+    """
+    (code, prm, source, W, P, fast, S, d, act, C, kl_coef, reward_coef, R, rho) = terms
+    ints, flts, rank_reward, lin_q, lin_c, lin_rho, tab_p, tab_flat = plan
+    ctx, lctx, q, tab = static
+    pi_cdf, pi_guide, pi_last, ys, rets = ws
+    px, pw, pl, pwt, lx, ly, lwt, sx, sy, swt, sadv, slp, counts = buf
+    k = lp.shape[1]
+    counts[:] = 0
+    n_b = ints[I_BATCH]
+    group = ints[I_GROUP]
+    pair_mode = ints[I_PAIRS]
+    lin_mode = ints[I_LIN]
+    samples = 0
+    queries = 0
+    pi_tab = (pi_cdf, pi_guide, pi_last)
+    if pair_mode == PAIRS_ONLINE or pair_mode == PAIRS_BEST_WORST or ints[I_SCORE] != 0:
+        build_rows(pi, pi_cdf, pi_guide, pi_last, rho)
+    if pair_mode == PAIRS_DATA:
+        n_pairs, n_lin = _draw_data_pairs(n_b, k, tab, lin_mode == LIN_CHOSEN, flts[F_LIN_COEF],
+                                          px, pw, pl, pwt, lx, ly, lwt, state)
+        counts[C_PAIRS] = n_pairs
+        counts[C_LIN] = n_lin
+        samples += 2 * n_b
+    elif pair_mode == PAIRS_ONLINE:
+        n_pairs, n_lin = _draw_online_pairs(n_b, group, ints[I_PAIRING], flts[F_GAP],
+                                            ints[I_LABEL], flts[F_NOISE], P, rank_reward, ctx,
+                                            pi_tab, ys, lin_mode == LIN_GROUP,
+                                            q, lin_c, px, pw, pl, pwt, lx, ly, lwt, state)
+        counts[C_PAIRS] = n_pairs
+        counts[C_LIN] = n_lin
+        samples += n_b * group + n_lin
+        queries += n_b * group
+    elif pair_mode == PAIRS_BEST_WORST:
+        counts[C_PAIRS] = _draw_best_worst_pairs(n_b, group, rank_reward, ctx, pi_tab, ys, px, pw,
+                                                 pl, pwt, state)
+        samples += n_b * group
+        queries += n_b * group
+    if lin_mode == LIN_DRAW:
+        n_draw = ints[I_LIN_N]
+        counts[C_LIN] = _draw_best_of_n(n_b, n_draw, rank_reward, lctx, q, lin_c, lx, ly, lwt,
+                                        state)
+        samples += n_b * n_draw
+        if ints[I_LIN_SCORED] != 0:
+            queries += n_b * n_draw
+    if ints[I_SCORE] != 0:
+        kl_est = ints[I_KL_EST]
+        kl_reward = kl_est != KL_EXACT and ints[I_KL_IN] == KL_IN_REWARD
+        counts[C_SAMPLES_TERM] = _draw_policy_samples(
+            n_b, group, ints[I_BASELINE], kl_est, kl_reward, kl_coef, reward_coef, R, lp, rlp,
+            ctx, pi_tab, ys, rets, sx, sy, swt, sadv, slp, state)
+        samples += n_b * group
+        if reward_coef != 0.0:
+            queries += n_b * group
+    counts[C_SAMPLES] = samples
+    counts[C_QUERIES] = queries
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluating the terms on a batch
+# ------------------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def sparse_pairwise(code, prm, lp, rlp, px, pw, pl, pwt, n, grad_out, want_loss):
+    """sum_m pwt[m] * l(pair m), gradient w.r.t. ``lp`` ADDED into ``grad_out``; AOT by the quantile
+    coupling of the ``n`` pairs (TRL's sort over the batch, weighted; the unpaired form couples the
+    pooled winner and loser marginals, as :func:`coverage_sim._pair_kernels.aot_population`).
+    Without ``want_loss`` the per-pair losses are not summed (0.0 is returned, except for AOT)."""
+    beta = prm[P_BETA]
+    eps = prm[P_LABEL_SMOOTHING]
+    if code == AOT:
+        a = np.empty(n)
+        b = np.empty(n)
+        wt = np.empty(n)
+        for m in range(n):
+            x = px[m]
+            a[m] = lp[x, pw[m]] - lp[x, pl[m]]
+            b[m] = rlp[x, pw[m]] - rlp[x, pl[m]]
+            wt[m] = pwt[m]
+        ga = np.zeros(n)
+        gb = np.zeros(n)
+        loss = quantile_coupling_loss(a, wt, b, wt, beta, eps, ga, gb)
+        for m in range(n):
+            grad_out[px[m], pw[m]] += ga[m]
+            grad_out[px[m], pl[m]] -= ga[m]
+        return loss
+    if code == AOT_UNPAIRED:
+        # The coupling only sees the winner and loser marginals: pool repeated responses first,
+        # exactly as the population kernel does.
+        ww = np.zeros(lp.shape)
+        wl = np.zeros(lp.shape)
+        for m in range(n):
+            ww[px[m], pw[m]] += pwt[m]
+            wl[px[m], pl[m]] += pwt[m]
+        return aot_unpaired_marginals(prm, lp, rlp, ww, wl, grad_out)
+    loss = 0.0
+    for m in range(n):
+        x = px[m]
+        w = pw[m]
+        l = pl[m]
+        v, dw, dl = pair_value_grad(code, lp[x, w], lp[x, l], rlp[x, w], rlp[x, l], prm)
+        c = pwt[m]
+        if want_loss:  # else the compiler drops v's transcendental calls (the loop's hot part)
+            loss += c * v
+        grad_out[x, w] += c * dw
+        grad_out[x, l] += c * dl
+    return loss
+
+
+@njit(**_JIT)
+def batch_loss_grad(terms, kl_est, kl_in, clip, lp, pi, rlp, buf, grad_out, want_loss):
+    """The plug-in loss estimate of a batch at the current policy; its gradient w.r.t. ``log pi``
+    is ADDED into ``grad_out``.
+
+    Pairs: ``sum w l``. Responses: ``-sum w log pi``. Policy samples: the REINFORCE surrogate
+    ``-w A log pi(y)`` (or PPO's ``-w min(rA, clip(r, 1 - clip, 1 + clip) A)``, r = pi/pi_old, when
+    ``clip > 0``) for the gradient; for the value, the importance-weighted plug-in
+    ``-reward_coef w r R(y) + kl_coef w r k(y)``, unbiased for the population loss at the current
+    policy. A KL estimator in the loss adds ``kl_coef w dk/dlog pi`` at ``y``; the exact KL term
+    (``kl_est == KL_EXACT``) is added densely, as in the engine. ``want_loss=False`` (unrecorded
+    steps) skips the pairwise values; the returned loss is then incomplete.
+    """
+    (code, prm, source, W, P, fast, S, d, act, C, kl_coef, reward_coef, R, rho) = terms
+    (px, pw, pl, pwt, lx, ly, lwt, sx, sy, swt, sadv, slp, counts) = buf
+    loss = 0.0
+    if code >= 0 and counts[C_PAIRS] > 0:
+        loss += sparse_pairwise(code, prm, lp, rlp, px, pw, pl, pwt, counts[C_PAIRS], grad_out,
+                                want_loss)
+    for m in range(counts[C_LIN]):
+        x = lx[m]
+        y = ly[m]
+        grad_out[x, y] -= lwt[m]
+        loss -= lwt[m] * lp[x, y]
+    for m in range(counts[C_SAMPLES_TERM]):
+        x = sx[m]
+        y = sy[m]
+        c = swt[m]
+        adv = sadv[m]
+        # r = pi/pi_old is exactly 1 on the step that drew the batch: skip the exp there
+        ratio = 1.0 if lp[x, y] == slp[m] else np.exp(lp[x, y] - slp[m])
+        if clip > 0.0:
+            if (adv > 0.0 and ratio > 1.0 + clip) or (adv < 0.0 and ratio < 1.0 - clip):
+                dadv = 0.0          # the clipped branch of the min is active: no gradient
+            else:
+                dadv = adv * ratio  # d(r A)/dlog pi = r A
+        else:
+            dadv = adv
+        grad_out[x, y] -= c * dadv
+        if reward_coef != 0.0:
+            loss -= reward_coef * c * ratio * R[x, y]
+        if kl_est != KL_EXACT:
+            kv, dk = kl_value_grad(kl_est, lp[x, y] - rlp[x, y])
+            loss += kl_coef * c * ratio * kv
+            if kl_in == KL_IN_LOSS:
+                grad_out[x, y] += kl_coef * c * dk
+    if kl_est == KL_EXACT and kl_coef != 0.0:
+        n_ctx, k = lp.shape
+        for x in range(n_ctx):
+            for i in range(k):
+                p = pi[x, i]
+                if p > 0.0:
+                    g = lp[x, i] - rlp[x, i]
+                    grad_out[x, i] += kl_coef * rho[x] * p * (g + 1.0)
+                    loss += kl_coef * rho[x] * p * g
+    return loss
+
+
+# ------------------------------------------------------------------------------------------------
+# loops
+# ------------------------------------------------------------------------------------------------
+
+@njit(**_JIT)
+def sampled_gradients(lp, rlp, terms, plan, state, out_loss, out_grad):
+    """``out_grad.shape[0]`` independent batches at one tabular softmax policy ``lp`` (X, K).
+
+    Fills ``out_loss[d]`` (plug-in loss) and ``out_grad[d]`` (X, K), the gradient w.r.t. the logits;
+    advances ``state``.
+    """
+    n_ctx, k = lp.shape
+    ints, flts = plan[0], plan[1]
+    pi = np.exp(lp)
+    static = build_static(terms[13], plan)
+    ws = workspace(ints, n_ctx, k)
+    buf = alloc_buffers(ints)
+    grad_lp = np.empty((n_ctx, k))
+    empty_features = np.zeros((n_ctx, k, 0))
+    for r in range(out_grad.shape[0]):
+        draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf)
+        grad_lp[:] = 0.0
+        out_loss[r] = batch_loss_grad(terms, ints[I_KL_EST], ints[I_KL_IN], flts[F_CLIP], lp, pi,
+                                      rlp, buf, grad_lp, True)
+        _backprop_into(TABULAR, empty_features, pi, grad_lp, out_grad[r].reshape(n_ctx * k))
+
+
+@njit(**_JIT)
+def draw_one(lp, rlp, terms, plan, state):
+    """One batch at policy ``lp`` (X, K): the buffers of :func:`alloc_buffers`."""
+    n_ctx, k = lp.shape
+    buf = alloc_buffers(plan[0])
+    draw_batch(terms, plan, build_static(terms[13], plan), lp, np.exp(lp), rlp, state,
+               workspace(plan[0], n_ctx, k), buf)
+    return buf
+
+
+@njit(**_JIT)
+def run_one_sampled(theta, kind, features, base, rlp, terms, plan, state, optimizer, lr, adam_b1,
+                    adam_b2, adam_eps, steps, reuse, reset_each_batch, record_steps, out_lp,
+                    out_loss, out_samples, out_queries):
+    """Fused sampled-gradient loop; updates ``theta`` and ``state`` in place.
+
+    A batch is drawn from the current policy at every step ``s`` with ``s % reuse == 0`` and used
+    for ``reuse`` updates (with a fresh optimiser state per batch when ``reset_each_batch``, as
+    iterative DPO restarts its optimiser per dataset). Records, for each ``s`` in ``record_steps``:
+    ``out_lp[r]`` = log pi, ``out_loss[r]`` = the batch's plug-in loss estimate at step ``s``,
+    ``out_samples[r]`` / ``out_queries[r]`` = responses drawn / reward queries made by the batches of
+    the updates before step ``s`` (those that produced this policy).
+    """
+    n_ctx, k = rlp.shape
+    ints, flts = plan[0], plan[1]
+    rho = terms[13]
+    static = build_static(rho, plan)
+    ws = workspace(ints, n_ctx, k)
+    buf = alloc_buffers(ints)
+    m = np.zeros(theta.size)
+    v = np.zeros(theta.size)
+    g = np.empty(theta.size)
+    lp = np.empty((n_ctx, k))
+    pi = np.empty((n_ctx, k))
+    bits = np.empty(k, dtype=np.int64)
+    grad_lp = np.zeros((n_ctx, k))
+    kl_est = ints[I_KL_EST]
+    kl_in = ints[I_KL_IN]
+    clip = flts[F_CLIP]
+    total_samples = 0
+    total_queries = 0
+    seg_start = 0
+    nxt = 0
+    n_rec = record_steps.size
+    for s in range(steps + 1):
+        _softmax_into(kind, theta, features, base, lp, pi, bits)
+        recording = nxt < n_rec and record_steps[nxt] == s
+        if s == steps and not recording:
+            break
+        if recording:
+            out_samples[nxt] = total_samples
+            out_queries[nxt] = total_queries
+        if s % reuse == 0:
+            draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf)
+            total_samples += buf[12][C_SAMPLES]
+            total_queries += buf[12][C_QUERIES]
+            if reset_each_batch and optimizer == ADAM:
+                m[:] = 0.0
+                v[:] = 0.0
+                seg_start = s
+        grad_lp[:] = 0.0
+        loss = batch_loss_grad(terms, kl_est, kl_in, clip, lp, pi, rlp, buf, grad_lp, recording)
+        if recording:
+            out_lp[nxt] = lp
+            out_loss[nxt] = loss
+            nxt += 1
+        if s == steps:
+            break
+        _backprop_into(kind, features, pi, grad_lp, g)
+        apply_update(optimizer, theta, g, m, v, s - seg_start + 1, lr, adam_b1, adam_b2, adam_eps,
+                     kind, features, lp, grad_lp, rho)
+
+
+@njit(parallel=True, **_JIT)
+def run_batch_sampled(theta, kind, features, base, rlp, code, prm, source, W, P, fast, S, d, act,
+                      C, kl_coef, reward_coef, R, rho, ints, flts, rank_reward, lin_q, lin_c,
+                      lin_rho, tab_p, tab_flat, states, optimizer, lr, adam_b1, adam_b2, adam_eps,
+                      steps, reuse, reset_each_batch, record_steps, out_lp, out_loss, out_samples,
+                      out_queries):
+    """:func:`run_one_sampled` over a leading batch axis of independent problems, one stream each.
+
+    Problem ``b`` reads only row ``b`` of every stacked array and its own ``states[b]``, so its
+    result does not depend on the thread count or on the other problems.
+    """
+    for b in prange(theta.shape[0]):
+        terms = (code[b], prm[b], source, W[b], P[b], fast, S[b], d[b], act[b], C[b], kl_coef[b],
+                 reward_coef[b], R[b], rho[b])
+        plan = (ints[b], flts[b], rank_reward[b], lin_q[b], lin_c[b], lin_rho[b], tab_p[b],
+                tab_flat[b])
+        run_one_sampled(theta[b], kind, features[b], base[b], rlp[b], terms, plan, states[b],
+                        optimizer, lr[b], adam_b1, adam_b2, adam_eps, steps, reuse,
+                        reset_each_batch, record_steps, out_lp[b], out_loss[b], out_samples[b],
+                        out_queries[b])
