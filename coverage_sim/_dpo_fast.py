@@ -46,6 +46,7 @@ from numba.np.ufunc.parallel import _launch_threads
 _launch_threads()
 
 __all__ = ["DENSE", "FACTORED", "dpo_fast_precompute", "rank_one_factor", "dpo_fast_grad",
+           "dpo_fast_loss_ws", "dpo_fast_loss_parallel",
            "dpo_fast_grad_ws", "dpo_fast_workspace", "dpo_fast_grad_parallel"]
 
 # R = beta * range(u) up to which the product of four (two) sums w_i + w_j is a normal double.
@@ -63,6 +64,8 @@ _ROWS_PER_BLOCK = 64
 DENSE = 1
 FACTORED = 2
 _FACTOR_RTOL = 1e-14
+# Tile edge of the rank-one test's blocked pass (two 64 x 64 float64 tiles fit in L1/L2).
+_TILE = 64
 
 
 def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: bool, beta: float,
@@ -74,19 +77,24 @@ def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: boo
     rank one, :data:`FACTORED`: ``S`` is then ``(X, 1, K)`` holding ``v`` with ``S[x] = v v^T``.
     Exact pairs from a behaviour policy with complementary labels (``P_ij + P_ji = 1``, as every
     label model here gives) are rank one: ``S = 2 rho mu mu^T``, so one step needs no K x K reads.
+
+    Cost: two row/column sums of ``weights`` and the rank-one test (one blocked pass over the upper
+    triangle that stops at the first entry off ``v v^T``); the dense ``S = W + W^T`` is built only
+    when the factored kernel does not apply.
     """
-    wt = np.swapaxes(weights, 1, 2)
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    won = weights.sum(axis=2)           # W 1: mass of each response as the winner
+    lost = weights.sum(axis=1)          # W^T 1: as the loser
     if robust:
-        eff = ((1.0 - label_smoothing) * weights - label_smoothing * wt) / (1.0 - 2.0 * label_smoothing)
+        eff = ((1.0 - label_smoothing) * won - label_smoothing * lost) / (1.0 - 2.0 * label_smoothing)
     else:
-        eff = (1.0 - label_smoothing) * weights + label_smoothing * wt
-    sym = np.ascontiguousarray(weights + wt)
-    d = np.ascontiguousarray(beta * eff.sum(axis=2))
-    active = np.ascontiguousarray(sym.sum(axis=2) > 0.0)
-    factor = rank_one_factor(sym) if factored else None
+        eff = (1.0 - label_smoothing) * won + label_smoothing * lost
+    d = np.ascontiguousarray(beta * eff)
+    active = np.ascontiguousarray(won + lost > 0.0)
+    factor = _rank_one_of_pairs(weights, _FACTOR_RTOL) if factored else None
     if factor is not None:
         return np.ascontiguousarray(factor[:, None, :]), d, active, FACTORED
-    return sym, d, active, DENSE
+    return np.ascontiguousarray(weights + np.swapaxes(weights, 1, 2)), d, active, DENSE
 
 
 def rank_one_factor(sym: np.ndarray, rtol: float = _FACTOR_RTOL) -> np.ndarray | None:
@@ -96,16 +104,40 @@ def rank_one_factor(sym: np.ndarray, rtol: float = _FACTOR_RTOL) -> np.ndarray |
     ``v`` is read off the column of the largest diagonal entry, ``v_i = S_im / sqrt(S_mm)``, so each
     entry is within a few ulp of the exact factor (row sums would add K ulp of rounding).
     """
-    n_ctx, k, _ = sym.shape
+    sym = np.ascontiguousarray(sym, dtype=np.float64)
+    # S = W + W^T with W = S / 2 gives the same S entrywise (halving and doubling are exact).
+    return _rank_one_of_pairs(0.5 * sym, float(rtol))
+
+
+@njit(cache=True, error_model="numpy")
+def _rank_one_of_pairs(weights, rtol):
+    """:func:`rank_one_factor` of ``S = W + W^T`` read from ``W`` (X, K, K), without forming ``S``.
+
+    Upper-triangle tiles of ``_TILE`` x ``_TILE``, so that the transposed entries ``W_ji`` come from
+    a tile in cache; returns at the first entry that is not ``v_i v_j`` to ``rtol``.
+    """
+    n_ctx, k, _ = weights.shape
     v = np.zeros((n_ctx, k))
     for x in range(n_ctx):
-        s = sym[x]
-        m = int(np.argmax(np.diagonal(s)))
-        if not s[m, m] > 0.0:
+        w = weights[x]
+        m = 0
+        for i in range(1, k):
+            if w[i, i] > w[m, m]:
+                m = i
+        smm = w[m, m] + w[m, m]
+        if not smm > 0.0:
             return None
-        v[x] = s[:, m] / np.sqrt(s[m, m])
-        if not np.all(np.abs(s - np.outer(v[x], v[x])) <= rtol * np.abs(s)):
-            return None
+        root = np.sqrt(smm)
+        vx = v[x]
+        for i in range(k):
+            vx[i] = (w[i, m] + w[m, i]) / root
+        for bi in range(0, k, _TILE):
+            for bj in range(bi, k, _TILE):
+                for i in range(bi, min(bi + _TILE, k)):
+                    for j in range(max(i, bj), min(bj + _TILE, k)):
+                        s = w[i, j] + w[j, i]
+                        if not abs(s - vx[i] * vx[j]) <= rtol * abs(s):
+                            return None
     return v
 
 
@@ -532,3 +564,226 @@ def dpo_fast_grad_parallel(sym, d, active, u_in, beta, grad_out, kernel):
             for i in prange(k):
                 if active[x, i]:
                     grad_out[x, i] += beta * _exact_row(sym[x], i, u, beta, kernel) - d[x, i]
+
+
+# ------------------------------------------------------------------------------------------------
+# The loss, from the same centred u and w = exp(beta u) as the gradient.
+#
+# Per ordered pair the sigmoid-family loss is l(z) = (1 - eps) sp(-z) + eps sp(z) (cDPO; robust:
+# [(1 - eps) sp(-z) - eps sp(z)] / (1 - 2 eps)), sp = softplus, z = z_ij = beta (u_i - u_j). With
+# sp(+-z) = sp(-|z|) + relu(+-z) (the stable form of the generic kernel's log-sigmoid):
+#
+#     L = sum_{i<=j} S_ij sp(-|z_ij|) [diagonal: W_ii log 2] + beta [(1 - eps) A + eps B]   (cDPO)
+#     A = sum_ij W_ij relu(u_j - u_i),  B = sum_ij W_ij relu(u_i - u_j)
+#
+# (robust: [(1 - 2 eps) (first sum) + beta ((1 - eps) A - eps B)] / (1 - 2 eps)). Every term is
+# non-negative for cDPO, so nothing cancels. The first sum uses the symmetric S (or its factor v)
+# over the upper triangle; sp(-|z|) = log1p(t) with t = min(w_i, w_j) / max(w_i, w_j) = e^(-|z|)
+# needs no exp. A and B are exp-free and read W row by row. log1p(t), t in [0, 1], is
+# 2 atanh(s) (+ log 2): s = t / (2 + t) for t <= sqrt(2) - 1, else s = (t - 1) / (t + 3) with
+# log 2 added, so |s| <= 0.1716 and eleven terms of the atanh series give 4e-16 relative; written as
+# s = num / den with num, den linear in (min w, max w), two pairs share one division.
+_LOG2 = 0.6931471805599453
+# The polynomial is most of the work: fused multiply-adds ("contract") make it twice as fast.
+_LOSS_FLAGS = dict(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+_SQRT2_M1 = 0.41421356237309503
+_ATANH_C = tuple(1.0 / (2 * n + 1) for n in range(11))
+
+
+@njit(**_LOSS_FLAGS)
+def _log1p_parts(a, b):
+    """``(num, den, offset)`` with ``log1p(min(a, b) / max(a, b)) = 2 atanh(num / den) + offset``."""
+    lo = min(a, b)
+    hi = max(a, b)
+    big = lo > _SQRT2_M1 * hi
+    num = (lo - hi) if big else lo
+    den = (lo + 3.0 * hi) if big else (2.0 * hi + lo)
+    return num, den, (_LOG2 if big else 0.0)
+
+
+@njit(**_LOSS_FLAGS)
+def _atanh2(s, offset):
+    """``2 atanh(s) + offset`` for ``|s| <= 0.1716`` (the series in ``s^2``, eleven terms)."""
+    c = _ATANH_C
+    x = s * s
+    p = c[10]
+    p = p * x + c[9]
+    p = p * x + c[8]
+    p = p * x + c[7]
+    p = p * x + c[6]
+    p = p * x + c[5]
+    p = p * x + c[4]
+    p = p * x + c[3]
+    p = p * x + c[2]
+    p = p * x + c[1]
+    p = p * x + c[0]
+    return 2.0 * s * p + offset
+
+
+@njit(**_LOSS_FLAGS)
+def _sym_loss_rows(sym, lo, hi, w, kernel):
+    """``sum S_ij log1p(e^(-|z_ij|))`` over rows ``lo <= i < hi``, ``j > i``, plus ``S_ii log(2) / 2``.
+
+    ``R <= 700``: the ratios come from ``w``; rows two at a time share one division (the
+    denominators lie in ``[max w, 4 max w]``, so their product of two stays a normal double).
+    ``sym`` is ``S`` (K, K), or (1, K) holding ``v`` with ``S = v v^T`` when ``kernel == FACTORED``.
+    """
+    k = w.size
+    total = 0.0
+    i = lo
+    while i < hi:
+        if kernel == FACTORED:
+            total += 0.5 * _LOG2 * sym[0, i] * sym[0, i]
+        else:
+            total += 0.5 * _LOG2 * sym[i, i]
+        if i + 1 == hi or i + 1 == k:  # a last unpaired row
+            wi = w[i]
+            acc = 0.0
+            for j in range(i + 1, k):
+                num, den, off = _log1p_parts(wi, w[j])
+                s_ij = sym[0, j] if kernel == FACTORED else sym[i, j]
+                acc += s_ij * _atanh2(num / den, off)
+            total += acc * sym[0, i] if kernel == FACTORED else acc
+            i += 1
+            continue
+        if kernel == FACTORED:
+            total += 0.5 * _LOG2 * sym[0, i + 1] * sym[0, i + 1]
+        else:
+            total += 0.5 * _LOG2 * sym[i + 1, i + 1]
+        w0 = w[i]
+        w1 = w[i + 1]
+        num, den, off = _log1p_parts(w0, w1)
+        s01 = sym[0, i] * sym[0, i + 1] if kernel == FACTORED else sym[i, i + 1]
+        total += s01 * _atanh2(num / den, off)
+        a0 = 0.0
+        a1 = 0.0
+        wr = w[i + 2:]
+        if kernel == FACTORED:
+            r0 = sym[0, i + 2:]
+            r1 = r0
+        else:
+            r0 = sym[i, i + 2:]
+            r1 = sym[i + 1, i + 2:]
+        for j in range(wr.size):
+            n0, d0, o0 = _log1p_parts(w0, wr[j])
+            n1, d1, o1 = _log1p_parts(w1, wr[j])
+            rr = 1.0 / (d0 * d1)
+            a0 += r0[j] * _atanh2(n0 * (d1 * rr), o0)
+            a1 += r1[j] * _atanh2(n1 * (d0 * rr), o1)
+        if kernel == FACTORED:
+            total += sym[0, i] * a0 + sym[0, i + 1] * a1
+        else:
+            total += a0 + a1
+        i += 2
+    return total
+
+
+@njit(**_LOSS_FLAGS)
+def _sym_loss_rows_exact(sym, lo, hi, u, beta, kernel):
+    """:func:`_sym_loss_rows` for ``R > 700``: ``t = exp(-beta |u_i - u_j|)`` pair by pair."""
+    k = u.size
+    total = 0.0
+    for i in range(lo, hi):
+        vi = sym[0, i] if kernel == FACTORED else 1.0
+        total += 0.5 * _LOG2 * (vi * vi if kernel == FACTORED else sym[i, i])
+        acc = 0.0
+        for j in range(i + 1, k):
+            t = np.exp(-beta * abs(u[i] - u[j]))
+            num, den, off = _log1p_parts(t, 1.0)
+            acc += (sym[0, j] if kernel == FACTORED else sym[i, j]) * _atanh2(num / den, off)
+        total += vi * acc
+    return total
+
+
+@njit(**_LOSS_FLAGS)
+def _relu_rows(weights, lo, hi, u):
+    """``(sum W_ij relu(u_j - u_i), sum W_ij relu(u_i - u_j))`` over rows ``lo <= i < hi``, all j."""
+    a = 0.0
+    b = 0.0
+    for i in range(lo, hi):
+        row = weights[i]
+        ui = u[i]
+        ra = 0.0
+        rb = 0.0
+        for j in range(u.size):
+            diff = u[j] - ui
+            ra += row[j] * max(diff, 0.0)
+            rb += row[j] * max(-diff, 0.0)
+        a += ra
+        b += rb
+    return a, b
+
+
+@njit(**_LOSS_FLAGS)
+def _loss_block(sym, weights, bounds, c, n_blocks, u, w, beta, spread, kernel, parts):
+    """Block ``c`` of the loss: upper-triangle rows ``bounds[c] .. bounds[c+1]`` of the symmetric
+    sum and an even share of the rows of ``A`` and ``B``, into ``parts[c]``."""
+    k = u.size
+    if spread <= _RANGE_TWO_ROWS:
+        parts[c, 0] = _sym_loss_rows(sym, bounds[c], bounds[c + 1], w, kernel)
+    else:
+        parts[c, 0] = _sym_loss_rows_exact(sym, bounds[c], bounds[c + 1], u, beta, kernel)
+    a, b = _relu_rows(weights, (c * k) // n_blocks, ((c + 1) * k) // n_blocks, u)
+    parts[c, 1] = a
+    parts[c, 2] = b
+
+
+@njit(**_LOSS_FLAGS)
+def _combine(parts, beta, eps, robust):
+    sym_sum = 0.0
+    a = 0.0
+    b = 0.0
+    for c in range(parts.shape[0]):
+        sym_sum += parts[c, 0]
+        a += parts[c, 1]
+        b += parts[c, 2]
+    if robust:
+        return ((1.0 - 2.0 * eps) * sym_sum + beta * ((1.0 - eps) * a - eps * b)) / (1.0 - 2.0 * eps)
+    return sym_sum + beta * ((1.0 - eps) * a + eps * b)
+
+
+@njit(**_LOSS_FLAGS)
+def dpo_fast_loss_ws(sym, weights, active, u_in, beta, eps, robust, kernel, ws):
+    """The sigmoid-family population loss (cDPO with ``eps``, or robust DPO when ``robust``) at
+    ``u = log pi - log pi_ref`` (X, K), from :func:`dpo_fast_precompute`'s ``S`` and the joint pair
+    weights ``weights`` (X, K, K); ``ws`` from :func:`dpo_fast_workspace`.
+
+    Equals :func:`coverage_sim._pair_kernels.population_pairwise` to rounding (every term is
+    non-negative for cDPO, see the comment above :func:`_log1p_parts`). Cost: the upper triangle
+    once with one division per two pairs and a degree-21 odd polynomial, plus one exp-free pass over
+    ``weights``: a few gradient steps, paid at recorded steps only.
+    """
+    u, w, bits, _, bounds = ws
+    n_ctx, k = u_in.shape
+    n_blocks = bounds.size - 1
+    parts = np.zeros((n_blocks, 3))
+    loss = 0.0
+    for x in range(n_ctx):
+        spread = _centre(u_in[x], active[x], beta, u, w, bits)
+        if spread < 0.0:
+            continue
+        for c in range(n_blocks):
+            _loss_block(sym[x], weights[x], bounds, c, n_blocks, u, w, beta, spread, kernel, parts)
+        loss += _combine(parts, beta, eps, robust)
+    return loss
+
+
+@njit(parallel=True, **_LOSS_FLAGS)
+def dpo_fast_loss_parallel(sym, weights, active, u_in, beta, eps, robust, kernel):
+    """:func:`dpo_fast_loss_ws` with the blocks split over threads (the same blocks and summation
+    order, so the same bits)."""
+    n_ctx, k = u_in.shape
+    u, w = np.empty(k), np.empty(k)
+    bits = np.empty(k, dtype=np.int64)
+    n_blocks = _n_blocks(k)
+    bounds = _split(k, n_blocks)
+    parts = np.zeros((n_blocks, 3))
+    loss = 0.0
+    for x in range(n_ctx):
+        spread = _centre(u_in[x], active[x], beta, u, w, bits)
+        if spread < 0.0:
+            continue
+        for c in prange(n_blocks):
+            _loss_block(sym[x], weights[x], bounds, c, n_blocks, u, w, beta, spread, kernel, parts)
+        loss += _combine(parts, beta, eps, robust)
+    return loss
