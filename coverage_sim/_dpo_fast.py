@@ -113,11 +113,13 @@ def rank_one_factor(sym: np.ndarray, rtol: float = _FACTOR_RTOL) -> np.ndarray |
 def _rank_one_of_pairs(weights, rtol):
     """:func:`rank_one_factor` of ``S = W + W^T`` read from ``W`` (X, K, K), without forming ``S``.
 
-    Upper-triangle tiles of ``_TILE`` x ``_TILE``, so that the transposed entries ``W_ji`` come from
-    a tile in cache; returns at the first entry that is not ``v_i v_j`` to ``rtol``.
+    Upper-triangle tiles of ``_TILE`` x ``_TILE``: the transposed tile is copied into a small
+    buffer first, so that the test itself runs over contiguous rows (and vectorises); returns after
+    the first tile row with an entry that is not ``v_i v_j`` to ``rtol``.
     """
     n_ctx, k, _ = weights.shape
     v = np.zeros((n_ctx, k))
+    tile_t = np.empty((_TILE, _TILE))
     for x in range(n_ctx):
         w = weights[x]
         m = 0
@@ -132,12 +134,25 @@ def _rank_one_of_pairs(weights, rtol):
         for i in range(k):
             vx[i] = (w[i, m] + w[m, i]) / root
         for bi in range(0, k, _TILE):
+            ni = min(_TILE, k - bi)
             for bj in range(bi, k, _TILE):
-                for i in range(bi, min(bi + _TILE, k)):
-                    for j in range(max(i, bj), min(bj + _TILE, k)):
-                        s = w[i, j] + w[j, i]
-                        if not abs(s - vx[i] * vx[j]) <= rtol * abs(s):
-                            return None
+                nj = min(_TILE, k - bj)
+                for jj in range(nj):          # tile_t[ii, jj] = w[bj + jj, bi + ii]
+                    src = w[bj + jj, bi:bi + ni]
+                    for ii in range(ni):
+                        tile_t[ii, jj] = src[ii]
+                for ii in range(ni):
+                    i = bi + ii
+                    row = w[i, bj:bj + nj]
+                    col = tile_t[ii, :nj]
+                    vr = vx[bj:bj + nj]
+                    vi = vx[i]
+                    bad = 0
+                    for jj in range(nj):
+                        s = row[jj] + col[jj]
+                        bad += not (abs(s - vi * vr[jj]) <= rtol * abs(s))
+                    if bad:
+                        return None
     return v
 
 
@@ -571,46 +586,36 @@ def dpo_fast_grad_parallel(sym, d, active, u_in, beta, grad_out, kernel):
 #
 # Per ordered pair the sigmoid-family loss is l(z) = (1 - eps) sp(-z) + eps sp(z) (cDPO; robust:
 # [(1 - eps) sp(-z) - eps sp(z)] / (1 - 2 eps)), sp = softplus, z = z_ij = beta (u_i - u_j). With
-# sp(+-z) = sp(-|z|) + relu(+-z) (the stable form of the generic kernel's log-sigmoid):
+# sp(+-z) = sp(-|z|) + relu(+-z) (the stable form of the per-pair kernel's log-sigmoid):
 #
 #     L = sum_{i<=j} S_ij sp(-|z_ij|) [diagonal: W_ii log 2] + beta [(1 - eps) A + eps B]   (cDPO)
 #     A = sum_ij W_ij relu(u_j - u_i),  B = sum_ij W_ij relu(u_i - u_j)
 #
 # (robust: [(1 - 2 eps) (first sum) + beta ((1 - eps) A - eps B)] / (1 - 2 eps)). Every term is
-# non-negative for cDPO, so nothing cancels. The first sum uses the symmetric S (or its factor v)
-# over the upper triangle; sp(-|z|) = log1p(t) with t = min(w_i, w_j) / max(w_i, w_j) = e^(-|z|)
-# needs no exp. A and B are exp-free and read W row by row. log1p(t), t in [0, 1], is
-# 2 atanh(s) (+ log 2): s = t / (2 + t) for t <= sqrt(2) - 1, else s = (t - 1) / (t + 3) with
-# log 2 added, so |s| <= 0.1716 and eleven terms of the atanh series give 4e-16 relative; written as
-# s = num / den with num, den linear in (min w, max w), two pairs share one division.
+# non-negative for cDPO, so nothing cancels, however small the loss. The first sum runs over the
+# upper triangle of the symmetric S (or its factor v); sp(-|z|) = log1p(t), t = min(w_i, w_j) /
+# max(w_i, w_j) = e^(-|z|), needs no exp: log1p(t) = 2 atanh(s), s = t / (2 + t) for
+# t <= sqrt(2) - 1, else log 2 + 2 atanh(s) with s = (t - 1) / (t + 3), so that |s| <= 0.1716, where
+# atanh(s) / s is a degree-6 polynomial in s^2 (interpolated at Chebyshev nodes: log1p within
+# 7e-16 relative). For t <= 1e-4, log1p(t) = t - t^2/2 + t^3/3 - t^4/4 (to 2e-17), no division.
+# With a rank-one S = v v^T the responses are visited in increasing w, so each row splits into
+# these three ranges without a comparison per pair. A and B read W row by row, exp-free.
 _LOG2 = 0.6931471805599453
 # The polynomial is most of the work: fused multiply-adds ("contract") make it twice as fast.
 _LOSS_FLAGS = dict(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 _SQRT2_M1 = 0.41421356237309503
-_ATANH_C = tuple(1.0 / (2 * n + 1) for n in range(11))
-
-
-@njit(**_LOSS_FLAGS)
-def _log1p_parts(a, b):
-    """``(num, den, offset)`` with ``log1p(min(a, b) / max(a, b)) = 2 atanh(num / den) + offset``."""
-    lo = min(a, b)
-    hi = max(a, b)
-    big = lo > _SQRT2_M1 * hi
-    num = (lo - hi) if big else lo
-    den = (lo + 3.0 * hi) if big else (2.0 * hi + lo)
-    return num, den, (_LOG2 if big else 0.0)
+_FAR = 1e-4
+# atanh(s) / s = sum_n _ATANH_C[n] s^(2n) on |s| <= (sqrt 2 - 1) / (sqrt 2 + 1).
+_ATANH_C = (1.0000000000000002, 0.3333333333327646, 0.20000000030870807, 0.14285708010553835,
+            0.11111717273758953, 0.09060967215607607, 0.08418829985340244)
 
 
 @njit(**_LOSS_FLAGS)
 def _atanh2(s, offset):
-    """``2 atanh(s) + offset`` for ``|s| <= 0.1716`` (the series in ``s^2``, eleven terms)."""
+    """``2 atanh(s) + offset`` for ``|s| <= 0.1716``."""
     c = _ATANH_C
     x = s * s
-    p = c[10]
-    p = p * x + c[9]
-    p = p * x + c[8]
-    p = p * x + c[7]
-    p = p * x + c[6]
+    p = c[6]
     p = p * x + c[5]
     p = p * x + c[4]
     p = p * x + c[3]
@@ -621,83 +626,79 @@ def _atanh2(s, offset):
 
 
 @njit(**_LOSS_FLAGS)
-def _sym_loss_rows(sym, lo, hi, w, kernel):
-    """``sum S_ij log1p(e^(-|z_ij|))`` over rows ``lo <= i < hi``, ``j > i``, plus ``S_ii log(2) / 2``.
+def _log1p_ratio(a, b):
+    """``log1p(min(a, b) / max(a, b))`` for positive ``a``, ``b``; branch-free, so that a loop over
+    pairs vectorises (the range of ``s`` is chosen by arithmetic, not by a jump)."""
+    swap = a < b
+    lo = a if swap else b
+    hi = b if swap else a
+    big = 1.0 * (lo > _SQRT2_M1 * hi)
+    return _atanh2((lo - big * hi) / (lo + (2.0 + big) * hi), big * _LOG2)
 
-    ``R <= 700``: the ratios come from ``w``; rows two at a time share one division (the
-    denominators lie in ``[max w, 4 max w]``, so their product of two stays a normal double).
-    ``sym`` is ``S`` (K, K), or (1, K) holding ``v`` with ``S = v v^T`` when ``kernel == FACTORED``.
-    """
-    k = w.size
+
+@njit(**_LOSS_FLAGS)
+def _dense_sym_rows(sym, lo, hi, w):
+    """``sum_{i<j} S_ij log1p(e^(-|z_ij|)) + sum_i S_ii log(2) / 2`` over rows ``lo <= i < hi``."""
     total = 0.0
-    i = lo
-    while i < hi:
-        if kernel == FACTORED:
-            total += 0.5 * _LOG2 * sym[0, i] * sym[0, i]
-        else:
-            total += 0.5 * _LOG2 * sym[i, i]
-        if i + 1 == hi or i + 1 == k:  # a last unpaired row
-            wi = w[i]
-            acc = 0.0
-            for j in range(i + 1, k):
-                num, den, off = _log1p_parts(wi, w[j])
-                s_ij = sym[0, j] if kernel == FACTORED else sym[i, j]
-                acc += s_ij * _atanh2(num / den, off)
-            total += acc * sym[0, i] if kernel == FACTORED else acc
-            i += 1
-            continue
-        if kernel == FACTORED:
-            total += 0.5 * _LOG2 * sym[0, i + 1] * sym[0, i + 1]
-        else:
-            total += 0.5 * _LOG2 * sym[i + 1, i + 1]
-        w0 = w[i]
-        w1 = w[i + 1]
-        num, den, off = _log1p_parts(w0, w1)
-        s01 = sym[0, i] * sym[0, i + 1] if kernel == FACTORED else sym[i, i + 1]
-        total += s01 * _atanh2(num / den, off)
-        a0 = 0.0
-        a1 = 0.0
-        wr = w[i + 2:]
-        if kernel == FACTORED:
-            r0 = sym[0, i + 2:]
-            r1 = r0
-        else:
-            r0 = sym[i, i + 2:]
-            r1 = sym[i + 1, i + 2:]
+    for i in range(lo, hi):
+        wi = w[i]
+        row = sym[i, i + 1:]
+        wr = w[i + 1:]
+        acc = 0.5 * _LOG2 * sym[i, i]
         for j in range(wr.size):
-            n0, d0, o0 = _log1p_parts(w0, wr[j])
-            n1, d1, o1 = _log1p_parts(w1, wr[j])
-            rr = 1.0 / (d0 * d1)
-            a0 += r0[j] * _atanh2(n0 * (d1 * rr), o0)
-            a1 += r1[j] * _atanh2(n1 * (d0 * rr), o1)
-        if kernel == FACTORED:
-            total += sym[0, i] * a0 + sym[0, i + 1] * a1
-        else:
-            total += a0 + a1
-        i += 2
+            acc += row[j] * _log1p_ratio(wi, wr[j])
+        total += acc
     return total
 
 
 @njit(**_LOSS_FLAGS)
-def _sym_loss_rows_exact(sym, lo, hi, u, beta, kernel):
-    """:func:`_sym_loss_rows` for ``R > 700``: ``t = exp(-beta |u_i - u_j|)`` pair by pair."""
-    k = u.size
+def _factored_sym_rows(vs, ws, inv_ws, lo, hi):
+    """:func:`_dense_sym_rows` for ``S = v v^T`` over sorted positions ``lo <= i < hi``: ``ws``
+    ascending, ``vs`` in the same order, ``inv_ws = 1 / ws``. Row ``i`` meets ``t = ws_i / ws_j``
+    decreasing in ``j``, so it splits at the two thresholds found by bisection."""
+    total = 0.0
+    for i in range(lo, hi):
+        wi = ws[i]
+        near = max(i + 1, np.searchsorted(ws, wi / _SQRT2_M1))
+        far = max(near, np.searchsorted(ws, wi / _FAR))
+        acc = 0.5 * _LOG2 * vs[i]
+        wr = ws[i + 1:near]
+        vr = vs[i + 1:near]
+        for j in range(wr.size):
+            acc += vr[j] * _atanh2((wi - wr[j]) / (wi + 3.0 * wr[j]), _LOG2)
+        wr = ws[near:far]
+        vr = vs[near:far]
+        for j in range(wr.size):
+            acc += vr[j] * _atanh2(wi / (2.0 * wr[j] + wi), 0.0)
+        ir = inv_ws[far:]
+        vr = vs[far:]
+        for j in range(ir.size):
+            t = wi * ir[j]
+            acc += vr[j] * (t * (1.0 - t * (0.5 - t * (1.0 / 3.0 - 0.25 * t))))
+        total += vs[i] * acc
+    return total
+
+
+@njit(**_LOSS_FLAGS)
+def _exact_sym_rows(sym, lo, hi, u, beta, kernel):
+    """The symmetric sum for ``R > 700`` (no ``w``): ``t = exp(-beta |u_i - u_j|)`` pair by pair."""
     total = 0.0
     for i in range(lo, hi):
         vi = sym[0, i] if kernel == FACTORED else 1.0
-        total += 0.5 * _LOG2 * (vi * vi if kernel == FACTORED else sym[i, i])
-        acc = 0.0
-        for j in range(i + 1, k):
-            t = np.exp(-beta * abs(u[i] - u[j]))
-            num, den, off = _log1p_parts(t, 1.0)
-            acc += (sym[0, j] if kernel == FACTORED else sym[i, j]) * _atanh2(num / den, off)
+        acc = 0.5 * _LOG2 * (vi if kernel == FACTORED else sym[i, i])
+        ur = u[i + 1:]
+        for j in range(ur.size):
+            t = np.exp(-beta * abs(u[i] - ur[j]))
+            s_ij = sym[0, i + 1 + j] if kernel == FACTORED else sym[i, i + 1 + j]
+            acc += s_ij * _log1p_ratio(t, 1.0)
         total += vi * acc
     return total
 
 
 @njit(**_LOSS_FLAGS)
-def _relu_rows(weights, lo, hi, u):
-    """``(sum W_ij relu(u_j - u_i), sum W_ij relu(u_i - u_j))`` over rows ``lo <= i < hi``, all j."""
+def _relu_rows(weights, lo, hi, u, both):
+    """``(sum W_ij relu(u_j - u_i), sum W_ij relu(u_i - u_j))`` over rows ``lo <= i < hi``, all j
+    (the second only when ``both``)."""
     a = 0.0
     b = 0.0
     for i in range(lo, hi):
@@ -705,27 +706,54 @@ def _relu_rows(weights, lo, hi, u):
         ui = u[i]
         ra = 0.0
         rb = 0.0
-        for j in range(u.size):
-            diff = u[j] - ui
-            ra += row[j] * max(diff, 0.0)
-            rb += row[j] * max(-diff, 0.0)
+        if both:
+            for j in range(u.size):
+                diff = u[j] - ui
+                ra += row[j] * max(diff, 0.0)
+                rb += row[j] * max(-diff, 0.0)
+        else:
+            for j in range(u.size):
+                ra += row[j] * max(u[j] - ui, 0.0)
         a += ra
         b += rb
     return a, b
 
 
 @njit(**_LOSS_FLAGS)
-def _loss_block(sym, weights, bounds, c, n_blocks, u, w, beta, spread, kernel, parts):
+def _sorted_factor(v, w):
+    """``(v, w, 1 / w)`` in increasing ``w`` (a stable order, so the sum is reproducible)."""
+    order = np.argsort(w, kind="mergesort")
+    ws = w[order]
+    return v[order], ws, 1.0 / ws
+
+
+@njit(**_LOSS_FLAGS)
+def _loss_block(sym, weights, bounds, c, n_blocks, u, w, sorted_v, beta, spread, kernel, both,
+                parts):
     """Block ``c`` of the loss: upper-triangle rows ``bounds[c] .. bounds[c+1]`` of the symmetric
-    sum and an even share of the rows of ``A`` and ``B``, into ``parts[c]``."""
+    sum (sorted positions for a factored S) and an even share of the rows of ``A`` and ``B``, into
+    ``parts[c]``."""
     k = u.size
-    if spread <= _RANGE_TWO_ROWS:
-        parts[c, 0] = _sym_loss_rows(sym, bounds[c], bounds[c + 1], w, kernel)
+    lo, hi = bounds[c], bounds[c + 1]
+    if spread > _RANGE_TWO_ROWS:
+        parts[c, 0] = _exact_sym_rows(sym, lo, hi, u, beta, kernel)
+    elif kernel == FACTORED:
+        vs, ws, inv_ws = sorted_v
+        parts[c, 0] = _factored_sym_rows(vs, ws, inv_ws, lo, hi)
     else:
-        parts[c, 0] = _sym_loss_rows_exact(sym, bounds[c], bounds[c + 1], u, beta, kernel)
-    a, b = _relu_rows(weights, (c * k) // n_blocks, ((c + 1) * k) // n_blocks, u)
+        parts[c, 0] = _dense_sym_rows(sym, lo, hi, w)
+    a, b = _relu_rows(weights, (c * k) // n_blocks, ((c + 1) * k) // n_blocks, u, both)
     parts[c, 1] = a
     parts[c, 2] = b
+
+
+@njit(**_LOSS_FLAGS)
+def _prepare(sym, u, w, spread, kernel):
+    """The sorted factor for :func:`_factored_sym_rows` (empty arrays when it is not used)."""
+    if kernel == FACTORED and spread <= _RANGE_TWO_ROWS:
+        return _sorted_factor(sym[0], w)
+    empty = np.empty(0)
+    return empty, empty, empty
 
 
 @njit(**_LOSS_FLAGS)
@@ -749,9 +777,9 @@ def dpo_fast_loss_ws(sym, weights, active, u_in, beta, eps, robust, kernel, ws):
     weights ``weights`` (X, K, K); ``ws`` from :func:`dpo_fast_workspace`.
 
     Equals :func:`coverage_sim._pair_kernels.population_pairwise` to rounding (every term is
-    non-negative for cDPO, see the comment above :func:`_log1p_parts`). Cost: the upper triangle
-    once with one division per two pairs and a degree-21 odd polynomial, plus one exp-free pass over
-    ``weights``: a few gradient steps, paid at recorded steps only.
+    non-negative for cDPO, see the comment above :data:`_LOG2`). Cost: the upper triangle once with
+    a division and a degree-13 odd polynomial per pair (none past ``|z| = log 1e4``), plus one
+    exp-free pass over ``weights``: a few gradient steps, paid at recorded steps only.
     """
     u, w, bits, _, bounds = ws
     n_ctx, k = u_in.shape
@@ -762,8 +790,10 @@ def dpo_fast_loss_ws(sym, weights, active, u_in, beta, eps, robust, kernel, ws):
         spread = _centre(u_in[x], active[x], beta, u, w, bits)
         if spread < 0.0:
             continue
+        sorted_v = _prepare(sym[x], u, w, spread, kernel)
         for c in range(n_blocks):
-            _loss_block(sym[x], weights[x], bounds, c, n_blocks, u, w, beta, spread, kernel, parts)
+            _loss_block(sym[x], weights[x], bounds, c, n_blocks, u, w, sorted_v, beta, spread,
+                        kernel, eps != 0.0, parts)
         loss += _combine(parts, beta, eps, robust)
     return loss
 
@@ -783,7 +813,9 @@ def dpo_fast_loss_parallel(sym, weights, active, u_in, beta, eps, robust, kernel
         spread = _centre(u_in[x], active[x], beta, u, w, bits)
         if spread < 0.0:
             continue
+        sorted_v = _prepare(sym[x], u, w, spread, kernel)
         for c in prange(n_blocks):
-            _loss_block(sym[x], weights[x], bounds, c, n_blocks, u, w, beta, spread, kernel, parts)
+            _loss_block(sym[x], weights[x], bounds, c, n_blocks, u, w, sorted_v, beta, spread,
+                        kernel, eps != 0.0, parts)
         loss += _combine(parts, beta, eps, robust)
     return loss

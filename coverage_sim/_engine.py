@@ -55,6 +55,16 @@ def kernel_array(arr, dtype=np.float64) -> np.ndarray:
     return np.require(arr, dtype=dtype, requirements=("C", "W"))
 
 
+def pair_array(arr) -> np.ndarray:
+    """A term's joint pair weights ``W`` (X, K, K) as a C-contiguous float64 view that numba sees
+    read-only: data's weights are frozen, and copying them to get a writable array would cost a
+    K x K copy per call (128 MB at K = 4000). Every ``W`` the engine receives goes through here,
+    so the kernels are compiled for one (read-only) layout."""
+    view = np.ascontiguousarray(arr, dtype=np.float64).view()
+    view.flags.writeable = False
+    return view
+
+
 @njit(**_JIT)
 def _softmax_into(kind, theta, features, base, lp, pi, bits):
     """Fill ``lp`` = log pi and ``pi`` (X, K) of a tabular softmax or log-linear policy.

@@ -18,7 +18,7 @@ range is at most 700 (``e`` stays a normal double); wider ranges take a stable s
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 __all__ = ["preference_matvec", "ranking_counts", "reference_ranking_counts", "ideal_ranking",
            "reference_ideal_ranking"]
@@ -48,16 +48,18 @@ def _centred_exp(r):
 @njit(**_JIT)
 def _bt_row(r, e, ok, i, p_win, p_lose):
     """``p_win[j - i - 1] = sigma(r_i - r_j)``, ``p_lose[...] = sigma(r_j - r_i)`` for ``j > i``."""
-    k = r.size
     ei = e[i]
-    for j in range(i + 1, k):
-        if ok:
-            t = 1.0 / (ei + e[j])
-            p_win[j - i - 1] = ei * t
-            p_lose[j - i - 1] = e[j] * t
-        else:
-            p_win[j - i - 1] = _sigmoid(r[i] - r[j])
-            p_lose[j - i - 1] = _sigmoid(r[j] - r[i])
+    er = e[i + 1:]
+    if ok:
+        for j in range(er.size):
+            t = 1.0 / (ei + er[j])
+            p_win[j] = ei * t
+            p_lose[j] = er[j] * t
+    else:
+        rr = r[i + 1:]
+        for j in range(rr.size):
+            p_win[j] = _sigmoid(r[i] - rr[j])
+            p_lose[j] = _sigmoid(rr[j] - r[i])
 
 
 @njit(**_JIT)
@@ -90,85 +92,128 @@ def preference_matvec(reward, other):
     return v
 
 
+#: Row blocks of the ranking passes (split over threads; fixed, so that sums do not depend on them).
+_BLOCKS = 16
+
+
 @njit(**_JIT)
+def _row_blocks(k, n, triangle):
+    """``n + 1`` boundaries splitting rows ``[0, k)`` evenly, or (``triangle``) into blocks of about
+    equal upper-triangle area (row ``i`` has ``k - i - 1`` pairs)."""
+    b = np.empty(n + 1, dtype=np.int64)
+    b[0] = 0
+    for c in range(1, n):
+        if triangle:
+            r = k - np.sqrt(max(k * k * (1.0 - c / n), 0.0))
+            b[c] = min(max(int(r), b[c - 1]), k)
+        else:
+            b[c] = (c * k) // n
+    b[n] = k
+    return b
+
+
+@njit(parallel=True, **_JIT)
 def ranking_counts(ranked, weights):
     """``(num[r], total)``: ``num[r] = sum_{x, i != j} W[x, i, j] 1[ranked[r, x, i] >= ranked[r, x, j]]``
     and ``total = sum_{x, i != j} W[x, i, j]``; ranked (R, X, K), weights (X, K, K).
 
-    O(R X K^2) compares, vectorised over ``j``; rows without weight are skipped (sparse pair lists
-    cost O(R X K) per listed winner).
+    O(R X K^2) compares, vectorised over ``j``, row blocks over threads; rows without weight are
+    skipped (a sparse list of pairs costs O(R X K) per listed winner).
     """
     n_rec, n_ctx, k = ranked.shape
-    num = np.zeros(n_rec)
-    total = 0.0
+    bounds = _row_blocks(k, _BLOCKS, False)
+    part = np.zeros((n_ctx, _BLOCKS, n_rec))
+    part_total = np.zeros((n_ctx, _BLOCKS))
     for x in range(n_ctx):
         w = weights[x]
-        for i in range(k):
-            row = w[i]
-            mass = 0.0
-            for j in range(k):
-                if j != i:
+        for c in prange(_BLOCKS):
+            for i in range(bounds[c], bounds[c + 1]):
+                row = w[i]
+                mass = 0.0
+                for j in range(k):
                     mass += row[j]
-            if mass == 0.0:
-                continue
-            total += mass
-            for r in range(n_rec):
-                pr = ranked[r, x]
-                pi = pr[i]
-                acc = 0.0
-                for j in range(i):
-                    acc += row[j] if pi >= pr[j] else 0.0
-                for j in range(i + 1, k):
-                    acc += row[j] if pi >= pr[j] else 0.0
-                num[r] += acc
-    return num, total
+                mass -= row[i]
+                if mass == 0.0:
+                    continue
+                part_total[x, c] += mass
+                left = row[:i]
+                right = row[i + 1:]
+                for r in range(n_rec):
+                    pr = ranked[r, x]
+                    pi = pr[i]
+                    pl = pr[:i]
+                    ph = pr[i + 1:]
+                    acc = 0.0
+                    for j in range(left.size):
+                        acc += left[j] if pi >= pl[j] else 0.0
+                    for j in range(right.size):
+                        acc += right[j] if pi >= ph[j] else 0.0
+                    part[x, c, r] += acc
+    return _sum_parts(part, part_total)
 
 
 @njit(**_JIT)
+def _sum_parts(part, part_total):
+    n_ctx, n_blocks, n_rec = part.shape
+    num = np.zeros(n_rec)
+    total = 0.0
+    for x in range(n_ctx):
+        for c in range(n_blocks):
+            total += part_total[x, c]
+            for r in range(n_rec):
+                num[r] += part[x, c, r]
+    return num, total
+
+
+@njit(parallel=True, **_JIT)
 def reference_ranking_counts(ranked, ref, reward, rho):
     """:func:`ranking_counts` for the exact ``pi_ref x pi_ref`` pairs with gold Bradley-Terry labels,
     ``W[x, i, j] = rho_x ref_xi ref_xj sigma(r_xi - r_xj)`` (up to a constant), without forming them.
 
     Each unordered pair is visited once: ``i`` ahead of ``j`` scores ``W_ij``, behind scores ``W_ji``,
-    a tie both. O(R X K^2 / 2) compares after one division per pair.
+    a tie both. O(R X K^2 / 2) compares after one division per pair; row blocks over threads.
     """
     n_rec, n_ctx, k = ranked.shape
-    num = np.zeros(n_rec)
-    total = 0.0
-    p_win = np.empty(k)
-    p_lose = np.empty(k)
-    w_ij = np.empty(k)
-    w_ji = np.empty(k)
+    bounds = _row_blocks(k, _BLOCKS, True)
+    part = np.zeros((n_ctx, _BLOCKS, n_rec))
+    part_total = np.zeros((n_ctx, _BLOCKS))
     for x in range(n_ctx):
         if rho[x] == 0.0:
             continue
         r = reward[x]
         a = ref[x]
         e, ok = _centred_exp(r)
-        for i in range(k):
-            if a[i] == 0.0:
-                continue
-            _bt_row(r, e, ok, i, p_win, p_lose)
-            n = k - i - 1
-            ci = rho[x] * a[i]
-            tail_a = a[i + 1:]
-            mass = 0.0
-            for j in range(n):
-                c = ci * tail_a[j]
-                w_ij[j] = c * p_win[j]
-                w_ji[j] = c * p_lose[j]
-                mass += w_ij[j] + w_ji[j]
-            total += mass
-            for rr in range(n_rec):
-                pr = ranked[rr, x]
-                pi = pr[i]
-                tail_p = pr[i + 1:]
-                acc = 0.0
+        for c in prange(_BLOCKS):
+            p_win = np.empty(k)
+            p_lose = np.empty(k)
+            w_ij = np.empty(k)
+            w_ji = np.empty(k)
+            for i in range(bounds[c], bounds[c + 1]):
+                if a[i] == 0.0:
+                    continue
+                _bt_row(r, e, ok, i, p_win, p_lose)
+                n = k - i - 1
+                ci = rho[x] * a[i]
+                tail_a = a[i + 1:]
+                mass = 0.0
                 for j in range(n):
-                    pj = tail_p[j]
-                    acc += (w_ij[j] if pi >= pj else 0.0) + (w_ji[j] if pj >= pi else 0.0)
-                num[rr] += acc
-    return num, total
+                    cij = ci * tail_a[j]
+                    w_ij[j] = cij * p_win[j]
+                    w_ji[j] = cij * p_lose[j]
+                    mass += w_ij[j] + w_ji[j]
+                part_total[x, c] += mass
+                wi = w_ij[:n]
+                wj = w_ji[:n]
+                for rr in range(n_rec):
+                    pr = ranked[rr, x]
+                    pi = pr[i]
+                    tail_p = pr[i + 1:]
+                    acc = 0.0
+                    for j in range(n):
+                        pj = tail_p[j]
+                        acc += (wi[j] if pi >= pj else 0.0) + (wj[j] if pj >= pi else 0.0)
+                    part[x, c, rr] += acc
+    return _sum_parts(part, part_total)
 
 
 @njit(cache=True, error_model="numpy")
@@ -176,30 +221,38 @@ def ideal_ranking(weights, log_ref, beta, cap):
     """``(num, total)`` of Chen et al.'s ``R*`` over explicit pair weights (X, K, K):
     ``num = sum W_ij 1[log ref_i - log ref_j + logit(alpha_ij) / beta > 0]`` over ``W_ij > 0``,
     ``alpha_ij = W_ij / (W_ij + W_ji)`` clipped to ``[cap, 1 - cap]``; ``total = sum_{i != j} W_ij``.
+
+    Each unordered pair once: ``logit(alpha_ij) = log W_ij - log W_ji`` (infinite when one side is
+    empty, then clipped) and ``score_ji = -score_ij``, so two logarithms per pair.
     """
     n_ctx, k, _ = weights.shape
+    bound = np.log1p(-cap) - np.log(cap)
     num = 0.0
     total = 0.0
     for x in range(n_ctx):
         w = weights[x]
         lr = log_ref[x]
         for i in range(k):
-            for j in range(k):
+            for j in range(i + 1, k):
                 wij = w[i, j]
-                if i == j or not wij > 0.0:
+                wji = w[j, i]
+                if not (wij > 0.0 or wji > 0.0):
                     continue
-                total += wij
-                alpha = min(max(wij / (wij + w[j, i]), cap), 1.0 - cap)
-                score = (lr[i] - lr[j]) + (np.log(alpha) - np.log1p(-alpha)) / beta
+                total += wij + wji
+                logit = min(max(np.log(wij) - np.log(wji), -bound), bound)
+                score = (lr[i] - lr[j]) + logit / beta
                 if score > 0.0:
                     num += wij
+                elif score < 0.0:
+                    num += wji
     return num, total
 
 
-@njit(cache=True, error_model="numpy")
+@njit(**_JIT)
 def reference_ideal_ranking(ref, reward, rho, beta, cap):
     """:func:`ideal_ranking` for the exact ``pi_ref x pi_ref`` Bradley-Terry pairs: there
-    ``logit(alpha_ij) = r_i - r_j``, clipped to ``+-logit(1 - cap)``, so no logarithm per pair."""
+    ``logit(alpha_ij) = r_i - r_j``, clipped to ``+-logit(1 - cap)``, so no logarithm per pair
+    (``score_ji = -score_ij`` exactly, so the pair scores one of its two directions or neither)."""
     n_ctx, k = ref.shape
     bound = np.log1p(-cap) - np.log(cap)
     num = 0.0
@@ -217,17 +270,20 @@ def reference_ideal_ranking(ref, reward, rho, beta, cap):
             if a[i] == 0.0:
                 continue
             _bt_row(r, e, ok, i, p_win, p_lose)
-            for j in range(i + 1, k):
-                if a[j] == 0.0:
-                    continue
-                c = rho[x] * a[i] * a[j]
-                wij = c * p_win[j - i - 1]
-                wji = c * p_lose[j - i - 1]
-                total += wij + wji
-                margin = min(max(r[i] - r[j], -bound), bound) / beta
-                score = (log_a[i] - log_a[j]) + margin
-                if score > 0.0:
-                    num += wij
-                elif score < 0.0:
-                    num += wji
+            ci = rho[x] * a[i]
+            ar = a[i + 1:]
+            lr = log_a[i + 1:]
+            rr = r[i + 1:]
+            acc = 0.0
+            mass = 0.0
+            for j in range(ar.size):
+                c = ci * ar[j]
+                wij = c * p_win[j]
+                wji = c * p_lose[j]
+                mass += wij + wji
+                # a zero ar[j] has c = 0 and an infinite score: it adds nothing either way
+                score = (log_a[i] - lr[j]) + min(max(r[i] - rr[j], -bound), bound) / beta
+                acc += (wij if score > 0.0 else 0.0) + (wji if score < 0.0 else 0.0)
+            num += acc
+            total += mass
     return num, total

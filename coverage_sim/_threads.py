@@ -8,8 +8,8 @@ call, how many cores are free right now, and uses at most that many threads:
 
 - ``COVERAGE_SIM_THREADS=n`` fixes the count (``1``: never parallel inside one call);
 - otherwise :func:`free_cores` = usable cores minus the other processes running at this instant
-  (``/proc/loadavg``'s runnable count, the least of three reads 2 ms apart, so that a brief spike
-  does not count; where that file does not exist, the usable cores).
+  (``/proc/loadavg``'s runnable count, the lesser of two reads 0.5 ms apart, so that a brief
+  spike does not count; where that file does not exist, the usable cores).
 
 Coarse-grained work (``train_many``'s one region over a batch, a pool of processes) keeps every
 thread: each thread then gets its fair share of a busy machine and nothing waits per step.
@@ -44,7 +44,7 @@ def _runnable() -> int | None:
         return None
 
 
-def free_cores(samples: int = 3, gap: float = 0.002) -> int:
+def free_cores(samples: int = 2, gap: float = 0.0005) -> int:
     """Usable cores not running another process at this instant (at least 1).
 
     The least runnable count of ``samples`` reads ``gap`` seconds apart, minus this process.

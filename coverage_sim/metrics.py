@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from scipy.special import expit, xlogy
+from scipy.special import expit
 
 from coverage_sim import _metric_kernels as _mk
 from coverage_sim._validation import check_positive
@@ -78,12 +78,24 @@ def expected_reward(env: Bandit, policy, reward=None) -> np.ndarray:
     return _context_mean(env, (_batched(env, policy) * r).sum(-1))
 
 
-def _kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Row-wise KL(p || q): +inf where p > 0 and q = 0; 0 log 0 = 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = xlogy(p, p) - xlogy(p, q)
-    terms = np.where(p > 0, terms, 0.0)
-    return terms.sum(-1)
+def _log(p: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(p)
+
+
+def _kl_rows(p: np.ndarray, q: np.ndarray, log_p=None) -> np.ndarray:
+    """Row-wise KL(p || q) = sum p (log p - log q): +inf where p > 0 and q = 0; 0 log 0 = 0
+    (``log_p``: ``log p`` when already known, e.g. shared by several metrics)."""
+    log_p = _log(p) if log_p is None else log_p
+    with np.errstate(invalid="ignore"):
+        terms = p * (log_p - _log(q))
+    return np.where(p > 0, terms, 0.0).sum(-1)
+
+
+def _entropy_rows(p: np.ndarray, log_p=None) -> np.ndarray:
+    log_p = _log(p) if log_p is None else log_p
+    with np.errstate(invalid="ignore"):
+        return -np.where(p > 0, p * log_p, 0.0).sum(-1)
 
 
 def kl_divergence(env: Bandit, p, q) -> np.ndarray:
@@ -99,8 +111,7 @@ def tv_distance(env: Bandit, p, q) -> np.ndarray:
 
 def entropy(env: Bandit, policy) -> np.ndarray:
     """``E_x H(pi(.|x))`` in nats."""
-    p = _batched(env, policy)
-    return _context_mean(env, -xlogy(p, p).sum(-1))
+    return _context_mean(env, _entropy_rows(_batched(env, policy)))
 
 
 def win_rate(env: Bandit, policy, against=None) -> np.ndarray:
@@ -268,23 +279,26 @@ def policy_metrics(env: Bandit, policies, *, beta: float | None = None, data=Non
     """
     names = select_metrics(metrics, beta=beta, data=data, eval_data=eval_data,
                            proxy_reward=proxy_reward)
-    p = np.asarray(policies, dtype=np.float64)
-    ref = env.ref
-    opt = optimal_policy(env, beta) if {"tv_to_opt", "kl_to_opt"} & set(names) else None
+    p = _batched(env, policies)
+    ref = env.ref2d
+    opt = env.as2d(optimal_policy(env, beta), "opt") if {"tv_to_opt", "kl_to_opt"} & set(
+        names) else None
+    log_p = _log(p) if {"kl", "kl_ref", "entropy", "kl_to_opt"} & set(names) else None
     compute = {
         "reward": lambda: expected_reward(env, p),
-        "kl": lambda: kl_divergence(env, p, ref),
-        "kl_ref": lambda: kl_divergence(env, ref, p),
-        "entropy": lambda: entropy(env, p),
+        "kl": lambda: _context_mean(env, _kl_rows(p, ref, log_p)),
+        "kl_ref": lambda: _context_mean(env, _kl_rows(np.broadcast_to(ref, p.shape), p,
+                                                      _log(ref))),
+        "entropy": lambda: _context_mean(env, _entropy_rows(p, log_p)),
         "win_rate": lambda: win_rate(env, p),
         "proxy_reward": lambda: expected_reward(env, p, proxy_reward),
-        "tv_to_opt": lambda: tv_distance(env, p, opt),
-        "kl_to_opt": lambda: kl_divergence(env, p, opt),
+        "tv_to_opt": lambda: _context_mean(env, 0.5 * np.abs(p - opt).sum(-1)),
+        "kl_to_opt": lambda: _context_mean(env, _kl_rows(p, opt, log_p)),
         "ranking_accuracy": lambda: ranking_accuracy(
-            env, p if log_policies is None else np.asarray(log_policies, dtype=np.float64),
+            env, p if log_policies is None else _batched(env, log_policies, "log_policies"),
             eval_data),
         "ideal_ranking_accuracy": lambda: np.full(p.shape[0], ideal_ranking_accuracy(
             env, eval_data, beta)),
         "mass_off_support": lambda: mass_off_support(env, p, data),
     }
-    return {name: compute[name]() for name in names}
+    return {name: np.asarray(compute[name]()).reshape(p.shape[:-2]) for name in names}

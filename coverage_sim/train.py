@@ -583,6 +583,7 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
         all_terms = [o.terms(e, d, factored=False)
                      for o, e, d in zip(obj_list, env_list, data_list)]
     stacked = [np.ascontiguousarray(np.stack([t[i] for t in all_terms])) for i in range(14)]
+    stacked[3] = _engine.pair_array(stacked[3])
     n_ctx, k = env_list[0].n_contexts, env_list[0].n_responses
     out_lp = np.empty((n, rec.size, n_ctx, k))
     out_loss = np.empty((n, rec.size))
