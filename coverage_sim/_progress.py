@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["AUTO_SECONDS", "ENV_PROGRESS", "wants_progress", "progress_bar", "NullBar"]
+__all__ = ["AUTO_SECONDS", "ENV_PROGRESS", "wants_progress", "progress_bar", "NullBar", "StepProgress"]
 
 ENV_PROGRESS = "COVERAGE_SIM_PROGRESS"
 #: A call estimated to take longer than this shows a bar by default.
@@ -70,3 +70,39 @@ def progress_bar(show: bool, total: float, desc: str, *, unit_scale_steps: bool 
 
     fmt = None if unit_scale_steps else _FORMAT
     return tqdm(total=total, desc=desc, bar_format=fmt, leave=False, dynamic_ncols=True)
+
+
+class StepProgress:
+    """A bar over the ``steps + 1`` iterations of a Python training loop whose cost per step is
+    unknown beforehand (a torch model): the first iteration is timed, and the bar appears when that
+    time predicts a call longer than :data:`AUTO_SECONDS` (or when ``progress`` is True).
+
+    Call :meth:`step` after each iteration and :meth:`close` at the end (or use it as a context).
+    """
+
+    def __init__(self, progress, steps: int, desc: str):
+        import time
+
+        self._clock = time.perf_counter
+        self._start = self._clock()
+        self.progress, self.total, self.desc = progress, steps + 1, desc
+        self.bar = None
+        wants_progress(progress, 0.0)  # validate the argument and the environment before running
+
+    def step(self) -> None:
+        if self.bar is None:
+            expected = (self._clock() - self._start) * self.total
+            self.bar = progress_bar(wants_progress(self.progress, expected), self.total, self.desc,
+                                    unit_scale_steps=True)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
