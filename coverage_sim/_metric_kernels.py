@@ -20,20 +20,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from coverage_sim._pair_kernels import _sigmoid
+
 __all__ = ["preference_matvec", "ranking_counts", "reference_ranking_counts", "ideal_ranking",
            "reference_ideal_ranking"]
 
 _JIT = dict(cache=True, error_model="numpy", fastmath={"reassoc"})
 #: Reward range (per context) up to which sigma(r_i - r_j) comes from e = exp(r - c) ratios.
 _EXP_FREE_RANGE = 700.0
-
-
-@njit(**_JIT)
-def _sigmoid(z):
-    if z >= 0.0:
-        return 1.0 / (1.0 + np.exp(-z))
-    e = np.exp(z)
-    return e / (1.0 + e)
 
 
 @njit(**_JIT)
