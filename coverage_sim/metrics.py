@@ -16,9 +16,12 @@ Cost (K responses, X contexts, R policies): every metric is O(R X K) except the 
 O(X K^2) part is done once, not per policy. The win rate against a fixed policy ``q`` is
 ``pi . v`` with ``v_i = sum_j sigma(r_i - r_j) q_j`` built once (one division per pair). The ranking
 accuracy compares every weighted pair for all R policies in one numba pass (O(R X K^2) compares,
-skipping rows without pairs): a weighted concordance count can be done in O(K log K) only when the
-weights factor along an order (``W_ij = a_i b_j 1[s_i > s_j]``), which Bradley-Terry labels
-``sigma(r_i - r_j)`` do not, so the pass is what the default held-out pairs need. Those pairs,
+skipping rows without pairs; split over the free cores when it is large). It is a weighted
+concordance count, O(K log K) per policy, only when the weights factor along an order,
+``W_ij = a_i a_j D(s_i, s_j)`` with ``D`` 1, 1/2 or 0 as ``s_i >, =, < s_j``: the exact ``mu x mu``
+pairs with deterministic labels on the gold reward (``offline_pairs(env, mu,
+labels="deterministic")``, recognised by an entrywise check), which then take that path.
+Bradley-Terry labels ``sigma(r_i - r_j)`` do not factor, so the default held-out pairs take the pass. Those pairs,
 ``eval_data="reference"`` (exact ``pi_ref x pi_ref`` with gold Bradley-Terry labels), are never
 materialised: their weights are formed pair by pair. :func:`policy_metrics` takes ``metrics=`` to
 compute only some of them.
@@ -31,7 +34,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import expit
 
-from coverage_sim import _metric_kernels as _mk
+from coverage_sim import _metric_kernels as _mk, _threads
 from coverage_sim._validation import check_positive
 from coverage_sim.env import Bandit, optimal_policy
 
@@ -151,12 +154,47 @@ def _is_reference(data) -> bool:
     return isinstance(data, str) and data == REFERENCE_PAIRS
 
 
+#: Pair-policy comparisons from which a ranking pass is split over threads (about 10 ms on one core):
+#: below it, waiting for a descheduled thread on a busy machine costs more than the split gains.
+_PARALLEL_RANKING_WORK = 2e7
+
+
 def _ranking_counts(env: Bandit, ranked: np.ndarray, data):
     """``(num (R,), total)`` of the ranking accuracy for ``ranked`` (R, X, K)."""
     ranked = np.ascontiguousarray(ranked, dtype=np.float64)
+    n_rec, n_ctx, k = ranked.shape
+    work = n_rec * n_ctx * k * k
+    threads = _threads.thread_budget() if work >= _PARALLEL_RANKING_WORK else 1
     if _is_reference(data):
-        return _mk.reference_ranking_counts(ranked, env.ref2d, env.reward2d, env.context_weights)
-    return _mk.ranking_counts(ranked, _data_weights(env, data))
+        with _threads.numba_threads(threads):
+            return _mk.reference_ranking_counts(ranked, env.ref2d, env.reward2d,
+                                                env.context_weights)
+    weights = _data_weights(env, data)
+    mu = _ordered_behavior(env, data, weights) if n_rec >= _ORDERED_MIN_POLICIES else None
+    if mu is not None:
+        return _mk.ordered_ranking_counts(ranked, mu, env.reward2d, env.context_weights)
+    with _threads.numba_threads(threads):
+        return _mk.ranking_counts(ranked, weights)
+
+
+#: Policies from which checking for order-factored weights (one O(K^2) pass) pays for itself.
+_ORDERED_MIN_POLICIES = 4
+
+
+def _ordered_behavior(env: Bandit, data, weights: np.ndarray):
+    """``mu`` (X, K) when ``data`` is the exact ``mu x mu`` population with deterministic labels on
+    the gold reward (checked entrywise to 1e-12), else None: then the ranking accuracy is a weighted
+    concordance count, O(K log K) per policy (:func:`_metric_kernels.ordered_ranking_counts`)."""
+    if data.labels != "deterministic" or data.behavior is None or data.n is not None:
+        return None
+    mu = np.asarray(data.behavior, dtype=np.float64).reshape(env.n_contexts, env.n_responses)
+    r = env.reward2d
+    labels = 0.5 + 0.5 * np.sign(r[:, :, None] - r[:, None, :])
+    expected = 2.0 * env.context_weights[:, None, None] * mu[:, :, None] * mu[:, None, :] * labels
+    expected /= expected.sum()
+    if not np.allclose(weights, expected, rtol=1e-12, atol=0.0):
+        return None   # labelled by a proxy reward or with label noise: not this structure
+    return np.ascontiguousarray(mu)
 
 
 def ranking_accuracy(env: Bandit, policy, data) -> np.ndarray:

@@ -305,3 +305,27 @@ def test_metrics_selection_order_subset_and_bad_input():
         M.policy_metrics(env, pols, metrics=3)
     with pytest.raises(ValueError, match="'reference'"):
         M.ranking_accuracy(env, pols, "references")
+
+
+def test_deterministic_product_pairs_take_the_ordered_count_and_agree():
+    """Exact mu x mu pairs with deterministic labels: the O(K log K) weighted concordance count
+    equals the numpy definition, with ties in the reward, in mu and in the policies; a proxy-reward
+    labelling of the same pairs is not mistaken for it."""
+    rng = np.random.default_rng(7)
+    k = 40
+    reward = np.round(rng.normal(size=(2, k)), 1)                     # many reward ties
+    ref = rng.dirichlet(np.ones(k), size=2)
+    env = cs.Bandit(reward=reward, ref=ref, context_weights=[0.25, 0.75])
+    mu = np.where(np.arange(k) % 7 == 0, 0.0, ref)
+    mu /= mu.sum(axis=1, keepdims=True)
+    data = cs.offline_pairs(env, mu, labels="deterministic")
+    pols = rng.dirichlet(np.ones(k), size=(6, 2))
+    pols[1] = np.round(pols[1], 2)                                     # ties in the policy
+    pols[2] = ref
+    assert M._ordered_behavior(env, data, data.weights) is not None
+    np.testing.assert_allclose(M.ranking_accuracy(env, pols, data),
+                               _slow_ranking_accuracy(env, pols, data), rtol=1e-13)
+    proxy = cs.offline_pairs(env, mu, labels="deterministic", reward=-reward)
+    assert M._ordered_behavior(env, proxy, proxy.weights) is None
+    np.testing.assert_allclose(M.ranking_accuracy(env, pols, proxy),
+                               _slow_ranking_accuracy(env, pols, proxy), rtol=1e-13)
