@@ -7,7 +7,7 @@ K x K), pulled back to the tabular softmax logits, plus one Adam update of the l
     python benchmarks/bench_dpo.py                       # full run (a few minutes)
     python benchmarks/bench_dpo.py --quick               # fewer repeats, long runs extrapolated
     python benchmarks/bench_dpo.py --sizes 10,100,1000,4000
-    python benchmarks/bench_dpo.py --user-only           # only what a user's call costs (about 2 min)
+    python benchmarks/bench_dpo.py --user-only           # only what a user's call costs
 
 Everything in the printed tables is measured in the same process; see benchmarks/README.md.
 
@@ -541,11 +541,15 @@ def print_user(u: dict) -> bool:
     print()
     print(f"## Busy machine: {os.cpu_count()} other processes spinning (load average "
           f"{u['busy_load']})")
-    print(f"| call | time |\n|---|---|\n| cs.train() K=1000 200 steps, default | "
-          f"{fmt_t(u['busy_train_200'])} |\n| same, parallel=False | {fmt_t(u['busy_serial_200'])} |"
-          f"\n| same, parallel=True | {fmt_t(u['busy_threads_200'])} |\n| torch loop 200 steps | "
-          f"{fmt_t(u['busy_torch_200'])} |\n| train_many 32 x K=100 x 2000 steps, all threads | "
-          f"{fmt_t(u['busy_many_threads'])} |\n| same, 1 thread | {fmt_t(u['busy_many_serial'])} |")
+    busy = [("cs.train() K=1000 200 steps, default", "busy_train_200"),
+            ("same, parallel=False", "busy_serial_200"),
+            ("same, parallel=True", "busy_threads_200"),
+            ("torch loop 200 steps", "busy_torch_200"),
+            ("train_many 32 x K=100 x 2000 steps, all threads", "busy_many_threads"),
+            ("same, 1 thread", "busy_many_serial")]
+    print("| call | time |\n|---|---|")
+    for label, key in busy:
+        print(f"| {label} | {fmt_t(u[key])} |")
     print(f"torch / train under load: {u['busy_torch_200'] / u['busy_train_200']:.0f}x")
     print()
     print(f"CLI (subprocess, warm, best of 3): coverage-sim list {fmt_t(u['cli_list'])}, "

@@ -67,8 +67,8 @@ def render() -> str:
 
     experiments, objectives, instances = rows_from_registries()
     head = Path(catalogue.__file__).read_text().split("# --- generated below", 1)[0]
-    lines = [head + "# --- generated below by `python -m coverage_sim._catalogue_render`; do not edit",
-             "", "EXPERIMENTS = ("]
+    marker = "# --- generated below by `python -m coverage_sim._catalogue_render`; do not edit"
+    lines = [head + marker, "", "EXPERIMENTS = ("]
     lines += [ln for row in experiments for ln in _entry("ExperimentEntry", row)]
     lines += [")", "", "OBJECTIVES = ("]
     lines += [ln for row in objectives for ln in _entry("ObjectiveEntry", row)]

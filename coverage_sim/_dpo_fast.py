@@ -86,7 +86,8 @@ def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: boo
     won = weights.sum(axis=2)           # W 1: mass of each response as the winner
     lost = weights.sum(axis=1)          # W^T 1: as the loser
     if robust:
-        eff = ((1.0 - label_smoothing) * won - label_smoothing * lost) / (1.0 - 2.0 * label_smoothing)
+        eff = (((1.0 - label_smoothing) * won - label_smoothing * lost)
+               / (1.0 - 2.0 * label_smoothing))
     else:
         eff = (1.0 - label_smoothing) * won + label_smoothing * lost
     d = np.ascontiguousarray(beta * eff)
@@ -766,7 +767,8 @@ def _combine(parts, beta, eps, robust):
         a += parts[c, 1]
         b += parts[c, 2]
     if robust:
-        return ((1.0 - 2.0 * eps) * sym_sum + beta * ((1.0 - eps) * a - eps * b)) / (1.0 - 2.0 * eps)
+        scaled = (1.0 - 2.0 * eps) * sym_sum + beta * ((1.0 - eps) * a - eps * b)
+        return scaled / (1.0 - 2.0 * eps)
     return sym_sum + beta * ((1.0 - eps) * a + eps * b)
 
 

@@ -63,7 +63,8 @@ def preference_matvec(reward, other):
     """``v[x, i] = sum_j sigma(r[x, i] - r[x, j]) other[x, j]``; reward, other (X, K) -> (X, K).
 
     The upper triangle once: each pair's probability serves both ``v_i`` and ``v_j``
-    (``sigma(r_j - r_i) = 1 - sigma(r_i - r_j)``, taken as ``e_j / (e_i + e_j)``, not by a subtraction).
+    (``sigma(r_j - r_i) = 1 - sigma(r_i - r_j)``, taken as ``e_j / (e_i + e_j)``, not by a
+    subtraction).
     """
     n_ctx, k = reward.shape
     v = np.zeros((n_ctx, k))
@@ -110,8 +111,9 @@ def _row_blocks(k, n, triangle):
 
 @njit(parallel=True, **_JIT)
 def ranking_counts(ranked, weights):
-    """``(num[r], total)``: ``num[r] = sum_{x, i != j} W[x, i, j] 1[ranked[r, x, i] >= ranked[r, x, j]]``
-    and ``total = sum_{x, i != j} W[x, i, j]``; ranked (R, X, K), weights (X, K, K).
+    """``(num[r], total)``: ``num[r] = sum_{x, i != j} W[x, i, j] 1[ranked[r, x, i] >=
+    ranked[r, x, j]]`` and ``total = sum_{x, i != j} W[x, i, j]``; ranked (R, X, K), weights
+    (X, K, K).
 
     O(R X K^2) compares, vectorised over ``j``, row blocks over threads; rows without weight are
     skipped (a sparse list of pairs costs O(R X K) per listed winner).
@@ -163,11 +165,13 @@ def _sum_parts(part, part_total):
 
 @njit(parallel=True, **_JIT)
 def reference_ranking_counts(ranked, ref, reward, rho):
-    """:func:`ranking_counts` for the exact ``pi_ref x pi_ref`` pairs with gold Bradley-Terry labels,
-    ``W[x, i, j] = rho_x ref_xi ref_xj sigma(r_xi - r_xj)`` (up to a constant), without forming them.
+    """:func:`ranking_counts` for the exact ``pi_ref x pi_ref`` pairs with gold Bradley-Terry
+    labels, ``W[x, i, j] = rho_x ref_xi ref_xj sigma(r_xi - r_xj)`` (up to a constant), without
+    forming them.
 
-    Each unordered pair is visited once: ``i`` ahead of ``j`` scores ``W_ij``, behind scores ``W_ji``,
-    a tie both. O(R X K^2 / 2) compares after one division per pair; row blocks over threads.
+    Each unordered pair is visited once: ``i`` ahead of ``j`` scores ``W_ij``, behind scores
+    ``W_ji``, a tie both. O(R X K^2 / 2) compares after one division per pair; row blocks over
+    threads.
     """
     n_rec, n_ctx, k = ranked.shape
     bounds = _row_blocks(k, _BLOCKS, True)
@@ -216,7 +220,8 @@ def reference_ranking_counts(ranked, ref, reward, rho):
 def ideal_ranking(weights, log_ref, beta, cap):
     """``(num, total)`` of Chen et al.'s ``R*`` over explicit pair weights (X, K, K):
     ``num = sum W_ij 1[log ref_i - log ref_j + logit(alpha_ij) / beta > 0]`` over ``W_ij > 0``,
-    ``alpha_ij = W_ij / (W_ij + W_ji)`` clipped to ``[cap, 1 - cap]``; ``total = sum_{i != j} W_ij``.
+    ``alpha_ij = W_ij / (W_ij + W_ji)`` clipped to ``[cap, 1 - cap]``;
+    ``total = sum_{i != j} W_ij``.
 
     Each unordered pair once: ``logit(alpha_ij) = log W_ij - log W_ji`` (infinite when one side is
     empty, then clipped) and ``score_ji = -score_ij``, so two logarithms per pair.

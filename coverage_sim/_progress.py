@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["AUTO_SECONDS", "ENV_PROGRESS", "wants_progress", "progress_bar", "NullBar", "StepProgress"]
+__all__ = ["AUTO_SECONDS", "ENV_PROGRESS", "wants_progress", "progress_bar", "NullBar",
+           "StepProgress"]
 
 ENV_PROGRESS = "COVERAGE_SIM_PROGRESS"
 #: A call estimated to take longer than this shows a bar by default.

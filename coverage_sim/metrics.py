@@ -21,10 +21,10 @@ concordance count, O(K log K) per policy, only when the weights factor along an 
 ``W_ij = a_i a_j D(s_i, s_j)`` with ``D`` 1, 1/2 or 0 as ``s_i >, =, < s_j``: the exact ``mu x mu``
 pairs with deterministic labels on the gold reward (``offline_pairs(env, mu,
 labels="deterministic")``, recognised by an entrywise check), which then take that path.
-Bradley-Terry labels ``sigma(r_i - r_j)`` do not factor, so the default held-out pairs take the pass. Those pairs,
-``eval_data="reference"`` (exact ``pi_ref x pi_ref`` with gold Bradley-Terry labels), are never
-materialised: their weights are formed pair by pair. :func:`policy_metrics` takes ``metrics=`` to
-compute only some of them.
+Bradley-Terry labels ``sigma(r_i - r_j)`` do not factor, so the default held-out pairs,
+``eval_data="reference"`` (exact ``pi_ref x pi_ref`` with gold Bradley-Terry labels), take the pass;
+they are never materialised: their weights are formed pair by pair. :func:`policy_metrics` takes
+``metrics=`` to compute only some of them.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def entropy(env: Bandit, policy) -> np.ndarray:
 def win_rate(env: Bandit, policy, against=None) -> np.ndarray:
     """``E_x E_{y~pi, y'~pi_against} sigma(r(y) - r(y'))``: gold Bradley-Terry win rate (default vs ``pi_ref``).
 
-    A fixed opponent costs one O(K^2) pass (``v = sigma(r_i - r_j) @ against``), then O(K) per policy.
+    A fixed opponent costs one O(K^2) pass (``v = sigma(r_i - r_j) @ against``), then O(K) per
+    policy.
     """
     p = _batched(env, policy)
     other = env.ref2d if against is None else _batched(env, against, "against")
@@ -154,8 +155,9 @@ def _is_reference(data) -> bool:
     return isinstance(data, str) and data == REFERENCE_PAIRS
 
 
-#: Pair-policy comparisons from which a ranking pass is split over threads (about 10 ms on one core):
-#: below it, waiting for a descheduled thread on a busy machine costs more than the split gains.
+#: Pair-policy comparisons from which a ranking pass is split over threads (about 10 ms on one
+#: core): below it, waiting for a descheduled thread on a busy machine costs more than the split
+#: gains.
 _PARALLEL_RANKING_WORK = 2e7
 
 
@@ -201,10 +203,10 @@ def ranking_accuracy(env: Bandit, policy, data) -> np.ndarray:
     """Chen et al.'s ranking accuracy ``E_D 1[pi(y_w|x) >= pi(y_l|x)]`` over ``data``'s pairs (i != j).
 
     ``policy`` may be probabilities or log-probabilities (the ranking is the same); pass
-    log-probabilities when some probabilities underflow to 0, which would otherwise tie. ``data`` is a
-    :class:`~coverage_sim.data.PairData` or ``"reference"``, the exact ``pi_ref x pi_ref`` pairs with
-    gold Bradley-Terry labels (computed pair by pair, never stored). Any leading batch axes of
-    ``policy`` are evaluated in one pass over the pairs.
+    log-probabilities when some probabilities underflow to 0, which would otherwise tie. ``data``
+    is a :class:`~coverage_sim.data.PairData` or ``"reference"``, the exact ``pi_ref x pi_ref``
+    pairs with gold Bradley-Terry labels (computed pair by pair, never stored). Any leading batch
+    axes of ``policy`` are evaluated in one pass over the pairs.
     """
     p = _batched(env, policy)
     lead = p.shape[:-2]
@@ -221,7 +223,8 @@ def ideal_ranking_accuracy(env: Bandit, data, beta: float) -> float:
     ``R* = E_D 1[(pi_ref(y_w)/pi_ref(y_l)) (alpha/(1-alpha))^(1/beta) > 1]`` with ``alpha`` the
     fraction of raters preferring ``y_w``, here ``W_ij / (W_ij + W_ji)`` from the pair weights,
     capped at ``1 - 1e-3`` as in the paper. It is the ranking accuracy of the DPO and RLHF optimum.
-    ``data`` may be ``"reference"`` (see :func:`ranking_accuracy`); there ``alpha = sigma(r_w - r_l)``.
+    ``data`` may be ``"reference"`` (see :func:`ranking_accuracy`); there
+    ``alpha = sigma(r_w - r_l)``.
     """
     beta = check_positive(beta, "beta")
     if _is_reference(data):
@@ -267,9 +270,19 @@ def select_metrics(metrics, *, beta=None, data=None, eval_data=None, proxy_rewar
         :data:`METRICS` (a single name is accepted too); an empty sequence selects none.
       beta, data, eval_data, proxy_reward: as in :func:`policy_metrics`.
 
+    Returns:
+      The selected names, in :data:`METRICS` order.
+
     Raises:
       ValueError: an unknown name (the message lists :data:`METRICS`), or a name whose inputs are
         missing (e.g. ``"tv_to_opt"`` without ``beta``).
+
+    Examples:
+      >>> from coverage_sim.metrics import select_metrics
+      >>> select_metrics(["kl", "reward"])
+      ('reward', 'kl')
+      >>> select_metrics(None, beta=0.1)
+      ('reward', 'kl', 'kl_ref', 'entropy', 'win_rate', 'tv_to_opt', 'kl_to_opt')
     """
     if metrics is None:
         return tuple(m for m in METRICS if _needs(m, beta, data, eval_data, proxy_reward) is None)
@@ -311,7 +324,8 @@ def policy_metrics(env: Bandit, policies, *, beta: float | None = None, data=Non
     Examples:
       >>> import coverage_sim as cs
       >>> env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
-      >>> out = cs.metrics.policy_metrics(env, [[0.9, 0.1]], beta=1.0, metrics=["reward", "kl_to_opt"])
+      >>> out = cs.metrics.policy_metrics(env, [[0.9, 0.1]], beta=1.0,
+      ...                                 metrics=["reward", "kl_to_opt"])
       >>> sorted(out), round(float(out["reward"][0]), 2)
       (['kl_to_opt', 'reward'], 0.9)
     """

@@ -168,15 +168,16 @@ def _common_args(env, objective, steps, lr, optimizer, policy, record):
 
 def _default_eval_data(env: Bandit, eval_data, metrics=None):
     """The held-out pairs: ``eval_data``, else the exact pi_ref x pi_ref Bradley-Terry pairs
-    (``"reference"``, formed pair by pair) up to 1000 responses or when a ranking metric is asked for."""
+    (``"reference"``, formed pair by pair) up to 1000 responses or when a ranking metric is asked
+    for."""
     if eval_data is not None:
         return eval_data
-    asked = metrics is not None and not isinstance(metrics, str) and {
-        "ranking_accuracy", "ideal_ranking_accuracy"} & set(metrics)
-    asked = asked or metrics in ("ranking_accuracy", "ideal_ranking_accuracy")
-    if env.n_responses <= _RANKING_MAX_K or asked:
-        return REFERENCE_PAIRS
-    return None
+    asked = () if metrics is None else [metrics] if isinstance(metrics, str) else metrics
+    try:
+        ranking = bool({"ranking_accuracy", "ideal_ranking_accuracy"} & set(asked))
+    except TypeError:  # not a sequence of names: select_metrics says so
+        ranking = False
+    return REFERENCE_PAIRS if env.n_responses <= _RANKING_MAX_K or ranking else None
 
 
 def _metric_plan(env: Bandit, objective: Objective, data, eval_data, metrics):
@@ -246,8 +247,8 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
       record: record schedule: ``None`` (about 50 log-spaced steps), a number of points, or a list
         of steps.
       eval_data: held-out pairs for ranking accuracy; default ``"reference"``, the exact
-        ``pi_ref x pi_ref`` pairs with gold Bradley-Terry labels (formed pair by pair, never stored),
-        up to 1000 responses (above, only when ``metrics`` asks for a ranking metric).
+        ``pi_ref x pi_ref`` pairs with gold Bradley-Terry labels (formed pair by pair, never
+        stored), up to 1000 responses (above, only when ``metrics`` asks for a ranking metric).
       adam: ``(beta1, beta2, eps)`` for Adam.
       parallel: split one large problem's pair rows over threads; default when K >= 512 and more
         than one core is free at the start of the call (see the README's notes on threads;
@@ -368,7 +369,8 @@ def _run_segment(work, theta, kind, features, base, rlp, terms, opt, lr, b1, b2,
     while first < steps:
         stop = min(first + work.chunk, steps)
         last = stop == steps
-        i0, i1 = np.searchsorted(rec, first), np.searchsorted(rec, stop, "right" if last else "left")
+        i0 = np.searchsorted(rec, first)
+        i1 = np.searchsorted(rec, stop, "right" if last else "left")
         _engine.run_chunk(theta, kind, features, base, rlp, terms, opt, lr, b1, b2, eps,
                           stop - first, last, rec[i0:i1] - first, out_lp[i0:i1], out_loss[i0:i1],
                           parallel_rows, m, v, first)

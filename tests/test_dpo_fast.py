@@ -86,7 +86,8 @@ def test_fused_loss_keeps_relative_accuracy_when_the_loss_is_tiny():
 
 
 def test_loss_column_of_a_run_equals_the_generic_loss(env):
-    """The fused loop's recorded losses (fast kernel) against the per-pair kernel at each snapshot."""
+    """The fused loop's recorded losses (fast kernel) against the per-pair kernel, snapshot by
+    snapshot."""
     data = cs.offline_pairs(env, env.ref)
     obj = cs.objective("cdpo", beta=2.0, label_smoothing=0.1)
     run = cs.train(env, obj, data, steps=400, lr=0.2, record=8)

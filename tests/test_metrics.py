@@ -295,7 +295,8 @@ def test_metrics_selection_order_subset_and_bad_input():
         np.testing.assert_array_equal(some[name], full[name])
     assert M.policy_metrics(env, pols, metrics=[]) == {}
     assert list(M.policy_metrics(env, pols, metrics="kl")) == ["kl"]
-    with pytest.raises(ValueError, match=r"metrics: unknown metric 'accuracy'; allowed: reward, kl"):
+    with pytest.raises(ValueError,
+                       match=r"metrics: unknown metric 'accuracy'; allowed: reward, kl"):
         M.policy_metrics(env, pols, metrics=["accuracy"])
     with pytest.raises(ValueError, match=r"metrics: 'tv_to_opt' needs beta"):
         M.policy_metrics(env, pols, metrics=["tv_to_opt"])

@@ -390,7 +390,7 @@ def test_divergence_raises_instead_of_returning_nan():
                  optimizer="npg")
 
 
-# ---------------------------------------------------------------- metrics= and the default eval pairs
+# ---------------------------------------------------------------- metrics= and default eval pairs
 
 
 def test_metrics_argument_selects_history_columns(env, data):
