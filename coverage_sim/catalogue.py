@@ -229,7 +229,7 @@ EXPERIMENTS = (
         'sequences',
         'coverage_sim.experiments.tang.transformer',
         False,
-        90.0,
+        96.1,
         18.6),
     ExperimentEntry(
         'drpo-transformer',
@@ -239,8 +239,8 @@ EXPERIMENTS = (
         'tabular autoregressive policy and gpt-nano',
         'coverage_sim.experiments.drpo.transformer',
         True,
-        90.0,
-        15.0),
+        24.8,
+        7.8),
 )
 
 OBJECTIVES = (
