@@ -7,15 +7,24 @@ K x K), pulled back to the tabular softmax logits, plus one Adam update of the l
     python benchmarks/bench_dpo.py                       # full run (a few minutes)
     python benchmarks/bench_dpo.py --quick               # fewer repeats, long runs extrapolated
     python benchmarks/bench_dpo.py --sizes 10,100,1000,4000
+    python benchmarks/bench_dpo.py --user-only           # only what a user's call costs
 
-Everything in the printed table is measured in the same process; see benchmarks/README.md.
+Everything in the printed tables is measured in the same process; see benchmarks/README.md.
+
+The second part times what a user runs: the whole ``cs.train(...)`` call with default arguments
+(loss and metrics at about 50 log-spaced recorded steps, fixed per-call work) against a plain
+torch-autograd Adam loop of the same objective on the same data, and against the fused loop alone;
+then both again while two other processes spin on every core; then ``coverage-sim list`` and
+``coverage-sim --help`` as subprocesses.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -343,6 +352,7 @@ def bench_batch(quick: bool) -> dict:
     probs = [Problem(BATCH_K, seed=s) for s in range(BATCH)]
     p0 = probs[0]
     stacked = [np.ascontiguousarray(np.stack([p.terms[i] for p in probs])) for i in range(14)]
+    stacked[3] = _engine.pair_array(stacked[3])  # as train_many: the kernels' one layout for W
     (code, prm, _, weights, probs_arr, _, sym, d, act, linear, kl_coef, reward_coef, reward,
      rho) = stacked
     source, fast = p0.terms[2], p0.terms[5]
@@ -371,6 +381,204 @@ def bench_batch(quick: bool) -> dict:
         raise AssertionError(f"run_batch disagrees with run_one: {err:g}")
     seconds = min(run(RUN_STEPS)[1] for _ in range(1 if quick else 2))
     return {"seconds": seconds, "batch_vs_single_err": err}
+
+
+# ----------------------------------------------------------------------------------------------
+# what a user runs: the whole cs.train() call
+# ----------------------------------------------------------------------------------------------
+
+USER_BETA, USER_LR = 0.5, 0.05
+
+
+class UserProblem:
+    """``cs.train(env, cs.objective("sigmoid", beta=0.5), data=cs.offline_pairs(env, mu), steps=S,
+    lr=0.05)`` with ``mu = pi_ref`` on ``cs.random_bandit(K, min_ref=0.1/K)``, and the same run as a
+    plain torch loop and as the fused numba loop alone (no recording)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.env = cs.random_bandit(k, seed=0, min_ref=0.1 / k)
+        self.data = cs.offline_pairs(self.env, self.env.ref)
+        self.objective = cs.objective("sigmoid", beta=USER_BETA)
+
+    def train(self, steps: int, **kw):
+        t0 = time.perf_counter()
+        run = cs.train(self.env, self.objective, data=self.data, steps=steps, lr=USER_LR, **kw)
+        return run, time.perf_counter() - t0
+
+    def fused_loop(self, steps: int, parallel: bool) -> float:
+        """The engine loop alone on train()'s terms, nothing recorded; seconds."""
+        from coverage_sim import _engine
+        policy = cs.TabularSoftmax()
+        theta = np.ascontiguousarray(policy.init_params(self.env, np.random.default_rng(0)))
+        terms = self.objective.terms(self.env, self.data)
+        rec = np.zeros(0, dtype=np.int64)
+        t0 = time.perf_counter()
+        _engine.run_one(theta, policy.kind, policy.features_for(self.env),
+                        policy.base_for(self.env), np.ascontiguousarray(self.env.ref_logp2d),
+                        terms, _engine.ADAM, USER_LR, *ADAM, steps, rec, np.empty((0, 1, self.k)),
+                        np.empty(0), parallel)
+        return time.perf_counter() - t0
+
+    def torch_loop(self, steps: int) -> tuple[np.ndarray, float]:
+        """Plain torch autograd, float64, torch's default threads: each step is the loss
+        sum W * -logsigmoid(beta (u_i - u_j)), backward, Adam; returns (final policy, seconds)."""
+        theta = torch.tensor(self.env.ref_logp2d[0], dtype=torch.float64, requires_grad=True)
+        w = torch.tensor(np.asarray(self.data.weights[0]))
+        rlp = torch.tensor(self.env.ref_logp2d[0])
+        opt = torch.optim.Adam([theta], lr=USER_LR, betas=ADAM[:2], eps=ADAM[2])
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            u = torch.log_softmax(theta, dim=0) - rlp
+            loss = (w * -tF.logsigmoid(USER_BETA * (u[:, None] - u[None, :]))).sum()
+            loss.backward()
+            opt.step()
+        seconds = time.perf_counter() - t0
+        return torch.softmax(theta.detach(), dim=0).numpy(), seconds
+
+
+@contextlib.contextmanager
+def spinning(n: int):
+    """``n`` other processes each spinning one core for the duration of the block."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
+def cli_seconds(args: list[str], repeats: int = 3) -> float:
+    """Best wall time of ``python -m coverage_sim.cli ARGS`` (after one warm-up run)."""
+    cmd = [sys.executable, "-m", "coverage_sim.cli", *args]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run(cmd, capture_output=True, env=env, check=False)
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, env=env, check=False)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_user(quick: bool) -> dict:
+    """The whole train() call vs torch and vs the fused loop, idle and with every core busy."""
+    from coverage_sim.train import _row_threads
+
+    out = {}
+    reps = 2 if quick else 3
+    p1 = UserProblem(1000)
+    p1.train(2)  # compile / load every kernel outside the timed region
+    out["threads"] = numba.get_num_threads()
+    for steps in (200, 2000):
+        out[f"train_{steps}"] = min(p1.train(steps)[1] for _ in range(reps))
+        parallel = _row_threads(None, p1.k)[0]
+        out[f"loop_{steps}"] = min(p1.fused_loop(steps, parallel) for _ in range(reps))
+    run, _ = p1.train(200)
+    torch_steps = 200 if not quick else 50
+    policy_t, t = p1.torch_loop(torch_steps)
+    out["torch_step"] = t / torch_steps
+    if torch_steps == 200:
+        out["agree_200"] = float(np.max(np.abs(policy_t - run.policy)))
+    out["torch_200"] = out["torch_step"] * 200
+    out["torch_2000"] = out["torch_step"] * 2000
+    p4 = UserProblem(4000)
+    p4.train(2)
+    out["train_4000"] = min(p4.train(1000)[1] for _ in range(1 if quick else 2))
+    out["loop_4000"] = min(p4.fused_loop(1000, _row_threads(None, 4000)[0])
+                           for _ in range(1 if quick else 2))
+    out["loop_4000_parallel"] = p4.fused_loop(1000, True)
+    # Busy: two other processes spin on the cores during every measurement below.
+    with spinning(os.cpu_count() or 2):
+        out["busy_load"] = loadavg()
+        out["busy_train_200"] = min(p1.train(200)[1] for _ in range(reps))
+        out["busy_serial_200"] = min(p1.train(200, parallel=False)[1] for _ in range(reps))
+        out["busy_threads_200"] = min(p1.train(200, parallel=True)[1] for _ in range(reps))
+        _, t = p1.torch_loop(torch_steps)
+        out["busy_torch_200"] = t / torch_steps * 200
+        envs = [cs.random_bandit(100, seed=s) for s in range(32)]
+        datas = [cs.offline_pairs(e, e.ref) for e in envs]
+        cs.train_many(envs, p1.objective, datas, steps=2, lr=USER_LR)
+        t0 = time.perf_counter()
+        cs.train_many(envs, p1.objective, datas, steps=2000, lr=USER_LR)
+        out["busy_many_threads"] = time.perf_counter() - t0
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        t0 = time.perf_counter()
+        cs.train_many(envs, p1.objective, datas, steps=2000, lr=USER_LR)
+        out["busy_many_serial"] = time.perf_counter() - t0
+        numba.set_num_threads(before)
+    out["cli_list"] = cli_seconds(["list"])
+    out["cli_help"] = cli_seconds(["--help"])
+    return out
+
+
+def print_user(u: dict) -> bool:
+    """Print the user-facing table and its targets; True when every target passes."""
+    print()
+    print("## The whole cs.train() call (default arguments) vs torch autograd and the fused loop")
+    print(f"# cs.train(env, cs.objective('sigmoid', beta={USER_BETA}), data=cs.offline_pairs(env, "
+          f"mu), steps=S, lr={USER_LR}), mu = pi_ref, cs.random_bandit(K, min_ref=0.1/K); "
+          f"numba threads available: {u['threads']}")
+    rows = [("1000", "200", u["train_200"], u["loop_200"], u["torch_200"]),
+            ("1000", "2000", u["train_2000"], u["loop_2000"], u["torch_2000"]),
+            ("4000", "1000", u["train_4000"], u["loop_4000"], None)]
+    print("| K | steps | cs.train() | fused loop alone | train / loop | torch autograd loop "
+          "| torch / train |")
+    print("|---|---|---|---|---|---|---|")
+    for k, steps, tr, loop, tor in rows:
+        print(f"| {k} | {steps} | {fmt_t(tr)} | {fmt_t(loop)} | {tr / loop:.2f} | "
+              + ("-" if tor is None else fmt_t(tor)) + " | "
+              + ("-" if tor is None else f"{tor / tr:.0f}x") + " |")
+    print(f"torch per step {fmt_t(u['torch_step'])} (2000 steps: per-step time x 2000); "
+          + (f"final policies after 200 steps agree to {u['agree_200']:.1e}"
+             if "agree_200" in u else "agreement checked in the full run"))
+    print(f"K=4000 fused loop with threads forced on: {fmt_t(u['loop_4000_parallel'])}")
+    print()
+    print(f"## Busy machine: {os.cpu_count()} other processes spinning (load average "
+          f"{u['busy_load']})")
+    busy = [("cs.train() K=1000 200 steps, default", "busy_train_200"),
+            ("same, parallel=False", "busy_serial_200"),
+            ("same, parallel=True", "busy_threads_200"),
+            ("torch loop 200 steps", "busy_torch_200"),
+            ("train_many 32 x K=100 x 2000 steps, all threads", "busy_many_threads"),
+            ("same, 1 thread", "busy_many_serial")]
+    print("| call | time |\n|---|---|")
+    for label, key in busy:
+        print(f"| {label} | {fmt_t(u[key])} |")
+    print(f"torch / train under load: {u['busy_torch_200'] / u['busy_train_200']:.0f}x")
+    print()
+    print(f"CLI (subprocess, warm, best of 3): coverage-sim list {fmt_t(u['cli_list'])}, "
+          f"coverage-sim --help {fmt_t(u['cli_help'])}")
+    print()
+    print("targets:")
+    checks = [
+        ("cs.train() >= 50x torch at K=1000, 200 steps, idle", u["torch_200"] / u["train_200"], 50),
+        ("cs.train() >= 50x torch at K=1000, 200 steps, busy",
+         u["busy_torch_200"] / u["busy_train_200"], 50),
+        ("cs.train() >= 100x torch at K=1000, 2000 steps, idle", u["torch_2000"] / u["train_2000"],
+         100),
+    ]
+    ok = True
+    for name, value, target in checks:
+        ok &= value >= target
+        print(f"  {'PASS' if value >= target else 'FAIL'} {name}: {value:.0f}x")
+    ratio = u["train_4000"] / u["loop_4000"]
+    ok &= ratio <= 2.0
+    print(f"  {'PASS' if ratio <= 2 else 'FAIL'} K=4000, 1000 steps: whole call within 2x of the "
+          f"fused loop: {ratio:.2f}x")
+    slower = u["busy_train_200"] / u["busy_serial_200"]
+    ok &= slower <= 1.15
+    print(f"  {'PASS' if slower <= 1.15 else 'FAIL'} busy machine: the default call is not slower "
+          f"than one thread: default / parallel=False = {slower:.2f}")
+    for name, t in (("list", u["cli_list"]), ("--help", u["cli_help"])):
+        ok &= t < 1.0
+        print(f"  {'PASS' if t < 1.0 else 'FAIL'} coverage-sim {name} < 1 s: {fmt_t(t)}")
+    return ok
 
 
 def system_info() -> list[str]:
@@ -415,6 +623,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repeats; long runs extrapolated")
     ap.add_argument("--sizes", default="10,100,1000,4000", help="comma-separated K values")
     ap.add_argument("--no-batch", action="store_true", help="skip the 256 x 10,000 batched run")
+    ap.add_argument("--user-only", action="store_true",
+                    help="only the whole cs.train() call, the busy-machine runs and the CLI")
+    ap.add_argument("--no-user", action="store_true", help="only the kernel table")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if torch is None:
@@ -432,6 +643,12 @@ def main(argv=None) -> int:
               "waits for its descheduled thread: 2-thread times and the bandwidth can be off by 10-100x.")
     print(f"# step: sigmoid DPO loss, beta={BETA}, exact mu x mu Bradley-Terry pairs (X=1), "
           f"tabular softmax logits, Adam lr={LR}; float64")
+
+    if args.user_only:
+        ok = print_user(bench_user(args.quick))
+        print(f"\n# load average at end: {loadavg()}; total wall time "
+              f"{time.perf_counter() - t_start:.0f} s")
+        return 0 if ok else 1
 
     bw = read_bandwidth(512 * 2**20, 5 if args.quick else 10)
     print(f"# read bandwidth: {bw / 1e9:.1f} GB/s (best of parallel sums over 512 MiB, "
@@ -516,6 +733,8 @@ def main(argv=None) -> int:
     verdict(f"{BATCH} x {RUN_STEPS:,} steps at K={BATCH_K} in <= {TARGET_BATCH_S:.0f} s",
             None if batch is None else batch["seconds"] <= TARGET_BATCH_S,
             "skipped" if batch is None else f"{batch['seconds']:.2f} s")
+    if not args.no_user:
+        ok_all &= print_user(bench_user(args.quick))
     print(f"\n# load average at end: {loadavg()}; total wall time {time.perf_counter() - t_start:.0f} s")
     return 0 if ok_all else 1
 

@@ -46,6 +46,7 @@ from numba.np.ufunc.parallel import _launch_threads
 _launch_threads()
 
 __all__ = ["DENSE", "FACTORED", "dpo_fast_precompute", "rank_one_factor", "dpo_fast_grad",
+           "dpo_fast_loss_ws", "dpo_fast_loss_parallel",
            "dpo_fast_grad_ws", "dpo_fast_workspace", "dpo_fast_grad_parallel"]
 
 # R = beta * range(u) up to which the product of four (two) sums w_i + w_j is a normal double.
@@ -63,6 +64,8 @@ _ROWS_PER_BLOCK = 64
 DENSE = 1
 FACTORED = 2
 _FACTOR_RTOL = 1e-14
+# Tile edge of the rank-one test's blocked pass (two 64 x 64 float64 tiles fit in L1/L2).
+_TILE = 64
 
 
 def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: bool, beta: float,
@@ -74,19 +77,25 @@ def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: boo
     rank one, :data:`FACTORED`: ``S`` is then ``(X, 1, K)`` holding ``v`` with ``S[x] = v v^T``.
     Exact pairs from a behaviour policy with complementary labels (``P_ij + P_ji = 1``, as every
     label model here gives) are rank one: ``S = 2 rho mu mu^T``, so one step needs no K x K reads.
+
+    Cost: two row/column sums of ``weights`` and the rank-one test (one blocked pass over the upper
+    triangle that stops at the first entry off ``v v^T``); the dense ``S = W + W^T`` is built only
+    when the factored kernel does not apply.
     """
-    wt = np.swapaxes(weights, 1, 2)
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    won = weights.sum(axis=2)           # W 1: mass of each response as the winner
+    lost = weights.sum(axis=1)          # W^T 1: as the loser
     if robust:
-        eff = ((1.0 - label_smoothing) * weights - label_smoothing * wt) / (1.0 - 2.0 * label_smoothing)
+        eff = (((1.0 - label_smoothing) * won - label_smoothing * lost)
+               / (1.0 - 2.0 * label_smoothing))
     else:
-        eff = (1.0 - label_smoothing) * weights + label_smoothing * wt
-    sym = np.ascontiguousarray(weights + wt)
-    d = np.ascontiguousarray(beta * eff.sum(axis=2))
-    active = np.ascontiguousarray(sym.sum(axis=2) > 0.0)
-    factor = rank_one_factor(sym) if factored else None
+        eff = (1.0 - label_smoothing) * won + label_smoothing * lost
+    d = np.ascontiguousarray(beta * eff)
+    active = np.ascontiguousarray(won + lost > 0.0)
+    factor = _rank_one_of_pairs(weights, _FACTOR_RTOL) if factored else None
     if factor is not None:
         return np.ascontiguousarray(factor[:, None, :]), d, active, FACTORED
-    return sym, d, active, DENSE
+    return np.ascontiguousarray(weights + np.swapaxes(weights, 1, 2)), d, active, DENSE
 
 
 def rank_one_factor(sym: np.ndarray, rtol: float = _FACTOR_RTOL) -> np.ndarray | None:
@@ -96,16 +105,55 @@ def rank_one_factor(sym: np.ndarray, rtol: float = _FACTOR_RTOL) -> np.ndarray |
     ``v`` is read off the column of the largest diagonal entry, ``v_i = S_im / sqrt(S_mm)``, so each
     entry is within a few ulp of the exact factor (row sums would add K ulp of rounding).
     """
-    n_ctx, k, _ = sym.shape
+    sym = np.ascontiguousarray(sym, dtype=np.float64)
+    # S = W + W^T with W = S / 2 gives the same S entrywise (halving and doubling are exact).
+    return _rank_one_of_pairs(0.5 * sym, float(rtol))
+
+
+@njit(cache=True, error_model="numpy")
+def _rank_one_of_pairs(weights, rtol):
+    """:func:`rank_one_factor` of ``S = W + W^T`` read from ``W`` (X, K, K), without forming ``S``.
+
+    Upper-triangle tiles of ``_TILE`` x ``_TILE``: the transposed tile is copied into a small
+    buffer first, so that the test itself runs over contiguous rows (and vectorises); returns after
+    the first tile row with an entry that is not ``v_i v_j`` to ``rtol``.
+    """
+    n_ctx, k, _ = weights.shape
     v = np.zeros((n_ctx, k))
+    tile_t = np.empty((_TILE, _TILE))
     for x in range(n_ctx):
-        s = sym[x]
-        m = int(np.argmax(np.diagonal(s)))
-        if not s[m, m] > 0.0:
+        w = weights[x]
+        m = 0
+        for i in range(1, k):
+            if w[i, i] > w[m, m]:
+                m = i
+        smm = w[m, m] + w[m, m]
+        if not smm > 0.0:
             return None
-        v[x] = s[:, m] / np.sqrt(s[m, m])
-        if not np.all(np.abs(s - np.outer(v[x], v[x])) <= rtol * np.abs(s)):
-            return None
+        root = np.sqrt(smm)
+        vx = v[x]
+        for i in range(k):
+            vx[i] = (w[i, m] + w[m, i]) / root
+        for bi in range(0, k, _TILE):
+            ni = min(_TILE, k - bi)
+            for bj in range(bi, k, _TILE):
+                nj = min(_TILE, k - bj)
+                for jj in range(nj):          # tile_t[ii, jj] = w[bj + jj, bi + ii]
+                    src = w[bj + jj, bi:bi + ni]
+                    for ii in range(ni):
+                        tile_t[ii, jj] = src[ii]
+                for ii in range(ni):
+                    i = bi + ii
+                    row = w[i, bj:bj + nj]
+                    col = tile_t[ii, :nj]
+                    vr = vx[bj:bj + nj]
+                    vi = vx[i]
+                    bad = 0
+                    for jj in range(nj):
+                        s = row[jj] + col[jj]
+                        bad += not (abs(s - vi * vr[jj]) <= rtol * abs(s))
+                    if bad:
+                        return None
     return v
 
 
@@ -532,3 +580,244 @@ def dpo_fast_grad_parallel(sym, d, active, u_in, beta, grad_out, kernel):
             for i in prange(k):
                 if active[x, i]:
                     grad_out[x, i] += beta * _exact_row(sym[x], i, u, beta, kernel) - d[x, i]
+
+
+# ------------------------------------------------------------------------------------------------
+# The loss, from the same centred u and w = exp(beta u) as the gradient.
+#
+# Per ordered pair the sigmoid-family loss is l(z) = (1 - eps) sp(-z) + eps sp(z) (cDPO; robust:
+# [(1 - eps) sp(-z) - eps sp(z)] / (1 - 2 eps)), sp = softplus, z = z_ij = beta (u_i - u_j). With
+# sp(+-z) = sp(-|z|) + relu(+-z) (the stable form of the per-pair kernel's log-sigmoid):
+#
+#     L = sum_{i<=j} S_ij sp(-|z_ij|) [diagonal: W_ii log 2] + beta [(1 - eps) A + eps B]   (cDPO)
+#     A = sum_ij W_ij relu(u_j - u_i),  B = sum_ij W_ij relu(u_i - u_j)
+#
+# (robust: [(1 - 2 eps) (first sum) + beta ((1 - eps) A - eps B)] / (1 - 2 eps)). Every term is
+# non-negative for cDPO, so nothing cancels, however small the loss. The first sum runs over the
+# upper triangle of the symmetric S (or its factor v); sp(-|z|) = log1p(t), t = min(w_i, w_j) /
+# max(w_i, w_j) = e^(-|z|), needs no exp: log1p(t) = 2 atanh(s), s = t / (2 + t) for
+# t <= sqrt(2) - 1, else log 2 + 2 atanh(s) with s = (t - 1) / (t + 3), so that |s| <= 0.1716, where
+# atanh(s) / s is a degree-6 polynomial in s^2 (interpolated at Chebyshev nodes: log1p within
+# 7e-16 relative). For t <= 1e-4, log1p(t) = t - t^2/2 + t^3/3 - t^4/4 (to 2e-17), no division.
+# With a rank-one S = v v^T the responses are visited in increasing w, so each row splits into
+# these three ranges without a comparison per pair. A and B read W row by row, exp-free.
+_LOG2 = 0.6931471805599453
+# The polynomial is most of the work: fused multiply-adds ("contract") make it twice as fast.
+_LOSS_FLAGS = dict(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+_SQRT2_M1 = 0.41421356237309503
+_FAR = 1e-4
+# atanh(s) / s = sum_n _ATANH_C[n] s^(2n) on |s| <= (sqrt 2 - 1) / (sqrt 2 + 1).
+_ATANH_C = (1.0000000000000002, 0.3333333333327646, 0.20000000030870807, 0.14285708010553835,
+            0.11111717273758953, 0.09060967215607607, 0.08418829985340244)
+
+
+@njit(**_LOSS_FLAGS)
+def _atanh2(s, offset):
+    """``2 atanh(s) + offset`` for ``|s| <= 0.1716``."""
+    c = _ATANH_C
+    x = s * s
+    p = c[6]
+    p = p * x + c[5]
+    p = p * x + c[4]
+    p = p * x + c[3]
+    p = p * x + c[2]
+    p = p * x + c[1]
+    p = p * x + c[0]
+    return 2.0 * s * p + offset
+
+
+@njit(**_LOSS_FLAGS)
+def _log1p_ratio(a, b):
+    """``log1p(min(a, b) / max(a, b))`` for positive ``a``, ``b``; branch-free, so that a loop over
+    pairs vectorises (the range of ``s`` is chosen by arithmetic, not by a jump)."""
+    swap = a < b
+    lo = a if swap else b
+    hi = b if swap else a
+    big = 1.0 * (lo > _SQRT2_M1 * hi)
+    return _atanh2((lo - big * hi) / (lo + (2.0 + big) * hi), big * _LOG2)
+
+
+@njit(**_LOSS_FLAGS)
+def _dense_sym_rows(sym, lo, hi, w):
+    """``sum_{i<j} S_ij log1p(e^(-|z_ij|)) + sum_i S_ii log(2) / 2`` over rows ``lo <= i < hi``."""
+    total = 0.0
+    for i in range(lo, hi):
+        wi = w[i]
+        row = sym[i, i + 1:]
+        wr = w[i + 1:]
+        acc = 0.5 * _LOG2 * sym[i, i]
+        for j in range(wr.size):
+            acc += row[j] * _log1p_ratio(wi, wr[j])
+        total += acc
+    return total
+
+
+@njit(**_LOSS_FLAGS)
+def _factored_sym_rows(vs, ws, inv_ws, lo, hi):
+    """:func:`_dense_sym_rows` for ``S = v v^T`` over sorted positions ``lo <= i < hi``: ``ws``
+    ascending, ``vs`` in the same order, ``inv_ws = 1 / ws``. Row ``i`` meets ``t = ws_i / ws_j``
+    decreasing in ``j``, so it splits at the two thresholds found by bisection."""
+    total = 0.0
+    for i in range(lo, hi):
+        wi = ws[i]
+        near = max(i + 1, np.searchsorted(ws, wi / _SQRT2_M1))
+        far = max(near, np.searchsorted(ws, wi / _FAR))
+        acc = 0.5 * _LOG2 * vs[i]
+        wr = ws[i + 1:near]
+        vr = vs[i + 1:near]
+        for j in range(wr.size):
+            acc += vr[j] * _atanh2((wi - wr[j]) / (wi + 3.0 * wr[j]), _LOG2)
+        wr = ws[near:far]
+        vr = vs[near:far]
+        for j in range(wr.size):
+            acc += vr[j] * _atanh2(wi / (2.0 * wr[j] + wi), 0.0)
+        ir = inv_ws[far:]
+        vr = vs[far:]
+        for j in range(ir.size):
+            t = wi * ir[j]
+            acc += vr[j] * (t * (1.0 - t * (0.5 - t * (1.0 / 3.0 - 0.25 * t))))
+        total += vs[i] * acc
+    return total
+
+
+@njit(**_LOSS_FLAGS)
+def _exact_sym_rows(sym, lo, hi, u, beta, kernel):
+    """The symmetric sum for ``R > 700`` (no ``w``): ``t = exp(-beta |u_i - u_j|)`` pair by pair."""
+    total = 0.0
+    for i in range(lo, hi):
+        vi = sym[0, i] if kernel == FACTORED else 1.0
+        acc = 0.5 * _LOG2 * (vi if kernel == FACTORED else sym[i, i])
+        ur = u[i + 1:]
+        for j in range(ur.size):
+            t = np.exp(-beta * abs(u[i] - ur[j]))
+            s_ij = sym[0, i + 1 + j] if kernel == FACTORED else sym[i, i + 1 + j]
+            acc += s_ij * _log1p_ratio(t, 1.0)
+        total += vi * acc
+    return total
+
+
+@njit(**_LOSS_FLAGS)
+def _relu_rows(weights, lo, hi, u, both):
+    """``(sum W_ij relu(u_j - u_i), sum W_ij relu(u_i - u_j))`` over rows ``lo <= i < hi``, all j
+    (the second only when ``both``)."""
+    a = 0.0
+    b = 0.0
+    for i in range(lo, hi):
+        row = weights[i]
+        ui = u[i]
+        ra = 0.0
+        rb = 0.0
+        if both:
+            for j in range(u.size):
+                diff = u[j] - ui
+                ra += row[j] * max(diff, 0.0)
+                rb += row[j] * max(-diff, 0.0)
+        else:
+            for j in range(u.size):
+                ra += row[j] * max(u[j] - ui, 0.0)
+        a += ra
+        b += rb
+    return a, b
+
+
+@njit(**_LOSS_FLAGS)
+def _sorted_factor(v, w):
+    """``(v, w, 1 / w)`` in increasing ``w`` (a stable order, so the sum is reproducible)."""
+    order = np.argsort(w, kind="mergesort")
+    ws = w[order]
+    return v[order], ws, 1.0 / ws
+
+
+@njit(**_LOSS_FLAGS)
+def _loss_block(sym, weights, bounds, c, n_blocks, u, w, sorted_v, beta, spread, kernel, both,
+                parts):
+    """Block ``c`` of the loss: upper-triangle rows ``bounds[c] .. bounds[c+1]`` of the symmetric
+    sum (sorted positions for a factored S) and an even share of the rows of ``A`` and ``B``, into
+    ``parts[c]``."""
+    k = u.size
+    lo, hi = bounds[c], bounds[c + 1]
+    if spread > _RANGE_TWO_ROWS:
+        parts[c, 0] = _exact_sym_rows(sym, lo, hi, u, beta, kernel)
+    elif kernel == FACTORED:
+        vs, ws, inv_ws = sorted_v
+        parts[c, 0] = _factored_sym_rows(vs, ws, inv_ws, lo, hi)
+    else:
+        parts[c, 0] = _dense_sym_rows(sym, lo, hi, w)
+    a, b = _relu_rows(weights, (c * k) // n_blocks, ((c + 1) * k) // n_blocks, u, both)
+    parts[c, 1] = a
+    parts[c, 2] = b
+
+
+@njit(**_LOSS_FLAGS)
+def _prepare(sym, u, w, spread, kernel):
+    """The sorted factor for :func:`_factored_sym_rows` (empty arrays when it is not used)."""
+    if kernel == FACTORED and spread <= _RANGE_TWO_ROWS:
+        return _sorted_factor(sym[0], w)
+    empty = np.empty(0)
+    return empty, empty, empty
+
+
+@njit(**_LOSS_FLAGS)
+def _combine(parts, beta, eps, robust):
+    sym_sum = 0.0
+    a = 0.0
+    b = 0.0
+    for c in range(parts.shape[0]):
+        sym_sum += parts[c, 0]
+        a += parts[c, 1]
+        b += parts[c, 2]
+    if robust:
+        scaled = (1.0 - 2.0 * eps) * sym_sum + beta * ((1.0 - eps) * a - eps * b)
+        return scaled / (1.0 - 2.0 * eps)
+    return sym_sum + beta * ((1.0 - eps) * a + eps * b)
+
+
+@njit(**_LOSS_FLAGS)
+def dpo_fast_loss_ws(sym, weights, active, u_in, beta, eps, robust, kernel, ws):
+    """The sigmoid-family population loss (cDPO with ``eps``, or robust DPO when ``robust``) at
+    ``u = log pi - log pi_ref`` (X, K), from :func:`dpo_fast_precompute`'s ``S`` and the joint pair
+    weights ``weights`` (X, K, K); ``ws`` from :func:`dpo_fast_workspace`.
+
+    Equals :func:`coverage_sim._pair_kernels.population_pairwise` to rounding (every term is
+    non-negative for cDPO, see the comment above :data:`_LOG2`). Cost: the upper triangle once with
+    a division and a degree-13 odd polynomial per pair (none past ``|z| = log 1e4``), plus one
+    exp-free pass over ``weights``: a few gradient steps, paid at recorded steps only.
+    """
+    u, w, bits, _, bounds = ws
+    n_ctx, k = u_in.shape
+    n_blocks = bounds.size - 1
+    parts = np.zeros((n_blocks, 3))
+    loss = 0.0
+    for x in range(n_ctx):
+        spread = _centre(u_in[x], active[x], beta, u, w, bits)
+        if spread < 0.0:
+            continue
+        sorted_v = _prepare(sym[x], u, w, spread, kernel)
+        for c in range(n_blocks):
+            _loss_block(sym[x], weights[x], bounds, c, n_blocks, u, w, sorted_v, beta, spread,
+                        kernel, eps != 0.0, parts)
+        loss += _combine(parts, beta, eps, robust)
+    return loss
+
+
+@njit(parallel=True, **_LOSS_FLAGS)
+def dpo_fast_loss_parallel(sym, weights, active, u_in, beta, eps, robust, kernel):
+    """:func:`dpo_fast_loss_ws` with the blocks split over threads (the same blocks and summation
+    order, so the same bits)."""
+    n_ctx, k = u_in.shape
+    u, w = np.empty(k), np.empty(k)
+    bits = np.empty(k, dtype=np.int64)
+    n_blocks = _n_blocks(k)
+    bounds = _split(k, n_blocks)
+    parts = np.zeros((n_blocks, 3))
+    loss = 0.0
+    for x in range(n_ctx):
+        spread = _centre(u_in[x], active[x], beta, u, w, bits)
+        if spread < 0.0:
+            continue
+        sorted_v = _prepare(sym[x], u, w, spread, kernel)
+        for c in prange(n_blocks):
+            _loss_block(sym[x], weights[x], bounds, c, n_blocks, u, w, sorted_v, beta, spread,
+                        kernel, eps != 0.0, parts)
+        loss += _combine(parts, beta, eps, robust)
+    return loss

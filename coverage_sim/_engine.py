@@ -30,8 +30,8 @@ import numpy as np
 from numba import njit, prange
 
 from coverage_sim._dpo_fast import (_exp_inplace, dpo_fast_grad_parallel, dpo_fast_grad_ws,
-                                    dpo_fast_workspace)
-from coverage_sim._pair_kernels import population_pairwise
+                                    dpo_fast_loss_parallel, dpo_fast_loss_ws, dpo_fast_workspace)
+from coverage_sim._pair_kernels import ROBUST, population_pairwise
 
 TABULAR = 0
 LOGLINEAR = 1
@@ -53,6 +53,16 @@ def kernel_array(arr, dtype=np.float64) -> np.ndarray:
     specialisation of the whole engine.
     """
     return np.require(arr, dtype=dtype, requirements=("C", "W"))
+
+
+def pair_array(arr) -> np.ndarray:
+    """A term's joint pair weights ``W`` (X, K, K) as a C-contiguous float64 view that numba sees
+    read-only: data's weights are frozen, and copying them to get a writable array would cost a
+    K x K copy per call (128 MB at K = 4000). Every ``W`` the engine receives goes through here,
+    so the kernels are compiled for one (read-only) layout."""
+    view = np.ascontiguousarray(arr, dtype=np.float64).view()
+    view.flags.writeable = False
+    return view
 
 
 @njit(**_JIT)
@@ -141,7 +151,8 @@ def policy_backprop(kind, features, lp, grad_lp):
 def objective_grad(terms, lp, rlp, grad_out, want_loss, parallel_rows, wbuf):
     """Add the gradient of the composite objective w.r.t. ``log pi`` into ``grad_out``.
 
-    Returns the loss when ``want_loss`` (else 0.0; the fast DPO kernel does not compute it).
+    Returns the loss when ``want_loss`` (else 0.0); the fast DPO kernel computes it from the same
+    centred margins (:func:`coverage_sim._dpo_fast.dpo_fast_loss_ws`).
     """
     n_ctx, k = lp.shape
     return _objective_grad(terms, lp, np.exp(lp), rlp, grad_out, want_loss, parallel_rows, wbuf,
@@ -173,7 +184,11 @@ def _objective_grad(terms, lp, pi, rlp, grad_out, want_loss, parallel_rows, wbuf
             else:
                 dpo_fast_grad_ws(S, d, act, u, beta, grad_out, fast, ws)
             if want_loss:
-                loss += population_pairwise(code, prm, lp, rlp, W, np.zeros((n_ctx, k)))
+                if parallel_rows:
+                    loss += dpo_fast_loss_parallel(S, W, act, u, beta, prm[1], code == ROBUST,
+                                                   fast)
+                else:
+                    loss += dpo_fast_loss_ws(S, W, act, u, beta, prm[1], code == ROBUST, fast, ws)
         else:
             loss += population_pairwise(code, prm, lp, rlp, W, grad_out)
     for x in range(n_ctx):
@@ -263,13 +278,26 @@ def run_one(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, ada
     Records the state after ``s`` updates for each ``s`` in ``record_steps`` (sorted, within
     ``[0, steps]``): ``out_lp[r]`` = log pi and ``out_loss[r]`` = loss.
     """
+    m = np.zeros(theta.size)
+    v = np.zeros(theta.size)
+    run_chunk(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, adam_b2, adam_eps,
+              steps, True, record_steps, out_lp, out_loss, parallel_rows, m, v, 0)
+
+
+@njit(**_JIT)
+def run_chunk(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, adam_b2, adam_eps,
+              steps, last, record_steps, out_lp, out_loss, parallel_rows, m, v, t0):
+    """``steps`` updates of :func:`run_one`'s loop, resumable: Adam's moments ``m``, ``v`` and its
+    step count ``t0`` (updates already made with them) carry over between chunks, so that chunks
+    give the very same bits as one call. ``record_steps`` are relative to the chunk's start; the
+    state after the last update is evaluated (and recorded) only when ``last``, as the next chunk
+    starts from it otherwise.
+    """
     n_ctx, k = rlp.shape
     rho = terms[13]
     wbuf = np.zeros((n_ctx, k, k)) if terms[2] == ONLINE and terms[0] >= 0 else np.zeros((0, 0, 0))
     # Every per-step buffer is allocated once here: at K = 100 a step takes a few microseconds, so
     # per-step allocations would cost as much as the arithmetic.
-    m = np.zeros(theta.size)
-    v = np.zeros(theta.size)
     g = np.empty(theta.size)
     lp = np.empty((n_ctx, k))
     pi = np.empty((n_ctx, k))
@@ -280,6 +308,8 @@ def run_one(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, ada
     nxt = 0
     n_rec = record_steps.size
     for s in range(steps + 1):
+        if s == steps and not last:
+            break
         _softmax_into(kind, theta, features, base, lp, pi, bits)
         recording = nxt < n_rec and record_steps[nxt] == s
         if s == steps and not recording:
@@ -293,17 +323,30 @@ def run_one(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, ada
         if s == steps:
             break
         _backprop_into(kind, features, pi, grad_lp, g)
-        apply_update(optimizer, theta, g, m, v, s + 1, lr, adam_b1, adam_b2, adam_eps, kind,
+        apply_update(optimizer, theta, g, m, v, t0 + s + 1, lr, adam_b1, adam_b2, adam_eps, kind,
                      features, lp, grad_lp, rho)
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def run_batch(theta, kind, features, base, rlp, code, prm, source, W, P, fast, S, d, act, C,
               kl_coef, reward_coef, R, rho, optimizer, lr, adam_b1, adam_b2, adam_eps, steps,
               record_steps, out_lp, out_loss):
     """:func:`run_one` over a leading batch axis of independent problems, split over threads."""
+    m = np.zeros(theta.shape)
+    v = np.zeros(theta.shape)
+    run_batch_chunk(theta, kind, features, base, rlp, code, prm, source, W, P, fast, S, d, act, C,
+                    kl_coef, reward_coef, R, rho, optimizer, lr, adam_b1, adam_b2, adam_eps, steps,
+                    True, record_steps, out_lp, out_loss, m, v, 0)
+
+
+@njit(parallel=True, **_JIT)
+def run_batch_chunk(theta, kind, features, base, rlp, code, prm, source, W, P, fast, S, d, act, C,
+                    kl_coef, reward_coef, R, rho, optimizer, lr, adam_b1, adam_b2, adam_eps, steps,
+                    last, record_steps, out_lp, out_loss, m, v, t0):
+    """:func:`run_chunk` over a leading batch axis (``m``, ``v`` shaped like ``theta``)."""
     for b in prange(theta.shape[0]):
         terms = (code[b], prm[b], source, W[b], P[b], fast, S[b], d[b], act[b], C[b], kl_coef[b],
                  reward_coef[b], R[b], rho[b])
-        run_one(theta[b], kind, features[b], base[b], rlp[b], terms, optimizer, lr[b], adam_b1,
-                adam_b2, adam_eps, steps, record_steps, out_lp[b], out_loss[b], False)
+        run_chunk(theta[b], kind, features[b], base[b], rlp[b], terms, optimizer, lr[b], adam_b1,
+                  adam_b2, adam_eps, steps, last, record_steps, out_lp[b], out_loss[b], False,
+                  m[b], v[b], t0)

@@ -9,7 +9,9 @@
 - ``train INSTANCE -o NAME [-o NAME ...]``: train objectives on an instance with exact gradients and
   print their final metrics side by side (``--out DIR``: history.csv and config.json per objective).
 
-Every file is written atomically.
+Every file is written atomically. ``--help``, ``list``, ``objectives``, ``instances`` and usage
+errors answer at once: they read the static :mod:`coverage_sim.catalogue`, and numba, pandas,
+torch and the experiments are imported only by the commands that run something.
 """
 
 from __future__ import annotations
@@ -19,16 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from coverage_sim.behavior import restrict_support
-from coverage_sim._validation import check_choice, check_in_range
-from coverage_sim.data import offline_pairs
-from coverage_sim.instances import INSTANCES, make_instance
-from coverage_sim.objectives import OBJECTIVES, objective
-from coverage_sim.sweep import atomic_write_text
-from coverage_sim.train import train
+from coverage_sim import catalogue
 
 
 def _parse_value(text: str):
@@ -49,24 +42,41 @@ def _parse_settings(items: list[str]) -> dict:
 
 
 def _cmd_objectives(_args) -> int:
-    width = max(map(len, OBJECTIVES))
-    for name, spec in OBJECTIVES.items():
-        print(f"{name:<{width}}  {spec.family:<17}  arXiv:{spec.arxiv or '-':<10}  {spec.paper}")
+    width = max(len(o.name) for o in catalogue.OBJECTIVES)
+    for o in catalogue.OBJECTIVES:
+        print(f"{o.name:<{width}}  {o.family:<17}  arXiv:{o.arxiv or '-':<10}  {o.paper}")
     return 0
 
 
 def _cmd_instances(_args) -> int:
-    width = max(map(len, INSTANCES))
-    for name, (_factory, summary) in INSTANCES.items():
-        print(f"{name:<{width}}  {summary}")
+    width = max(len(i.name) for i in catalogue.INSTANCES)
+    for i in catalogue.INSTANCES:
+        print(f"{i.name:<{width}}  {i.summary}")
     return 0
 
 
+def _check_name(value: str, name: str, entries) -> None:
+    """ValueError unless ``value`` is one of the catalogue's names (checked before any heavy
+    import; the message is :func:`coverage_sim._validation.check_choice`'s)."""
+    allowed = [e[0] for e in entries]
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; valid names: {', '.join(sorted(allowed))}")
+
+
 def _cmd_train(args) -> int:
+    _check_name(args.instance, "instance", catalogue.INSTANCES)
+    for name in args.objective:
+        _check_name(name, "objective", catalogue.OBJECTIVES)
+    import pandas as pd
+
+    from coverage_sim.data import offline_pairs
+    from coverage_sim.instances import make_instance
+    from coverage_sim.objectives import OBJECTIVES, objective
+    from coverage_sim.sweep import atomic_write_text
+    from coverage_sim.train import train
+
     env = make_instance(args.instance)
     settings = _parse_settings(args.set)
-    for name in args.objective:
-        check_choice(name, "objective", OBJECTIVES)
     accepted = set().union(*(OBJECTIVES[name].defaults for name in args.objective))
     unused = sorted(set(settings) - accepted)
     if unused:
@@ -79,7 +89,8 @@ def _cmd_train(args) -> int:
         params = {k: v for k, v in settings.items() if k in OBJECTIVES[name].defaults}
         obj = objective(name, **params)
         run = train(env, obj, data if obj.needs_data else None, steps=args.steps, lr=args.lr,
-                    optimizer=args.optimizer, seed=args.seed)
+                    optimizer=args.optimizer, seed=args.seed,
+                    progress=False if args.no_progress else None)
         rows[name] = run.history.iloc[-1]
         if args.out is not None:
             folder = Path(args.out) / name
@@ -94,12 +105,9 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_list(_args) -> int:
-    from coverage_sim.experiments import EXPERIMENTS
-    from coverage_sim.figures import _figure_key
-
-    width = max(map(len, EXPERIMENTS))
-    for exp in sorted(EXPERIMENTS.values(), key=_figure_key):
-        print(f"{exp.figure:<4} {exp.id:<{width}}  arXiv:{exp.arxiv:<10}  {exp.title}")
+    width = max(len(e.id) for e in catalogue.EXPERIMENTS)
+    for e in sorted(catalogue.EXPERIMENTS, key=lambda e: catalogue.figure_key(e.figure, e.id)):
+        print(f"{e.figure:<4} {e.id:<{width}}  arXiv:{e.arxiv:<10}  {e.title}")
     return 0
 
 
@@ -156,8 +164,13 @@ def _cmd_reproduce(args) -> int:
     return 0 if unexpected == 0 else 1
 
 
-def _truncate(ref: np.ndarray, keep: float) -> np.ndarray:
+def _truncate(ref, keep: float):
     """Keep the most likely responses holding a ``keep`` fraction of ``pi_ref``'s mass (partial coverage)."""
+    import numpy as np
+
+    from coverage_sim._validation import check_in_range
+    from coverage_sim.behavior import restrict_support
+
     keep = check_in_range(keep, "coverage", 0.0, 1.0, low_open=True)
     ref2 = np.atleast_2d(ref)
     mask = np.zeros(ref2.shape, dtype=bool)
@@ -220,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="offline data covers only the top fraction of pi_ref's mass")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", default=None, help="folder for history.csv and config.json")
+    tr.add_argument("--no-progress", action="store_true",
+                    help="hide the progress bar (shown for runs longer than a few seconds)")
     tr.set_defaults(func=_cmd_train)
     return parser
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from coverage_sim import _catalogue_render, catalogue
+from coverage_sim.catalogue import figure_key
 from coverage_sim.experiments import EXPERIMENTS, get_experiment
 from coverage_sim.experiments.registry import Experiment, assess
 from coverage_sim.experiments.verdict import AGREES, CheckResult
@@ -57,8 +59,7 @@ class Verdict:
 
 
 def _figure_key(experiment: Experiment):
-    digits = "".join(ch for ch in experiment.figure if ch.isdigit())
-    return (int(digits) if digits else 0, experiment.id)
+    return figure_key(experiment.figure, experiment.id)
 
 
 def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
@@ -76,13 +77,18 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
     selected = sorted((get_experiment(i) for i in (ids or EXPERIMENTS)), key=_figure_key)
     runs = Path(runs_dir) / "quick" if quick else Path(runs_dir)
     figures = Path(figures_dir)
+    expected = {e.id: (e.quick_seconds if quick else e.seconds) for e in catalogue.EXPERIMENTS}
     plans, units = [], []
     for exp in selected:
         config = exp.default_config(quick)
         folder, cfg, seeds, pending = prepare(exp, config, exp.default_seeds(quick), runs / exp.id)
         plans.append((exp, config, cfg, folder, seeds))
         units += pending
-    execute(units, workers=workers, scheduler=scheduler, progress=progress, desc="reproduce")
+    # Expected seconds per seed from the catalogue: the longest seeds start first and the bar's
+    # remaining time counts cost, not seeds (the seeds differ in cost by a factor of about 1000).
+    costs = [expected.get(unit[0], _catalogue_render.DEFAULT_SECONDS) for unit in units]
+    execute(units, workers=workers, scheduler=scheduler, progress=progress, desc="reproduce",
+            costs=costs)
     verdicts = []
     for exp, config, cfg, folder, seeds in plans:
         table = collect(folder, seeds)

@@ -329,9 +329,9 @@ class Objective:
             fast = 0
             sym, d, act = empty3[:0], np.zeros((0, k)), np.zeros((0, k), dtype=bool)
         arr = _engine.kernel_array
-        return (int(code), arr(prm), int(source), arr(weights), arr(probs), fast, arr(sym), arr(d),
-                arr(act, np.bool_), arr(linear), float(kl_coef), float(reward_coef), arr(reward),
-                arr(rho))
+        return (int(code), arr(prm), int(source), _engine.pair_array(weights), arr(probs), fast,
+                arr(sym), arr(d), arr(act, np.bool_), arr(linear), float(kl_coef),
+                float(reward_coef), arr(reward), arr(rho))
 
     def loss_and_grad(self, env: Bandit, logp, data=None):
         """Exact population loss and its gradient with respect to ``log pi``.

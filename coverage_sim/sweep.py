@@ -57,10 +57,14 @@ def seed_table(experiment_id: str, config: dict, seed: int) -> pd.DataFrame:
 
 
 def _worker_init():
-    # One numba thread per worker process: the pool already uses every core.
+    # One thread per worker process for every inner pool (numba, a training call's own choice,
+    # BLAS): the pool already uses every core.
+    os.environ["COVERAGE_SIM_THREADS"] = "1"
     import numba
+    from threadpoolctl import threadpool_limits
 
     numba.set_num_threads(1)
+    threadpool_limits(1)
 
 
 def _seed_path(folder: Path, seed: int) -> Path:
@@ -99,17 +103,31 @@ def prepare(experiment: Experiment, config, seeds, out) -> tuple[Path, dict, lis
 
 
 def execute(units: list, *, workers: int | None = None, scheduler: str | None = None,
-            progress: bool = True, desc: str = "seeds") -> None:
+            progress: bool = True, desc: str = "seeds", costs: list[float] | None = None) -> None:
     """Run ``(experiment id, config dict, seed, folder)`` units, writing each seed's table on arrival.
 
     Locally the units run in ``workers`` spawned processes (default one per core); with a
     ``dask.distributed`` scheduler address they run on that cluster and come back here to be written.
+    ``costs`` (expected seconds per unit, e.g. from :mod:`coverage_sim.catalogue`) start the most
+    expensive units first, so that the pool's last minutes are not one long unit alone, and weight
+    the progress bar, so that its remaining time is the expected cost left, not a count of seeds.
     """
-    bar = tqdm(total=len(units), disable=not progress, desc=desc, unit="seed")
+    if costs is None:
+        costs = [1.0] * len(units)
+    if len(costs) != len(units):
+        raise ValueError(f"costs must have one entry per unit ({len(units)}), got {len(costs)}")
+    order = sorted(range(len(units)), key=lambda i: -costs[i])
+    units, costs = [units[i] for i in order], [float(costs[i]) for i in order]
+    weight = {(u[0], u[2], str(u[3])): c for u, c in zip(units, costs)}
+    bar = tqdm(total=sum(costs), disable=not progress, desc=desc,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+    done = [0]
 
     def finish(unit, table: pd.DataFrame) -> None:
         atomic_write_text(_seed_path(unit[3], unit[2]), table.to_csv(index=False))
-        bar.update(1)
+        done[0] += 1
+        bar.set_postfix_str(f"{done[0]}/{len(units)} seeds, last {unit[0]}", refresh=False)
+        bar.update(weight[unit[0], unit[2], str(unit[3])])
 
     try:
         if scheduler is not None:

@@ -53,7 +53,8 @@ import pandas as pd
 import torch
 from scipy.special import expit
 
-from coverage_sim import metrics
+from coverage_sim import _threads, metrics
+from coverage_sim._progress import StepProgress
 from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
 from coverage_sim.data import PairData, offline_pairs
 from coverage_sim.env import optimal_policy
@@ -77,6 +78,9 @@ _RANKING_MAX_K = 1000
 _PAIRWISE_MAX_K = 2048
 #: The win rate is then summed over distinct reward values, if there are at most this many.
 _MAX_REWARD_VALUES = 4096
+#: Models below this many parameters train on one torch thread by default: their ops are too small
+#: to split (every transformer preset here, gpt-nano to gpt-micro, is below it).
+_SMALL_MODEL_PARAMETERS = 2_000_000
 
 
 def default_device(device=None) -> torch.device:
@@ -190,6 +194,20 @@ def _seeds(seed) -> tuple[int, int, int]:
 
 def _generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def _torch_threads(threads, model) -> int:
+    """Intra-op threads for a training call: ``threads``, else 1 for a small model, else the free
+    cores (:func:`coverage_sim._threads.thread_budget`) up to torch's current setting.
+
+    A step of a small transformer is many tiny ops, each a parallel region: two threads gain little
+    on an idle machine and lose 3-10x on a busy one (benchmarks/README.md).
+    """
+    if threads is not None:
+        return check_int(threads, "threads", minimum=1)
+    if sum(p.numel() for p in model.parameters()) < _SMALL_MODEL_PARAMETERS:
+        return 1
+    return _threads.thread_budget(torch.get_num_threads())
 
 
 def _config(mode, env, objective, model, steps, lr, optimizer, adam, seed, rec, device, extra):
@@ -339,7 +357,8 @@ def train_exact(env: SequenceEnv, objective, data: PairData | None = None, *,
                 model: CausalTransformer | None = None, steps: int, lr: float,
                 optimizer: str = "adam", seed: int = 0, device=None, dtype=None, record=None,
                 eval_data: PairData | None = None, adam=(0.9, 0.999, 1e-8),
-                chunk_size: int = 8192) -> TorchRun:
+                chunk_size: int = 8192, threads: int | None = None,
+                progress: bool | None = None) -> TorchRun:
     """Train a transformer on the exact population objective (every response enumerated).
 
     Cost: one forward and backward pass over all ``n_prompts * vocab**length`` sequences per step,
@@ -368,6 +387,10 @@ def train_exact(env: SequenceEnv, objective, data: PairData | None = None, *,
         Bradley-Terry labels, up to 1000 responses).
       adam: Adam's ``(beta1, beta2, eps)``.
       chunk_size: sequences per forward pass.
+      threads: torch intra-op threads during the call (restored afterwards); default 1 for models
+        under 2M parameters, else the cores free at the start (``COVERAGE_SIM_THREADS`` fixes it).
+      progress: show a progress bar; default when the first step predicts more than a few seconds
+        (``COVERAGE_SIM_PROGRESS=0`` turns automatic bars off).
 
     Returns:
       A :class:`TorchRun`; ``history`` has ``step``, ``loss`` (the exact loss at that step's
@@ -394,18 +417,22 @@ def train_exact(env: SequenceEnv, objective, data: PairData | None = None, *,
     proxy = objective.params.get("reward")
     rows, final_lp = [], None
     rec_set = set(rec.tolist())
-    for step in range(steps + 1):
-        learn = step < steps
-        if learn:
-            opt.zero_grad()
-        loss, lp = _exact_step(model, env, objective, data, tokens, chunk_size, learn)
-        _check_finite_loss(loss, step, objective.name, lr)
-        if step in rec_set:
-            rows.append({"step": step, "loss": loss,
-                         **_exact_metrics(env, lp, objective.beta, data, eval_data, proxy)})
-        if learn:
-            opt.step()
-        final_lp = lp
+    n_threads = _torch_threads(threads, model)
+    with _threads.torch_threads(n_threads), StepProgress(
+            progress, steps, f"train_exact {objective.name}") as bar:
+        for step in range(steps + 1):
+            learn = step < steps
+            if learn:
+                opt.zero_grad()
+            loss, lp = _exact_step(model, env, objective, data, tokens, chunk_size, learn)
+            _check_finite_loss(loss, step, objective.name, lr)
+            if step in rec_set:
+                rows.append({"step": step, "loss": loss,
+                             **_exact_metrics(env, lp, objective.beta, data, eval_data, proxy)})
+            if learn:
+                opt.step()
+            final_lp = lp
+            bar.step()
     config = _config("exact", env, objective, model, steps, float(lr), optimizer, adam, seed, rec,
                      device, {"data": None if data is None else {"source": data.source,
                                                                  "labels": data.labels,
@@ -742,7 +769,8 @@ def train_sampled(env: SequenceEnv, loss, *, model: CausalTransformer | None = N
                   device=None, dtype=None, record=None, behavior=None,
                   labels: str = "bradley_terry", label_noise: float = 0.0,
                   n_data: int | None = None, reuse: int = 1, exact_metrics: bool | None = None,
-                  n_eval: int = 1024, extra_metrics=None, adam=(0.9, 0.999, 1e-8)) -> TorchRun:
+                  n_eval: int = 1024, extra_metrics=None, adam=(0.9, 0.999, 1e-8),
+                  threads: int | None = None, progress: bool | None = None) -> TorchRun:
     """Train a transformer by minibatch gradient steps on sampled responses.
 
     Each draw is ``batch_size`` prompts with ``loss.group_size`` responses each (pairs for pairwise
@@ -777,6 +805,8 @@ def train_sampled(env: SequenceEnv, loss, *, model: CausalTransformer | None = N
         recorded step without gradients (``generator``: the evaluation stream), e.g. the mass near
         the reward's peak for Tajwar et al.'s F3; its entries become history columns.
       adam: Adam's ``(beta1, beta2, eps)``.
+      threads: torch intra-op threads during the call (see :func:`train_exact`).
+      progress: show a progress bar (see :func:`train_exact`).
 
     Returns:
       A :class:`TorchRun`. ``history``: ``step``; ``loss``, the minibatch loss at that step's
@@ -840,44 +870,48 @@ def train_sampled(env: SequenceEnv, loss, *, model: CausalTransformer | None = N
                else None)
     samples = 0 if dataset is None else n_data * loss.group_size
     rows, batch, final_lp = [], None, None
-    for step in range(steps + 1):
-        learn = step < steps
-        used = samples                # responses behind the `step` updates made so far
-        if learn and step % reuse == 0:
-            if dataset is None:
-                batch = _draw_batch(model, env, loss, batch_size, gen, behavior)
-                samples += batch_size * loss.group_size
-            elif batch_size == n_data:
-                batch = dataset
-            else:
-                batch = dataset.take(torch.randperm(n_data, generator=gen,
-                                                    device=device)[:batch_size])
-        if learn:
-            opt.zero_grad()
-            value = _batch_loss(model, loss, batch)
-            value.backward()
-        elif step in rec_set:
-            if dataset is None:
-                extra = _draw_batch(model, env, loss, batch_size, eval_gen, behavior)
-            else:
-                extra = dataset.take(torch.randperm(n_data, generator=eval_gen,
-                                                    device=device)[:batch_size])
-            with torch.no_grad():
-                value = _batch_loss(model, loss, extra)
-        else:
-            value = None
-        if value is not None:
-            _check_finite_loss(float(value.detach()), step, loss.name, lr)
-        if step in rec_set:
-            m, final_lp = evaluate()
-            if extra_metrics is not None:
+    n_threads = _torch_threads(threads, model)
+    with _threads.torch_threads(n_threads), StepProgress(
+            progress, steps, f"train_sampled {loss.name}") as bar:
+        for step in range(steps + 1):
+            learn = step < steps
+            used = samples                # responses behind the `step` updates made so far
+            if learn and step % reuse == 0:
+                if dataset is None:
+                    batch = _draw_batch(model, env, loss, batch_size, gen, behavior)
+                    samples += batch_size * loss.group_size
+                elif batch_size == n_data:
+                    batch = dataset
+                else:
+                    batch = dataset.take(torch.randperm(n_data, generator=gen,
+                                                        device=device)[:batch_size])
+            if learn:
+                opt.zero_grad()
+                value = _batch_loss(model, loss, batch)
+                value.backward()
+            elif step in rec_set:
+                if dataset is None:
+                    extra = _draw_batch(model, env, loss, batch_size, eval_gen, behavior)
+                else:
+                    extra = dataset.take(torch.randperm(n_data, generator=eval_gen,
+                                                        device=device)[:batch_size])
                 with torch.no_grad():
-                    m.update({k: float(v) for k, v in extra_metrics(model, eval_gen).items()})
-            rows.append({"step": step, "loss": float(value.detach()), "samples": used, **m})
-        if learn:
-            opt.step()
-    if exact_metrics and rec[-1] != steps:
-        final_lp = evaluate()[1]
+                    value = _batch_loss(model, loss, extra)
+            else:
+                value = None
+            if value is not None:
+                _check_finite_loss(float(value.detach()), step, loss.name, lr)
+            if step in rec_set:
+                m, final_lp = evaluate()
+                if extra_metrics is not None:
+                    with torch.no_grad():
+                        m.update({k: float(v) for k, v in extra_metrics(model, eval_gen).items()})
+                rows.append({"step": step, "loss": float(value.detach()), "samples": used, **m})
+            if learn:
+                opt.step()
+            bar.step()
+        if exact_metrics and rec[-1] != steps:
+            final_lp = evaluate()[1]
     extra_cfg = {"batch_size": batch_size, "group_size": loss.group_size, "online": loss.online,
                  "n_data": n_data, "reuse": reuse,
                  "behavior": None if behavior is None else type(behavior).__name__,

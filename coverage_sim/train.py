@@ -13,19 +13,24 @@ the policy's own ``logp`` and ``grad``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.metadata
 import platform
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numba
 import numpy as np
 import pandas as pd
 
-from coverage_sim import _engine, sampling
+from coverage_sim import _engine, _threads, sampling
+from coverage_sim._dpo_fast import DENSE, FACTORED
+from coverage_sim._progress import progress_bar, wants_progress
 from coverage_sim._validation import check_choice, check_int, check_positive
-from coverage_sim.data import PairData, offline_pairs
+from coverage_sim.data import PairData
 from coverage_sim.env import Bandit
-from coverage_sim.metrics import policy_metrics
+from coverage_sim.metrics import REFERENCE_PAIRS, policy_metrics, select_metrics
 from coverage_sim.objectives import Objective, objective as make_objective
 from coverage_sim.policies import Policy, TabularSoftmax
 
@@ -46,13 +51,19 @@ def _is_engine_policy(policy: Policy) -> bool:
 
 def package_versions() -> dict[str, str]:
     """Versions of Python and the packages a result depends on, to store beside it."""
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple[tuple[str, str], ...]:
+    # Reading package metadata takes ~25 ms; the versions cannot change within a process.
     out = {"python": platform.python_version()}
     for name in ("coverage-sim", "numpy", "scipy", "numba", "pandas", "torch"):
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return out
+    return tuple(out.items())
 
 
 def log_schedule(steps: int, num: int = 50) -> np.ndarray:
@@ -155,13 +166,29 @@ def _common_args(env, objective, steps, lr, optimizer, policy, record):
     return objective, steps, lr, opt, policy, _record_steps(record, steps)
 
 
-def _default_eval_data(env: Bandit, eval_data):
-    if eval_data is not None or env.n_responses > _RANKING_MAX_K:
+def _default_eval_data(env: Bandit, eval_data, metrics=None):
+    """The held-out pairs: ``eval_data``, else the exact pi_ref x pi_ref Bradley-Terry pairs
+    (``"reference"``, formed pair by pair) up to 1000 responses or when a ranking metric is asked
+    for."""
+    if eval_data is not None:
         return eval_data
-    return offline_pairs(env, env.ref, labels="bradley_terry")
+    asked = () if metrics is None else [metrics] if isinstance(metrics, str) else metrics
+    try:
+        ranking = bool({"ranking_accuracy", "ideal_ranking_accuracy"} & set(asked))
+    except TypeError:  # not a sequence of names: select_metrics says so
+        ranking = False
+    return REFERENCE_PAIRS if env.n_responses <= _RANKING_MAX_K or ranking else None
 
 
-def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_data, config,
+def _metric_plan(env: Bandit, objective: Objective, data, eval_data, metrics):
+    """``(eval_data, metric names)`` for a run, checked before any training step is taken."""
+    eval_data = _default_eval_data(env, eval_data, metrics)
+    names = select_metrics(metrics, beta=objective.beta, data=data, eval_data=eval_data,
+                           proxy_reward=objective.params.get("reward"))
+    return eval_data, names
+
+
+def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, plan, config,
             extra=None) -> Run:
     if np.isnan(theta).any() or np.isnan(out_lp).any() or np.isnan(out_loss).any():
         bad = np.flatnonzero(np.isnan(out_lp).any(axis=(1, 2)) | np.isnan(out_loss))
@@ -171,9 +198,10 @@ def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_dat
             f"{config['optimizer']!r}, lr={config['lr']}; lower lr (natural policy gradient divides "
             "by pi, so it needs small steps on objectives that push probabilities towards 0)")
     shaped = np.exp(out_lp).reshape((len(rec),) + env.shape)
+    eval_data, names = plan
     metrics = policy_metrics(env, shaped, beta=objective.beta, data=data, eval_data=eval_data,
                              proxy_reward=objective.params.get("reward"),
-                             log_policies=out_lp.reshape(shaped.shape))
+                             log_policies=out_lp.reshape(shaped.shape), metrics=names)
     # extra: the sampled mode's cumulative `samples` and `queries` columns
     history = pd.DataFrame({"step": rec, "loss": out_loss, **(extra or {}), **metrics})
     # The final policy comes from the final parameters: the record schedule need not end at `steps`.
@@ -204,8 +232,9 @@ def _config(env, objective, policy, steps, lr, optimizer, seed, adam, rec, data,
 
 def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, lr: float,
           optimizer: str = "adam", seed: int = 0, policy: Policy | None = None, record=None,
-          eval_data: PairData | None = None, adam=_ADAM_DEFAULTS,
-          parallel: bool | None = None, batch_size: int | None = None, reuse: int = 1,
+          eval_data: PairData | str | None = None, adam=_ADAM_DEFAULTS,
+          parallel: bool | None = None, metrics: Sequence[str] | None = None,
+          progress: bool | None = None, batch_size: int | None = None, reuse: int = 1,
           estimator=None) -> Run:
     """Optimise ``objective`` on ``env`` with exact (population) or sampled gradients.
 
@@ -224,11 +253,19 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
       policy: parameterisation; default :class:`~coverage_sim.policies.TabularSoftmax` at ``pi_ref``.
       record: record schedule: ``None`` (about 50 log-spaced steps), a number of points, or a list
         of steps.
-      eval_data: held-out pairs for ranking accuracy; default the exact ``pi_ref x pi_ref`` pairs with
-        gold Bradley-Terry labels (skipped above 1000 responses).
+      eval_data: held-out pairs for ranking accuracy; default ``"reference"``, the exact
+        ``pi_ref x pi_ref`` pairs with gold Bradley-Terry labels (formed pair by pair, never
+        stored), up to 1000 responses (above, only when ``metrics`` asks for a ranking metric).
       adam: ``(beta1, beta2, eps)`` for Adam.
-      parallel: split one large problem's pair rows over threads (exact mode); default when
-        K >= 512.
+      parallel: split one large problem's pair rows over threads (exact mode); default when K >= 512 and more
+        than one core is free at the start of the call (see the README's notes on threads;
+        ``COVERAGE_SIM_THREADS`` fixes the count).
+      metrics: the history's metric columns (:data:`coverage_sim.metrics.METRICS` names, in that
+        order after ``step`` and ``loss``); default every metric the objective, ``data`` and
+        ``eval_data`` allow (see :func:`coverage_sim.metrics.policy_metrics`). The ranking metrics
+        are the only ones that cost O(K^2) per recorded step; ``metrics=[]`` records the loss only.
+      progress: show a progress bar; default (``None``) when the call is estimated to take more
+        than a few seconds, unless ``COVERAGE_SIM_PROGRESS=0``.
       batch_size: ``None`` (exact population gradients) or an integer: train on sampled batches of
         that size (pairs offline, groups online and for rlhf, responses for best_of_n/awr; see
         :mod:`coverage_sim.sampling`). Metrics stay exact (computed from pi itself); the history's
@@ -259,6 +296,7 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
                                                           policy, record)
     _check_data(env, data)
     sampled = sampling.check_training_options(objective, data, batch_size, reuse, estimator)
+    plan = _metric_plan(env, objective, data, eval_data, metrics)
     engine = _is_engine_policy(policy)
     if not engine and opt == _engine.NPG:
         raise ValueError(f"optimizer='npg' is only available for engine policies (TabularSoftmax, "
@@ -273,44 +311,181 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
             seed)
         config = _config(env, objective, policy, steps, lr, optimizer, seed, (b1, b2, eps), rec,
                          data, sampled)
-        return _finish(env, objective, policy, theta, out_lp, out_loss, rec, data,
-                       _default_eval_data(env, eval_data), config,
+        return _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, plan, config,
                        extra={"samples": n_samples, "queries": n_queries})
-    if parallel is None:
-        parallel = env.n_responses >= _PARALLEL_ROWS_MIN_K
-    if not engine:
-        out_lp, out_loss = _run_generic(env, objective, data, policy, theta, rlp, opt, lr,
-                                        (b1, b2, eps), steps, rec, bool(parallel))
+    parallel, threads = _row_threads(parallel, env.n_responses)
+    desc = f"train {objective.name} (K={env.n_responses})"
+    with _threads.numba_threads(threads) if threads else contextlib.nullcontext():
+        if not engine:
+            work = _Work(progress, desc, _generic_step_ns(env), 0.0, _finish_ns(env, plan), steps,
+                         rec.size, 1)
+            out_lp, out_loss = _run_generic(env, objective, data, policy, theta, rlp, opt, lr,
+                                            (b1, b2, eps), steps, rec, bool(parallel), work)
+        else:
+            out_lp, out_loss, work = _run_engine(env, objective, data, policy, theta, rlp, opt, lr,
+                                                 (b1, b2, eps), steps, rec, parallel, plan,
+                                                 progress, desc, threads or 1)
         config = _config(env, objective, policy, steps, lr, optimizer, seed, (b1, b2, eps), rec,
                          data)
-        return _finish(env, objective, policy, theta, out_lp, out_loss, rec, data,
-                       _default_eval_data(env, eval_data), config)
+        with work:
+            return work.finish(_finish(env, objective, policy, theta, out_lp, out_loss, rec, data,
+                                       plan, config))
+
+
+def _row_threads(parallel, k: int) -> tuple[bool, int | None]:
+    """``(parallel rows, numba threads)`` for one problem; ``None`` threads: leave numba's count.
+
+    By default one problem's pair rows are split over threads only when K >= 512 and more than
+    one core is free right now (:func:`coverage_sim._threads.thread_budget`): a step is a few
+    hundred microseconds, and on a busy machine two threads that wait for each other at every step
+    are slower than one.
+    """
+    if parallel is not None:
+        return bool(parallel), None
+    if k < _PARALLEL_ROWS_MIN_K:
+        return False, None
+    threads = _threads.thread_budget()
+    return threads > 1, threads
+
+
+def _run_engine(env, objective, data, policy, theta, rlp, opt, lr, adam, steps, rec, parallel,
+                plan, progress, desc, threads):
+    """The fused numba loop over iterative DPO's segments (one segment otherwise); returns the
+    record buffers and the run's :class:`_Work`."""
+    b1, b2, eps = adam
     features, base = policy.features_for(env), policy.base_for(env)
     n_ctx, k = env.n_contexts, env.n_responses
     out_lp = np.empty((rec.size, n_ctx, k))
     out_loss = np.empty(rec.size)
     # Iterative DPO rebuilds its pairs from the current policy at every iteration boundary.
     period = objective.refresh_every or max(steps, 1)
-    start = 0
+    start, work = 0, None
     while True:
         stop = min(start + period, steps)
         lp = _engine.policy_logp(policy.kind, theta, features, base, n_ctx, k)
         terms = objective.terms(env, data, lp)
+        if work is None:
+            step_ns, record_ns = _step_ns(terms, env, features, plan)
+            work = _Work(progress, desc, step_ns, record_ns, _finish_ns(env, plan), steps,
+                         rec.size, threads if parallel else 1)
         local = np.flatnonzero((rec >= start) & ((rec < stop) | (stop == steps)))
         seg_lp = np.empty((local.size, n_ctx, k))
         seg_loss = np.empty(local.size)
-        _engine.run_one(theta, policy.kind, features, base, rlp, terms, opt, lr, b1, b2, eps,
-                        stop - start, rec[local] - start, seg_lp, seg_loss, bool(parallel))
+        _run_segment(work, theta, policy.kind, features, base, rlp, terms, opt, lr, b1, b2, eps,
+                     stop - start, rec[local] - start, seg_lp, seg_loss, bool(parallel))
         out_lp[local], out_loss[local] = seg_lp, seg_loss
         if stop == steps:
             break
         start = stop
-    config = _config(env, objective, policy, steps, lr, optimizer, seed, (b1, b2, eps), rec, data)
-    return _finish(env, objective, policy, theta, out_lp, out_loss, rec, data,
-                   _default_eval_data(env, eval_data), config)
+    return out_lp, out_loss, work
 
 
-def _run_generic(env, objective, data, policy, theta, rlp, opt, lr, adam, steps, rec, parallel):
+def _run_segment(work, theta, kind, features, base, rlp, terms, opt, lr, b1, b2, eps, steps,
+                 rec, out_lp, out_loss, parallel_rows):
+    """:func:`coverage_sim._engine.run_one` (one optimiser segment), in chunks of about
+    :data:`_CHUNK_SECONDS` of estimated work when a progress bar is shown. Chunks carry Adam's
+    state, so they give the same bits as one call."""
+    if work.chunk >= steps:
+        _engine.run_one(theta, kind, features, base, rlp, terms, opt, lr, b1, b2, eps, steps, rec,
+                        out_lp, out_loss, parallel_rows)
+        work.advance(steps, rec.size)
+        return
+    m, v = np.zeros(theta.size), np.zeros(theta.size)
+    first = 0
+    while first < steps:
+        stop = min(first + work.chunk, steps)
+        last = stop == steps
+        i0 = np.searchsorted(rec, first)
+        i1 = np.searchsorted(rec, stop, "right" if last else "left")
+        _engine.run_chunk(theta, kind, features, base, rlp, terms, opt, lr, b1, b2, eps,
+                          stop - first, last, rec[i0:i1] - first, out_lp[i0:i1], out_loss[i0:i1],
+                          parallel_rows, m, v, first)
+        work.advance(stop - first, i1 - i0)
+        first = stop
+
+
+#: A progress bar advances after about this much estimated work (a fused loop runs in chunks).
+_CHUNK_SECONDS = 0.25
+
+
+class _Work:
+    """A run's estimated cost (from a cost model in nanoseconds of one serial core) and its bar.
+
+    The estimate decides whether an automatic bar is shown (``progress=None``); the bar advances
+    by estimated work, so its remaining time is right even where recorded steps (loss and metrics)
+    crowd together early in a log-spaced schedule.
+    """
+
+    def __init__(self, progress, desc, step_ns, record_ns, finish_ns, steps, records, threads):
+        self.step_ns, self.record_ns, self.finish_ns = step_ns, record_ns, finish_ns
+        total = steps * step_ns + records * record_ns + finish_ns
+        expected = 1e-9 * (steps * step_ns / max(threads, 1) + records * record_ns + finish_ns)
+        self.bar = progress_bar(wants_progress(progress, expected), total, desc)
+        self.chunk = (max(steps, 1) if self.bar.disable
+                      else max(1, int(_CHUNK_SECONDS * 1e9 * max(threads, 1) / max(step_ns, 1.0))))
+
+    def advance(self, steps: int, records: int) -> None:
+        self.bar.update(steps * self.step_ns + records * self.record_ns)
+
+    def finish(self, result):
+        self.bar.update(self.finish_ns)
+        return result
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        return False
+
+
+def _finish_ns(env: Bandit, plan) -> float:
+    """Estimated cost of a run's once-per-call metric work: the O(K^2) win-rate vector and R*."""
+    n_pairs = env.n_contexts * env.n_responses ** 2 / 2
+    names = plan[1]
+    return 1e6 + n_pairs * (("win_rate" in names) + 2.0 * ("ideal_ranking_accuracy" in names))
+
+
+def _metric_record_ns(env: Bandit, plan) -> float:
+    """Estimated metric cost per recorded policy."""
+    eval_data, names = plan
+    per_record = 100.0 * env.n_contexts * env.n_responses
+    if "ranking_accuracy" in names:
+        n = env.n_responses
+        per_record += env.n_contexts * n * n * (0.5 if isinstance(eval_data, str) else 0.4)
+    return per_record
+
+
+def _step_ns(terms, env: Bandit, features, plan) -> tuple[float, float]:
+    """``(per step, per recorded step)`` estimated nanoseconds of the fused loop on these terms
+    (one core, measured on the project's machine; only their ratios matter for the bar)."""
+    code, source, fast = terms[0], terms[2], terms[5]
+    n_ctx, k = env.n_contexts, env.n_responses
+    full = n_ctx * k * k
+    upper = n_ctx * k * (k + 1) / 2
+    dim = features.shape[2] if features.ndim == 3 else 1
+    step = 500.0 + n_ctx * k * (10.0 + 2.0 * dim)
+    if code < 0:
+        record = step
+    elif source == _engine.ONLINE:
+        step += 20.0 * full
+        record = step
+    elif fast in (FACTORED, DENSE):
+        step += (0.35 if fast == FACTORED else 0.6) * upper
+        record = step + 2.5 * upper + 0.3 * full
+    else:
+        step += 15.0 * full
+        record = step
+    return step, record + _metric_record_ns(env, plan)
+
+
+def _generic_step_ns(env: Bandit) -> float:
+    """Estimated nanoseconds of one step of the numpy loop for policies outside the engine."""
+    return 2e4 + 50.0 * env.n_contexts * env.n_responses
+
+
+def _run_generic(env, objective, data, policy, theta, rlp, opt, lr, adam, steps, rec, parallel,
+                 work):
     """The engine's step loop (``_engine.run_one`` plus iterative DPO's refreshes) in numpy.
 
     Updates ``theta`` in place and returns the record buffers ``(out_lp, out_loss)``. Matches the
@@ -342,6 +517,7 @@ def _run_generic(env, objective, data, policy, theta, rlp, opt, lr, adam, steps,
         if recording:
             out_lp[nxt], out_loss[nxt] = lp, loss
             nxt += 1
+        work.advance(s < steps, recording)
         if s == steps:
             break
         if np.isnan(grad_lp).any():
@@ -371,8 +547,9 @@ def _as_list(value, n: int, name: str) -> list:
 
 def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps: int, lr,
                optimizer: str = "adam", seed: int = 0, policy: Policy | None = None,
-               record=None, eval_data: PairData | None = None,
-               adam=_ADAM_DEFAULTS, batch_size: int | None = None, reuse: int = 1,
+               record=None, eval_data: PairData | str | None = None,
+               adam=_ADAM_DEFAULTS, metrics: Sequence[str] | None = None,
+               progress: bool | None = None, batch_size: int | None = None, reuse: int = 1,
                estimator=None) -> list[Run]:
     """Train many independent problems at once, with a numba ``prange`` over the batch.
 
@@ -380,6 +557,9 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
     (one per problem); lists must have one common length B. All problems must have the same shape
     and the same objective name (parameters such as ``beta`` may differ). Exact iterative DPO is not
     batched (its pairs are rebuilt in Python between iterations); sampled iterative DPO is.
+    ``record``, ``eval_data``, ``metrics`` and ``progress`` are as in :func:`train`. The batch is
+    split over all numba threads (whole problems per thread, so a busy machine slows it down without
+    making threads wait for each other at every step).
 
     ``batch_size``, ``reuse`` and ``estimator`` (shared by all problems) select sampled training as
     in :func:`train`; problem ``b`` draws from the sampling stream of ``seed + b``, so it equals
@@ -425,6 +605,8 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
             raise ValueError("exact iterative_dpo is not supported by train_many; use train, or "
                              "pass batch_size for sampled iterative DPO")
         _check_data(e, d)
+    plans = [_metric_plan(e, o, d, eval_data, metrics)
+             for e, o, d in zip(env_list, obj_list, data_list)]
     b1, b2, eps = (float(a) for a in adam)
     thetas = np.stack([np.asarray(policy.init_params(e, np.random.default_rng(seed + b)),
                                   dtype=np.float64) for b, e in enumerate(env_list)])
@@ -438,7 +620,7 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
             (b1, b2, eps), steps, rec, sampled[0][0], sampled[0][1], [t[2] for t in sampled],
             seed)
         return [_finish(env_list[b], obj_list[b], policy, thetas[b], out_lp[b], out_loss[b], rec,
-                        data_list[b], _default_eval_data(env_list[b], eval_data),
+                        data_list[b], plans[b],
                         _config(env_list[b], obj_list[b], policy, steps, float(lrs[b]), optimizer,
                                 seed + b, (b1, b2, eps), rec, data_list[b], sampled[b]),
                         extra={"samples": n_samples[b], "queries": n_queries[b]})
@@ -449,18 +631,46 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
         all_terms = [o.terms(e, d, factored=False)
                      for o, e, d in zip(obj_list, env_list, data_list)]
     stacked = [np.ascontiguousarray(np.stack([t[i] for t in all_terms])) for i in range(14)]
+    stacked[3] = _engine.pair_array(stacked[3])
     n_ctx, k = env_list[0].n_contexts, env_list[0].n_responses
     out_lp = np.empty((n, rec.size, n_ctx, k))
     out_loss = np.empty((n, rec.size))
     (code, prm, _, weights, probs, _, sym, d, act, linear, kl_coef, reward_coef, reward,
      rho) = stacked
-    _engine.run_batch(thetas, policy.kind, features, bases, rlps, code, prm, all_terms[0][2],
-                      weights, probs, all_terms[0][5], sym, d, act, linear, kl_coef, reward_coef,
-                      reward, rho, opt, lrs, b1, b2, eps, steps, rec, out_lp, out_loss)
-    runs = []
-    for b in range(n):
-        config = _config(env_list[b], obj_list[b], policy, steps, float(lrs[b]), optimizer,
-                         seed + b, (b1, b2, eps), rec, data_list[b])
-        runs.append(_finish(env_list[b], obj_list[b], policy, thetas[b], out_lp[b], out_loss[b],
-                            rec, data_list[b], _default_eval_data(env_list[b], eval_data), config))
-    return runs
+    step_ns, record_ns = _step_ns(all_terms[0], env_list[0], features[0], plans[0])
+    threads = min(n, numba.get_num_threads())
+    work = _Work(progress, f"train_many {obj_list[0].name} (B={n}, K={k})", n * step_ns,
+                 n * record_ns, n * _finish_ns(env_list[0], plans[0]), steps, rec.size, threads)
+    with work:
+        # One parallel region over the whole batch (per chunk when a bar is shown): each thread
+        # runs whole problems, so a busy machine slows it down but never makes threads wait per
+        # step; all numba threads are used.
+        m, v = np.zeros(thetas.shape), np.zeros(thetas.shape)
+        first = 0
+        while True:
+            stop = min(first + work.chunk, steps)
+            last = stop == steps
+            i0 = np.searchsorted(rec, first)
+            i1 = np.searchsorted(rec, stop, "right" if last else "left")
+            if i0 == 0 and i1 == rec.size:
+                lp_chunk, loss_chunk = out_lp, out_loss
+            else:
+                lp_chunk, loss_chunk = np.empty((n, i1 - i0, n_ctx, k)), np.empty((n, i1 - i0))
+            _engine.run_batch_chunk(
+                thetas, policy.kind, features, bases, rlps, code, prm, all_terms[0][2], weights,
+                probs, all_terms[0][5], sym, d, act, linear, kl_coef, reward_coef, reward, rho, opt,
+                lrs, b1, b2, eps, stop - first, last, rec[i0:i1] - first, lp_chunk, loss_chunk, m,
+                v, first)
+            if lp_chunk is not out_lp:
+                out_lp[:, i0:i1], out_loss[:, i0:i1] = lp_chunk, loss_chunk
+            work.advance(stop - first, i1 - i0)
+            if last:
+                break
+            first = stop
+        runs = []
+        for b in range(n):
+            config = _config(env_list[b], obj_list[b], policy, steps, float(lrs[b]), optimizer,
+                             seed + b, (b1, b2, eps), rec, data_list[b])
+            runs.append(_finish(env_list[b], obj_list[b], policy, thetas[b], out_lp[b],
+                                out_loss[b], rec, data_list[b], plans[b], config))
+        return work.finish(runs)

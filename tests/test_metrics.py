@@ -196,3 +196,137 @@ def test_ranking_accuracy_on_log_probabilities_has_no_underflow_ties():
     logp = np.array([0.0, -800.0, -900.0])
     assert M.ranking_accuracy(env, np.exp(logp), data) == 1.0  # the tie counts as correct
     assert M.ranking_accuracy(env, logp, data) == 0.0
+
+
+# ---------------------------------------------------------------- the O(K^2)-per-policy originals
+# The library's pairwise metrics make one pass over the pairs for a whole stack of policies (and
+# form the reference pairs on the fly). These are the straightforward numpy definitions they
+# replaced; the fast ones must agree with them to rounding.
+
+
+def _slow_win_rate(env, policy, against=None):
+    other = env.ref2d if against is None else M._batched(env, against, "against")
+    r = env.reward2d
+    pref = expit(r[:, :, None] - r[:, None, :])
+    p = M._batched(env, policy)
+    per_ctx = np.einsum("...xi,xij,...xj->...x", p, pref, np.broadcast_to(other, p.shape))
+    return per_ctx @ env.context_weights
+
+
+def _slow_ranking_accuracy(env, policy, data):
+    weights = data.weights * (1.0 - np.eye(env.n_responses))
+    p = M._batched(env, policy)
+    correct = p[..., :, :, None] >= p[..., :, None, :]
+    return (correct * weights).sum(axis=(-3, -2, -1)) / weights.sum()
+
+
+def _slow_ideal_ranking_accuracy(env, data, beta):
+    weights = data.weights * (1.0 - np.eye(env.n_responses))
+    pair = weights + np.swapaxes(weights, 1, 2)
+    alpha = np.divide(weights, pair, out=np.full_like(weights, 0.5), where=pair > 0)
+    alpha = np.clip(alpha, 1e-3, 1.0 - 1e-3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ref = np.log(env.ref2d)
+        score = (log_ref[:, :, None] - log_ref[:, None, :]
+                 + (np.log(alpha) - np.log1p(-alpha)) / beta)
+    return float((weights * np.where(weights > 0, score > 0, False)).sum() / weights.sum())
+
+
+def _instances():
+    """Random contextual bandits: partial-support reference, tied rewards and probabilities, and
+    a reward range past the exp-free 700 (the per-pair sigmoid branch)."""
+    rng = np.random.default_rng(42)
+    out = []
+    for k, n_ctx, reward_scale, partial in ((7, 1, 1.0, False), (60, 3, 3.0, True),
+                                            (200, 2, 1.0, False), (50, 2, 500.0, True)):
+        reward = reward_scale * rng.standard_normal((n_ctx, k))
+        reward[:, 1] = reward[:, 0]                                   # a tie in reward
+        ref = rng.dirichlet(np.ones(k), size=n_ctx)
+        ref[:, 3] = ref[:, 2]                                         # a tie in pi_ref
+        if partial:
+            ref[:, -3:] = 0.0
+        ref /= ref.sum(axis=1, keepdims=True)
+        out.append(cs.Bandit(reward=reward, ref=ref, context_weights=rng.dirichlet(np.ones(n_ctx))))
+    return out
+
+
+@pytest.mark.parametrize("env", _instances(), ids=lambda e: f"K{e.n_responses}X{e.n_contexts}")
+def test_fast_pairwise_metrics_equal_the_numpy_definitions(env):
+    rng = np.random.default_rng(0)
+    pols = rng.dirichlet(np.ones(env.n_responses), size=(6, env.n_contexts)) * (env.ref2d > 0)
+    pols /= pols.sum(axis=-1, keepdims=True)
+    pols[1] = env.ref2d                                                # ties of pi_ref
+    pols[2] = np.round(pols[2], 2)                                     # ties of rounded values
+    pols[2] /= pols[2].sum(axis=-1, keepdims=True)
+    against = rng.dirichlet(np.ones(env.n_responses), size=env.n_contexts) * (env.ref2d > 0)
+    against /= against.sum(axis=-1, keepdims=True)
+    behavior = np.where(env.ref2d > 0, rng.uniform(0.5, 1.5, env.ref2d.shape), 0.0) * env.ref2d
+    behavior /= behavior.sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(M.win_rate(env, pols), _slow_win_rate(env, pols), rtol=1e-13)
+    np.testing.assert_allclose(M.win_rate(env, pols, against), _slow_win_rate(env, pols, against),
+                               rtol=1e-13)
+    reference = cs.offline_pairs(env, env.ref)
+    datasets = [cs.offline_pairs(env, behavior, labels=labels, n=n, seed=1)
+                for labels in ("bradley_terry", "deterministic") for n in (None, 300)]
+    for data in [reference] + datasets:
+        for beta in (0.1, 1.0):
+            assert M.ideal_ranking_accuracy(env, data, beta) == pytest.approx(
+                _slow_ideal_ranking_accuracy(env, data, beta), rel=1e-13, abs=1e-15)
+        np.testing.assert_allclose(M.ranking_accuracy(env, pols, data),
+                                   _slow_ranking_accuracy(env, pols, data), rtol=1e-13)
+    # "reference": the same pairs as offline_pairs(env, env.ref), never materialised
+    np.testing.assert_allclose(M.ranking_accuracy(env, pols, "reference"),
+                               _slow_ranking_accuracy(env, pols, reference), rtol=1e-13)
+    for beta in (0.1, 1.0):
+        assert M.ideal_ranking_accuracy(env, "reference", beta) == pytest.approx(
+            _slow_ideal_ranking_accuracy(env, reference, beta), rel=1e-13, abs=1e-15)
+
+
+def test_metrics_selection_order_subset_and_bad_input():
+    env = cs.random_bandit(6, seed=3)
+    data = cs.offline_pairs(env, env.ref)
+    pols = np.stack([env.ref, cs.optimal_policy(env, 0.5)])
+    full = M.policy_metrics(env, pols, beta=0.5, data=data, eval_data="reference")
+    assert list(full) == [m for m in M.METRICS if m != "proxy_reward"]
+    some = M.policy_metrics(env, pols, beta=0.5, data=data, eval_data="reference",
+                            metrics=["ranking_accuracy", "reward"])
+    assert list(some) == ["reward", "ranking_accuracy"]                # column order, not request
+    for name in some:
+        np.testing.assert_array_equal(some[name], full[name])
+    assert M.policy_metrics(env, pols, metrics=[]) == {}
+    assert list(M.policy_metrics(env, pols, metrics="kl")) == ["kl"]
+    with pytest.raises(ValueError,
+                       match=r"metrics: unknown metric 'accuracy'; allowed: reward, kl"):
+        M.policy_metrics(env, pols, metrics=["accuracy"])
+    with pytest.raises(ValueError, match=r"metrics: 'tv_to_opt' needs beta"):
+        M.policy_metrics(env, pols, metrics=["tv_to_opt"])
+    with pytest.raises(ValueError, match=r"metrics: 'ranking_accuracy' needs held-out pairs"):
+        M.policy_metrics(env, pols, metrics=["ranking_accuracy"])
+    with pytest.raises(ValueError, match="metrics must be None or a sequence"):
+        M.policy_metrics(env, pols, metrics=3)
+    with pytest.raises(ValueError, match="'reference'"):
+        M.ranking_accuracy(env, pols, "references")
+
+
+def test_deterministic_product_pairs_take_the_ordered_count_and_agree():
+    """Exact mu x mu pairs with deterministic labels: the O(K log K) weighted concordance count
+    equals the numpy definition, with ties in the reward, in mu and in the policies; a proxy-reward
+    labelling of the same pairs is not mistaken for it."""
+    rng = np.random.default_rng(7)
+    k = 40
+    reward = np.round(rng.normal(size=(2, k)), 1)                     # many reward ties
+    ref = rng.dirichlet(np.ones(k), size=2)
+    env = cs.Bandit(reward=reward, ref=ref, context_weights=[0.25, 0.75])
+    mu = np.where(np.arange(k) % 7 == 0, 0.0, ref)
+    mu /= mu.sum(axis=1, keepdims=True)
+    data = cs.offline_pairs(env, mu, labels="deterministic")
+    pols = rng.dirichlet(np.ones(k), size=(6, 2))
+    pols[1] = np.round(pols[1], 2)                                     # ties in the policy
+    pols[2] = ref
+    assert M._ordered_behavior(env, data, data.weights) is not None
+    np.testing.assert_allclose(M.ranking_accuracy(env, pols, data),
+                               _slow_ranking_accuracy(env, pols, data), rtol=1e-13)
+    proxy = cs.offline_pairs(env, mu, labels="deterministic", reward=-reward)
+    assert M._ordered_behavior(env, proxy, proxy.weights) is None
+    np.testing.assert_allclose(M.ranking_accuracy(env, pols, proxy),
+                               _slow_ranking_accuracy(env, pols, proxy), rtol=1e-13)

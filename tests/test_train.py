@@ -388,3 +388,45 @@ def test_divergence_raises_instead_of_returning_nan():
     with pytest.raises(FloatingPointError, match="lr"):
         cs.train(env, cs.objective("ipo", beta=0.1), cs.azar_d1(env), steps=2000, lr=0.1,
                  optimizer="npg")
+
+
+# ---------------------------------------------------------------- metrics= and default eval pairs
+
+
+def test_metrics_argument_selects_history_columns(env, data):
+    obj = cs.objective("sigmoid", beta=0.5)
+    full = cs.train(env, obj, data, steps=40, lr=0.05)
+    some = cs.train(env, obj, data, steps=40, lr=0.05, metrics=["win_rate", "kl"])
+    assert list(some.history.columns) == ["step", "loss", "kl", "win_rate"]
+    for column in some.history.columns:
+        np.testing.assert_array_equal(some.history[column], full.history[column])
+    bare = cs.train(env, obj, data, steps=40, lr=0.05, metrics=[])
+    assert list(bare.history.columns) == ["step", "loss"]
+    many = cs.train_many(env, [obj, obj], data, steps=40, lr=0.05, metrics=["reward"])
+    assert list(many[0].history.columns) == ["step", "loss", "reward"]
+
+
+def test_bad_metrics_fail_before_training(env, data):
+    obj = cs.objective("sigmoid", beta=0.5)
+    with pytest.raises(ValueError, match=r"metrics: unknown metric 'acc'; allowed: reward, kl"):
+        cs.train(env, obj, data, steps=10**9, lr=0.05, metrics=["acc"])
+    with pytest.raises(ValueError, match=r"metrics: 'tv_to_opt' needs beta"):
+        cs.train(env, cs.objective("best_of_n"), data, steps=10**9, lr=0.05,
+                 metrics=["tv_to_opt"])
+    with pytest.raises(ValueError, match=r"metrics: 'proxy_reward' needs a proxy reward"):
+        cs.train_many(env, obj, data, steps=10**9, lr=0.05, metrics=["proxy_reward"])
+
+
+def test_default_eval_pairs_are_the_reference_pairs_and_stop_above_1000(env, data):
+    obj = cs.objective("sigmoid", beta=0.5)
+    default = cs.train(env, obj, data, steps=30, lr=0.05)
+    explicit = cs.train(env, obj, data, steps=30, lr=0.05, eval_data=cs.offline_pairs(env, env.ref))
+    np.testing.assert_allclose(default.history["ranking_accuracy"],
+                               explicit.history["ranking_accuracy"], rtol=1e-13)
+    np.testing.assert_allclose(default.history["ideal_ranking_accuracy"],
+                               explicit.history["ideal_ranking_accuracy"], rtol=1e-13)
+    big = cs.random_bandit(1001, seed=0, min_ref=1e-4)
+    run = cs.train(big, "rlhf", steps=2, lr=0.1)
+    assert "ranking_accuracy" not in run.history
+    asked = cs.train(big, "rlhf", steps=2, lr=0.1, metrics=["ranking_accuracy"])
+    assert list(asked.history.columns) == ["step", "loss", "ranking_accuracy"]

@@ -1,0 +1,48 @@
+"""Thread budgets: how many threads a call may use, and that a busy machine gets the serial path."""
+
+from __future__ import annotations
+
+import numba
+import pytest
+
+from coverage_sim import _threads
+from coverage_sim.train import _row_threads
+
+
+def test_free_cores_subtracts_other_running_processes(monkeypatch):
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
+    counts = iter([3, 5])                                   # us + 2 others, then a spike
+    monkeypatch.setattr(_threads, "_runnable", lambda: next(counts))
+    assert _threads.free_cores(gap=0.0) == 1                # the lesser read: 2 others
+    monkeypatch.setattr(_threads, "_runnable", lambda: 1)   # only us
+    assert _threads.free_cores(gap=0.0) == 2
+    monkeypatch.setattr(_threads, "_runnable", lambda: None)  # no /proc/loadavg
+    assert _threads.free_cores(gap=0.0) == 2
+
+
+def test_environment_fixes_the_budget(monkeypatch):
+    monkeypatch.setenv("COVERAGE_SIM_THREADS", "3")
+    assert _threads.thread_budget() == 3
+    assert _threads.thread_budget(wanted=2) == 2
+    for bad in ("0", "two"):
+        monkeypatch.setenv("COVERAGE_SIM_THREADS", bad)
+        with pytest.raises(ValueError, match="COVERAGE_SIM_THREADS must be a positive integer"):
+            _threads.thread_budget()
+
+
+def test_one_large_problem_goes_serial_on_a_busy_machine(monkeypatch):
+    monkeypatch.delenv("COVERAGE_SIM_THREADS", raising=False)
+    monkeypatch.setattr(_threads, "free_cores", lambda: 1)
+    assert _row_threads(None, 1000) == (False, 1)
+    monkeypatch.setattr(_threads, "free_cores", lambda: 2)
+    assert _row_threads(None, 1000) == (True, 2)
+    assert _row_threads(None, 100) == (False, None)         # small K: never split
+    assert _row_threads(True, 100) == (True, None)          # explicit: as asked
+    assert _row_threads(False, 5000) == (False, None)
+
+
+def test_numba_threads_context_restores_the_count():
+    before = numba.get_num_threads()
+    with _threads.numba_threads(1) as n:
+        assert n == 1 == numba.get_num_threads()
+    assert numba.get_num_threads() == before
