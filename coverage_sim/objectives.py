@@ -327,7 +327,7 @@ class Objective:
                                                     prm[0] / prm[2], factored=factored)
         else:
             fast = 0
-            sym, d, act = empty3[:0], np.zeros((0, k)), np.zeros((0, k), dtype=bool)
+            sym, d, act = empty3[:0], np.zeros((0, 2, k)), np.zeros((0, k), dtype=bool)
         arr = _engine.kernel_array
         return (int(code), arr(prm), int(source), arr(weights), arr(probs), fast, arr(sym), arr(d),
                 arr(act, np.bool_), arr(linear), float(kl_coef), float(reward_coef), arr(reward),

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from scipy.special import logit
 
@@ -582,7 +582,16 @@ def test_c7_dpo_on_d1_adam_azar_setting(tau):
 
 @settings(max_examples=25, **SETTINGS)
 @given(tau=BETA, direction=st.lists(st.floats(-1.0, 1.0), min_size=3, max_size=3),
-       margin=st.floats(0.0, 30.0))
+       margin=st.floats(0.0, 700.0))
+@example(tau=0.05, direction=[1.0, 0.0, -1.0], margin=700.0)
+@example(tau=5.0, direction=[1.0, 0.0, -1.0], margin=700.0)
+@example(tau=1.0, direction=[1.0, 0.5, -1.0], margin=38.0)     # the fast kernel's old cancellation
+@example(tau=1.0, direction=[1.0, 0.0, -1.0], margin=350.0)    # its 4-row / 2-row threshold
+@example(tau=1.0, direction=[1.0, 0.0, -1.0], margin=351.0)
+@example(tau=0.5, direction=[1.0, 0.0, -1.0], margin=699.0)    # its 2-row / per-pair threshold
+@example(tau=0.5, direction=[1.0, -1.0, 0.0], margin=700.0)
+@example(tau=0.05, direction=[-1.0, 0.0, 1.0], margin=700.0)   # the order reversed
+@example(tau=0.05, direction=[0.0, 0.0, 0.0], margin=0.0)
 def test_c7_dpo_on_d1_has_no_finite_stationary_point(tau, direction, margin):
     """At every finite theta, dL/du_a < 0 < dL/du_c and L > 0, so grad L != 0 and L never reaches its infimum 0.
 
@@ -592,19 +601,27 @@ def test_c7_dpo_on_d1_has_no_finite_stationary_point(tau, direction, margin):
     theta pullback g - pi sum(g) adds rounding noise of ~1e-16 pi_z, which swamps a true
     component of 1e-22.
 
-    Logits are drawn with every tau |theta_i - theta_j| <= 30. Beyond ~37 the fast DPO kernel's
-    winner gradient tau sum_j S_aj sigma(z_aj) - d_a cancels to exactly 0.0 in float64. The true
-    value is ~e^{-tau h}, and the loss itself stays exact (reported to the lead).
+    Logits are drawn with every tau |theta_i - theta_j| <= 700: the claim's whole float64 range,
+    where the smallest true component, ~(tau/3) e^{-700} >= 1e-306, is still a normal number.
+    The log-probabilities are passed directly (pi itself would underflow). The fast DPO kernel
+    computes the winner's small tail directly; computed as 1 - sigma it would round to 0 beyond
+    tau h ~ 37.
     """
     env = cs.azar_bandit()
     th = np.array(direction)
     if np.ptp(th) > 0:
         th = th * margin / (tau * np.ptp(th))
-    pi = np.exp(th - th.max())
-    pi /= pi.sum()
-    loss, g = cs.objective("sigmoid", beta=tau).loss_and_grad(env, np.log(pi), cs.azar_d1(env))
+    logp = th - np.logaddexp.reduce(th)
+    loss, g = cs.objective("sigmoid", beta=tau).loss_and_grad(env, logp, cs.azar_d1(env))
     assert loss > 0
     assert g[0] < 0 < g[2]
+    # and the components have their exact values, to a relative 1e-12
+    z = tau * th
+    sig = lambda t: np.exp(-np.logaddexp(0.0, -t))  # noqa: E731
+    expected_a = -(tau / 3) * (sig(z[1] - z[0]) + sig(z[2] - z[0]))
+    expected_c = (tau / 3) * (sig(z[2] - z[1]) + sig(z[2] - z[0]))
+    assert g[0] == pytest.approx(expected_a, rel=1e-12, abs=0)
+    assert g[2] == pytest.approx(expected_c, rel=1e-12, abs=0)
 
 
 # ---------------------------------------------------------------------------------------------

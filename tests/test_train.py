@@ -307,7 +307,7 @@ def _slow_terms(terms, k):
     terms = list(terms)
     assert terms[5] != 0, "expected a fast DPO kernel for this objective"
     terms[5] = 0
-    terms[6], terms[7] = np.zeros((0, k, k)), np.zeros((0, k))
+    terms[6], terms[7] = np.zeros((0, k, k)), np.zeros((0, 2, k))
     terms[8] = np.zeros((0, k), dtype=bool)
     return tuple(terms)
 
