@@ -29,8 +29,8 @@ import numpy as np
 from coverage_sim import _engine
 from coverage_sim._dpo_fast import dpo_fast_precompute
 from coverage_sim._pair_kernels import ROBUST, SIGMOID, SIGMOID_NORM
-from coverage_sim._validation import (as_float_array, check_choice, check_finite, check_in_range,
-                                      check_int, check_positive)
+from coverage_sim._validation import (as_float_array, check_beta, check_choice, check_finite,
+                                      check_in_range, check_int, check_positive)
 from coverage_sim.best_of_n import best_of_n_policy, best_worst_of_n_pairs
 from coverage_sim.env import Bandit
 from coverage_sim.losses import PAIR_LOSSES, get_pair_loss, pair_loss
@@ -57,7 +57,7 @@ class ObjectiveSpec:
 
 
 def _check_beta(p):
-    p["beta"] = check_positive(p["beta"], "beta")
+    p["beta"] = check_beta(p["beta"], "beta")
 
 
 def _check_loss_type(p, allowed=None):
@@ -310,8 +310,8 @@ class Objective:
             target = best_of_n_policy(_behaviour(data), self.reward_for(env), p["n"])
             linear = data.context_weights[:, None] * np.reshape(target, (n_ctx, k))
         elif self.name == "awr":
-            linear = (data.context_weights[:, None] * _behaviour(data)
-                      * np.exp(self.reward_for(env) / p["beta"]))
+            linear = data.context_weights[:, None] * _behaviour(data) * _awr_weights(
+                self.reward_for(env), p["beta"])
         elif self.name == "rlhf":
             kl_coef, reward_coef, reward = p["beta"], 1.0, self.reward_for(env)
         elif self.name == "hypo":
@@ -357,6 +357,17 @@ class Objective:
     def __repr__(self) -> str:
         shown = {k: ("<array>" if isinstance(v, np.ndarray) else v) for k, v in self.params.items()}
         return f"Objective({self.name!r}, {shown})"
+
+
+def _awr_weights(reward: np.ndarray, beta: float) -> np.ndarray:
+    """AWR's unnormalised weights ``exp(r / beta)``; a ValueError (not inf) when they overflow."""
+    with np.errstate(over="ignore"):
+        weights = np.exp(reward / beta)
+    if not np.isfinite(weights).all():
+        raise ValueError(f"awr's weights exp(r / beta) overflow float64: max r / beta = "
+                         f"{np.max(reward) / beta:.4g} > 709 (beta={beta!r}); use a larger beta or "
+                         f"a smaller reward scale")
+    return weights
 
 
 def _behaviour(data) -> np.ndarray:

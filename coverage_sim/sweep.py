@@ -104,6 +104,7 @@ def execute(units: list, *, workers: int | None = None, scheduler: str | None = 
 
     Locally the units run in ``workers`` spawned processes (default one per core); with a
     ``dask.distributed`` scheduler address they run on that cluster and come back here to be written.
+    A scheduler that cannot be reached is a ``ValueError`` naming it.
     """
     bar = tqdm(total=len(units), disable=not progress, desc=desc, unit="seed")
 
@@ -115,7 +116,11 @@ def execute(units: list, *, workers: int | None = None, scheduler: str | None = 
         if scheduler is not None:
             from distributed import Client, as_completed
 
-            with Client(scheduler) as client:
+            try:
+                client = Client(scheduler)
+            except (OSError, TimeoutError) as exc:
+                raise ValueError(f"scheduler {scheduler!r}: cannot connect ({exc})") from exc
+            with client:
                 futures = {client.submit(seed_table, u[0], u[1], u[2], pure=False): u
                            for u in units}
                 for future in as_completed(futures):

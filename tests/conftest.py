@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+import hypothesis_profiles  # noqa: F401  (registers and loads the hypothesis profile)
+
 
 @pytest.fixture(scope="module")
 def torch_one_thread():
