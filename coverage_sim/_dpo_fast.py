@@ -446,6 +446,12 @@ def _small_tail(g, sym, i, u, beta, kernel, d):
     win = d[0, i]
     if abs(g) >= _TAIL_CANCEL * win or d[1, i] >= _TAIL_LOSER * win:
         return g
+    return _tail_form(sym, i, u, beta, kernel, d)
+
+
+@njit(**_FLAGS)
+def _tail_form(sym, i, u, beta, kernel, d):
+    """``e_i - beta sum_{j != i} S_ij sigma(-z_ij)``: row ``i``'s gradient by its direct tails."""
     if kernel == FACTORED:
         tail = sym[0, i] * _row_tail(sym[0], i, u, beta)
     else:
@@ -507,8 +513,14 @@ def _finish(bounds, w, acc, active, d, beta, grad_out, sym, kernel, u):
         for i in range(tot.size):
             tot[i] *= v[i]
     for i in range(tot.size):
+        tot[i] = beta * w[i] * tot[i] - d[0, i]
+    for i in range(tot.size):
         if active[i]:
-            grad_out[i] += _small_tail(beta * w[i] * tot[i] - d[0, i], sym, i, u, beta, kernel, d)
+            g = tot[i]
+            # the test of _small_tail inline: the common path makes no call
+            if abs(g) < _TAIL_CANCEL * d[0, i] and d[1, i] < _TAIL_LOSER * d[0, i]:
+                g = _tail_form(sym, i, u, beta, kernel, d)
+            grad_out[i] += g
 
 
 @njit(**_FLAGS)

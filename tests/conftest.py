@@ -1,10 +1,63 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, and the hygiene every test gets.
+
+- The experiment registry is restored after each test (a test may register a toy experiment).
+- At the end of the session the repository's working tree must be as the session found it:
+  tests write under ``tmp_path``, never into the checkout.
+- ``CS_TEST_ORDER=reverse`` runs the collected tests in reverse order, to check that no test
+  depends on another having run first (``python -m pytest -p no:randomly`` is the plain order).
+- Hypothesis profiles: see tests/hypothesis_profiles.py (``HYPOTHESIS_PROFILE=ci|nightly``).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
+import coverage_sim.experiments  # noqa: F401  (registers the built-in experiments once)
 import hypothesis_profiles  # noqa: F401  (registers and loads the hypothesis profile)
+from coverage_sim.experiments.registry import EXPERIMENTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    order = os.environ.get("CS_TEST_ORDER", "")
+    if order == "reverse":
+        items.reverse()
+    elif order:
+        raise pytest.UsageError(f"CS_TEST_ORDER must be 'reverse' or unset, got {order!r}")
+
+
+@pytest.fixture(autouse=True)
+def _restore_experiment_registry():
+    """Whatever a test registers or removes, the next test sees the built-in registry."""
+    saved = dict(EXPERIMENTS)
+    yield
+    EXPERIMENTS.clear()
+    EXPERIMENTS.update(saved)
+
+
+def _untracked_and_modified() -> set[str] | None:
+    """``git status`` of the checkout (untracked files included), or None outside a git tree."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        return None
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                         capture_output=True, text=True)
+    return set(out.stdout.splitlines()) if out.returncode == 0 else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_left_as_found():
+    """Fail the session if the tests created or changed files in the checkout."""
+    before = _untracked_and_modified()
+    yield
+    after = _untracked_and_modified()
+    if before is not None and after is not None and after - before:
+        pytest.fail(f"tests changed the checkout: {sorted(after - before)}", pytrace=False)
 
 
 @pytest.fixture(scope="module")

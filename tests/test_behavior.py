@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from hypothesis_profiles import examples
 
 from coverage_sim.behavior import mixture, quality_mixture, replay, restrict_support, uniform
 from coverage_sim.env import Bandit, optimal_policy
@@ -40,7 +41,7 @@ def test_quality_mixture_endpoints_and_hand_value():
     np.testing.assert_allclose(quality_mixture(env, 0.5, 1.0), [0.375, 0.625], atol=1e-15)
 
 
-@settings(derandomize=True, max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(K=st.integers(2, 10), X=st.integers(1, 3), seed=st.integers(0, 10**6),
        k=st.floats(0, 1), beta_q=st.floats(0.05, 5))
 def test_quality_mixture_is_a_policy_that_shifts_mass_to_reward(K, X, seed, k, beta_q):

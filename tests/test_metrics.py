@@ -184,6 +184,15 @@ def test_policy_metrics_columns_and_values():
     np.testing.assert_allclose(out["kl"], [0.0, M.kl_divergence(env, pols[1], env.ref)])
     np.testing.assert_allclose(out["tv_to_opt"][1], 0.0, atol=1e-15)
     np.testing.assert_allclose(out["kl_to_opt"][1], 0.0, atol=1e-14)
+    # away from pi* the two directions differ: kl_to_opt is KL(pi || pi*), kl_ref KL(pi_ref || pi)
+    ref, opt = env.ref, cs.optimal_policy(env, 0.5)
+    kl_ref_opt = float(np.sum(ref * np.log(ref / opt)))
+    kl_opt_ref = float(np.sum(opt * np.log(opt / ref)))
+    assert abs(kl_ref_opt - kl_opt_ref) > 0.05
+    assert out["kl_to_opt"][0] == pytest.approx(kl_ref_opt, rel=1e-12)
+    assert out["kl_ref"][1] == pytest.approx(kl_ref_opt, rel=1e-12)
+    assert out["kl"][1] == pytest.approx(kl_opt_ref, rel=1e-12)
+    assert out["tv_to_opt"][0] == pytest.approx(0.5 * np.abs(ref - opt).sum(), rel=1e-12)
     np.testing.assert_array_equal(out["proxy_reward"], [0.0, 0.0])
     minimal = M.policy_metrics(env, pols)
     assert set(minimal) == {"reward", "kl", "kl_ref", "entropy", "win_rate"}
@@ -196,3 +205,14 @@ def test_ranking_accuracy_on_log_probabilities_has_no_underflow_ties():
     logp = np.array([0.0, -800.0, -900.0])
     assert M.ranking_accuracy(env, np.exp(logp), data) == 1.0  # the tie counts as correct
     assert M.ranking_accuracy(env, logp, data) == 0.0
+
+
+def test_ideal_ranking_accuracy_caps_unanimous_votes_at_1e3():
+    """Chen et al.'s cap alpha = 1 -> 1 - 1e-3: the log-odds log(999) = 6.91 decide the ranking
+    when the reference prefers the loser by e^5.5 (a cap of 1e-2, log-odds 4.60, would not)."""
+    p_w = 1.0 / (1.0 + np.exp(5.5))
+    env = cs.Bandit(reward=[1.0, 0.0], ref=[p_w, 1.0 - p_w])
+    data = cs.pairs_from_list(env, [(0, 1)])                 # unanimous: alpha = 1
+    assert M.ideal_ranking_accuracy(env, data, beta=1.0) == 1.0
+    # with beta = 1.3 the capped log-odds give 6.91 / 1.3 = 5.31 < 5.5: ranked wrong
+    assert M.ideal_ranking_accuracy(env, data, beta=1.3) == 0.0

@@ -29,7 +29,7 @@ SUBSETS = {
                 "tests/test_dpo_fast.py"],
     "objectives": ["tests/test_objectives.py", "tests/test_invalid_inputs.py",
                    "tests/test_train.py"],
-    "metrics": ["tests/test_metrics.py", "tests/test_invalid_inputs.py"],
+    "metrics": ["tests/test_metrics.py", "tests/test_train.py"],
     "coverage": ["tests/test_coverage.py"],
     "behavior": ["tests/test_behavior.py", "tests/test_invalid_inputs.py"],
 }
