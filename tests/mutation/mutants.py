@@ -189,7 +189,7 @@ MUTANTS = [
       "C[b], kl_coef[b]", "C[b], kl_coef[0]"),
     # ------------------------------------------------------------------ objectives
     M("objectives", "obj-awr-temperature", "AWR weights exp(r beta) for exp(r / beta)",
-      'np.exp(self.reward_for(env) / p["beta"])', 'np.exp(self.reward_for(env) * p["beta"])'),
+      "weights = np.exp(reward / beta)", "weights = np.exp(reward * beta)"),
     M("objectives", "obj-rlhf-coefficients", "RLHF: KL and reward coefficients swapped",
       'kl_coef, reward_coef, reward = p["beta"], 1.0,', 'kl_coef, reward_coef, reward = 1.0, p["beta"],'),
     M("objectives", "obj-hypo-kl", "HyPO's KL weighted by beta, not lam",
