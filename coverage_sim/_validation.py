@@ -95,12 +95,7 @@ def _scalar(value, name: str, what: str) -> float:
 
 def check_real(value, name: str) -> float:
     """A finite real scalar."""
-    if isinstance(value, (str, bytes, bool, np.bool_)):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a finite real number, got {value!r}") from exc
+    v = _scalar(value, name, "a finite real number")
     if not np.isfinite(v):
         raise ValueError(f"{name} must be a finite real number, got {value!r}")
     return v

@@ -34,6 +34,17 @@ def test_pair_concentrability_is_a_max_over_pairs():
     assert pair_concentrability(pi, offline_pairs(env, mu)) == pytest.approx(ratios.max(),
                                                                              rel=1e-12)
     assert ratios.max() > 2 * ratios.mean()
+    # contexts the data never visits (weight 0) are skipped
+    two = Bandit(reward=np.zeros((2, 3)), ref=np.full((2, 3), 1 / 3), context_weights=[1.0, 0.0])
+    data = offline_pairs(two, [mu, [1.0, 0.0, 0.0]])
+    assert pair_concentrability([pi, [0.0, 0.0, 1.0]], data) == pytest.approx(ratios.max(),
+                                                                              rel=1e-12)
+    # without the diagonal: pi x pi and q renormalised to their off-diagonal mass
+    off = ~np.eye(3, dtype=bool)
+    pp, qq = np.outer(pi, pi) * off, np.outer(mu, mu) * off
+    expected = ((pp / pp.sum()) / np.where(off, qq / qq.sum(), 1.0))[off].max()
+    assert pair_concentrability(pi, offline_pairs(env, mu), diagonal=False) == pytest.approx(
+        expected, rel=1e-12)
 
 
 def test_concentrability_from_pair_data_equals_behavior():
@@ -48,6 +59,9 @@ def test_mass_in_support():
     assert mass_in_support([0.5, 0.3, 0.2], [True, False, True]) == pytest.approx(0.7)
     assert mass_in_support([[0.5, 0.5], [0.1, 0.9]], [[1.0, 0.0], [0.0, 1.0]],
                            context_weights=[0.25, 0.75]) == pytest.approx(0.25 * 0.5 + 0.75 * 0.9)
+    # default: contexts weighted uniformly
+    assert mass_in_support([[0.5, 0.5], [0.1, 0.9]], np.array([[True, False], [False, True]])
+                           ) == pytest.approx(0.5 * 0.5 + 0.5 * 0.9)
     env = Bandit(reward=[1.0, 0.0, -1.0], ref=np.full(3, 1 / 3))
     d = pairs_from_list(env, [(0, 1)])
     assert mass_in_support([0.2, 0.3, 0.5], d) == pytest.approx(0.5)

@@ -216,3 +216,28 @@ def test_ideal_ranking_accuracy_caps_unanimous_votes_at_1e3():
     assert M.ideal_ranking_accuracy(env, data, beta=1.0) == 1.0
     # with beta = 1.3 the capped log-odds give 6.91 / 1.3 = 5.31 < 5.5: ranked wrong
     assert M.ideal_ranking_accuracy(env, data, beta=1.3) == 0.0
+
+
+def test_ideal_ranking_accuracy_counts_an_exact_tie_as_wrong():
+    """Equal votes both ways and an equal reference: the optimum ties, and R* needs a strict win."""
+    env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
+    data = cs.pairs_from_list(env, [(0, 1), (1, 0)])
+    assert M.ideal_ranking_accuracy(env, data, beta=0.7) == 0.0
+
+
+def test_policy_metrics_rank_by_log_policies_when_given():
+    """Probabilities that underflow tie; the log-probabilities passed along do not."""
+    env = cs.Bandit(reward=[0.0, 1.0, 2.0], ref=[1 / 3, 1 / 3, 1 / 3])
+    data = cs.pairs_from_list(env, [(2, 1)])
+    logp = np.array([[0.0, -800.0, -900.0]])
+    out = M.policy_metrics(env, np.exp(logp), eval_data=data, log_policies=logp)
+    assert out["ranking_accuracy"][0] == 0.0
+    assert M.policy_metrics(env, np.exp(logp), eval_data=data)["ranking_accuracy"][0] == 1.0
+
+
+def test_win_rate_against_another_policy():
+    env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
+    s = 1.0 / (1.0 + np.exp(-1.0))
+    # pi = delta_0 against delta_1: sigma(r_0 - r_1)
+    assert M.win_rate(env, [1.0, 0.0], against=[0.0, 1.0]) == pytest.approx(s, rel=1e-14)
+    assert M.win_rate(env, [1.0, 0.0]) == pytest.approx(0.5 * 0.5 + 0.5 * s, rel=1e-14)

@@ -32,6 +32,7 @@ SUBSETS = {
     "metrics": ["tests/test_metrics.py", "tests/test_train.py"],
     "coverage": ["tests/test_coverage.py"],
     "behavior": ["tests/test_behavior.py", "tests/test_invalid_inputs.py"],
+    "torch_backend": ["tests/test_torch_backend.py"],
 }
 
 M = Mutant
@@ -139,6 +140,8 @@ MUTANTS = [
     M("_pair_kernels", "pk-population-last-winner", "population: last winner row skipped",
       "        for i in range(K):\n            lwi = lp[x, i]",
       "        for i in range(K - 1):\n            lwi = lp[x, i]"),
+    M("_pair_kernels", "pk-exo-gradient-zero", "EXO pair gradient dropped (~0 at extreme logits)",
+      "g = beta * _sigmoid_prime(z) * (z - log_pw + log_pl)", "g = 0.0 * beta"),
     M("_pair_kernels", "pk-population-loss-weight", "population: loss without the pair weight",
       "loss += w * v", "loss += v"),
     # ------------------------------------------------------------------ _engine
@@ -374,4 +377,9 @@ MUTANTS = [
     M("behavior", "beh-restrict-mask-shape", "a wrongly shaped mask is not rejected",
       "        if sup.shape not in ((K,), pi.shape, pi2.shape):\n",
       "        if False:\n"),
+    # ------------------------------------------------------------------ torch_backend (sampled metrics)
+    M("torch_backend", "mc-reward-se-inflated", "Monte Carlo reward standard error tripled",
+      '"reward_se": r.std(ddof=1) / se', '"reward_se": 3.0 * r.std(ddof=1) / se'),
+    M("torch_backend", "mc-kl-se-inflated", "Monte Carlo KL standard error tripled",
+      '"kl_se": np.std(lp - ref_lp, ddof=1) / se', '"kl_se": 3.0 * np.std(lp - ref_lp, ddof=1) / se'),
 ]
