@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-import coverage_sim.experiments  # noqa: F401  (registers the built-in experiments once)
 import hypothesis_profiles  # noqa: F401  (registers and loads the hypothesis profile)
-from coverage_sim.experiments.registry import EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,13 +31,26 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(f"CS_TEST_ORDER must be 'reverse' or unset, got {order!r}")
 
 
+_REGISTRY = "coverage_sim.experiments.registry"
+
+
 @pytest.fixture(autouse=True)
 def _restore_experiment_registry():
-    """Whatever a test registers or removes, the next test sees the built-in registry."""
-    saved = dict(EXPERIMENTS)
+    """Whatever a test registers or removes, the next test sees the built-in registry.
+
+    The registry is not imported here (importing every experiment costs seconds per process): if a
+    test imports it first, the package's own experiments are what the next test sees."""
+    registry = sys.modules.get(_REGISTRY)
+    saved = None if registry is None else dict(registry.EXPERIMENTS)
     yield
-    EXPERIMENTS.clear()
-    EXPERIMENTS.update(saved)
+    registry = sys.modules.get(_REGISTRY)
+    if registry is None:
+        return
+    if saved is None:
+        saved = {key: exp for key, exp in registry.EXPERIMENTS.items()
+                 if getattr(exp.run, "__module__", "").startswith("coverage_sim.")}
+    registry.EXPERIMENTS.clear()
+    registry.EXPERIMENTS.update(saved)
 
 
 def _untracked_and_modified() -> set[str] | None:
