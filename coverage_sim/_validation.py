@@ -23,9 +23,10 @@ __all__ = [
     "check_beta",
 ]
 
-#: Smallest KL strength an objective accepts: below it the per-pair losses' gradients (which scale
-#: with beta) fall below Adam's eps and float64 resolution, and IPO's target 1/(2 beta) squared
-#: overflows near 1e-154, so a run would be silently inert or infinite.
+#: Smallest beta a pairwise loss accepts: below it the per-pair losses' gradients (which scale with
+#: beta) fall below Adam's eps and float64 resolution, and IPO's target 1/(2 beta) squared
+#: overflows near 1e-154, so a run would be silently inert or infinite. (Objectives whose beta only
+#: weights a KL term, such as rlhf, take any beta > 0.)
 BETA_MIN = 1e-6
 
 
@@ -150,7 +151,7 @@ def check_seed(value, name: str = "seed"):
 
 
 def check_beta(value, name: str = "beta") -> float:
-    """A KL strength: a finite real number >= :data:`BETA_MIN`."""
+    """The beta of a pairwise loss: a finite real number >= :data:`BETA_MIN`."""
     v = check_positive(value, name)
     if v < BETA_MIN:
         raise ValueError(f"{name} must be >= {BETA_MIN:g} (smaller values make the losses inert or "

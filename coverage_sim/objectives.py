@@ -57,7 +57,7 @@ class ObjectiveSpec:
 
 
 def _check_beta(p):
-    p["beta"] = check_beta(p["beta"], "beta")
+    p["beta"] = check_positive(p["beta"], "beta")
 
 
 def _check_loss_type(p, allowed=None):
@@ -203,6 +203,9 @@ def objective(name: str, **params) -> "Objective":
         full = get_pair_loss(name).validate_params(full)
     elif spec.validate is not None:
         spec.validate(full)
+    if (spec.pair_loss or "loss_type" in full) and "beta" in full:
+        # beta scales a pairwise margin: too small leaves the loss inert or overflows (IPO)
+        full["beta"] = check_beta(full["beta"], "beta")
     if "reward" in full and full["reward"] is not None:
         full["reward"] = check_finite(as_float_array(full["reward"], "reward", ndim=(1, 2)),
                                       "reward")

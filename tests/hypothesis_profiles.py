@@ -8,6 +8,8 @@
 
       HYPOTHESIS_PROFILE=nightly python -m pytest -n 2 tests/test_claims.py tests/test_losses.py
 
+- ``explicit``: only the pinned ``@example`` cases, no search (a quick check of the extremes).
+
 Tests set only ``max_examples=examples(n)`` and ``deadline``; everything else comes from the profile.
 """
 
@@ -15,13 +17,14 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import settings
+from hypothesis import Phase, settings
 
-_SCALE = {"ci": 1, "nightly": 20}
+_SCALE = {"ci": 1, "nightly": 20, "explicit": 1}
 
 settings.register_profile("ci", derandomize=True, database=None, deadline=None,
                           print_blob=True)
 settings.register_profile("nightly", derandomize=False, deadline=None, print_blob=True)
+settings.register_profile("explicit", database=None, deadline=None, phases=[Phase.explicit])
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 if PROFILE not in _SCALE:

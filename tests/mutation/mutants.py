@@ -86,6 +86,8 @@ MUTANTS = [
       "return d[1, i] - beta * tail", "return d[1, i] + beta * tail"),
     M("_dpo_fast", "dpo-tail-keeps-diagonal", "small-tail form counts the self-pair",
       "        if j == i:\n            continue\n", ""),
+    M("_dpo_fast", "dpo-tail-never", "small tails by cancellation again (1 - sigma, the old C7 bug)",
+      "_TAIL_LOSER = 2.0 ** -20", "_TAIL_LOSER = 0.0"),
     M("_dpo_fast", "dpo-factor-no-sqrt", "rank-one factor divides by S_mm, not its root",
       "np.sqrt(s[m, m])", "s[m, m]"),
     M("_dpo_fast", "dpo-exp-exponent-bias", "vectorised exp: exponent bias 1022",
