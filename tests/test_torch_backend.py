@@ -55,9 +55,17 @@ def _flat_grad(model) -> np.ndarray:
 def test_default_device_cpu_and_override():
     assert default_device() == torch.device("cpu")      # no CUDA on the test machine
     assert default_device("cpu") == torch.device("cpu")
-    assert default_device(torch.device("cuda:1")) == torch.device("cuda:1")
     with pytest.raises(ValueError, match="device"):
         default_device("not-a-device")
+    # asking for CUDA where there is none is refused by name, not left to torch's assertion
+    with pytest.raises(ValueError, match=r"device.*CUDA"):
+        default_device(torch.device("cuda:1"))
+
+
+def test_default_device_passes_cuda_through_when_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_device(torch.device("cuda:1")) == torch.device("cuda:1")
+    assert default_device("cuda") == torch.device("cuda")
 
 
 def test_default_device_picks_cuda_when_available(monkeypatch):

@@ -115,6 +115,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per fault (killed after)")
     ap.add_argument("--scratch", default=None, help="scratch folder (default: a temp folder)")
     ap.add_argument("--target", type=float, default=95.0, help="kill rate required per module, %%")
+    ap.add_argument("--tests", nargs="+", default=None,
+                    help="run these tests instead of the module's subset (e.g. to show which test "
+                         "of a file catches a fault)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each pytest run's tail")
     args = ap.parse_args(argv)
 
@@ -147,8 +150,9 @@ def main(argv=None) -> int:
           flush=True)
     fresh_copy(work, source)
     base_cache.mkdir(parents=True, exist_ok=True)
+    subsets = {module: args.tests or SUBSETS[module] for module in modules}
     for module in modules:
-        status, test, secs = run_tests(work, SUBSETS[module], base_cache, args.timeout * 2,
+        status, test, secs = run_tests(work, subsets[module], base_cache, args.timeout * 2,
                                        args.verbose)
         print(f"  {module:<14} {status} ({secs:.0f} s)", flush=True)
         if status != "pass":
@@ -161,7 +165,7 @@ def main(argv=None) -> int:
         path = module_path(work, m.module)
         path.write_text(apply_mutant(path.read_text(), m))
         isolated_cache(base_cache, cache, m.module)
-        status, test, secs = run_tests(work, SUBSETS[m.module], cache, args.timeout,
+        status, test, secs = run_tests(work, subsets[m.module], cache, args.timeout,
                                        args.verbose)
         killed = status != "pass"
         results[m.module].append((m, killed, status, test))
