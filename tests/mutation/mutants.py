@@ -222,7 +222,7 @@ MUTANTS = [
     M("objectives", "obj-unknown-params-accepted", "unknown parameters silently accepted",
       "unknown = set(params) - set(spec.defaults)", "unknown = set()"),
     M("objectives", "obj-beta-zero-allowed", "beta = 0 accepted",
-      'p["beta"] = check_beta(p["beta"], "beta")',
+      'p["beta"] = check_positive(p["beta"], "beta")',
       'p["beta"] = check_positive(p["beta"], "beta", allow_zero=True)'),
     M("objectives", "obj-label-noise-range", "label_noise up to 1 accepted",
       'check_in_range(p["label_noise"], "label_noise", 0.0, 0.5)',
