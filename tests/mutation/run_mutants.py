@@ -72,13 +72,15 @@ def fresh_copy(work: Path, source: Path = ROOT) -> None:
     shutil.copy2(source / "pyproject.toml", work / "pyproject.toml")
 
 
-def run_tests(work: Path, tests: list[str], cache: Path, timeout: float, verbose: bool):
-    """``(status, first failing test, seconds)``: status 'pass', 'fail' or 'timeout'."""
+def run_tests(work: Path, tests: list[str], cache: Path, timeout: float, verbose: bool,
+              stop_first: bool = True):
+    """``(status, failing test(s), seconds)``: status 'pass', 'fail' or 'timeout'; the first
+    failing test, or all of them (comma-separated) without ``stop_first``."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), NUMBA_NUM_THREADS="1",
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                HYPOTHESIS_PROFILE="ci", PYTHONDONTWRITEBYTECODE="1", MPLBACKEND="Agg")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p",
-           "no:randomly", "-n", "0", "--no-header", "-rN", *tests]
+    cmd = [sys.executable, "-m", "pytest", *(["-x"] if stop_first else []), "-q", "-p",
+           "no:cacheprovider", "-p", "no:randomly", "-n", "0", "--no-header", "-rfE", *tests]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
@@ -94,7 +96,9 @@ def run_tests(work: Path, tests: list[str], cache: Path, timeout: float, verbose
     failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, flags=re.M)
     if not failed:
         failed = re.findall(r"^_{3,} (\S.*?) _{3,}$", out, flags=re.M)
-    return "fail", (failed[0] if failed else f"exit {proc.returncode}"), seconds
+    if not failed:
+        return "fail", f"exit {proc.returncode}", seconds
+    return "fail", (failed[0] if stop_first else ", ".join(failed)), seconds
 
 
 def isolated_cache(base: Path, dest: Path, module: str) -> None:
@@ -118,6 +122,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tests", nargs="+", default=None,
                     help="run these tests instead of the module's subset (e.g. to show which test "
                          "of a file catches a fault)")
+    ap.add_argument("--all-failures", action="store_true",
+                    help="run every test of the subset (no -x) and list all that fail")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each pytest run's tail")
     args = ap.parse_args(argv)
 
@@ -166,7 +172,7 @@ def main(argv=None) -> int:
         path.write_text(apply_mutant(path.read_text(), m))
         isolated_cache(base_cache, cache, m.module)
         status, test, secs = run_tests(work, subsets[m.module], cache, args.timeout,
-                                       args.verbose)
+                                       args.verbose, stop_first=not args.all_failures)
         killed = status != "pass"
         results[m.module].append((m, killed, status, test))
         verdict = ("killed by " + test) if status == "fail" else (
