@@ -8,8 +8,9 @@ The fast kernel has branches on ``R = beta * range(u)`` (four rows at a time up 
 to 700, a per-pair sigmoid beyond), on K (row blocks of 64: one block below 128, up to 16), on the
 4-row remainder and on the pair matrix (dense S or rank-one S = v v^T). The sizes K and the ranges R
 below put every branch and every boundary on both sides: K = 127 | 128 | 129 (one block | two),
-R = 349 | 351 (four rows | two), 699 | 701 (two rows | per pair). The spread of u is placed at both
-ends (a response at each extreme), so that a kernel run past its range overflows where it would.
+R = 349 | 351 (four rows | two), 699 | 701 (two rows | per pair), and 500 and 1000 inside the
+two-row and per-pair bands. The spread of u is placed at both ends (a response at each extreme), so
+that a kernel run past its range overflows where it would.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from coverage_sim import _pair_kernels as pk
 from coverage_sim.losses import get_pair_loss
 
 SIZES = [2, 7, 127, 128, 129, 200, 520, 1000]
-RANGES = [5.0, 349.0, 351.0, 699.0, 701.0, 1500.0]
+# both sides of each threshold, and the middle of each band: a threshold set anywhere in
+# (355, 700] (four rows) or (710, 1400] (two rows) overflows at one of these ranges
+RANGES = [5.0, 349.0, 351.0, 500.0, 699.0, 701.0, 1000.0, 1500.0]
 BETA = 0.5
 # Relative max-norm tolerance. The fast form is exact to ~1e-16 beta sum(S) per component in
 # absolute terms; measured errors are below 1e-13 at every size and range here.
