@@ -2,8 +2,10 @@
 
 Each fault replaces the ``nth`` occurrence of ``old`` by ``new`` in ``coverage_sim/<module>.py``:
 operator swaps, off-by-one loop bounds, wrong thresholds, dropped terms, max -> mean, wrong signs,
-swapped arguments. Faults that cannot change any result (equivalent mutants, e.g. a different but
-valid split of rows into blocks) are left out on purpose: they would measure nothing.
+swapped arguments. Faults that cannot change any result (equivalent mutants) are left out on
+purpose: they would measure nothing. Two found that way: a different but valid split of rows into
+blocks, and stopping the 4-row loop one group early (``i + 4 < hi``), whose rows the 2-row
+remainder path then computes exactly.
 """
 
 from __future__ import annotations
@@ -60,16 +62,16 @@ MUTANTS = [
       "a0 = 0.5 * sym[i, i] / wi + q01", "a0 = sym[i, i] / wi + q01"),
     M("_dpo_fast", "dpo-four-rows-column-drops-term", "4-row path: column drops row i+3",
       "ar[j] += (q0 + q1) + (q2 + q3)", "ar[j] += (q0 + q1) + q2"),
-    M("_dpo_fast", "dpo-four-rows-off-by-one", "4-row loop stops one group early (< for <=)",
-      "while i + 4 <= hi:", "while i + 4 < hi:"),
+    M("_dpo_fast", "dpo-four-rows-wrong-row", "4-row path reads row i+2 for row i+3",
+      "r3 = sym[i + 3, i + 4:]", "r3 = sym[i + 2, i + 4:]"),
     M("_dpo_fast", "dpo-four-rows-wrong-reciprocal", "4-row path: i01 uses the wrong product",
       "i01 = p23 * rr", "i01 = p01 * rr", 1),
     M("_dpo_fast", "dpo-factored-column-wrong-v", "factored 2-row path: column uses v_i twice",
       "ar[j] += vi * t0 + vn * t1", "ar[j] += vi * t0 + vi * t1"),
     M("_dpo_fast", "dpo-factored4-wrong-t", "factored 4-row path: row i+3 uses t2",
       "a3 += vj * t3", "a3 += vj * t2"),
-    M("_dpo_fast", "dpo-factored4-off-by-one", "factored 4-row loop stops one group early",
-      "while i + 4 <= hi:", "while i + 4 < hi:", 2),
+    M("_dpo_fast", "dpo-factored4-wrong-v", "factored 4-row path takes v_{i+2} for v_{i+3}",
+      "v3 = v[i + 3]", "v3 = v[i + 2]"),
     M("_dpo_fast", "dpo-blocks-overwrite", "block accumulators overwrite instead of adding",
       "dst[i] += src[i]", "dst[i] = src[i]"),
     M("_dpo_fast", "dpo-factored-finish-no-v", "factored finish adds v instead of multiplying",
