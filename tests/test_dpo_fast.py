@@ -148,8 +148,8 @@ def test_inactive_responses_get_no_gradient_and_no_nan():
     w /= w.sum()
     u = _u(rng, k, 351.0)
     u_live = u.copy()
-    # what the engine may pass there (-inf - -inf), and a value that would dominate R if counted
-    u[:, dead] = np.where(np.arange(dead.sum()) % 2 == 0, np.nan, 1e6)
+    # what a caller may pass there (-inf - -inf = NaN, -inf), and a value that would dominate R
+    u[:, dead] = np.array([np.nan, -np.inf, 1e6])[np.arange(dead.sum()) % 3]
     expected = _generic(pk.SIGMOID, get_pair_loss("sigmoid").pack({"beta": BETA}), u_live, w)
     for parallel in (False, True):
         got, _ = _fast(w, u, BETA, parallel=parallel)
