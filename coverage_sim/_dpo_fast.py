@@ -29,10 +29,20 @@ vectors instead of a K x K matrix, which makes a step compute-bound rather than 
 chosen when every entry of ``S`` matches ``v v^T`` to 1e-14 relative (:func:`rank_one_factor`);
 any other pair matrix (sampled pairs, lists) takes the dense kernel.
 
-Accuracy: ``dL/du_k`` is a difference of two O(beta) sums, so it is exact to about 1e-16 * beta in
-absolute terms; once a response's margins saturate (beta h >~ 37) its true gradient falls below that
-and comes out as rounding noise (the loss itself stays exact). Training is unaffected; exact-sign
-checks at saturated margins should use the per-pair kernel (``_pair_kernels.population_pairwise``).
+Small tails. ``dL/du_k`` above is a difference of two O(beta) sums, exact to about 1e-16 * beta in
+absolute terms. A response that (almost) never loses in the data and whose margins saturate
+(beta h >~ 37) has a true gradient below that: ``beta S sigma(z) - d`` would be ``1 - sigma(z)``
+computed by cancellation, and round to exactly 0. The same gradient is also
+
+    dL/du_k = e_k - beta * sum_{j != k} S_kj sigma(-z_kj),   e = beta * W'^T 1 (off the diagonal),
+
+whose terms are all small for such a response. So for a response that essentially never loses
+(``e_k < 2^-20 d_k``) whose first form lost more than 4 bits (``|g_k| < d_k / 16``), the row is
+recomputed in this second form with a per-pair stable ``sigma(-z) = e^-z / (1 + e^-z)``: the tail is
+computed directly, never as ``1 - sigma``. Only such rows pay for it (one exp per pair; typically
+the one response per context that nothing beats), so the kernel's speed is unchanged elsewhere. A
+response that both wins and loses against saturated margins keeps the absolute accuracy above: its
+gradient is a difference of two sums that are genuinely almost equal.
 """
 
 from __future__ import annotations
@@ -49,6 +59,10 @@ __all__ = ["DENSE", "FACTORED", "dpo_fast_precompute", "rank_one_factor", "dpo_f
            "dpo_fast_loss_ws", "dpo_fast_loss_parallel",
            "dpo_fast_grad_ws", "dpo_fast_workspace", "dpo_fast_grad_parallel"]
 
+# A row is recomputed in the direct small-tail form when its loser mass is below _TAIL_LOSER and its
+# gradient below _TAIL_CANCEL times its winner mass d_k (module docstring, "Small tails").
+_TAIL_LOSER = 2.0 ** -20
+_TAIL_CANCEL = 2.0 ** -4
 # R = beta * range(u) up to which the product of four (two) sums w_i + w_j is a normal double.
 _RANGE_FOUR_ROWS = 350.0
 _RANGE_TWO_ROWS = 700.0
@@ -72,7 +86,9 @@ def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: boo
                         factored: bool = True):
     """Return ``(S, d, active, kernel)`` for :func:`dpo_fast_grad` from joint pair weights ``(X, K, K)``.
 
-    ``active[x, k]`` marks the responses some pair touches; the others get no gradient. ``kernel``
+    ``d`` is ``(X, 2, K)``: ``d[:, 0] = beta W' 1`` (each response's winner mass, the term the
+    gradient subtracts) and ``d[:, 1] = beta W'^T 1`` off the diagonal (its loser mass, for the
+    direct small-tail form; module docstring). ``active[x, k]`` marks the responses some pair touches; the others get no gradient. ``kernel``
     is :data:`DENSE` (``S`` is ``(X, K, K)``) or, when ``factored`` and every context's ``S`` is
     rank one, :data:`FACTORED`: ``S`` is then ``(X, 1, K)`` holding ``v`` with ``S[x] = v v^T``.
     Exact pairs from a behaviour policy with complementary labels (``P_ij + P_ji = 1``, as every
@@ -90,7 +106,17 @@ def dpo_fast_precompute(weights: np.ndarray, label_smoothing: float, robust: boo
                / (1.0 - 2.0 * label_smoothing))
     else:
         eff = (1.0 - label_smoothing) * won + label_smoothing * lost
-    d = np.ascontiguousarray(beta * eff)
+    # The winner mass (row 0) and, for the direct small-tail form, the off-diagonal loser mass
+    # (row 1) of each response under the label-smoothed weights: the column sums of
+    # (1 - eps) W + eps W^T (robust: ((1 - eps) W - eps W^T) / (1 - 2 eps)) less the diagonal,
+    # which is W_ii in both cases.
+    if robust:
+        eff_lost = (((1.0 - label_smoothing) * lost - label_smoothing * won)
+                    / (1.0 - 2.0 * label_smoothing))
+    else:
+        eff_lost = (1.0 - label_smoothing) * lost + label_smoothing * won
+    eff_lost = eff_lost - np.diagonal(weights, axis1=1, axis2=2)
+    d = np.ascontiguousarray(np.stack([beta * eff, beta * eff_lost], axis=1))
     active = np.ascontiguousarray(won + lost > 0.0)
     factor = _rank_one_of_pairs(weights, _FACTOR_RTOL) if factored else None
     if factor is not None:
@@ -453,6 +479,43 @@ def _row_sum_exp(row, i, u, beta):
 
 
 @njit(**_FLAGS)
+def _row_tail(row, i, u, beta):
+    """``sum_{j != i} S_ij sigma(-beta (u_i - u_j))``, each term a direct stable tail."""
+    acc = 0.0
+    for j in range(row.size):
+        if j == i:
+            continue
+        z = beta * (u[i] - u[j])
+        if z >= 0:
+            e = np.exp(-z)
+            s = e / (1.0 + e)
+        else:
+            s = 1.0 / (1.0 + np.exp(z))
+        acc += row[j] * s
+    return acc
+
+
+@njit(**_FLAGS)
+def _small_tail(g, sym, i, u, beta, kernel, d):
+    """Row ``i``'s gradient ``g`` (computed as ``beta S sigma(z) - d``), recomputed in the direct
+    small-tail form ``e - beta S sigma(-z)`` where the first form cancelled (module docstring)."""
+    win = d[0, i]
+    if abs(g) >= _TAIL_CANCEL * win or d[1, i] >= _TAIL_LOSER * win:
+        return g
+    return _tail_form(sym, i, u, beta, kernel, d)
+
+
+@njit(**_FLAGS)
+def _tail_form(sym, i, u, beta, kernel, d):
+    """``e_i - beta sum_{j != i} S_ij sigma(-z_ij)``: row ``i``'s gradient by its direct tails."""
+    if kernel == FACTORED:
+        tail = sym[0, i] * _row_tail(sym[0], i, u, beta)
+    else:
+        tail = _row_tail(sym[i], i, u, beta)
+    return d[1, i] - beta * tail
+
+
+@njit(**_FLAGS)
 def _split(k, n):
     """Boundaries splitting rows ``[0, k)`` into ``n`` blocks of about equal triangle area.
 
@@ -492,7 +555,7 @@ def _block(sym, bounds, c, w, acc, four, kernel):
 
 
 @njit(**_FLAGS)
-def _finish(bounds, w, acc, active, d, beta, grad_out, sym, kernel):
+def _finish(bounds, w, acc, active, d, beta, grad_out, sym, kernel, u):
     """Sum the blocks' accumulator rows into ``acc[0]`` and add the gradient of the active rows."""
     tot = acc[0]
     for c in range(1, bounds.size - 1):
@@ -506,8 +569,14 @@ def _finish(bounds, w, acc, active, d, beta, grad_out, sym, kernel):
         for i in range(tot.size):
             tot[i] *= v[i]
     for i in range(tot.size):
+        tot[i] = beta * w[i] * tot[i] - d[0, i]
+    for i in range(tot.size):
         if active[i]:
-            grad_out[i] += beta * w[i] * tot[i] - d[i]
+            g = tot[i]
+            # the test of _small_tail inline: the common path makes no call
+            if abs(g) < _TAIL_CANCEL * d[0, i] and d[1, i] < _TAIL_LOSER * d[0, i]:
+                g = _tail_form(sym, i, u, beta, kernel, d)
+            grad_out[i] += g
 
 
 @njit(**_FLAGS)
@@ -541,11 +610,12 @@ def dpo_fast_grad_ws(sym, d, active, u_in, beta, grad_out, kernel, ws):
             four = spread <= _RANGE_FOUR_ROWS
             for c in range(n_blocks):
                 _block(sym[x], bounds, c, w, acc, four, kernel)
-            _finish(bounds, w, acc, active[x], d[x], beta, grad_out[x], sym[x], kernel)
+            _finish(bounds, w, acc, active[x], d[x], beta, grad_out[x], sym[x], kernel, u)
         else:
             for i in range(k):
                 if active[x, i]:
-                    grad_out[x, i] += beta * _exact_row(sym[x], i, u, beta, kernel) - d[x, i]
+                    g = beta * _exact_row(sym[x], i, u, beta, kernel) - d[x, 0, i]
+                    grad_out[x, i] += _small_tail(g, sym[x], i, u, beta, kernel, d[x])
 
 
 @njit(**_FLAGS)
@@ -575,11 +645,12 @@ def dpo_fast_grad_parallel(sym, d, active, u_in, beta, grad_out, kernel):
             four = spread <= _RANGE_FOUR_ROWS
             for c in prange(n_blocks):
                 _block(sym[x], bounds, c, w, acc, four, kernel)
-            _finish(bounds, w, acc, active[x], d[x], beta, grad_out[x], sym[x], kernel)
+            _finish(bounds, w, acc, active[x], d[x], beta, grad_out[x], sym[x], kernel, u)
         else:
             for i in prange(k):
                 if active[x, i]:
-                    grad_out[x, i] += beta * _exact_row(sym[x], i, u, beta, kernel) - d[x, i]
+                    g = beta * _exact_row(sym[x], i, u, beta, kernel) - d[x, 0, i]
+                    grad_out[x, i] += _small_tail(g, sym[x], i, u, beta, kernel, d[x])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,7 +19,15 @@ __all__ = [
     "check_in_range",
     "check_choice",
     "check_int",
+    "check_seed",
+    "check_beta",
 ]
+
+#: Smallest beta a pairwise loss accepts: below it the per-pair losses' gradients (which scale with
+#: beta) fall below Adam's eps and float64 resolution, and IPO's target 1/(2 beta) squared
+#: overflows near 1e-154, so a run would be silently inert or infinite. (Objectives whose beta only
+#: weights a KL term, such as rlhf, take any beta > 0.)
+BETA_MIN = 1e-6
 
 
 def _describe(value) -> str:
@@ -32,6 +40,8 @@ def _describe(value) -> str:
 def as_float_array(value, name: str, *, ndim: Iterable[int] | int | None = None,
                    shape: tuple | None = None) -> np.ndarray:
     """Return ``value`` as a C-contiguous float64 array, checking its rank and shape."""
+    if value is None or isinstance(value, (str, bytes)):
+        raise ValueError(f"{name} must be a numeric array, got {value!r}")
     try:
         arr = np.ascontiguousarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -74,12 +84,19 @@ def check_distribution(arr: np.ndarray, name: str, *, atol: float = 1e-9,
     return arr
 
 
+def _scalar(value, name: str, what: str) -> float:
+    """``float(value)`` for a real number; strings and booleans are refused, not coerced."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be {what}, got {value!r}") from exc
+
+
 def check_real(value, name: str) -> float:
     """A finite real scalar."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a finite real number, got {value!r}") from exc
+    v = _scalar(value, name, "a finite real number")
     if not np.isfinite(v):
         raise ValueError(f"{name} must be a finite real number, got {value!r}")
     return v
@@ -87,10 +104,7 @@ def check_real(value, name: str) -> float:
 
 def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
     """A finite scalar > 0 (or >= 0 with ``allow_zero``)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a real number, got {value!r}") from exc
+    v = _scalar(value, name, "a real number")
     if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         allowed = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {allowed}, got {value!r}")
@@ -100,10 +114,7 @@ def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
 def check_in_range(value, name: str, low: float, high: float, *, low_open: bool = False,
                    high_open: bool = False) -> float:
     """A finite scalar in the interval between ``low`` and ``high``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a real number, got {value!r}") from exc
+    v = _scalar(value, name, "a real number")
     lo_ok = v > low if low_open else v >= low
     hi_ok = v < high if high_open else v <= high
     if not (np.isfinite(v) and lo_ok and hi_ok):
@@ -127,3 +138,22 @@ def check_int(value, name: str, *, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_seed(value, name: str = "seed"):
+    """A seed for ``np.random.default_rng``: an integer >= 0, a SeedSequence or a Generator."""
+    if isinstance(value, (np.random.SeedSequence, np.random.Generator)):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (or a numpy SeedSequence / Generator), "
+                         f"got {value!r}")
+    return int(value)
+
+
+def check_beta(value, name: str = "beta") -> float:
+    """The beta of a pairwise loss: a finite real number >= :data:`BETA_MIN`."""
+    v = check_positive(value, name)
+    if v < BETA_MIN:
+        raise ValueError(f"{name} must be >= {BETA_MIN:g} (smaller values make the losses inert or "
+                         f"overflow in float64), got {value!r}")
+    return v

@@ -37,7 +37,8 @@ def restrict_support(policy, support) -> np.ndarray:
     Args:
       policy: ``(K,)`` or ``(X, K)`` distribution(s).
       support: boolean mask shaped like ``policy`` (or ``(K,)``, used for every context), or a
-        sequence of response indices kept in every context.
+        sequence of distinct response indices kept in every context (a 0/1 integer list of length
+        K is refused as ambiguous: a mask must be boolean).
 
     Returns:
       The truncated policy, shaped like ``policy``.
@@ -65,6 +66,11 @@ def restrict_support(policy, support) -> np.ndarray:
                              f"indices, got {support!r}")
         if ((sup < 0) | (sup >= K)).any():
             raise ValueError(f"support indices must lie in [0, {K}), got {support!r}")
+        # [1, 0, 1] read as indices would keep responses {0, 1}, not the mask's {0, 2}.
+        if np.unique(sup).size != sup.size or (sup.size == K and np.isin(sup, (0, 1)).all()):
+            raise ValueError(f"support {support!r} is ambiguous: integer indices must be distinct "
+                             f"and not look like a 0/1 mask; pass a mask as booleans "
+                             f"(np.asarray(mask, dtype=bool)) or distinct response indices")
         mask = np.zeros(pi2.shape, dtype=bool)
         mask[:, sup] = True
     kept = np.where(mask, pi2, 0.0)

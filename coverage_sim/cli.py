@@ -18,10 +18,46 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from coverage_sim import catalogue
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``coverage-sim ...: error: ...``), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (the message names the value)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _output_folder(path, option: str) -> Path:
+    """``path`` as a folder that exists (created if needed) and can be written, or a ValueError
+    naming ``option``."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{option} {str(path)!r} is an existing file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{option} {str(path)!r} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {str(path)!r} is not writable")
+    return folder
 
 
 def _parse_value(text: str):
@@ -82,6 +118,8 @@ def _cmd_train(args) -> int:
     if unused:
         raise ValueError(f"--set {unused[0]!r} is not a parameter of {', '.join(args.objective)}; "
                          f"their parameters: {', '.join(sorted(accepted))}")
+    if args.out is not None:
+        _output_folder(args.out, "--out")
     behavior = env.ref if args.coverage is None else _truncate(env.ref, args.coverage)
     data = offline_pairs(env, behavior, labels=args.labels, n=args.n, seed=args.seed)
     rows = {}
@@ -128,6 +166,7 @@ def _cmd_run(args) -> int:
 
     experiment = get_experiment(args.experiment)
     config = config_from_overrides(experiment, _parse_settings(args.set), quick=args.quick)
+    _output_folder(args.out, "--out")
     seeds = experiment.default_seeds(args.quick) if args.seeds is None else range(args.seeds)
     table = run_sweep(experiment, config, seeds, out=args.out, workers=args.workers,
                       scheduler=args.scheduler, progress=not args.no_progress)
@@ -149,6 +188,10 @@ def _cmd_reproduce(args) -> int:
     from coverage_sim.experiments import get_experiment
     from coverage_sim.figures import reproduce
 
+    for ident in args.ids:
+        get_experiment(ident)
+    _output_folder(args.figures, "--figures")
+    _output_folder(args.runs, "--runs")
     verdicts = reproduce(args.ids or None, quick=args.quick, figures_dir=args.figures,
                          runs_dir=args.runs, workers=args.workers, scheduler=args.scheduler,
                          progress=not args.no_progress)
@@ -182,13 +225,13 @@ def _truncate(ref, keep: float):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coverage-sim", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="coverage-sim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the registered experiments (figures)").set_defaults(
         func=_cmd_list)
 
     def parallel_options(p):
-        p.add_argument("--workers", type=int, default=None,
+        p.add_argument("--workers", type=_int_at_least(1), default=None,
                        help="local processes (default: one per core)")
         p.add_argument("--scheduler", default=None,
                        help="dask.distributed scheduler address, e.g. tcp://host:8786")
@@ -198,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("experiment", help="experiment id (see `coverage-sim list`)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="config field, value as JSON, e.g. --set taus=[0.1,1]")
-    run.add_argument("--seeds", type=int, default=None,
+    run.add_argument("--seeds", type=_int_at_least(1), default=None,
                      help="number of seeds (default: the experiment's; at most 2 with --quick)")
     run.add_argument("--quick", action="store_true", help="start from the quick config")
     run.add_argument("--out", required=True, help="run folder (resumed if it exists)")
@@ -231,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--n", type=int, default=None, help="offline pairs to sample (default exact)")
     tr.add_argument("--coverage", type=float, default=None,
                     help="offline data covers only the top fraction of pi_ref's mass")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=_int_at_least(0), default=0)
     tr.add_argument("--out", default=None, help="folder for history.csv and config.json")
     tr.add_argument("--no-progress", action="store_true",
                     help="hide the progress bar (shown for runs longer than a few seconds)")
@@ -240,12 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; bad input is one line on stderr and exit status 2, a run that
+    diverges one line and exit status 1 (never a traceback)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ValueError as exc:
         print(f"coverage-sim: error: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:
+        print(f"coverage-sim: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

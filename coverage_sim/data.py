@@ -25,7 +25,8 @@ from functools import cached_property
 import numpy as np
 
 from coverage_sim._validation import (as_float_array, check_distribution, check_finite,
-                                      check_int)
+                                      check_int, check_seed)
+from coverage_sim.env import Bandit
 from coverage_sim.preferences import preference_probs
 
 __all__ = ["PairData", "offline_pairs", "policy_pairs", "pairs_from_list"]
@@ -195,6 +196,9 @@ def _check_sampler(env, policy, name: str) -> np.ndarray:
 
 
 def _pairs(env, policy, labels, n, seed, label_noise, reward, name: str, source: str) -> PairData:
+    if not isinstance(env, Bandit):
+        raise ValueError(f"env must be a coverage_sim.Bandit, got {type(env).__name__}")
+    seed = check_seed(seed)
     mu = _check_sampler(env, policy, name)
     if n is not None:
         n = check_int(n, "n", minimum=1)

@@ -263,7 +263,7 @@ def xu_pairs(env: Bandit | None = None) -> PairData:
 
 
 def random_bandit(n_responses: int, n_contexts: int = 1, seed=0, reward_scale: float = 3.0,
-                  min_ref: float = 1e-3) -> Bandit:
+                  min_ref: float | None = None) -> Bandit:
     """Random full-support bandit: the shared instance of the science.md §12 property tests.
 
     Rewards are i.i.d. uniform on ``[-reward_scale, reward_scale]``; each context's reference is
@@ -276,7 +276,8 @@ def random_bandit(n_responses: int, n_contexts: int = 1, seed=0, reward_scale: f
       n_contexts: ``X >= 1``; ``X = 1`` returns a plain bandit with shape ``(K,)``.
       seed: anything ``np.random.default_rng`` accepts (int, SeedSequence, Generator).
       reward_scale: half-width ``> 0`` of the reward range.
-      min_ref: floor of every reference entry, ``>= 0`` with ``min_ref * K < 1``.
+      min_ref: floor of every reference entry, ``>= 0`` with ``min_ref * K < 1``; default
+        ``1e-3``, or ``0.5 / K`` where that is smaller (K > 500), so that every K works.
 
     Returns:
       A :class:`coverage_sim.env.Bandit` named e.g. ``"random-K5-X1-seed0"``.
@@ -290,7 +291,8 @@ def random_bandit(n_responses: int, n_contexts: int = 1, seed=0, reward_scale: f
     K = check_int(n_responses, "n_responses", minimum=2)
     X = check_int(n_contexts, "n_contexts", minimum=1)
     reward_scale = check_positive(reward_scale, "reward_scale")
-    min_ref = check_positive(min_ref, "min_ref", allow_zero=True)
+    min_ref = min(1e-3, 0.5 / K) if min_ref is None else check_positive(min_ref, "min_ref",
+                                                                         allow_zero=True)
     if min_ref * K >= 1:
         raise ValueError(f"min_ref must satisfy min_ref * n_responses < 1, got min_ref={min_ref!r} "
                          f"with n_responses={K} (product {min_ref * K!r})")

@@ -31,8 +31,8 @@ import numpy as np
 from scipy.special import expit
 
 from coverage_sim import _pair_kernels as _pk
-from coverage_sim._validation import (as_float_array, check_choice,
-                                      check_finite, check_in_range, check_positive)
+from coverage_sim._validation import (as_float_array, check_beta, check_choice, check_finite,
+                                      check_in_range, check_positive)
 
 __all__ = ["PairLossSpec", "PAIR_LOSSES", "get_pair_loss", "pair_loss", "population_loss"]
 
@@ -102,7 +102,7 @@ class PairLossSpec:
         out = {**self.defaults, **params}
         try:
             if "beta" in out:
-                out["beta"] = check_positive(out["beta"], "beta")
+                out["beta"] = check_beta(out["beta"], "beta")
             if "label_smoothing" in out:
                 lo, hi, lo_open, hi_open = self.label_smoothing_interval
                 out["label_smoothing"] = check_in_range(

@@ -29,8 +29,8 @@ import numpy as np
 from coverage_sim import _engine
 from coverage_sim._dpo_fast import dpo_fast_precompute
 from coverage_sim._pair_kernels import ROBUST, SIGMOID, SIGMOID_NORM
-from coverage_sim._validation import (as_float_array, check_choice, check_finite, check_in_range,
-                                      check_int, check_positive)
+from coverage_sim._validation import (as_float_array, check_beta, check_choice, check_finite,
+                                      check_in_range, check_int, check_positive)
 from coverage_sim.best_of_n import best_of_n_policy, best_worst_of_n_pairs
 from coverage_sim.env import Bandit
 from coverage_sim.losses import PAIR_LOSSES, get_pair_loss, pair_loss
@@ -203,6 +203,9 @@ def objective(name: str, **params) -> "Objective":
         full = get_pair_loss(name).validate_params(full)
     elif spec.validate is not None:
         spec.validate(full)
+    if (spec.pair_loss or "loss_type" in full) and "beta" in full:
+        # beta scales a pairwise margin: too small leaves the loss inert or overflows (IPO)
+        full["beta"] = check_beta(full["beta"], "beta")
     if "reward" in full and full["reward"] is not None:
         full["reward"] = check_finite(as_float_array(full["reward"], "reward", ndim=(1, 2)),
                                       "reward")
@@ -310,8 +313,8 @@ class Objective:
             target = best_of_n_policy(_behaviour(data), self.reward_for(env), p["n"])
             linear = data.context_weights[:, None] * np.reshape(target, (n_ctx, k))
         elif self.name == "awr":
-            linear = (data.context_weights[:, None] * _behaviour(data)
-                      * np.exp(self.reward_for(env) / p["beta"]))
+            linear = data.context_weights[:, None] * _behaviour(data) * _awr_weights(
+                self.reward_for(env), p["beta"])
         elif self.name == "rlhf":
             kl_coef, reward_coef, reward = p["beta"], 1.0, self.reward_for(env)
         elif self.name == "hypo":
@@ -327,7 +330,7 @@ class Objective:
                                                     prm[0] / prm[2], factored=factored)
         else:
             fast = 0
-            sym, d, act = empty3[:0], np.zeros((0, k)), np.zeros((0, k), dtype=bool)
+            sym, d, act = empty3[:0], np.zeros((0, 2, k)), np.zeros((0, k), dtype=bool)
         arr = _engine.kernel_array
         return (int(code), arr(prm), int(source), _engine.pair_array(weights), arr(probs), fast,
                 arr(sym), arr(d), arr(act, np.bool_), arr(linear), float(kl_coef),
@@ -357,6 +360,17 @@ class Objective:
     def __repr__(self) -> str:
         shown = {k: ("<array>" if isinstance(v, np.ndarray) else v) for k, v in self.params.items()}
         return f"Objective({self.name!r}, {shown})"
+
+
+def _awr_weights(reward: np.ndarray, beta: float) -> np.ndarray:
+    """AWR's unnormalised weights ``exp(r / beta)``; a ValueError (not inf) when they overflow."""
+    with np.errstate(over="ignore"):
+        weights = np.exp(reward / beta)
+    if not np.isfinite(weights).all():
+        raise ValueError(f"awr's weights exp(r / beta) overflow float64: max r / beta = "
+                         f"{np.max(reward) / beta:.4g} > 709 (beta={beta!r}); use a larger beta or "
+                         f"a smaller reward scale")
+    return weights
 
 
 def _behaviour(data) -> np.ndarray:

@@ -304,7 +304,7 @@ def sampled_terms(env: Bandit, objective: Objective) -> tuple:
     arr = _engine.kernel_array
     source = _engine.ONLINE if objective.online else _engine.OFFLINE
     return (int(code), arr(prm), source, np.zeros((n_ctx, 0, 0)), arr(P), 0, np.zeros((0, 0, 0)),
-            np.zeros((0, k)), np.zeros((0, k), dtype=np.bool_), np.zeros((n_ctx, k)),
+            np.zeros((0, 2, k)), np.zeros((0, k), dtype=np.bool_), np.zeros((n_ctx, k)),
             float(kl_coef), reward_coef, arr(reward), arr(env.context_weights))
 
 
@@ -683,7 +683,7 @@ def group_pairs(env: Bandit, behavior, n_groups: int, group_size: int, *, pairs:
     ints[_s.I_LABEL], flts[_s.F_NOISE] = label_model(labels, label_noise)
     rho = _engine.kernel_array(env.context_weights)
     terms = (-1, np.zeros(4), _engine.ONLINE, np.zeros((n_ctx, 0, 0)), P, 0, np.zeros((0, 0, 0)),
-             np.zeros((0, k)), np.zeros((0, k), dtype=np.bool_), np.zeros((n_ctx, k)), 0.0, 0.0,
+             np.zeros((0, 2, k)), np.zeros((0, k), dtype=np.bool_), np.zeros((n_ctx, k)), 0.0, 0.0,
              np.zeros((n_ctx, k)), rho)
     plan = (ints, flts, _engine.kernel_array(rank), np.zeros((n_ctx, k)), np.zeros((n_ctx, k)),
             np.zeros(n_ctx), np.zeros(0), np.zeros(0, dtype=np.int64))

@@ -111,6 +111,7 @@ def execute(units: list, *, workers: int | None = None, scheduler: str | None = 
     ``costs`` (expected seconds per unit, e.g. from :mod:`coverage_sim.catalogue`) start the most
     expensive units first, so that the pool's last minutes are not one long unit alone, and weight
     the progress bar, so that its remaining time is the expected cost left, not a count of seeds.
+    A scheduler that cannot be reached is a ``ValueError`` naming it.
     """
     if costs is None:
         costs = [1.0] * len(units)
@@ -133,7 +134,11 @@ def execute(units: list, *, workers: int | None = None, scheduler: str | None = 
         if scheduler is not None:
             from distributed import Client, as_completed
 
-            with Client(scheduler) as client:
+            try:
+                client = Client(scheduler)
+            except (OSError, TimeoutError) as exc:
+                raise ValueError(f"scheduler {scheduler!r}: cannot connect ({exc})") from exc
+            with client:
                 futures = {client.submit(seed_table, u[0], u[1], u[2], pure=False): u
                            for u in units}
                 for future in as_completed(futures):

@@ -93,7 +93,7 @@ def default_device(device=None) -> torch.device:
       A ``torch.device`` (nothing is allocated).
 
     Raises:
-      ValueError: ``device`` is not a valid device description.
+      ValueError: ``device`` is not a valid device description, or asks for CUDA without it.
 
     Examples:
       >>> default_device("cpu")
@@ -101,10 +101,14 @@ def default_device(device=None) -> torch.device:
     """
     if device is not None:
         try:
-            return torch.device(device)
+            dev = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"device must be a torch device or a string such as 'cpu' or "
                              f"'cuda:0', got {device!r}") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asks for CUDA, but this torch build or machine "
+                             f"has none (torch.cuda.is_available() is False); use 'cpu'")
+        return dev
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 

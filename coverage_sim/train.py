@@ -27,7 +27,7 @@ import pandas as pd
 from coverage_sim import _engine, _threads, sampling
 from coverage_sim._dpo_fast import DENSE, FACTORED
 from coverage_sim._progress import progress_bar, wants_progress
-from coverage_sim._validation import check_choice, check_int, check_positive
+from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
 from coverage_sim.data import PairData
 from coverage_sim.env import Bandit
 from coverage_sim.metrics import REFERENCE_PAIRS, policy_metrics, select_metrics
@@ -139,9 +139,28 @@ class Run:
                 f"reward={last['reward']:.4g}, kl={last['kl']:.4g})")
 
 
-def _check_data(env: Bandit, data):
+#: A recorded loss above loss_0 + _DIVERGED * max(|loss_0|, 1) means the run diverged: no
+#: objective here should grow by four orders of magnitude while it is minimised.
+_DIVERGED = 1e4
+
+
+def _check_adam(adam) -> tuple[float, float, float]:
+    """Adam's ``(beta1, beta2, eps)``: both betas in [0, 1), eps > 0."""
+    try:
+        b1, b2, eps = adam
+    except (TypeError, ValueError):
+        raise ValueError(f"adam must be a tuple (beta1, beta2, eps), got {adam!r}") from None
+    return (check_in_range(b1, "adam beta1", 0.0, 1.0, high_open=True),
+            check_in_range(b2, "adam beta2", 0.0, 1.0, high_open=True),
+            check_positive(eps, "adam eps"))
+
+
+def _check_data(env: Bandit, data, objective=None):
     if data is None:
         return
+    if objective is not None and not objective.needs_data:
+        raise ValueError(f"data was given, but objective {objective.name!r} does not use offline "
+                         f"data (it is {objective.spec.family}); pass data=None")
     if not isinstance(data, PairData):
         raise ValueError(f"data must be a PairData (see coverage_sim.offline_pairs), got "
                          f"{type(data).__name__}")
@@ -188,15 +207,35 @@ def _metric_plan(env: Bandit, objective: Objective, data, eval_data, metrics):
     return eval_data, names
 
 
+def _check_diverged(objective, theta, out_lp, out_loss, rec, config) -> None:
+    """FloatingPointError if the run produced NaN, an infinite loss or a loss that grew by orders of
+    magnitude (a finite blow-up is as wrong as a NaN, only quieter)."""
+    nan_lp = np.isnan(out_lp).any(axis=(1, 2))
+    bad_loss = ~np.isfinite(out_loss)
+    grown = np.zeros_like(bad_loss)
+    if out_loss.size and np.isfinite(out_loss[0]):
+        with np.errstate(invalid="ignore"):
+            grown = out_loss > out_loss[0] + _DIVERGED * max(abs(out_loss[0]), 1.0)
+    bad = np.flatnonzero(nan_lp | bad_loss | grown)
+    if not (bad.size or np.isnan(theta).any()):
+        return
+    if not bad.size:
+        where = "NaN at the end"
+    elif grown[bad[0]]:
+        where = (f"its loss grew from {out_loss[0]:.4g} to {out_loss[bad[0]]:.4g} by recorded step "
+                 f"{rec[bad[0]]}")
+    else:
+        what = "NaN" if nan_lp[bad[0]] or np.isnan(out_loss[bad[0]]) else "an infinite loss"
+        where = f"first {what} at recorded step {rec[bad[0]]}"
+    raise FloatingPointError(
+        f"training {objective.name!r} diverged ({where}) with optimizer="
+        f"{config['optimizer']!r}, lr={config['lr']}; lower lr (natural policy gradient divides "
+        "by pi, so it needs small steps on objectives that push probabilities towards 0)")
+
+
 def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, plan, config,
             extra=None) -> Run:
-    if np.isnan(theta).any() or np.isnan(out_lp).any() or np.isnan(out_loss).any():
-        bad = np.flatnonzero(np.isnan(out_lp).any(axis=(1, 2)) | np.isnan(out_loss))
-        where = f"first NaN at recorded step {rec[bad[0]]}" if bad.size else "NaN at the end"
-        raise FloatingPointError(
-            f"training {objective.name!r} diverged ({where}) with optimizer="
-            f"{config['optimizer']!r}, lr={config['lr']}; lower lr (natural policy gradient divides "
-            "by pi, so it needs small steps on objectives that push probabilities towards 0)")
+    _check_diverged(objective, theta, out_lp, out_loss, rec, config)
     shaped = np.exp(out_lp).reshape((len(rec),) + env.shape)
     eval_data, names = plan
     metrics = policy_metrics(env, shaped, beta=objective.beta, data=data, eval_data=eval_data,
@@ -241,24 +280,27 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     Args:
       env: the bandit.
       objective: an :class:`~coverage_sim.objectives.Objective` or its name.
-      data: offline pairs (:func:`coverage_sim.offline_pairs`), for objectives that need them.
+      data: offline pairs (:func:`coverage_sim.offline_pairs`), for objectives that need them (an
+        objective that does not use data refuses it rather than ignore it).
       steps: number of parameter updates.
       lr: step size.
       optimizer: ``"adam"``, ``"gd"`` (plain gradient descent) or ``"npg"`` (natural policy
         gradient: mirror descent on each context's simplex for tabular policies, Fisher-preconditioned
         for log-linear ones). npg converges fastest on online objectives (RLHF, online DPO/IPO) but
         its 1/pi preconditioner makes offline objectives that push probabilities to 0 unstable;
-        a run that diverges raises ``FloatingPointError`` rather than returning NaN.
-      seed: seeds ``numpy.random.default_rng`` for random initialisations; recorded in the config.
+        a run that diverges (NaN, an infinite loss, or a loss that grows by four orders of
+        magnitude) raises ``FloatingPointError`` rather than returning it.
+      seed: seeds ``numpy.random.default_rng`` for random initialisations (an integer >= 0);
+        recorded in the config.
       policy: parameterisation; default :class:`~coverage_sim.policies.TabularSoftmax` at ``pi_ref``.
       record: record schedule: ``None`` (about 50 log-spaced steps), a number of points, or a list
         of steps.
       eval_data: held-out pairs for ranking accuracy; default ``"reference"``, the exact
         ``pi_ref x pi_ref`` pairs with gold Bradley-Terry labels (formed pair by pair, never
         stored), up to 1000 responses (above, only when ``metrics`` asks for a ranking metric).
-      adam: ``(beta1, beta2, eps)`` for Adam.
-      parallel: split one large problem's pair rows over threads (exact mode); default when K >= 512 and more
-        than one core is free at the start of the call (see the README's notes on threads;
+      adam: ``(beta1, beta2, eps)`` for Adam, betas in ``[0, 1)``, ``eps > 0``.
+      parallel: split one large problem's pair rows over threads (exact mode); default when
+        K >= 512 and more than one core is free at the start of the call (see the README's notes on threads;
         ``COVERAGE_SIM_THREADS`` fixes the count).
       metrics: the history's metric columns (:data:`coverage_sim.metrics.METRICS` names, in that
         order after ``step`` and ``loss``); default every metric the objective, ``data`` and
@@ -294,14 +336,15 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     """
     objective, steps, lr, opt, policy, rec = _common_args(env, objective, steps, lr, optimizer,
                                                           policy, record)
-    _check_data(env, data)
+    _check_data(env, data, objective)
+    seed = check_int(seed, "seed", minimum=0)
     sampled = sampling.check_training_options(objective, data, batch_size, reuse, estimator)
     plan = _metric_plan(env, objective, data, eval_data, metrics)
     engine = _is_engine_policy(policy)
     if not engine and opt == _engine.NPG:
         raise ValueError(f"optimizer='npg' is only available for engine policies (TabularSoftmax, "
                          f"LogLinear), got policy {policy!r}; use 'adam' or 'gd'")
-    b1, b2, eps = (float(a) for a in adam)
+    b1, b2, eps = _check_adam(adam)
     rng = np.random.default_rng(seed)
     theta = _engine.kernel_array(policy.init_params(env, rng))
     rlp = _engine.kernel_array(env.ref_logp2d)
@@ -604,10 +647,11 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
         if o.refresh_every is not None and batch_size is None:
             raise ValueError("exact iterative_dpo is not supported by train_many; use train, or "
                              "pass batch_size for sampled iterative DPO")
-        _check_data(e, d)
+        _check_data(e, d, o)
+    seed = check_int(seed, "seed", minimum=0)
     plans = [_metric_plan(e, o, d, eval_data, metrics)
              for e, o, d in zip(env_list, obj_list, data_list)]
-    b1, b2, eps = (float(a) for a in adam)
+    b1, b2, eps = _check_adam(adam)
     thetas = np.stack([np.asarray(policy.init_params(e, np.random.default_rng(seed + b)),
                                   dtype=np.float64) for b, e in enumerate(env_list)])
     features = np.stack([policy.features_for(e) for e in env_list])

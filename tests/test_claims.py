@@ -5,12 +5,15 @@ C13 lives in tests/test_objectives.py and C14 in tests/test_best_of_n.py.
 Every test draws instances from the §12 shared strategy: K in [2, 12], 1-3 contexts, rewards in
 [-3, 3], a full-support pi_ref with every entry >= 1e-3, and beta in [0.05, 5]. The arrays come from
 ``cs.random_bandit(K, X, seed)``, the project's shared instance; hypothesis draws K, X, the seed and
-beta, so the extremes K = 2, K = 12 and beta = 0.05, beta = 5 are always exercised. Where a claim's
-convergence needs a narrower range within a bounded step budget, the test says which range and why.
+beta; the extremes (K = 2, one context, beta = 0.05) and (K = 12, three contexts, beta = 5) are
+pinned with ``@example`` (``pin_extremes``), so they run every time rather than when the search
+happens to draw them. Where a claim's convergence needs a narrower range within a bounded step
+budget, the test says which range and why.
 
 All runs use exact population gradients in float64 through the public API (``cs.train``,
-``Objective.loss_and_grad``, ``Policy.grad``) with bounded step budgets. Hypothesis runs derandomised
-and without a database, so CI is deterministic.
+``Objective.loss_and_grad``, ``Policy.grad``) with bounded step budgets. Hypothesis settings come
+from tests/hypothesis_profiles.py: derandomised in CI (deterministic), a wider random search in the
+"nightly" profile.
 
 Step sizes come from smoothness bounds on the tabular logits theta. For a pairwise loss depending
 on u = log pi - log pi_ref only through differences u_i - u_j, the theta-Hessian of context x is
@@ -24,13 +27,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from hypothesis_profiles import examples
 from scipy.special import logit
 
 import coverage_sim as cs
 
-SETTINGS = {"derandomize": True, "deadline": None, "database": None}
+SETTINGS = {"deadline": None}
 
 BETA = st.floats(0.05, 5.0)
 LN2 = float(np.log(2.0))
@@ -57,6 +61,29 @@ def instances(draw, k_min=2, k_max=12, max_contexts=3, uniform_rho=False):
     if uniform_rho and x > 1:
         env = cs.Bandit(reward=env.reward, ref=env.ref, name=env.name + "-uniform-rho")
     return env, np.random.default_rng([seed, 12])
+
+
+def extreme(k: int, n_contexts: int, uniform_rho: bool = False, seed: int = 0):
+    """The ``instances()`` value at a documented extreme: ``(env, rng)`` with K = k, X = n_contexts.
+    (Pinned with ``@example`` through :func:`pin_extremes`, so it runs every time.)"""
+    env = cs.random_bandit(k, n_contexts, seed=seed)
+    if uniform_rho and n_contexts > 1:
+        env = cs.Bandit(reward=env.reward, ref=env.ref, name=env.name + "-uniform-rho")
+    return env, np.random.default_rng([seed, 12])
+
+
+def pin_extremes(low: dict, high: dict, k_min: int = 2, uniform_rho: bool = False,
+                 beta: str = "beta"):
+    """``@example``s at both ends of the shared strategy: (K = k_min, 1 context, beta = 0.05) with
+    ``low``'s other arguments, and (K = 12, 3 contexts, beta = 5) with ``high``'s."""
+    def decorate(test):
+        for k, x, b, extra in ((12, 3, 5.0, high), (k_min, 1, 0.05, low)):
+            args = dict(extra, inst=extreme(k, x, uniform_rho))
+            if beta:
+                args[beta] = b
+            test = example(**args)(test)
+        return test
+    return decorate
 
 
 def full_support(rng, env, floor=1e-3):
@@ -118,7 +145,8 @@ def gd_until(env, obj, data, lr, done, chunk=20_000, max_steps=400_000):
 # C1: RLHF converges to pi* = pi_ref e^{r/beta} / Z
 # ---------------------------------------------------------------------------------------------
 
-@settings(max_examples=25, **SETTINGS)
+@pin_extremes(dict(frac=0.25), dict(frac=1.0))
+@settings(max_examples=examples(25), **SETTINGS)
 @given(inst=instances(), beta=BETA, frac=st.floats(0.25, 1.0))
 def test_c1_rlhf_converges_to_optimal_policy(inst, beta, frac):
     """Exact natural policy gradient (mirror descent) on J_beta reaches pi* within 1e-6 TV.
@@ -142,7 +170,8 @@ def test_c1_rlhf_converges_to_optimal_policy(inst, beta, frac):
 # C2: global coverage -- population DPO reaches pi* for any full-support mu; online DPO too
 # ---------------------------------------------------------------------------------------------
 
-@settings(max_examples=12, **SETTINGS)
+@pin_extremes({}, {}, uniform_rho=True)
+@settings(max_examples=examples(12), **SETTINGS)
 @given(inst=instances(uniform_rho=True), beta=BETA)
 def test_c2_offline_dpo_converges_to_pi_star_for_any_full_support_mu(inst, beta):
     """Population DPO on BT-labelled mu x mu data reaches pi* within 1e-6 TV for two different mu.
@@ -167,7 +196,8 @@ def test_c2_offline_dpo_converges_to_pi_star_for_any_full_support_mu(inst, beta)
     assert tv_per_context(env, finals[0], finals[1]).max() <= 2e-6
 
 
-@settings(max_examples=25, **SETTINGS)
+@pin_extremes({}, {})
+@settings(max_examples=examples(25), **SETTINGS)
 @given(inst=instances(), beta=BETA)
 def test_c2_pi_star_is_stationary_for_offline_and_online_dpo(inst, beta):
     """At pi*, the exact theta-gradient of offline DPO (any full-support mu) and online DPO is 0.
@@ -184,7 +214,8 @@ def test_c2_pi_star_is_stationary_for_offline_and_online_dpo(inst, beta):
     assert np.abs(g_on).max() <= 1e-12
 
 
-@settings(max_examples=25, **SETTINGS)
+@pin_extremes({}, {})
+@settings(max_examples=examples(25), **SETTINGS)
 @given(inst=instances(), beta=BETA)
 def test_c2_online_dpo_converges_to_pi_star(inst, beta):
     """Online DPO (pairs from pi_t x pi_t, sampler held fixed) reaches pi* within 1e-6 TV.
@@ -225,7 +256,8 @@ def _move_mass(rng, pi, mask, scale):
     return out
 
 
-@settings(max_examples=25, **SETTINGS)
+@pin_extremes(dict(labels="deterministic"), dict(labels="bradley_terry"), k_min=3)
+@settings(max_examples=examples(25), **SETTINGS)
 @given(inst=instances(k_min=3), beta=BETA,
        labels=st.sampled_from(["bradley_terry", "deterministic"]))
 def test_c3_dpo_loss_depends_only_on_within_support_ratios(inst, beta, labels):
@@ -254,7 +286,8 @@ def test_c3_dpo_loss_depends_only_on_within_support_ratios(inst, beta, labels):
     assert np.all(g1[~masks] == 0.0) and np.all(g2[~masks] == 0.0)
 
 
-@settings(max_examples=20, **SETTINGS)
+@pin_extremes(dict(m=0.05), dict(m=0.95), k_min=3)
+@settings(max_examples=examples(20), **SETTINGS)
 @given(inst=instances(k_min=3), beta=BETA, m=st.floats(0.05, 0.95))
 def test_c3_kl_of_dpo_minimisers_grows_like_log_one_over_eps(inst, beta, m):
     """With pi_ref(Y \\ S) = eps, some DPO minimisers put mass m off S, and their KL grows as
@@ -328,7 +361,8 @@ def test_c3_loglinear_dpo_kl_grows_like_log_one_over_eps(beta):
 # C4: a bounded reward model caps the drift of RLHF
 # ---------------------------------------------------------------------------------------------
 
-@settings(max_examples=20, **SETTINGS)
+@pin_extremes(dict(a=-3.0, b=3.0, frac=0.1), dict(a=3.0, b=-3.0, frac=1.0))
+@settings(max_examples=examples(20), **SETTINGS)
 @given(inst=instances(), beta=BETA, a=st.floats(-3.0, 3.0), b=st.floats(-3.0, 3.0),
        frac=st.floats(0.1, 1.0))
 def test_c4_bounded_reward_model_caps_ratio(inst, beta, a, b, frac):
@@ -384,7 +418,8 @@ def _hypo_data(rng, env, partial, labels):
     return cs.offline_pairs(env, env.like_ref(mu), labels=labels)
 
 
-@settings(max_examples=20, **SETTINGS)
+@pin_extremes(dict(lam=0.01, partial=True, labels="deterministic"), dict(lam=1.0, partial=False, labels="bradley_terry"))
+@settings(max_examples=examples(20), **SETTINGS)
 @given(inst=instances(), beta=BETA, lam=st.floats(0.01, 1.0), partial=st.booleans(),
        labels=st.sampled_from(["bradley_terry", "deterministic"]))
 def test_c5_hypo_descent_is_monotone_and_kl_bounded(inst, beta, lam, partial, labels):
@@ -415,7 +450,8 @@ def test_c5_hypo_descent_is_monotone_and_kl_bounded(inst, beta, lam, partial, la
     assert dpo.min() >= 0.0
 
 
-@settings(max_examples=15, **SETTINGS)
+@pin_extremes(dict(lam=0.01, partial=True, labels="deterministic"), dict(lam=1.0, partial=False, labels="bradley_terry"))
+@settings(max_examples=examples(15), **SETTINGS)
 @given(inst=instances(), beta=BETA, lam=st.floats(0.01, 1.0), partial=st.booleans(),
        labels=st.sampled_from(["bradley_terry", "deterministic"]))
 def test_c5_hypo_minimiser_kl_at_most_log2_over_lam(inst, beta, lam, partial, labels):
@@ -446,7 +482,7 @@ def test_c5_hypo_minimiser_kl_at_most_log2_over_lam(inst, beta, lam, partial, la
 # C6: the offline IPO fixed point
 # ---------------------------------------------------------------------------------------------
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=examples(25), **SETTINGS)
 @given(tau=BETA)
 def test_c6_ipo_on_azar_d1_has_logit_gaps_one_over_three_tau(tau):
     """IPO on D1 = {a>b, b>c, a>c} with uniform pi_ref: theta_a - theta_b = theta_b - theta_c = 1/(3 tau).
@@ -486,7 +522,8 @@ def _ipo_case(rng, env, kind, partial):
     return mu, labels, P
 
 
-@settings(max_examples=25, **SETTINGS)
+@pin_extremes(dict(partial=True, kind="general"), dict(partial=False, kind="deterministic"), beta="tau")
+@settings(max_examples=examples(25), **SETTINGS)
 @given(inst=instances(), tau=BETA, partial=st.booleans(),
        kind=st.sampled_from(["bradley_terry", "deterministic", "general"]))
 def test_c6_ipo_fixed_point_is_stationary(inst, tau, partial, kind):
@@ -510,7 +547,8 @@ def test_c6_ipo_fixed_point_is_stationary(inst, tau, partial, kind):
     assert np.abs(g).max() <= 1e-12 * max(1.0, 1.0 / tau)
 
 
-@settings(max_examples=12, **SETTINGS)
+@pin_extremes(dict(partial=True, kind="general"), dict(partial=False, kind="deterministic"), uniform_rho=True, beta="tau")
+@settings(max_examples=examples(12), **SETTINGS)
 @given(inst=instances(uniform_rho=True), tau=BETA, partial=st.booleans(),
        kind=st.sampled_from(["bradley_terry", "deterministic", "general"]))
 def test_c6_offline_ipo_converges_to_its_fixed_point(inst, tau, partial, kind):
@@ -556,7 +594,7 @@ def _check_d1_dpo_run(run, env, tau):
         assert g[0, 0] < 0 < g[0, 2]            # never stationary along the run
 
 
-@settings(max_examples=20, **SETTINGS)
+@settings(max_examples=examples(20), **SETTINGS)
 @given(tau=BETA, frac=st.floats(0.05, 1.0))
 def test_c7_dpo_on_d1_gradient_descent(tau, frac):
     """DPO on D1 with gd: pi_t(a) strictly increases, and L_t > 0 strictly decreases with no stationary point.
@@ -580,9 +618,18 @@ def test_c7_dpo_on_d1_adam_azar_setting(tau):
     _check_d1_dpo_run(run, env, tau)
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=examples(25), **SETTINGS)
 @given(tau=BETA, direction=st.lists(st.floats(-1.0, 1.0), min_size=3, max_size=3),
-       margin=st.floats(0.0, 30.0))
+       margin=st.floats(0.0, 700.0))
+@example(tau=0.05, direction=[1.0, 0.0, -1.0], margin=700.0)
+@example(tau=5.0, direction=[1.0, 0.0, -1.0], margin=700.0)
+@example(tau=1.0, direction=[1.0, 0.5, -1.0], margin=38.0)     # the fast kernel's old cancellation
+@example(tau=1.0, direction=[1.0, 0.0, -1.0], margin=350.0)    # its 4-row / 2-row threshold
+@example(tau=1.0, direction=[1.0, 0.0, -1.0], margin=351.0)
+@example(tau=0.5, direction=[1.0, 0.0, -1.0], margin=699.0)    # its 2-row / per-pair threshold
+@example(tau=0.5, direction=[1.0, -1.0, 0.0], margin=700.0)
+@example(tau=0.05, direction=[-1.0, 0.0, 1.0], margin=700.0)   # the order reversed
+@example(tau=0.05, direction=[0.0, 0.0, 0.0], margin=0.0)
 def test_c7_dpo_on_d1_has_no_finite_stationary_point(tau, direction, margin):
     """At every finite theta, dL/du_a < 0 < dL/du_c and L > 0, so grad L != 0 and L never reaches its infimum 0.
 
@@ -592,26 +639,35 @@ def test_c7_dpo_on_d1_has_no_finite_stationary_point(tau, direction, margin):
     theta pullback g - pi sum(g) adds rounding noise of ~1e-16 pi_z, which swamps a true
     component of 1e-22.
 
-    Logits are drawn with every tau |theta_i - theta_j| <= 30. Beyond ~37 the fast DPO kernel's
-    winner gradient tau sum_j S_aj sigma(z_aj) - d_a cancels to exactly 0.0 in float64. The true
-    value is ~e^{-tau h}, and the loss itself stays exact (reported to the lead).
+    Logits are drawn with every tau |theta_i - theta_j| <= 700: the claim's whole float64 range,
+    where the smallest true component, ~(tau/3) e^{-700} >= 1e-306, is still a normal number.
+    The log-probabilities are passed directly (pi itself would underflow). The fast DPO kernel
+    computes the winner's small tail directly; computed as 1 - sigma it would round to 0 beyond
+    tau h ~ 37.
     """
     env = cs.azar_bandit()
     th = np.array(direction)
     if np.ptp(th) > 0:
         th = th * margin / (tau * np.ptp(th))
-    pi = np.exp(th - th.max())
-    pi /= pi.sum()
-    loss, g = cs.objective("sigmoid", beta=tau).loss_and_grad(env, np.log(pi), cs.azar_d1(env))
+    logp = th - np.logaddexp.reduce(th)
+    loss, g = cs.objective("sigmoid", beta=tau).loss_and_grad(env, logp, cs.azar_d1(env))
     assert loss > 0
     assert g[0] < 0 < g[2]
+    # and the components have their exact values, to a relative 1e-12
+    z = tau * th
+    sig = lambda t: np.exp(-np.logaddexp(0.0, -t))  # noqa: E731
+    expected_a = -(tau / 3) * (sig(z[1] - z[0]) + sig(z[2] - z[0]))
+    expected_c = (tau / 3) * (sig(z[2] - z[1]) + sig(z[2] - z[0]))
+    assert g[0] == pytest.approx(expected_a, rel=1e-12, abs=0)
+    assert g[2] == pytest.approx(expected_c, rel=1e-12, abs=0)
 
 
 # ---------------------------------------------------------------------------------------------
 # C9: Chen et al. Theorem 4.1
 # ---------------------------------------------------------------------------------------------
 
-@settings(max_examples=25, **SETTINGS)
+@pin_extremes(dict(scale=0.1), dict(scale=10.0))
+@settings(max_examples=examples(25), **SETTINGS)
 @given(inst=instances(), beta=BETA, scale=st.floats(0.1, 10.0))
 def test_c9_ranking_iff_loss_below_reference_threshold(inst, beta, scale):
     """For every theta and pair: pi(y_w) >= pi(y_l) iff L_DPO(y_w, y_l) <= -log sigma(beta c), c = log pi_ref(y_l)/pi_ref(y_w).
@@ -660,7 +716,8 @@ def _theorem_3_1_residual(env, data, policy, beta):
     return np.abs(lhs - rhs)[mask].max()
 
 
-@settings(max_examples=12, **SETTINGS)
+@pin_extremes({}, {}, uniform_rho=True)
+@settings(max_examples=examples(12), **SETTINGS)
 @given(inst=instances(uniform_rho=True), beta=BETA)
 def test_c10_dpo_and_rlhf_optimum_satisfy_theorem_3_1(inst, beta):
     """The trained DPO policy (gd, as in C2) and the trained RLHF policy (NPG, as in C1) satisfy
@@ -693,7 +750,8 @@ def test_c10_dpo_and_rlhf_optimum_satisfy_theorem_3_1(inst, beta):
     assert cs.metrics.ranking_accuracy(env, dpo, data) == pytest.approx(r_star, abs=1e-12)
 
 
-@settings(max_examples=25, **SETTINGS)
+@pin_extremes({}, {})
+@settings(max_examples=examples(25), **SETTINGS)
 @given(inst=instances(), beta=BETA)
 def test_c10_r_star_is_the_ranking_accuracy_of_pi_star_at_every_beta(inst, beta):
     """R*(beta) = ranking accuracy of pi*_beta on BT mu x mu data, at the drawn beta and on a grid over [0.05, 5].
@@ -714,7 +772,8 @@ def test_c10_r_star_is_the_ranking_accuracy_of_pi_star_at_every_beta(inst, beta)
             float(cs.metrics.ranking_accuracy(env, cs.optimal_policy(env, b), data)), abs=1e-12)
 
 
-@settings(max_examples=25, **SETTINGS)
+@pin_extremes({}, {}, beta=None)
+@settings(max_examples=examples(25), **SETTINGS)
 @given(inst=instances())
 def test_c10_r_star_non_increasing_in_beta_when_every_alpha_above_half(inst):
     """R* is non-increasing in beta when every data pair has alpha > 1/2.
@@ -748,7 +807,8 @@ def test_c10_r_star_non_increasing_in_beta_when_every_alpha_above_half(inst):
 # C11: coverage slows offline DPO
 # ---------------------------------------------------------------------------------------------
 
-@settings(max_examples=20, **SETTINGS)
+@pin_extremes(dict(rare=1e-3, frac=0.1), dict(rare=1e-2, frac=1.0))
+@settings(max_examples=examples(20), **SETTINGS)
 @given(inst=instances(), beta=BETA, rare=st.floats(1e-3, 1e-2), frac=st.floats(0.1, 1.0))
 def test_c11_dpo_gradient_bounded_by_coverage(inst, beta, rare, frac):
     """|dL_DPO/dtheta_{x,z}| <= 2 beta rho(x) mu(z|x) at every iterate, hence steps-to-reach >= |theta*_z - theta_z(0)| / (2 eta beta rho mu(z)).
@@ -795,7 +855,8 @@ def test_c11_dpo_gradient_bounded_by_coverage(inst, beta, rare, frac):
 # C15: the KL-regularised family is monotone in beta
 # ---------------------------------------------------------------------------------------------
 
-@settings(max_examples=25, **SETTINGS)
+@pin_extremes(dict(proxy=True), dict(proxy=False), beta=None)
+@settings(max_examples=examples(25), **SETTINGS)
 @given(inst=instances(), proxy=st.booleans())
 def test_c15_reward_and_kl_non_increasing_in_beta(inst, proxy):
     """For pi_beta ∝ pi_ref e^{r_hat/beta}, E r_hat and KL(pi_beta || pi_ref) are non-increasing
@@ -832,7 +893,8 @@ def _reward_hessian_norm(pi, r):
     return np.abs(np.linalg.eigvalsh(H)).max()
 
 
-@settings(max_examples=20, **SETTINGS)
+@pin_extremes(dict(frac=0.1), dict(frac=1.0), beta=None)
+@settings(max_examples=examples(20), **SETTINGS)
 @given(inst=instances(), frac=st.floats(0.1, 1.0))
 def test_c17_policy_gradient_increases_expected_reward(inst, frac):
     """Exact softmax PG on E_pi r with step eta = frac/L increases E_pi r at every step.

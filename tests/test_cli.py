@@ -12,15 +12,10 @@ import coverage_sim as cs
 from coverage_sim import instances
 from coverage_sim.objectives import OBJECTIVES
 
-HAS_INSTANCES = hasattr(instances, "INSTANCES") and hasattr(instances, "make_instance")
-needs_instances = pytest.mark.skipif(
-    not HAS_INSTANCES, reason="coverage_sim.instances.INSTANCES / make_instance not added yet")
 
 
 @pytest.fixture
 def main():
-    if not HAS_INSTANCES:
-        pytest.skip("coverage_sim.cli imports INSTANCES / make_instance, not added yet")
     from coverage_sim.cli import main
     return main
 
@@ -35,7 +30,6 @@ def test_objectives_lists_every_objective_with_its_arxiv_id(main, capsys):
         assert (spec.arxiv or "-") in line
 
 
-@needs_instances
 def test_instances_lists_the_registry(main, capsys):
     assert main(["instances"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -44,7 +38,6 @@ def test_instances_lists_the_registry(main, capsys):
         assert isinstance(instances.make_instance(name), cs.Bandit)
 
 
-@needs_instances
 def test_train_writes_history_and_config(main, tmp_path, capsys):
     code = main(["train", "azar", "-o", "sigmoid", "-o", "rlhf", "--steps", "30", "--lr", "0.1",
                  "--set", "beta=0.5", "--seed", "7", "--out", str(tmp_path)])
@@ -70,7 +63,6 @@ def test_train_writes_history_and_config(main, tmp_path, capsys):
     assert not list(tmp_path.rglob("*.tmp"))          # atomic writes leave no temporaries
 
 
-@needs_instances
 def test_train_partial_coverage(main, tmp_path):
     assert main(["train", "random-k10", "-o", "sigmoid", "--steps", "10", "--coverage", "0.5",
                  "--out", str(tmp_path)]) == 0
@@ -78,7 +70,6 @@ def test_train_partial_coverage(main, tmp_path):
     assert 0 < hist["mass_off_support"].iloc[0] < 1
 
 
-@needs_instances
 @pytest.mark.parametrize("argv,needle", [
     (["train", "azar", "-o", "sigmoid", "--set", "beta=-1"], "beta"),
     (["train", "azar", "-o", "sigmoid", "--set", "beta"], "--set"),
@@ -90,19 +81,67 @@ def test_train_partial_coverage(main, tmp_path):
     (["train", "azar", "-o", "sigmoid", "--labels", "thurstone"], "labels"),
     (["train", "azar", "-o", "sigmoid", "--coverage", "1.5"], "coverage"),
     (["train", "azar", "-o", "sigmoid", "-o", "rlhf", "--set", "bta=0.1"], "'bta'"),
+    (["train", "azar", "-o", "rlhf", "--set", "beta=0.1abc"], "beta"),
+    (["train", "azar", "-o", "sigmoid", "--out", "{file}"], "--out"),
+    (["train", "azar", "-o", "sigmoid", "--out", "{file}/sub"], "--out"),
+    (["run", "azar-ipo-vs-dpo", "--out", "{file}"], "--out"),
+    (["reproduce", "azar-ipo-vs-dpo", "--quick", "--figures", "{file}"], "--figures"),
+    (["reproduce", "azar-ipo-vs-dpo", "--quick", "--runs", "{file}/runs"], "--runs"),
+    (["run", "no-such-experiment", "--out", "{tmp}/x"], "no-such-experiment"),
 ], ids=["beta", "set-syntax", "objective", "instance", "steps", "lr", "n", "labels", "coverage",
-        "set-typo"])
-def test_bad_input_returns_exit_code_2_with_a_message(main, capsys, argv, needle):
+        "set-typo", "beta-string", "out-is-a-file", "out-under-a-file", "run-out-is-a-file",
+        "figures-is-a-file", "runs-under-a-file", "run-unknown-experiment"])
+def test_bad_input_returns_exit_code_2_with_one_line(main, capsys, tmp_path, argv, needle):
+    """Bad input: one line on stderr naming the option or value, exit status 2, nothing written."""
+    existing = tmp_path / "existing.txt"
+    existing.write_text("keep me")
+    argv = [a.format(file=existing, tmp=tmp_path) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("coverage-sim: error:")
+    assert len(err.strip().splitlines()) == 1
     assert needle in err
+    assert existing.read_text() == "keep me"
 
 
-def test_argparse_errors_exit_with_code_2(main, capsys):
-    for argv in (["train", "azar"], ["no-such-command"], ["train", "azar", "-o", "sigmoid",
-                                                          "--optimizer", "sgd"]):
-        with pytest.raises(SystemExit) as exc:
-            main(argv)
-        assert exc.value.code == 2
-        assert capsys.readouterr().err
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "azar"], "--objective"),
+    (["no-such-command"], "no-such-command"),
+    (["train", "azar", "-o", "sigmoid", "--optimizer", "sgd"], "--optimizer"),
+    (["train", "azar", "-o", "sigmoid", "--seed", "-1"], "--seed"),
+    (["train", "azar", "-o", "sigmoid", "--seed", "x"], "--seed"),
+    (["run", "azar-ipo-vs-dpo", "--out", "o", "--workers", "0"], "--workers"),
+    (["run", "azar-ipo-vs-dpo", "--out", "o", "--workers", "-3"], "--workers"),
+    (["reproduce", "--workers", "0"], "--workers"),
+    (["run", "azar-ipo-vs-dpo", "--out", "o", "--seeds", "0"], "--seeds"),
+], ids=["no-objective", "command", "optimizer", "seed-negative", "seed-text", "workers-0",
+        "workers-negative", "reproduce-workers-0", "seeds-0"])
+def test_argument_errors_exit_2_with_one_line_naming_the_option(main, capsys, argv, needle):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "error:" in err and needle in err
+
+
+def test_a_diverging_run_is_one_line_and_exit_1(main, capsys):
+    """npg at lr 100 on DPO blows the loss up to ~1e215: reported, not printed as a result."""
+    assert main(["train", "tajwar-peak70", "-o", "sigmoid", "--optimizer", "npg", "--lr", "100",
+                 "--steps", "200"]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "diverged" in captured.err and "lr" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_unreachable_scheduler_is_one_line_naming_it(main, capsys, tmp_path):
+    dask = pytest.importorskip("dask")
+    pytest.importorskip("distributed")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        code = main(["run", "azar-ipo-vs-dpo", "--quick", "--out", str(tmp_path / "run"),
+                     "--scheduler", "tcp://127.0.0.1:9", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "scheduler" in err and "tcp://127.0.0.1:9" in err

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from hypothesis_profiles import examples
 
 from coverage_sim.coverage import concentrability, mass_in_support, pair_concentrability
 from coverage_sim.data import offline_pairs, pairs_from_list
@@ -18,6 +19,32 @@ def test_concentrability_bandit_is_one_over_mu_of_best_arm():
     # contexts with weight 0 are skipped
     assert concentrability([[1.0, 0.0], [0.0, 1.0]], [[0.5, 0.5], [1.0, 0.0]],
                            context_weights=[1.0, 0.0]) == pytest.approx(2.0)
+    # the max over several covered responses (ratios 0.625 and 5; their mean would be 2.8125)
+    assert concentrability([0.5, 0.5, 0.0], [0.8, 0.1, 0.1]) == pytest.approx(5.0, rel=1e-14)
+    # ... and over contexts (ratios 1.25 | 0.5, 4/3; their mean would be about 1.03)
+    assert concentrability([[1.0, 0.0], [0.2, 0.8]], [[0.8, 0.2], [0.4, 0.6]],
+                           context_weights=[0.9, 0.1]) == pytest.approx(4.0 / 3.0, rel=1e-14)
+
+
+def test_pair_concentrability_is_a_max_over_pairs():
+    env = Bandit(reward=[1.0, 0.0, -1.0], ref=[0.5, 0.3, 0.2])
+    mu = np.array([0.6, 0.3, 0.1])
+    pi = np.array([0.2, 0.3, 0.5])
+    ratios = np.outer(pi, pi) / np.outer(mu, mu)
+    assert pair_concentrability(pi, offline_pairs(env, mu)) == pytest.approx(ratios.max(),
+                                                                             rel=1e-12)
+    assert ratios.max() > 2 * ratios.mean()
+    # contexts the data never visits (weight 0) are skipped
+    two = Bandit(reward=np.zeros((2, 3)), ref=np.full((2, 3), 1 / 3), context_weights=[1.0, 0.0])
+    data = offline_pairs(two, [mu, [1.0, 0.0, 0.0]])
+    assert pair_concentrability([pi, [0.0, 0.0, 1.0]], data) == pytest.approx(ratios.max(),
+                                                                              rel=1e-12)
+    # without the diagonal: pi x pi and q renormalised to their off-diagonal mass
+    off = ~np.eye(3, dtype=bool)
+    pp, qq = np.outer(pi, pi) * off, np.outer(mu, mu) * off
+    expected = ((pp / pp.sum()) / np.where(off, qq / qq.sum(), 1.0))[off].max()
+    assert pair_concentrability(pi, offline_pairs(env, mu), diagonal=False) == pytest.approx(
+        expected, rel=1e-12)
 
 
 def test_concentrability_from_pair_data_equals_behavior():
@@ -32,6 +59,9 @@ def test_mass_in_support():
     assert mass_in_support([0.5, 0.3, 0.2], [True, False, True]) == pytest.approx(0.7)
     assert mass_in_support([[0.5, 0.5], [0.1, 0.9]], [[1.0, 0.0], [0.0, 1.0]],
                            context_weights=[0.25, 0.75]) == pytest.approx(0.25 * 0.5 + 0.75 * 0.9)
+    # default: contexts weighted uniformly
+    assert mass_in_support([[0.5, 0.5], [0.1, 0.9]], np.array([[True, False], [False, True]])
+                           ) == pytest.approx(0.5 * 0.5 + 0.5 * 0.9)
     env = Bandit(reward=[1.0, 0.0, -1.0], ref=np.full(3, 1 / 3))
     d = pairs_from_list(env, [(0, 1)])
     assert mass_in_support([0.2, 0.3, 0.5], d) == pytest.approx(0.5)
@@ -54,7 +84,7 @@ def test_pair_concentrability_hand_values():
     assert pair_concentrability(np.full(3, 1 / 3), d2, diagonal=False) == np.inf
 
 
-@settings(derandomize=True, max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(K=st.integers(2, 8), X=st.integers(1, 3), seed=st.integers(0, 10**6))
 def test_coverage_readouts_are_at_least_one_and_consistent(K, X, seed):
     env = random_bandit(K, n_contexts=X, seed=seed)

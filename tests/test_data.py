@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from hypothesis_profiles import examples
 from scipy.special import expit, log_expit
 
 from coverage_sim.data import PairData, offline_pairs, pairs_from_list, policy_pairs
@@ -46,7 +47,7 @@ def test_population_dpo_loss_matches_science_formula():
     np.testing.assert_allclose(ours, science, rtol=1e-13)
 
 
-@settings(derandomize=True, max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(K=st.integers(2, 8), X=st.integers(1, 3), seed=st.integers(0, 10**6),
        labels=st.sampled_from(["bradley_terry", "deterministic"]), noise=st.floats(0, 0.5))
 def test_exact_marginals(K, X, seed, labels, noise):

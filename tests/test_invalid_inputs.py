@@ -238,6 +238,40 @@ CASES = [
     ("metric-mass_off_support-data", lambda: M.mass_off_support(ENV, ENV.ref, DATA_K2), "data"),
     ("metric-no-pairs", lambda: M.ranking_accuracy(
         ENV, ENV.ref, cs.PairData(weights=np.diag([0.5, 0.5, 0.0])[None], shape=(3,))), "data"),
+    # -- seeds, Adam settings, types that used to be coerced or misread
+    ("train-seed-str", _train(seed="abc"), "seed"),
+    ("train-seed-negative", _train(seed=-1), "seed"),
+    ("train-seed-float", _train(seed=1.5), "seed"),
+    ("train_many-seed-negative", lambda: cs.train_many(ENV, "rlhf", steps=1, lr=0.1, seed=-1),
+     "seed"),
+    ("offline_pairs-seed-str", lambda: cs.offline_pairs(ENV, ENV.ref, n=10, seed="abc"), "seed"),
+    ("offline_pairs-seed-negative", lambda: cs.offline_pairs(ENV, ENV.ref, n=10, seed=-1), "seed"),
+    ("adam-too-short", _train(adam=(0.9,)), "adam"),
+    ("adam-beta1-above-1", _train(adam=(1.5, 0.999, 1e-8)), "adam"),
+    ("adam-beta2-1", _train(adam=(0.9, 1.0, 1e-8)), "adam"),
+    ("adam-eps-0", _train(adam=(0.9, 0.999, 0.0)), "adam"),
+    ("train_many-adam", lambda: cs.train_many(ENV, "rlhf", steps=1, lr=0.1, adam=(0.9,)), "adam"),
+    ("offline_pairs-env-list", lambda: cs.offline_pairs([1.0, 0.0], [0.5, 0.5]), "env"),
+    ("bandit-reward-none", lambda: cs.Bandit(reward=None, ref=[0.5, 0.5]), "reward"),
+    ("bandit-ref-none", lambda: cs.Bandit(reward=[1.0, 0.0], ref=None), "ref"),
+    ("beta-str", lambda: cs.objective("sigmoid", beta="0.1"), "beta"),
+    ("beta-bool", lambda: cs.objective("sigmoid", beta=True), "beta"),
+    ("beta-str-online", lambda: cs.objective("rlhf", beta="0.1"), "beta"),
+    ("lr-str", _train(lr="0.1"), "lr"),
+    ("label_smoothing-bool", lambda: cs.objective("cdpo", label_smoothing=False),
+     "label_smoothing"),
+    ("beta-1e-300", lambda: cs.objective("ipo", beta=1e-300), "beta"),
+    ("beta-1e-300-online", lambda: cs.objective("online_dpo", beta=1e-300), "beta"),
+    ("beta-1e-7-pair-loss", lambda: cs.pair_loss("sigmoid", 0.0, 0.0, 0.0, 0.0, beta=1e-7), "beta"),
+    ("online-objective-given-data", _train("rlhf", DATA), "data"),
+    ("online_dpo-given-data", _train("online_dpo", DATA), "data"),
+    ("train_many-online-given-data", lambda: cs.train_many(ENV, "online_dpo", DATA, steps=1,
+                                                            lr=0.1), "data"),
+    ("restrict_support-int-mask", lambda: cs.restrict_support(ENV.ref, [1, 0, 1]), "support"),
+    ("restrict_support-int-mask-k2", lambda: cs.restrict_support([0.5, 0.5], [0, 1]), "support"),
+    ("restrict_support-duplicate-indices", lambda: cs.restrict_support(ENV.ref, [2, 2]),
+     "support"),
+    ("awr-exp-overflow", _train(cs.objective("awr", beta=1e-3), DATA), "beta"),
 ]
 
 
@@ -251,3 +285,40 @@ def test_invalid_input_raises_value_error_naming_the_parameter(call, param):
 def test_case_ids_are_unique():
     ids = [c[0] for c in CASES]
     assert len(ids) == len(set(ids))
+
+
+def test_awr_overflow_message_names_the_cause():
+    with pytest.raises(ValueError, match=r"exp\(r / beta\) overflow"):
+        cs.train(ENV, cs.objective("awr", beta=1e-3), DATA, steps=1, lr=0.1)
+
+
+def test_train_exact_on_cuda_without_cuda_names_the_device():
+    torch = pytest.importorskip("torch")
+    from coverage_sim.sequences import tajwar_token_env
+    from coverage_sim.torch_backend import train_exact
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    env = tajwar_token_env(length=2, vocab=3, n_prompts=1)
+    with pytest.raises(ValueError, match=r"\bdevice\b.*CUDA"):
+        train_exact(env, cs.objective("rlhf"), steps=1, lr=0.1, device="cuda")
+
+
+def test_random_bandit_works_with_its_defaults_at_every_size():
+    for k in (2, 500, 501, 1000, 4000):
+        env = cs.random_bandit(k)
+        assert env.ref.min() >= min(1e-3, 0.5 / k) * (1 - 1e-12)
+    # the shared §12 instance is unchanged where it worked before
+    np.testing.assert_array_equal(cs.random_bandit(12, seed=3).ref,
+                                  cs.random_bandit(12, seed=3, min_ref=1e-3).ref)
+
+
+@pytest.mark.parametrize("env_name,objective,optimizer,lr", [
+    ("tajwar-peak70", "sigmoid", "npg", 10.0), ("tajwar-peak70", "sigmoid", "npg", 100.0)])
+def test_a_loss_that_grows_by_orders_of_magnitude_is_a_divergence(env_name, objective, optimizer,
+                                                                   lr):
+    """Finite but absurd (loss 7.7e26 at lr 10) is reported like NaN, not returned."""
+    from coverage_sim.instances import make_instance
+    env = make_instance(env_name)
+    with pytest.raises(FloatingPointError, match="loss grew"):
+        cs.train(env, objective, cs.offline_pairs(env, env.ref), steps=200, lr=lr,
+                 optimizer=optimizer)

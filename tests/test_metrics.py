@@ -184,6 +184,15 @@ def test_policy_metrics_columns_and_values():
     np.testing.assert_allclose(out["kl"], [0.0, M.kl_divergence(env, pols[1], env.ref)])
     np.testing.assert_allclose(out["tv_to_opt"][1], 0.0, atol=1e-15)
     np.testing.assert_allclose(out["kl_to_opt"][1], 0.0, atol=1e-14)
+    # away from pi* the two directions differ: kl_to_opt is KL(pi || pi*), kl_ref KL(pi_ref || pi)
+    ref, opt = env.ref, cs.optimal_policy(env, 0.5)
+    kl_ref_opt = float(np.sum(ref * np.log(ref / opt)))
+    kl_opt_ref = float(np.sum(opt * np.log(opt / ref)))
+    assert abs(kl_ref_opt - kl_opt_ref) > 0.05
+    assert out["kl_to_opt"][0] == pytest.approx(kl_ref_opt, rel=1e-12)
+    assert out["kl_ref"][1] == pytest.approx(kl_ref_opt, rel=1e-12)
+    assert out["kl"][1] == pytest.approx(kl_opt_ref, rel=1e-12)
+    assert out["tv_to_opt"][0] == pytest.approx(0.5 * np.abs(ref - opt).sum(), rel=1e-12)
     np.testing.assert_array_equal(out["proxy_reward"], [0.0, 0.0])
     minimal = M.policy_metrics(env, pols)
     assert set(minimal) == {"reward", "kl", "kl_ref", "entropy", "win_rate"}
@@ -330,3 +339,39 @@ def test_deterministic_product_pairs_take_the_ordered_count_and_agree():
     assert M._ordered_behavior(env, proxy, proxy.weights) is None
     np.testing.assert_allclose(M.ranking_accuracy(env, pols, proxy),
                                _slow_ranking_accuracy(env, pols, proxy), rtol=1e-13)
+
+
+def test_ideal_ranking_accuracy_caps_unanimous_votes_at_1e3():
+    """Chen et al.'s cap alpha = 1 -> 1 - 1e-3: the log-odds log(999) = 6.91 decide the ranking
+    when the reference prefers the loser by e^5.5 (a cap of 1e-2, log-odds 4.60, would not)."""
+    p_w = 1.0 / (1.0 + np.exp(5.5))
+    env = cs.Bandit(reward=[1.0, 0.0], ref=[p_w, 1.0 - p_w])
+    data = cs.pairs_from_list(env, [(0, 1)])                 # unanimous: alpha = 1
+    assert M.ideal_ranking_accuracy(env, data, beta=1.0) == 1.0
+    # with beta = 1.3 the capped log-odds give 6.91 / 1.3 = 5.31 < 5.5: ranked wrong
+    assert M.ideal_ranking_accuracy(env, data, beta=1.3) == 0.0
+
+
+def test_ideal_ranking_accuracy_counts_an_exact_tie_as_wrong():
+    """Equal votes both ways and an equal reference: the optimum ties, and R* needs a strict win."""
+    env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
+    data = cs.pairs_from_list(env, [(0, 1), (1, 0)])
+    assert M.ideal_ranking_accuracy(env, data, beta=0.7) == 0.0
+
+
+def test_policy_metrics_rank_by_log_policies_when_given():
+    """Probabilities that underflow tie; the log-probabilities passed along do not."""
+    env = cs.Bandit(reward=[0.0, 1.0, 2.0], ref=[1 / 3, 1 / 3, 1 / 3])
+    data = cs.pairs_from_list(env, [(2, 1)])
+    logp = np.array([[0.0, -800.0, -900.0]])
+    out = M.policy_metrics(env, np.exp(logp), eval_data=data, log_policies=logp)
+    assert out["ranking_accuracy"][0] == 0.0
+    assert M.policy_metrics(env, np.exp(logp), eval_data=data)["ranking_accuracy"][0] == 1.0
+
+
+def test_win_rate_against_another_policy():
+    env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
+    s = 1.0 / (1.0 + np.exp(-1.0))
+    # pi = delta_0 against delta_1: sigma(r_0 - r_1)
+    assert M.win_rate(env, [1.0, 0.0], against=[0.0, 1.0]) == pytest.approx(s, rel=1e-14)
+    assert M.win_rate(env, [1.0, 0.0]) == pytest.approx(0.5 * 0.5 + 0.5 * s, rel=1e-14)

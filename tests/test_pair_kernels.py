@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_profiles import examples
 
 from coverage_sim import _pair_kernels as pk
 from coverage_sim.losses import PAIR_LOSSES, get_pair_loss, pair_loss, population_loss
@@ -323,7 +324,7 @@ def _population(draw):
     return lp, rlp, W / W.sum()
 
 
-@settings(derandomize=True, max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(pop=_population(), beta=st.floats(0.05, 5.0), shift=st.floats(-5.0, 5.0))
 def test_shift_invariance_of_kernel(pop, beta, shift):
     # Invariance to a per-context shift of lp makes every row of the gradient sum to zero; for
@@ -343,7 +344,7 @@ def test_shift_invariance_of_kernel(pop, beta, shift):
             assert abs(grad.sum()) <= 1e-12 * scale * grad.size + 1e-14
 
 
-@settings(derandomize=True, max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(pop=_population(), beta=st.floats(0.05, 5.0), eps=st.floats(0.0, 0.5))
 def test_cdpo_kernel_equals_sigmoid_on_noisy_labels(pop, beta, eps):
     lp, rlp, W = pop

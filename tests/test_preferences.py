@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
+from hypothesis_profiles import examples
 
 from coverage_sim.env import Bandit
 from coverage_sim.preferences import (LABEL_MODELS, bradley_terry, deterministic,
@@ -74,7 +75,7 @@ rewards = hnp.arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(2, 8))
                      elements=st.floats(-30, 30))
 
 
-@settings(derandomize=True, max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(r=rewards, eps=st.floats(0, 0.5), scale=st.floats(0, 5))
 def test_label_models_are_valid_preferences(r, eps, scale):
     for P in (bradley_terry(r, scale), deterministic(r), with_noise(bradley_terry(r), eps)):

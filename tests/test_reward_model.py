@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from hypothesis_profiles import examples
 from scipy.optimize import brentq, minimize
 from scipy.special import expit, log_expit
 
@@ -17,7 +18,7 @@ def centred(a):
     return a - a.mean(axis=1, keepdims=True)
 
 
-@settings(derandomize=True, max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(K=st.integers(2, 12), X=st.integers(1, 3), seed=st.integers(0, 10**6))
 def test_recovers_gold_reward_from_exact_bt_data(K, X, seed):
     """Full-support mu x mu, exact BT labels, l2 -> 0: r_hat = r* + c(x).

@@ -343,8 +343,23 @@ def test_reference_zeros_stay_zero_and_are_handled_exactly():
     pol = seq.AutoregressiveTabular(env)
     theta = pol.init_params(env, np.random.default_rng(0))
     assert np.isneginf(theta).sum() == 4                          # token 2 at each of 4 nodes
-    _, g = cs.objective("rlhf", beta=0.5).loss_and_grad(env.bandit, pol.logp(env.bandit, theta))
-    assert np.isfinite(pol.grad(env.bandit, theta, g)).all()
+    obj = cs.objective("rlhf", beta=0.5)
+    _, g = obj.loss_and_grad(env.bandit, pol.logp(env.bandit, theta))
+    grad = pol.grad(env.bandit, theta, g)
+    assert np.isfinite(grad).all()
+    # finite, and right: 0 on the excluded tokens, central differences on the others
+    finite = np.isfinite(theta)
+    assert (grad[~finite] == 0).all()
+    theta = theta + np.where(finite, np.random.default_rng(1).normal(size=theta.shape), 0.0)
+    _, g = obj.loss_and_grad(env.bandit, pol.logp(env.bandit, theta))
+    grad = pol.grad(env.bandit, theta, g)
+    h = 1e-6
+    for i in np.flatnonzero(finite):
+        e = np.zeros_like(theta)
+        e[i] = h
+        fd = (obj.loss_and_grad(env.bandit, pol.logp(env.bandit, theta + e))[0]
+              - obj.loss_and_grad(env.bandit, pol.logp(env.bandit, theta - e))[0]) / (2 * h)
+        assert fd == pytest.approx(grad[i], rel=1e-6, abs=1e-9 * np.abs(grad).max())
     run = cs.train(env.bandit, cs.objective("rlhf", beta=0.5), steps=1500, lr=0.1, policy=pol)
     opt = cs.optimal_policy(env.bandit, 0.5)
     assert (run.policy[opt == 0] == 0).all()
@@ -415,6 +430,7 @@ def test_generic_loop_reproduces_the_engine_loop(name, optimizer, lr):
     record = list(range(0, 28, 3)) + [7, 14, 21, 28]
     kw = dict(steps=28, lr=lr, optimizer=optimizer, record=record)
     obj = cs.objective(name, **params)
+    data = data if obj.needs_data else None
     ref_run = cs.train(env, obj, data, policy=cs.TabularSoftmax(), **kw)
     run = cs.train(env, obj, data, policy=_GenericTabular(), **kw)
     np.testing.assert_allclose(run.params, ref_run.params, rtol=1e-10, atol=1e-12)

@@ -49,6 +49,55 @@ def test_npg_tabular_rlhf_is_the_closed_form_mirror_descent_step():
     beta = 0.5
     run = cs.train(env, cs.objective("rlhf", beta=beta), steps=1, lr=1 / beta, optimizer="npg")
     np.testing.assert_allclose(run.policy, cs.optimal_policy(env, beta), rtol=1e-12)
+    # with contexts of unequal weight too: the Fisher of context x carries rho_x, and divides out
+    ctx = cs.Bandit(reward=[[1.0, 0.0, -2.0], [0.0, 2.0, 1.0]], ref=[[0.2, 0.3, 0.5]] * 2,
+                    context_weights=[0.2, 0.8])
+    run = cs.train(ctx, cs.objective("rlhf", beta=beta), steps=1, lr=1 / beta, optimizer="npg")
+    np.testing.assert_allclose(run.policy, cs.optimal_policy(ctx, beta), rtol=1e-12)
+
+
+def test_npg_loglinear_step_is_the_fisher_preconditioned_gradient():
+    """One natural-gradient step of a log-linear policy, by hand: F = sum_x rho_x Cov_pi(phi),
+    theta_1 = theta_0 - lr (F + damping)^-1 grad (damping 1e-10 (1 + tr F / D), as the engine)."""
+    env = cs.random_bandit(5, n_contexts=2, seed=4)
+    feats = np.random.default_rng(1).normal(size=(2, 5, 3))
+    pol = cs.LogLinear(feats, init=[0.3, -0.2, 0.1])
+    obj = cs.objective("rlhf", beta=0.7)
+    lr = 0.2
+    run = cs.train(env, obj, steps=1, lr=lr, optimizer="npg", policy=pol, record=[0, 1])
+    theta0 = np.array([0.3, -0.2, 0.1])
+    lp = pol.logp(env, theta0)
+    _, g_lp = obj.loss_and_grad(env, lp)
+    g = pol.grad(env, theta0, g_lp)
+    pi = np.exp(env.as2d(lp, "lp"))
+    fisher = np.zeros((3, 3))
+    for x in range(2):
+        centred = feats[x] - pi[x] @ feats[x]
+        fisher += env.context_weights[x] * (centred.T * pi[x]) @ centred
+    fisher += 1e-10 * (1.0 + np.trace(fisher) / 3) * np.eye(3)
+    expected = theta0 - lr * np.linalg.solve(fisher, g)
+    np.testing.assert_allclose(run.params, expected, rtol=1e-10)
+    assert np.abs(run.params - theta0).max() > 1e-3
+
+
+def test_adam_steps_match_hand_updates():
+    """Two Adam steps on RLHF from pi_ref with the bias-corrected moments, computed by hand."""
+    env = cs.Bandit(reward=[1.0, 0.0, -1.0], ref=[0.2, 0.3, 0.5])
+    obj = cs.objective("rlhf", beta=0.5)
+    lr, (b1, b2, eps) = 0.1, (0.8, 0.9, 1e-3)
+    run = cs.train(env, obj, steps=2, lr=lr, optimizer="adam", adam=(b1, b2, eps),
+                   record=[0, 1, 2])
+    theta = np.log(env.ref)
+    m = v = np.zeros(3)
+    pol = cs.TabularSoftmax()
+    for t in (1, 2):
+        lp = theta - np.log(np.exp(theta).sum())
+        g = pol.grad(env, theta, obj.loss_and_grad(env, lp)[1])
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        theta = theta - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        np.testing.assert_allclose(run.snapshots[t], np.exp(theta) / np.exp(theta).sum(),
+                                   rtol=1e-12)
 
 
 def test_gd_first_step_matches_hand_gradient():
@@ -307,7 +356,7 @@ def _slow_terms(terms, k):
     terms = list(terms)
     assert terms[5] != 0, "expected a fast DPO kernel for this objective"
     terms[5] = 0
-    terms[6], terms[7] = np.zeros((0, k, k)), np.zeros((0, k))
+    terms[6], terms[7] = np.zeros((0, k, k)), np.zeros((0, 2, k))
     terms[8] = np.zeros((0, k), dtype=bool)
     return tuple(terms)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from coverage_sim.plotting import save_figure
@@ -20,11 +21,33 @@ def quick_sweep(tmp_path_factory):
     return sweep
 
 
+def assert_drawn(fig) -> None:
+    """The figure shows data, not just a file: some axes hold lines, markers, bars or images with
+    finite data, and every axes that holds data is labelled (an axis label or a title)."""
+    with_data = []
+    for ax in fig.axes:
+        lines = [ln for ln in ax.get_lines() if np.isfinite(np.asarray(ln.get_ydata(),
+                                                                        dtype=float)).any()]
+        if lines or ax.collections or ax.patches or ax.images:
+            with_data.append(ax)
+            assert ax.get_xlabel() or ax.get_ylabel() or ax.get_title(), \
+                f"an axes with data has no label or title: {ax}"
+    assert with_data, "the figure has no axes with data"
+
+
+@pytest.fixture(name="assert_drawn")
+def assert_drawn_fixture():
+    """:func:`assert_drawn`, for tests that draw and save a figure themselves."""
+    return assert_drawn
+
+
 @pytest.fixture
 def save_plot(tmp_path):
-    """``save_plot(experiment, table, config)``: draws the figure from the table, saves it under
-    ``tmp_path`` and asserts every file was written."""
+    """``save_plot(experiment, table, config)``: draws the figure from the table, checks what it
+    draws (:func:`assert_drawn`), saves it under ``tmp_path`` and asserts every file was written."""
     def save(experiment, table, config):
-        paths = save_figure(experiment.plot(table, config), tmp_path / experiment.id)
+        fig = experiment.plot(table, config)
+        assert_drawn(fig)
+        paths = save_figure(fig, tmp_path / experiment.id)
         assert all(p.exists() and p.stat().st_size > 0 for p in paths)
     return save

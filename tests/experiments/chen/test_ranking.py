@@ -19,7 +19,7 @@ def quick(tmp_path_factory):
     return cfg, table
 
 
-def test_quick_agrees_and_numbers(quick, tmp_path):
+def test_quick_agrees_and_numbers(quick, tmp_path, assert_drawn):
     cfg, table = quick
     chen.check(table, cfg)
     acc = chen._aggregate(table, "ranking_accuracy")
@@ -37,7 +37,9 @@ def test_quick_agrees_and_numbers(quick, tmp_path):
     assert set(np.round(pairs["alpha"] * cfg.n_raters)) <= {3.0, 4.0, 5.0}
     unanimous = pairs[pairs["alpha"] == 1.0]
     assert (unanimous["correct"] > 0.5).all()  # logit(1 - 1e-3)/beta = 69 > every c here
-    paths = save_figure(chen.plot(table, cfg), tmp_path / "chen")
+    fig = chen.plot(table, cfg)
+    assert_drawn(fig)
+    paths = save_figure(fig, tmp_path / "chen")
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 

@@ -22,7 +22,7 @@ def quick(tmp_path_factory):
     return cfg, table
 
 
-def test_quick_agrees_and_numbers(quick, tmp_path):
+def test_quick_agrees_and_numbers(quick, tmp_path, assert_drawn):
     cfg, table = quick
     drpo.check(table, cfg)
     root, root_ok = drpo._solve_times(table, ROOT)
@@ -39,7 +39,9 @@ def test_quick_agrees_and_numbers(quick, tmp_path):
     mid = res[res["step"] == res["step"][res["step"] <= 60].max()]
     p = mid.sort_values("position")["value"].to_numpy()
     assert np.all(np.diff(p) > 0)
-    paths = save_figure(drpo.plot(table, cfg), tmp_path / "drpo")
+    fig = drpo.plot(table, cfg)
+    assert_drawn(fig)
+    paths = save_figure(fig, tmp_path / "drpo")
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 

@@ -26,7 +26,7 @@ def _metric(table, method, metric, seed=0):
     return rows.sort_values("step")
 
 
-def test_quick_agrees_and_numbers(quick, tmp_path):
+def test_quick_agrees_and_numbers(quick, tmp_path, assert_drawn):
     cfg, table = quick
     gao.check(table, cfg)
     env = gao.make_env(cfg)
@@ -52,7 +52,9 @@ def test_quick_agrees_and_numbers(quick, tmp_path):
     assert rl["knob"].iloc[0] == np.inf and rl["value"].iloc[0] == 0.0   # step 0 is pi_ref
     assert np.all(np.diff(rl["knob"].to_numpy()) < 0)      # beta decreasing along the sweep
     assert np.all(np.diff(rl["value"].to_numpy()) >= -1e-12)
-    paths = save_figure(gao.plot(table, cfg), tmp_path / "gao")
+    fig = gao.plot(table, cfg)
+    assert_drawn(fig)
+    paths = save_figure(fig, tmp_path / "gao")
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 

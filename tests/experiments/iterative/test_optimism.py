@@ -19,7 +19,7 @@ def quick(tmp_path_factory):
     return cfg, table
 
 
-def test_quick_agrees_and_numbers(quick, tmp_path):
+def test_quick_agrees_and_numbers(quick, tmp_path, assert_drawn):
     cfg, table = quick
     it.check(table, cfg)
     T = cfg.iterations
@@ -38,7 +38,9 @@ def test_quick_agrees_and_numbers(quick, tmp_path):
     assert far[it.RLHF][T] < opt
     # too much optimism collapses the policy
     assert it._curve(table, 70.0, it.VPO, 1.0)[T] < it._curve(table, 70.0, it.VPO, 0.0)[T] - 0.3
-    paths = save_figure(it.plot(table, cfg), tmp_path / "iterative")
+    fig = it.plot(table, cfg)
+    assert_drawn(fig)
+    paths = save_figure(fig, tmp_path / "iterative")
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 

@@ -18,7 +18,7 @@ def quick(tmp_path_factory):
     return cfg, table
 
 
-def test_quick_agrees_and_numbers(quick, tmp_path):
+def test_quick_agrees_and_numbers(quick, tmp_path, assert_drawn):
     cfg, table = quick
     rn.check(table, cfg)
     n_max = max(cfg.ns)
@@ -41,7 +41,9 @@ def test_quick_agrees_and_numbers(quick, tmp_path):
     # LCB's order in C*: the offset grows with C* (sqrt(C*/N))
     lcb_n = [rn._mean_curve(table, "two-arm", c, "LCB")[n_max] for c in (1.5, 2.0, 10.0, 100.0)]
     assert np.all(np.diff(lcb_n) > 0)
-    paths = save_figure(rn.plot(table, cfg), tmp_path / "rashidinejad")
+    fig = rn.plot(table, cfg)
+    assert_drawn(fig)
+    paths = save_figure(fig, tmp_path / "rashidinejad")
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 

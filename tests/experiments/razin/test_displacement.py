@@ -18,7 +18,7 @@ def quick(tmp_path_factory):
     return cfg, table
 
 
-def test_quick_agrees_and_numbers(quick, tmp_path):
+def test_quick_agrees_and_numbers(quick, tmp_path, assert_drawn):
     cfg, table = quick
     razin.check(table, cfg)
     single = razin._target(table, "tabular-single")
@@ -37,7 +37,9 @@ def test_quick_agrees_and_numbers(quick, tmp_path):
     expected = (phi[0] - phi.mean(axis=0)) @ (phi[0] - phi[1])
     assert rate[rate["step"] == 0]["value"].iloc[0] == pytest.approx(expected)
     assert expected < 0 and razin.ches(phi[0], phi[1]) == pytest.approx(0.2)
-    paths = save_figure(razin.plot(table, cfg), tmp_path / "razin")
+    fig = razin.plot(table, cfg)
+    assert_drawn(fig)
+    paths = save_figure(fig, tmp_path / "razin")
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 

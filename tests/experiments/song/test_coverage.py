@@ -22,7 +22,7 @@ def song(tmp_path_factory):
     return cfg, table
 
 
-def test_song_quick_agrees_and_numbers(song, tmp_path):
+def test_song_quick_agrees_and_numbers(song, tmp_path, assert_drawn):
     cfg, table = song
     coverage.check(table, cfg)
     kl = coverage._final(table, "kl").set_index(["method", "lam", "eps"])["kl"]
@@ -42,7 +42,9 @@ def test_song_quick_agrees_and_numbers(song, tmp_path):
     reward = coverage._final(table, "reward").set_index(["method", "lam", "eps"])["reward"]
     assert reward[("DPO", 0.0, eps_min)] == pytest.approx(cfg.reward[2], abs=1e-3)
     assert reward[("RLHF", 0.0, eps_min)] > 0.99
-    paths = save_figure(coverage.plot(table, cfg), tmp_path / "song")
+    fig = coverage.plot(table, cfg)
+    assert_drawn(fig)
+    paths = save_figure(fig, tmp_path / "song")
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 

@@ -21,7 +21,7 @@ def xu(tmp_path_factory):
     return cfg, table
 
 
-def test_xu_quick_agrees_and_numbers(xu, tmp_path):
+def test_xu_quick_agrees_and_numbers(xu, tmp_path, assert_drawn):
     cfg, table = xu
     ood.check(table, cfg)
     ref = ood._final_policy(table, "π_ref")
@@ -32,7 +32,9 @@ def test_xu_quick_agrees_and_numbers(xu, tmp_path):
     r_hat = clipped_reward_model(xu_features(), [(0, 1)], cfg.reward_bound)
     np.testing.assert_allclose(ood._final_policy(table, "RLHF (log-linear)"),
                                optimal_policy(env, cfg.beta, r_hat), atol=1e-9)
-    paths = save_figure(ood.plot(table, cfg), tmp_path / "xu")
+    fig = ood.plot(table, cfg)
+    assert_drawn(fig)
+    paths = save_figure(fig, tmp_path / "xu")
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 
