@@ -4,7 +4,7 @@
 every core), then for each experiment writes into the figures folder::
 
     <id>.png, <id>.pdf   the figure
-    <id>.csv             the tidy table behind it
+    <id>.csv             the tidy table behind it (or its summary, ``Experiment.figure_table``)
     <id>.json            experiment, config, seeds, package versions and the claim check's verdict
 
 and regenerates ``README.md`` there: one entry per figure with the paper's claim, the picture and a
@@ -21,7 +21,7 @@ from typing import Iterable
 from coverage_sim.experiments import EXPERIMENTS, get_experiment
 from coverage_sim.experiments.registry import Experiment
 from coverage_sim.plotting import save_figure
-from coverage_sim.sweep import atomic_write_text, collect, execute, prepare
+from coverage_sim.sweep import atomic_write_text, collect, execute, experiment_cells, prepare
 from coverage_sim.train import package_versions
 
 __all__ = ["Verdict", "reproduce", "write_index"]
@@ -65,14 +65,15 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
     execute(units, workers=workers, scheduler=scheduler, progress=progress, desc="reproduce")
     verdicts = []
     for exp, config, cfg, folder, seeds in plans:
-        table = collect(folder, seeds)
+        table = collect(folder, seeds, experiment_cells(exp, config))
         try:
             exp.check(table, config)
             verdict = Verdict(exp.id, True, "reproduces the paper's claim")
         except AssertionError as err:
             verdict = Verdict(exp.id, False, str(err))
         save_figure(exp.plot(table, config), figures / exp.id)
-        atomic_write_text(figures / f"{exp.id}.csv", table.to_csv(index=False))
+        data = table if exp.figure_table is None else exp.figure_table(table, config)
+        atomic_write_text(figures / f"{exp.id}.csv", data.to_csv(index=False))
         manifest = {"experiment": exp.id, "figure": exp.figure, "paper": exp.paper,
                     "arxiv": exp.arxiv, "quick": quick, "config": cfg, "seeds": seeds,
                     "agrees": verdict.agrees, "check": verdict.message,

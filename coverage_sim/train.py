@@ -29,7 +29,8 @@ from coverage_sim.metrics import policy_metrics
 from coverage_sim.objectives import Objective, objective as make_objective
 from coverage_sim.policies import Policy, TabularSoftmax
 
-__all__ = ["Run", "train", "train_many", "log_schedule", "package_versions"]
+__all__ = ["Run", "train", "train_many", "train_policies", "log_schedule",
+           "package_versions"]
 
 OPTIMIZERS = {"gd": _engine.GD, "adam": _engine.ADAM, "npg": _engine.NPG}
 _ADAM_DEFAULTS = (0.9, 0.999, 1e-8)
@@ -161,14 +162,19 @@ def _default_eval_data(env: Bandit, eval_data):
     return offline_pairs(env, env.ref, labels="bradley_terry")
 
 
-def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_data, config) -> Run:
+def _check_diverged(objective, theta, out_lp, out_loss, rec, optimizer, lr) -> None:
+    """Raise ``FloatingPointError`` when a run's parameters or records hold a NaN."""
     if np.isnan(theta).any() or np.isnan(out_lp).any() or np.isnan(out_loss).any():
         bad = np.flatnonzero(np.isnan(out_lp).any(axis=(1, 2)) | np.isnan(out_loss))
         where = f"first NaN at recorded step {rec[bad[0]]}" if bad.size else "NaN at the end"
         raise FloatingPointError(
             f"training {objective.name!r} diverged ({where}) with optimizer="
-            f"{config['optimizer']!r}, lr={config['lr']}; lower lr (natural policy gradient divides "
+            f"{optimizer!r}, lr={lr}; lower lr (natural policy gradient divides "
             "by pi, so it needs small steps on objectives that push probabilities towards 0)")
+
+
+def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_data, config) -> Run:
+    _check_diverged(objective, theta, out_lp, out_loss, rec, config["optimizer"], config["lr"])
     shaped = np.exp(out_lp).reshape((len(rec),) + env.shape)
     metrics = policy_metrics(env, shaped, beta=objective.beta, data=data, eval_data=eval_data,
                              proxy_reward=objective.params.get("reward"),
@@ -341,44 +347,53 @@ def _as_list(value, n: int, name: str) -> list:
     return [value] * n
 
 
-def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps: int, lr,
-               optimizer: str = "adam", seed: int = 0, policy: Policy | None = None,
-               record=None, eval_data: PairData | None = None,
-               adam=_ADAM_DEFAULTS) -> list[Run]:
-    """Train many independent problems at once, with a numba ``prange`` over the batch.
+@dataclass(frozen=True, eq=False)
+class _Batch:
+    """A trained batch: its problems and the engine's raw outputs."""
 
-    Any of ``envs``, ``objectives``, ``datas`` and ``lr`` may be a single value (shared) or a list
-    (one per problem); lists must have one common length B. All problems must have the same shape
-    and the same objective name (parameters such as ``beta`` may differ). Iterative DPO is not
-    batched (its pairs are rebuilt in Python between iterations).
+    envs: list
+    objectives: list
+    datas: list
+    policies: list
+    steps: int
+    record: np.ndarray
+    lrs: np.ndarray
+    adam: tuple
+    thetas: np.ndarray        # (B, P) final parameters
+    log_policies: np.ndarray  # (B, R, X, K)
+    losses: np.ndarray        # (B, R)
 
-    Returns:
-      B :class:`Run` objects, in order. Problem ``b`` is initialised with seed ``seed + b``.
+    @property
+    def size(self) -> int:
+        return len(self.envs)
 
-    Examples:
-      >>> import coverage_sim as cs
-      >>> env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
-      >>> runs = cs.train_many(env, [cs.objective("rlhf", beta=b) for b in (0.5, 1.0)],
-      ...                      steps=500, lr=0.1)
-      >>> [round(float(r.policy[0]), 4) for r in runs]
-      [0.8808, 0.7311]
-    """
-    sizes = [len(v) for v in (envs, objectives, datas, lr) if isinstance(v, (list, tuple))]
+
+def _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, record,
+                 adam) -> _Batch:
+    """Validate a batch of problems, compile their objectives and run them on the engine."""
+    sizes = [len(v) for v in (envs, objectives, datas, lr, policy) if isinstance(v, (list, tuple))]
     n = max(sizes, default=1)
     if n == 0:
-        raise ValueError("envs, objectives, datas and lr lists must not be empty (train_many needs "
-                         "at least one problem)")
+        raise ValueError("envs, objectives, datas, lr and policy lists must not be empty "
+                         "(train_many needs at least one problem)")
     env_list = _as_list(envs, n, "envs")
     obj_list = _as_list(objectives, n, "objectives")
     data_list = _as_list(datas, n, "datas")
     lr_list = _as_list(lr, n, "lr")
-    checked = [_common_args(e, o, steps, lr_b, optimizer, policy, record)
-               for e, o, lr_b in zip(env_list, obj_list, lr_list)]
+    policy_list = _as_list(policy, n, "policy")
+    checked = [_common_args(e, o, steps, lr_b, optimizer, pol, record)
+               for e, o, lr_b, pol in zip(env_list, obj_list, lr_list, policy_list)]
     obj_list = [c[0] for c in checked]
+    policy_list = [c[4] for c in checked]
     steps, opt, policy, rec = checked[0][1], checked[0][3], checked[0][4], checked[0][5]
-    if not _is_engine_policy(policy):
-        raise ValueError(f"train_many batches engine policies only (TabularSoftmax, LogLinear), "
-                         f"got policy {policy!r}; train it problem by problem with train")
+    for pol in policy_list:
+        if not _is_engine_policy(pol):
+            raise ValueError(f"train_many batches engine policies only (TabularSoftmax, "
+                             f"LogLinear), got policy {pol!r}; train it problem by problem with "
+                             f"train")
+        if pol.kind != policy.kind:
+            raise ValueError(f"all policies of a batch must be of one kind, got {policy!r} and "
+                             f"{pol!r}")
     shape = env_list[0].shape
     for e, o, d in zip(env_list, obj_list, data_list):
         if e.shape != shape:
@@ -390,10 +405,14 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
             raise ValueError("iterative_dpo is not supported by train_many; use train")
         _check_data(e, d)
     b1, b2, eps = (float(a) for a in adam)
-    thetas = np.stack([np.asarray(policy.init_params(e, np.random.default_rng(seed + b)),
-                                  dtype=np.float64) for b, e in enumerate(env_list)])
-    features = np.stack([policy.features_for(e) for e in env_list])
-    bases = np.stack([policy.base_for(e) for e in env_list])
+    thetas = [np.asarray(pol.init_params(e, np.random.default_rng(seed + b)), dtype=np.float64)
+              for b, (e, pol) in enumerate(zip(env_list, policy_list))]
+    if len({t.size for t in thetas}) > 1:
+        raise ValueError(f"all policies of a batch must have the same number of parameters, got "
+                         f"{sorted({t.size for t in thetas})}")
+    thetas = np.stack(thetas)
+    features = np.stack([pol.features_for(e) for e, pol in zip(env_list, policy_list)])
+    bases = np.stack([pol.base_for(e) for e, pol in zip(env_list, policy_list)])
     rlps = np.stack([e.ref_logp2d for e in env_list])
     all_terms = [o.terms(e, d) for o, e, d in zip(obj_list, env_list, data_list)]
     if len({t[5] for t in all_terms}) > 1:
@@ -410,10 +429,80 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
     _engine.run_batch(thetas, policy.kind, features, bases, rlps, code, prm, all_terms[0][2],
                       weights, probs, all_terms[0][5], sym, d, act, linear, kl_coef, reward_coef,
                       reward, rho, opt, lrs, b1, b2, eps, steps, rec, out_lp, out_loss)
+    return _Batch(envs=env_list, objectives=obj_list, datas=data_list, policies=policy_list,
+                  steps=steps,
+                  record=rec, lrs=lrs, adam=(b1, b2, eps), thetas=thetas, log_policies=out_lp,
+                  losses=out_loss)
+
+
+def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps: int, lr,
+               optimizer: str = "adam", seed: int = 0,
+               policy: Policy | Sequence[Policy] | None = None, record=None, eval_data: PairData | None = None,
+               adam=_ADAM_DEFAULTS) -> list[Run]:
+    """Train many independent problems at once, with a numba ``prange`` over the batch.
+
+    Any of ``envs``, ``objectives``, ``datas``, ``lr`` and ``policy`` may be a single value (shared)
+    or a list (one per problem); lists must have one common length B. All problems must have the
+    same shape and the same objective name (parameters such as ``beta`` may differ), and their
+    policies one kind and one parameter count (e.g. log-linear policies with each instance's own
+    features of one dimension). Iterative DPO is not
+    batched (its pairs are rebuilt in Python between iterations).
+
+    Returns:
+      B :class:`Run` objects, in order. Problem ``b`` is initialised with seed ``seed + b``.
+
+    Examples:
+      >>> import coverage_sim as cs
+      >>> env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
+      >>> runs = cs.train_many(env, [cs.objective("rlhf", beta=b) for b in (0.5, 1.0)],
+      ...                      steps=500, lr=0.1)
+      >>> [round(float(r.policy[0]), 4) for r in runs]
+      [0.8808, 0.7311]
+    """
+    batch = _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, record, adam)
     runs = []
-    for b in range(n):
-        config = _config(env_list[b], obj_list[b], policy, steps, float(lrs[b]), optimizer,
-                         seed + b, (b1, b2, eps), rec, data_list[b])
-        runs.append(_finish(env_list[b], obj_list[b], policy, thetas[b], out_lp[b], out_loss[b],
-                            rec, data_list[b], _default_eval_data(env_list[b], eval_data), config))
+    for b in range(batch.size):
+        env, obj, data, pol = (batch.envs[b], batch.objectives[b], batch.datas[b],
+                               batch.policies[b])
+        config = _config(env, obj, pol, batch.steps, float(batch.lrs[b]), optimizer, seed + b,
+                         batch.adam, batch.record, data)
+        runs.append(_finish(env, obj, pol, batch.thetas[b], batch.log_policies[b],
+                            batch.losses[b], batch.record, data,
+                            _default_eval_data(env, eval_data), config))
     return runs
+
+
+def train_policies(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps: int, lr,
+                   optimizer: str = "adam", seed: int = 0,
+                   policy: Policy | Sequence[Policy] | None = None, record=None, adam=_ADAM_DEFAULTS) -> np.ndarray:
+    """:func:`train_many` without the per-problem results: only the recorded log-policies.
+
+    The lean batched path for sweeps of many small problems (e.g. the gap atlas trains tens of
+    thousands): the same batch of problems, seeds and numba ``prange`` engine as :func:`train_many`,
+    but no :class:`Run`, history ``DataFrame``, metrics or config per problem, so the Python cost per
+    problem is only compiling its objective. Compute the metrics you need on the returned array
+    (:mod:`coverage_sim.metrics` takes leading batch axes).
+
+    Args:
+      envs, objectives, datas, steps, lr, optimizer, seed, policy, adam: as :func:`train_many`.
+      record: record schedule as in :func:`train` (default about 50 log-spaced steps); pass
+        ``[steps]`` to keep only the final policy.
+
+    Returns:
+      ``log pi`` at the recorded steps, shape ``(B, R) + env.shape`` (``R`` recorded steps, in
+      increasing order). ``FloatingPointError`` if a problem diverged, as in :func:`train`.
+
+    Examples:
+      >>> import numpy as np, coverage_sim as cs
+      >>> env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
+      >>> logp = cs.train_policies(env, [cs.objective("rlhf", beta=b) for b in (0.5, 1.0)],
+      ...                          steps=500, lr=0.1, record=[500])
+      >>> logp.shape, np.exp(logp[:, -1, 0]).round(4).tolist()
+      ((2, 1, 2), [0.8808, 0.7311])
+    """
+    batch = _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, record, adam)
+    for b in range(batch.size):
+        _check_diverged(batch.objectives[b], batch.thetas[b], batch.log_policies[b],
+                        batch.losses[b], batch.record, optimizer, float(batch.lrs[b]))
+    shape = (batch.size, batch.record.size) + batch.envs[0].shape
+    return batch.log_policies.reshape(shape)

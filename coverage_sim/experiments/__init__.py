@@ -33,5 +33,7 @@ import coverage_sim.experiments.tang.best_of_2  # noqa: F401
 import coverage_sim.experiments.tajwar.tokens  # noqa: F401
 import coverage_sim.experiments.tang.transformer  # noqa: F401
 import coverage_sim.experiments.drpo.transformer  # noqa: F401
+# this project's own experiments (no single paper's figure)
+import coverage_sim.experiments.atlas.gap  # noqa: F401
 
 __all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "register", "config_from_overrides"]
