@@ -37,8 +37,9 @@ class Verdict:
 
 
 def _figure_key(experiment: Experiment):
+    # the papers' figures (F<n>) first, then this project's own experiments (A<n>, the atlas)
     digits = "".join(ch for ch in experiment.figure if ch.isdigit())
-    return (int(digits) if digits else 0, experiment.id)
+    return (not experiment.figure.startswith("F"), int(digits) if digits else 0, experiment.id)
 
 
 def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,

@@ -308,6 +308,31 @@ def test_run_is_the_concatenation_of_deterministic_cells():
     assert not gap.run_cell(cfg, 5, names[1]).equals(gap.run_cell(cfg, 4, names[1]))
 
 
+@pytest.mark.parametrize("policy,coverage,n,labels,method,coef", [
+    ("tabular", "drop1", 20.0, "proxy", "online_ipo", 0.1),
+    ("tabular", "ref", np.inf, "deterministic", "dpo", 1.0),
+    ("loglinear", "drop1", np.inf, "gold", "online_dpo", 0.1),
+    ("loglinear", "ref", 20.0, "proxy", "rlhf", 1.0)])
+def test_arm_problem_trains_to_the_stored_value(policy, coverage, n, labels, method, coef):
+    """``arm_problem`` is the run behind a table entry: ``cs.train`` on it ends where the
+    batched cell did."""
+    cfg = _tiny(policies=["tabular", "loglinear"], feature_dim=2)
+    cell = (f"{policy}-online" if method.startswith("online") and labels != "proxy"
+            else f"{policy}-{coverage}-n{'inf' if np.isinf(n) else int(n)}")
+    table = gap.run_cell(cfg, 2, cell)
+    env, obj, data, pol = gap.arm_problem(cfg, 2, 1, policy=policy, coverage=coverage, n=n,
+                                          labels=labels, method=method, coefficient=coef)
+    run = cs.train(env, obj, data, steps=cfg.steps, lr=cfg.lr, policy=pol, record=[cfg.steps])
+    stored_labels = gap._arm_key(labels, method, coverage, n)[2]
+    rows = table[(table["method"] == method) & (table["labels"] == stored_labels)
+                 & (table["instance"] == 1) & (table["beta"] == coef)]
+    stored = rows.set_index("metric")["value"]
+    assert stored["win_rate"] == pytest.approx(float(cs.metrics.win_rate(env, run.policy)),
+                                               abs=1e-12)
+    assert stored["kl"] == pytest.approx(float(cs.metrics.kl_divergence(env, run.policy,
+                                                                         env.ref)), abs=1e-12)
+
+
 def _cli(out: Path, cfg_items: dict) -> list[str]:
     sets = []
     for key, value in cfg_items.items():
