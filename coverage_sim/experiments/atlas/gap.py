@@ -87,12 +87,16 @@ from coverage_sim.reward_model import fit_bradley_terry, fit_linear_bradley_terr
 from coverage_sim.train import train_policies
 
 __all__ = [
-    "GapAtlasConfig",
     "GAP_ATLAS",
+    "GOLD_CONTRAST",
+    "GapAtlasConfig",
     "LABELS",
     "METHODS",
     "PAIRS",
     "POLICIES",
+    "PROXY_BOUND",
+    "THEOREM",
+    "THEOREM_TOL",
     "arm_problem",
     "atlas_instance",
     "behaviour_policy",
@@ -101,19 +105,20 @@ __all__ = [
     "check",
     "claim_support",
     "claim_theorem",
+    "figure_table",
+    "final_values",
     "finding_loglinear",
     "finding_proxy",
     "finding_sample_size",
-    "figure_table",
-    "final_values",
     "frontier_value",
     "ipo_target",
     "matched_gaps",
     "plot",
+    "plot_heatmaps",
     "run",
     "run_cell",
+    "stored_arm",
     "summarise",
-    "plot_heatmaps",
     "target_readouts",
     "targets",
     "verdicts",
@@ -136,8 +141,6 @@ LABELS = ("gold", "deterministic", "proxy")
 POLICIES = ("tabular", "loglinear")
 #: Final metrics stored per run.
 _RUN_METRICS = ("kl", "win_rate", "reward")
-#: Coverage readouts stored per (instance, coverage, n, beta) for each target.
-_TARGET_METRICS = ("c_star", "mass_in_support", "data_mass_in_support")
 _COVERAGE = re.compile(r"^(ref|mix(0(\.\d+)?|1(\.0+)?)|drop([1-9]\d*))$")
 _COLUMNS = ("policy", "coverage", "n", "labels", "method", "beta", "instance", "seed", "step",
             "metric", "value")
@@ -533,7 +536,7 @@ def arm_problem(config: GapAtlasConfig, seed: int, instance: int, *, policy: str
                          f"{coefficient!r}")
     env, phi = atlas_instance(config, seed, instance)
     pol = _policy(policy, phi)
-    stored = _arm_key(labels, method, coverage, n)[2]
+    stored = stored_arm(labels, method, coverage, n)[2]
     if method.startswith("online_") and labels != "proxy":
         problems = _online_problems(config, instance, env, pol, [labels])
     else:
@@ -648,8 +651,11 @@ def _arms(table: pd.DataFrame) -> dict[tuple, _Arm]:
     return arms
 
 
-def _arm_key(condition: str, method: str, coverage: str, n: float) -> tuple:
-    """Which stored arm a method is in a label condition: ``(coverage, n, labels)``."""
+def stored_arm(condition: str, method: str, coverage: str, n: float) -> tuple:
+    """Where the table stores ``method``'s arm for a label condition of cell ``(coverage, n)``:
+    ``(coverage, n, labels)``. Online arms with gold or deterministic labels use no offline data
+    (``("none", 0.0, condition)``); offline arms and RLHF on gold data serve the ``proxy`` condition
+    too (``labels = "gold"``)."""
     if method.startswith("online_"):
         if condition == "proxy":
             return coverage, n, "proxy"
@@ -668,8 +674,8 @@ def _pairs(arms: dict):
                 continue                        # the condition was not run
 
             for pair, (on, off) in PAIRS.items():
-                on_key = (policy,) + _arm_key(condition, on, coverage, n) + (on,)
-                off_key = (policy,) + _arm_key(condition, off, coverage, n) + (off,)
+                on_key = (policy,) + stored_arm(condition, on, coverage, n) + (on,)
+                off_key = (policy,) + stored_arm(condition, off, coverage, n) + (off,)
                 if on_key in arms and off_key in arms:
                     on_arm, off_arm = arms[on_key], arms[off_key]
                     if not np.array_equal(on_arm.units, off_arm.units):

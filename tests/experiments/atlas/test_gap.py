@@ -323,7 +323,7 @@ def test_arm_problem_trains_to_the_stored_value(policy, coverage, n, labels, met
     env, obj, data, pol = gap.arm_problem(cfg, 2, 1, policy=policy, coverage=coverage, n=n,
                                           labels=labels, method=method, coefficient=coef)
     run = cs.train(env, obj, data, steps=cfg.steps, lr=cfg.lr, policy=pol, record=[cfg.steps])
-    stored_labels = gap._arm_key(labels, method, coverage, n)[2]
+    stored_labels = gap.stored_arm(labels, method, coverage, n)[2]
     rows = table[(table["method"] == method) & (table["labels"] == stored_labels)
                  & (table["instance"] == 1) & (table["beta"] == coef)]
     stored = rows.set_index("metric")["value"]
