@@ -6,6 +6,9 @@ in :mod:`~coverage_sim.experiments.registry` and :mod:`~coverage_sim.experiments
 transformer versions live beside their paper's bandit version and register only when torch
 imports.
 
+This project's own experiments, which map what no single paper shows (the gap atlas, A1), live
+in :mod:`~coverage_sim.experiments.atlas`.
+
 Importing this package registers every experiment in :data:`EXPERIMENTS`.
 """
 

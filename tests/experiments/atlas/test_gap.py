@@ -18,7 +18,6 @@ from hypothesis import given, settings, strategies as st
 
 import coverage_sim as cs
 from coverage_sim.experiments.atlas import gap
-from coverage_sim.plotting import save_figure
 from coverage_sim.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -29,11 +28,8 @@ TINY = dict(n_instances=3, n_responses=5, coverages=["ref", "drop1"], betas=[0.1
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    cfg = gap.GapAtlasConfig.quick()
-    table = run_sweep(gap.GAP_ATLAS, cfg, [0], out=tmp_path_factory.mktemp("atlas"), workers=1,
-                      progress=False)
-    return cfg, table
+def quick(quick_sweep):
+    return quick_sweep(gap.GAP_ATLAS, workers=1)
 
 
 def _tiny(**changes):
@@ -45,7 +41,7 @@ def _tiny(**changes):
 # the quick atlas
 
 
-def test_quick_atlas_agrees_and_stores_each_arm_once(quick, tmp_path):
+def test_quick_atlas_agrees_and_stores_each_arm_once(quick, save_plot):
     cfg, table = quick
     gap.check(table, cfg)
     assert list(table.columns) == ["policy", "coverage", "n", "labels", "method", "beta",
@@ -64,8 +60,7 @@ def test_quick_atlas_agrees_and_stores_each_arm_once(quick, tmp_path):
         per_cell * (2 * (2 * len(cfg.betas) + len(cfg.taus)) + len(cfg.betas) + len(cfg.taus))
         + len(cfg.policies) * 2 * (len(cfg.betas) + len(cfg.taus)))
     assert len(runs) == expected
-    paths = save_figure(gap.plot(table, cfg), tmp_path / "atlas")
-    assert all(p.stat().st_size > 0 for p in paths)
+    save_plot(gap.GAP_ATLAS, table, cfg)
 
 
 def test_quick_atlas_numbers(quick):
