@@ -32,13 +32,15 @@ _EXPORTS = {
     "coverage_sim.losses": ("PAIR_LOSSES", "pair_loss",),
     "coverage_sim.objectives": ("OBJECTIVES", "Objective", "objective",),
     "coverage_sim.policies": ("LogLinear", "Policy", "TabularSoftmax",),
-    "coverage_sim.reward_model": ("fit_bradley_terry",),
+    "coverage_sim.reward_model": ("fit_bradley_terry", "fit_linear_bradley_terry",),
     "coverage_sim.sampling": ("Batch", "Estimator", "draw_batch", "group_pairs", "population_batch",),
     "coverage_sim.sequences": (
         "AutoregressiveTabular", "SequenceEnv", "combination_lock", "enumerate_sequences",
         "n_prefix_nodes", "prefix_nodes", "tajwar_token_env",
     ),
-    "coverage_sim.train": ("Run", "log_schedule", "package_versions", "train", "train_many",),
+    "coverage_sim.train": (
+        "Run", "log_schedule", "package_versions", "train", "train_many", "train_policies",
+    ),
 }
 _SUBMODULES = ("metrics", "preferences")
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -88,12 +90,13 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
     from coverage_sim.losses import PAIR_LOSSES, pair_loss
     from coverage_sim.objectives import OBJECTIVES, Objective, objective
     from coverage_sim.policies import LogLinear, Policy, TabularSoftmax
-    from coverage_sim.reward_model import fit_bradley_terry
+    from coverage_sim.reward_model import fit_bradley_terry, fit_linear_bradley_terry
     from coverage_sim.sampling import Batch, Estimator, draw_batch, group_pairs, population_batch
     from coverage_sim.sequences import (AutoregressiveTabular, SequenceEnv, combination_lock,
                                         enumerate_sequences, n_prefix_nodes, prefix_nodes,
                                         tajwar_token_env)
-    from coverage_sim.train import Run, log_schedule, package_versions, train, train_many
+    from coverage_sim.train import (Run, log_schedule, package_versions, train, train_many,
+                                    train_policies)
 
 __version__ = "0.1.0"
 
@@ -104,13 +107,13 @@ __all__ = [
     "preferences", "PairData", "offline_pairs", "policy_pairs", "pairs_from_list",
     "restrict_support", "mixture", "quality_mixture", "replay", "uniform",
     "concentrability", "mass_in_support", "pair_concentrability",
-    "fit_bradley_terry",
+    "fit_bradley_terry", "fit_linear_bradley_terry",
     "best_of_n_policy", "best_worst_of_n_pairs", "best_worst_pairs", "best_of_n_kl_bound",
     "PAIR_LOSSES", "pair_loss", "OBJECTIVES", "Objective", "objective",
     "Policy", "TabularSoftmax", "LogLinear",
     "enumerate_sequences", "n_prefix_nodes", "prefix_nodes", "SequenceEnv",
     "tajwar_token_env", "combination_lock", "AutoregressiveTabular",
-    "Run", "train", "train_many", "log_schedule", "package_versions",
+    "Run", "train", "train_many", "train_policies", "log_schedule", "package_versions",
     "metrics",
     "gradient", "sampled_gradient", "sampled_gradients", "batch_gradient",
     "Estimator", "Batch", "draw_batch", "population_batch", "group_pairs",

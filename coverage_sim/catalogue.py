@@ -47,9 +47,10 @@ class InstanceEntry(NamedTuple):
 
 
 def figure_key(figure: str, experiment_id: str):
-    """Sort key of an experiment: the figure's number, then its id."""
+    """Sort key of an experiment: the papers' figures (F<n>) first, then this project's own (A<n>,
+    the atlas), by number, then its id."""
     digits = "".join(ch for ch in figure if ch.isdigit())
-    return (int(digits) if digits else 0, experiment_id)
+    return (not figure.startswith("F"), int(digits) if digits else 0, experiment_id)
 
 
 # --- generated below by `python -m coverage_sim._catalogue_render`; do not edit
@@ -241,6 +242,15 @@ EXPERIMENTS = (
         True,
         24.8,
         7.8),
+    ExperimentEntry(
+        'gap-atlas',
+        'A1',
+        '2406.01462',
+        'The gap atlas: online minus offline over coverage, β, n, labels and policy class',
+        'coverage_sim.experiments.atlas.gap',
+        True,
+        30.0,
+        30.0),
 )
 
 OBJECTIVES = (

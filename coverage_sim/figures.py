@@ -4,7 +4,7 @@
 every core), then for each experiment writes into the figures folder::
 
     <id>.png, <id>.pdf   the figure
-    <id>.csv             the tidy table behind it
+    <id>.csv             the tidy table behind it (or its summary, ``Experiment.figure_table``)
     <id>.json            experiment, config, seeds, package versions and the check's result
 
 and regenerates ``README.md`` there: a summary table (figure, paper, verdict, fraction of instances
@@ -26,7 +26,7 @@ from coverage_sim.experiments import EXPERIMENTS, get_experiment
 from coverage_sim.experiments.registry import Experiment, assess
 from coverage_sim.experiments.verdict import AGREES, CheckResult
 from coverage_sim.plotting import save_figure
-from coverage_sim.sweep import atomic_write_text, collect, execute, prepare
+from coverage_sim.sweep import atomic_write_text, collect, execute, experiment_cells, prepare
 from coverage_sim.train import package_versions
 
 __all__ = ["Verdict", "reproduce", "write_index"]
@@ -91,10 +91,11 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
             costs=costs)
     verdicts = []
     for exp, config, cfg, folder, seeds in plans:
-        table = collect(folder, seeds)
+        table = collect(folder, seeds, experiment_cells(exp, config))
         verdict = Verdict(exp.id, assess(exp, table, config))
         save_figure(exp.plot(table, config), figures / exp.id)
-        atomic_write_text(figures / f"{exp.id}.csv", table.to_csv(index=False))
+        data = table if exp.figure_table is None else exp.figure_table(table, config)
+        atomic_write_text(figures / f"{exp.id}.csv", data.to_csv(index=False))
         manifest = {"experiment": exp.id, "figure": exp.figure, "paper": exp.paper,
                     "arxiv": exp.arxiv, "quick": quick, "config": cfg, "seeds": seeds,
                     "verdict": verdict.verdict, "check": verdict.result.to_dict(),

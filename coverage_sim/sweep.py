@@ -6,8 +6,13 @@ A run folder holds::
     seeds/seed-<s>.csv one tidy table per finished seed (written atomically as each finishes)
     results.csv        all seeds' tables, concatenated in seed order (written atomically)
 
-Re-running into the same folder skips the seeds already on disk, so an interrupted sweep (Ctrl-C,
-kill) loses at most the seeds in flight, and the final table equals an uninterrupted run's.
+An experiment that splits a seed into cells (``Experiment.cells``, e.g. the gap atlas) stores one
+table per finished cell instead, ``seeds/seed-<s>/<cell>.csv``, and ``results.csv`` concatenates them
+seed by seed in the order of ``cells(config)``.
+
+Re-running into the same folder skips the units (seeds, or cells) already on disk, so an interrupted
+sweep (Ctrl-C, kill) loses at most the units in flight, and the final table equals an uninterrupted
+run's.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from coverage_sim.experiments.registry import (TABLE_COLUMNS, Experiment, config
 from coverage_sim.train import package_versions
 
 __all__ = ["atomic_write_text", "run_sweep", "prepare", "execute", "collect", "load_run",
-           "seed_table"]
+           "seed_table", "experiment_cells"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -45,11 +50,13 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def seed_table(experiment_id: str, config: dict, seed: int) -> pd.DataFrame:
-    """Run one seed of an experiment from a JSON-ready config (the unit of work of a sweep)."""
+def seed_table(experiment_id: str, config: dict, seed: int, cell: str | None = None
+               ) -> pd.DataFrame:
+    """Run one seed (or one cell of a seed) of an experiment from a JSON-ready config: the unit
+    of work of a sweep."""
     experiment = get_experiment(experiment_id)
     cfg = config_from_overrides(experiment, config)
-    table = experiment.run(cfg, seed)
+    table = experiment.run(cfg, seed) if cell is None else experiment.run_cell(cfg, seed, cell)
     missing = [c for c in TABLE_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"experiment {experiment_id!r} returned a table without columns {missing}")
@@ -67,8 +74,15 @@ def _worker_init():
     threadpool_limits(1)
 
 
-def _seed_path(folder: Path, seed: int) -> Path:
-    return folder / "seeds" / f"seed-{seed}.csv"
+def experiment_cells(experiment: Experiment, config) -> list[str] | None:
+    """The cells a seed of ``experiment`` is split into (``None``: the seed is one unit)."""
+    return None if experiment.cells is None else list(experiment.cells(config))
+
+
+def _unit_path(folder: Path, seed: int, cell: str | None = None) -> Path:
+    if cell is None:
+        return folder / "seeds" / f"seed-{seed}.csv"
+    return folder / "seeds" / f"seed-{seed}" / f"{cell}.csv"
 
 
 def _manifest(experiment: Experiment, config: dict, seeds: list[int]) -> dict:
@@ -88,7 +102,11 @@ def _check_folder(folder: Path, experiment: Experiment, config: dict) -> None:
 
 
 def prepare(experiment: Experiment, config, seeds, out) -> tuple[Path, dict, list[int], list]:
-    """Validate and open a run folder; returns ``(folder, config dict, seeds, pending units)``."""
+    """Validate and open a run folder; returns ``(folder, config dict, seeds, pending units)``.
+
+    A unit is ``(experiment id, config dict, seed, folder, cell)``, ``cell`` ``None`` unless the
+    experiment splits its seeds into cells.
+    """
     cfg = config_to_dict(config)
     seeds = sorted({int(s) for s in seeds})
     if not seeds:
@@ -97,14 +115,16 @@ def prepare(experiment: Experiment, config, seeds, out) -> tuple[Path, dict, lis
     _check_folder(folder, experiment, cfg)
     atomic_write_text(folder / "config.json",
                       json.dumps(_manifest(experiment, cfg, seeds), indent=2))
-    pending = [(experiment.id, cfg, s, folder) for s in seeds
-               if not _seed_path(folder, s).exists()]
+    cells = experiment_cells(experiment, config) or [None]
+    pending = [(experiment.id, cfg, s, folder, c) for s in seeds for c in cells
+               if not _unit_path(folder, s, c).exists()]
     return folder, cfg, seeds, pending
 
 
 def execute(units: list, *, workers: int | None = None, scheduler: str | None = None,
             progress: bool = True, desc: str = "seeds", costs: list[float] | None = None) -> None:
-    """Run ``(experiment id, config dict, seed, folder)`` units, writing each seed's table on arrival.
+    """Run ``(experiment id, config dict, seed, folder, cell)`` units (see :func:`prepare`), writing
+    each unit's table on arrival.
 
     Locally the units run in ``workers`` spawned processes (default one per core); with a
     ``dask.distributed`` scheduler address they run on that cluster and come back here to be written.
@@ -119,16 +139,19 @@ def execute(units: list, *, workers: int | None = None, scheduler: str | None = 
         raise ValueError(f"costs must have one entry per unit ({len(units)}), got {len(costs)}")
     order = sorted(range(len(units)), key=lambda i: -costs[i])
     units, costs = [units[i] for i in order], [float(costs[i]) for i in order]
-    weight = {(u[0], u[2], str(u[3])): c for u, c in zip(units, costs)}
+    weight = {(u[0], u[2], str(u[3]), u[4]): c for u, c in zip(units, costs)}
     bar = tqdm(total=sum(costs), disable=not progress, desc=desc,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
     done = [0]
 
+    def work(unit) -> tuple:
+        return unit[0], unit[1], unit[2], unit[4]
+
     def finish(unit, table: pd.DataFrame) -> None:
-        atomic_write_text(_seed_path(unit[3], unit[2]), table.to_csv(index=False))
+        atomic_write_text(_unit_path(unit[3], unit[2], unit[4]), table.to_csv(index=False))
         done[0] += 1
-        bar.set_postfix_str(f"{done[0]}/{len(units)} seeds, last {unit[0]}", refresh=False)
-        bar.update(weight[unit[0], unit[2], str(unit[3])])
+        bar.set_postfix_str(f"{done[0]}/{len(units)} units, last {unit[0]}", refresh=False)
+        bar.update(weight[unit[0], unit[2], str(unit[3]), unit[4]])
 
     try:
         if scheduler is not None:
@@ -139,28 +162,29 @@ def execute(units: list, *, workers: int | None = None, scheduler: str | None = 
             except (OSError, TimeoutError) as exc:
                 raise ValueError(f"scheduler {scheduler!r}: cannot connect ({exc})") from exc
             with client:
-                futures = {client.submit(seed_table, u[0], u[1], u[2], pure=False): u
-                           for u in units}
+                futures = {client.submit(seed_table, *work(u), pure=False): u for u in units}
                 for future in as_completed(futures):
                     finish(futures[future], future.result())
             return
         workers = min(workers or os.cpu_count() or 1, max(len(units), 1))
         if workers <= 1:
             for unit in units:
-                finish(unit, seed_table(*unit[:3]))
+                finish(unit, seed_table(*work(unit)))
             return
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-            futures = {pool.submit(seed_table, *u[:3]): u for u in units}
+            futures = {pool.submit(seed_table, *work(u)): u for u in units}
             for future in cf.as_completed(futures):
                 finish(futures[future], future.result())
     finally:
         bar.close()
 
 
-def collect(folder: Path, seeds: list[int]) -> pd.DataFrame:
-    """Concatenate the seed tables of a run folder and write ``results.csv`` atomically."""
-    table = pd.concat([pd.read_csv(_seed_path(folder, s)) for s in seeds], ignore_index=True)
+def collect(folder: Path, seeds: list[int], cells: list[str] | None = None) -> pd.DataFrame:
+    """Concatenate the unit tables of a run folder (seed by seed, and ``cells`` in order within a
+    seed for an experiment split into cells) and write ``results.csv`` atomically."""
+    table = pd.concat([pd.read_csv(_unit_path(folder, s, c)) for s in seeds
+                       for c in (cells or [None])], ignore_index=True)
     atomic_write_text(folder / "results.csv", table.to_csv(index=False))
     return table
 
@@ -173,7 +197,8 @@ def run_sweep(experiment: Experiment | str, config=None, seeds: Iterable[int] = 
     Args:
       experiment: an :class:`~coverage_sim.experiments.registry.Experiment` or its id.
       config: a config instance (default: the experiment's default config).
-      seeds: the seeds; each seed is one independent unit of work.
+      seeds: the seeds; each seed (or each cell of a seed, for an experiment split into cells) is
+        one independent unit of work.
       out: the run folder (created; resumed when it already holds this experiment and config).
       workers: local processes (default: one per core, at most one per pending seed); 1 runs in
         this process.
@@ -189,7 +214,7 @@ def run_sweep(experiment: Experiment | str, config=None, seeds: Iterable[int] = 
     config = experiment.default_config() if config is None else config
     folder, _cfg, seeds, pending = prepare(experiment, config, seeds, out)
     execute(pending, workers=workers, scheduler=scheduler, progress=progress, desc=experiment.id)
-    return collect(folder, seeds)
+    return collect(folder, seeds, experiment_cells(experiment, config))
 
 
 def load_run(folder: str | Path):

@@ -34,7 +34,8 @@ from coverage_sim.metrics import REFERENCE_PAIRS, policy_metrics, select_metrics
 from coverage_sim.objectives import Objective, objective as make_objective
 from coverage_sim.policies import Policy, TabularSoftmax
 
-__all__ = ["Run", "train", "train_many", "log_schedule", "package_versions"]
+__all__ = ["Run", "train", "train_many", "train_policies", "log_schedule",
+           "package_versions"]
 
 OPTIMIZERS = {"gd": _engine.GD, "adam": _engine.ADAM, "npg": _engine.NPG}
 _ADAM_DEFAULTS = (0.9, 0.999, 1e-8)
@@ -207,7 +208,7 @@ def _metric_plan(env: Bandit, objective: Objective, data, eval_data, metrics):
     return eval_data, names
 
 
-def _check_diverged(objective, theta, out_lp, out_loss, rec, config) -> None:
+def _check_diverged(objective, theta, out_lp, out_loss, rec, optimizer, lr) -> None:
     """FloatingPointError if the run produced NaN, an infinite loss or a loss that grew by orders of
     magnitude (a finite blow-up is as wrong as a NaN, only quieter)."""
     nan_lp = np.isnan(out_lp).any(axis=(1, 2))
@@ -229,13 +230,13 @@ def _check_diverged(objective, theta, out_lp, out_loss, rec, config) -> None:
         where = f"first {what} at recorded step {rec[bad[0]]}"
     raise FloatingPointError(
         f"training {objective.name!r} diverged ({where}) with optimizer="
-        f"{config['optimizer']!r}, lr={config['lr']}; lower lr (natural policy gradient divides "
+        f"{optimizer!r}, lr={lr}; lower lr (natural policy gradient divides "
         "by pi, so it needs small steps on objectives that push probabilities towards 0)")
 
 
 def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, plan, config,
             extra=None) -> Run:
-    _check_diverged(objective, theta, out_lp, out_loss, rec, config)
+    _check_diverged(objective, theta, out_lp, out_loss, rec, config["optimizer"], config["lr"])
     shaped = np.exp(out_lp).reshape((len(rec),) + env.shape)
     eval_data, names = plan
     metrics = policy_metrics(env, shaped, beta=objective.beta, data=data, eval_data=eval_data,
@@ -588,53 +589,58 @@ def _as_list(value, n: int, name: str) -> list:
     return [value] * n
 
 
-def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps: int, lr,
-               optimizer: str = "adam", seed: int = 0, policy: Policy | None = None,
-               record=None, eval_data: PairData | str | None = None,
-               adam=_ADAM_DEFAULTS, metrics: Sequence[str] | None = None,
-               progress: bool | None = None, batch_size: int | None = None, reuse: int = 1,
-               estimator=None) -> list[Run]:
-    """Train many independent problems at once, with a numba ``prange`` over the batch.
+@dataclass(frozen=True, eq=False)
+class _Batch:
+    """A trained batch: its problems, their metric plans and the engine's raw outputs."""
 
-    Any of ``envs``, ``objectives``, ``datas`` and ``lr`` may be a single value (shared) or a list
-    (one per problem); lists must have one common length B. All problems must have the same shape
-    and the same objective name (parameters such as ``beta`` may differ). Exact iterative DPO is not
-    batched (its pairs are rebuilt in Python between iterations); sampled iterative DPO is.
-    ``record``, ``eval_data``, ``metrics`` and ``progress`` are as in :func:`train`. The batch is
-    split over all numba threads (whole problems per thread, so a busy machine slows it down without
-    making threads wait for each other at every step).
+    envs: list
+    objectives: list
+    datas: list
+    policies: list
+    plans: list               # (eval_data, metric names) per problem; None when not asked for
+    sampled: list             # (batch_size, reuse, estimator) per problem
+    steps: int
+    record: np.ndarray
+    lrs: np.ndarray
+    adam: tuple
+    thetas: np.ndarray        # (B, P) final parameters
+    log_policies: np.ndarray  # (B, R, X, K)
+    losses: np.ndarray        # (B, R)
+    extra: list               # per problem: the sampled mode's `samples`/`queries` columns, or None
 
-    ``batch_size``, ``reuse`` and ``estimator`` (shared by all problems) select sampled training as
-    in :func:`train`; problem ``b`` draws from the sampling stream of ``seed + b``, so it equals
-    ``train(..., seed=seed + b)`` bit for bit, whatever the thread count.
+    @property
+    def size(self) -> int:
+        return len(self.envs)
 
-    Returns:
-      B :class:`Run` objects, in order. Problem ``b`` is initialised with seed ``seed + b``.
 
-    Examples:
-      >>> import coverage_sim as cs
-      >>> env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
-      >>> runs = cs.train_many(env, [cs.objective("rlhf", beta=b) for b in (0.5, 1.0)],
-      ...                      steps=500, lr=0.1)
-      >>> [round(float(r.policy[0]), 4) for r in runs]
-      [0.8808, 0.7311]
-    """
-    sizes = [len(v) for v in (envs, objectives, datas, lr) if isinstance(v, (list, tuple))]
+def _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, record, adam, *,
+                 eval_data=None, metrics=None, plans=True, progress=None, batch_size=None, reuse=1,
+                 estimator=None) -> _Batch:
+    """Validate a batch of problems (and, when ``plans``, their metric requests: before any step is
+    taken), compile their objectives and run them on the engine, exact or sampled."""
+    sizes = [len(v) for v in (envs, objectives, datas, lr, policy) if isinstance(v, (list, tuple))]
     n = max(sizes, default=1)
     if n == 0:
-        raise ValueError("envs, objectives, datas and lr lists must not be empty (train_many needs "
-                         "at least one problem)")
+        raise ValueError("envs, objectives, datas, lr and policy lists must not be empty "
+                         "(train_many needs at least one problem)")
     env_list = _as_list(envs, n, "envs")
     obj_list = _as_list(objectives, n, "objectives")
     data_list = _as_list(datas, n, "datas")
     lr_list = _as_list(lr, n, "lr")
-    checked = [_common_args(e, o, steps, lr_b, optimizer, policy, record)
-               for e, o, lr_b in zip(env_list, obj_list, lr_list)]
+    policy_list = _as_list(policy, n, "policy")
+    checked = [_common_args(e, o, steps, lr_b, optimizer, pol, record)
+               for e, o, lr_b, pol in zip(env_list, obj_list, lr_list, policy_list)]
     obj_list = [c[0] for c in checked]
+    policy_list = [c[4] for c in checked]
     steps, opt, policy, rec = checked[0][1], checked[0][3], checked[0][4], checked[0][5]
-    if not _is_engine_policy(policy):
-        raise ValueError(f"train_many batches engine policies only (TabularSoftmax, LogLinear), "
-                         f"got policy {policy!r}; train it problem by problem with train")
+    for pol in policy_list:
+        if not _is_engine_policy(pol):
+            raise ValueError(f"train_many batches engine policies only (TabularSoftmax, "
+                             f"LogLinear), got policy {pol!r}; train it problem by problem with "
+                             f"train")
+        if pol.kind != policy.kind:
+            raise ValueError(f"all policies of a batch must be of one kind, got {policy!r} and "
+                             f"{pol!r}")
     sampled = [sampling.check_training_options(o, d, batch_size, reuse, estimator)
                for o, d in zip(obj_list, data_list)]
     shape = env_list[0].shape
@@ -649,26 +655,33 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
                              "pass batch_size for sampled iterative DPO")
         _check_data(e, d, o)
     seed = check_int(seed, "seed", minimum=0)
-    plans = [_metric_plan(e, o, d, eval_data, metrics)
-             for e, o, d in zip(env_list, obj_list, data_list)]
+    plan_list = ([_metric_plan(e, o, d, eval_data, metrics)
+                  for e, o, d in zip(env_list, obj_list, data_list)] if plans else [None] * n)
     b1, b2, eps = _check_adam(adam)
-    thetas = np.stack([np.asarray(policy.init_params(e, np.random.default_rng(seed + b)),
-                                  dtype=np.float64) for b, e in enumerate(env_list)])
-    features = np.stack([policy.features_for(e) for e in env_list])
-    bases = np.stack([policy.base_for(e) for e in env_list])
+    thetas = [np.asarray(pol.init_params(e, np.random.default_rng(seed + b)), dtype=np.float64)
+              for b, (e, pol) in enumerate(zip(env_list, policy_list))]
+    if len({t.size for t in thetas}) > 1:
+        raise ValueError(f"all policies of a batch must have the same number of parameters, got "
+                         f"{sorted({t.size for t in thetas})}")
+    thetas = np.stack(thetas)
+    features = np.stack([pol.features_for(e) for e, pol in zip(env_list, policy_list)])
+    bases = np.stack([pol.base_for(e) for e, pol in zip(env_list, policy_list)])
     rlps = np.stack([e.ref_logp2d for e in env_list])
     lrs = np.array([c[2] for c in checked])
+
+    def batch(log_policies, losses, extra):
+        return _Batch(envs=env_list, objectives=obj_list, datas=data_list, policies=policy_list,
+                      plans=plan_list, sampled=sampled, steps=steps, record=rec, lrs=lrs,
+                      adam=(b1, b2, eps), thetas=thetas, log_policies=log_policies, losses=losses,
+                      extra=extra)
+
     if batch_size is not None:
         out_lp, out_loss, n_samples, n_queries = sampling.train_many_sampled(
             env_list, obj_list, data_list, policy, thetas, features, bases, rlps, opt, lrs,
             (b1, b2, eps), steps, rec, sampled[0][0], sampled[0][1], [t[2] for t in sampled],
             seed)
-        return [_finish(env_list[b], obj_list[b], policy, thetas[b], out_lp[b], out_loss[b], rec,
-                        data_list[b], plans[b],
-                        _config(env_list[b], obj_list[b], policy, steps, float(lrs[b]), optimizer,
-                                seed + b, (b1, b2, eps), rec, data_list[b], sampled[b]),
-                        extra={"samples": n_samples[b], "queries": n_queries[b]})
-                for b in range(n)]
+        return batch(out_lp, out_loss, [{"samples": n_samples[b], "queries": n_queries[b]}
+                                        for b in range(n)])
     all_terms = [o.terms(e, d) for o, e, d in zip(obj_list, env_list, data_list)]
     if len({t[5] for t in all_terms}) > 1:
         # Some pair matrices are rank one and some are not: one batch runs one kernel, the dense one.
@@ -681,10 +694,11 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
     out_loss = np.empty((n, rec.size))
     (code, prm, _, weights, probs, _, sym, d, act, linear, kl_coef, reward_coef, reward,
      rho) = stacked
-    step_ns, record_ns = _step_ns(all_terms[0], env_list[0], features[0], plans[0])
+    cost_plan = plan_list[0] if plans else (None, ())
+    step_ns, record_ns = _step_ns(all_terms[0], env_list[0], features[0], cost_plan)
     threads = min(n, numba.get_num_threads())
     work = _Work(progress, f"train_many {obj_list[0].name} (B={n}, K={k})", n * step_ns,
-                 n * record_ns, n * _finish_ns(env_list[0], plans[0]), steps, rec.size, threads)
+                 n * record_ns, n * _finish_ns(env_list[0], cost_plan), steps, rec.size, threads)
     with work:
         # One parallel region over the whole batch (per chunk when a bar is shown): each thread
         # runs whole problems, so a busy machine slows it down but never makes threads wait per
@@ -711,10 +725,95 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
             if last:
                 break
             first = stop
-        runs = []
-        for b in range(n):
-            config = _config(env_list[b], obj_list[b], policy, steps, float(lrs[b]), optimizer,
-                             seed + b, (b1, b2, eps), rec, data_list[b])
-            runs.append(_finish(env_list[b], obj_list[b], policy, thetas[b], out_lp[b],
-                                out_loss[b], rec, data_list[b], plans[b], config))
-        return work.finish(runs)
+        work.finish(None)
+    return batch(out_lp, out_loss, [None] * n)
+
+
+def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps: int, lr,
+               optimizer: str = "adam", seed: int = 0,
+               policy: Policy | Sequence[Policy] | None = None, record=None,
+               eval_data: PairData | str | None = None, adam=_ADAM_DEFAULTS,
+               metrics: Sequence[str] | None = None, progress: bool | None = None,
+               batch_size: int | None = None, reuse: int = 1, estimator=None) -> list[Run]:
+    """Train many independent problems at once, with a numba ``prange`` over the batch.
+
+    Any of ``envs``, ``objectives``, ``datas``, ``lr`` and ``policy`` may be a single value (shared)
+    or a list (one per problem); lists must have one common length B. All problems must have the
+    same shape and the same objective name (parameters such as ``beta`` may differ), and their
+    policies one kind and one parameter count (e.g. log-linear policies with each instance's own
+    features of one dimension). Exact iterative DPO is not batched (its pairs are rebuilt in Python
+    between iterations); sampled iterative DPO is. ``record``, ``eval_data``, ``metrics`` and
+    ``progress`` are as in :func:`train`. The batch is split over all numba threads (whole problems
+    per thread, so a busy machine slows it down without making threads wait for each other at
+    every step).
+
+    ``batch_size``, ``reuse`` and ``estimator`` (shared by all problems) select sampled training as
+    in :func:`train`; problem ``b`` draws from the sampling stream of ``seed + b``, so it equals
+    ``train(..., seed=seed + b)`` bit for bit, whatever the thread count.
+
+    Returns:
+      B :class:`Run` objects, in order. Problem ``b`` is initialised with seed ``seed + b``.
+
+    Examples:
+      >>> import coverage_sim as cs
+      >>> env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
+      >>> runs = cs.train_many(env, [cs.objective("rlhf", beta=b) for b in (0.5, 1.0)],
+      ...                      steps=500, lr=0.1)
+      >>> [round(float(r.policy[0]), 4) for r in runs]
+      [0.8808, 0.7311]
+    """
+    batch = _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, record, adam,
+                         eval_data=eval_data, metrics=metrics, progress=progress,
+                         batch_size=batch_size, reuse=reuse, estimator=estimator)
+    runs = []
+    for b in range(batch.size):
+        env, obj, data, pol = (batch.envs[b], batch.objectives[b], batch.datas[b],
+                               batch.policies[b])
+        config = _config(env, obj, pol, batch.steps, float(batch.lrs[b]), optimizer, seed + b,
+                         batch.adam, batch.record, data, batch.sampled[b])
+        runs.append(_finish(env, obj, pol, batch.thetas[b], batch.log_policies[b],
+                            batch.losses[b], batch.record, data, batch.plans[b], config,
+                            extra=batch.extra[b]))
+    return runs
+
+
+def train_policies(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps: int, lr,
+                   optimizer: str = "adam", seed: int = 0,
+                   policy: Policy | Sequence[Policy] | None = None, record=None,
+                   adam=_ADAM_DEFAULTS, progress: bool | None = None,
+                   batch_size: int | None = None, reuse: int = 1,
+                   estimator=None) -> np.ndarray:
+    """:func:`train_many` without the per-problem results: only the recorded log-policies.
+
+    The lean batched path for sweeps of many small problems (e.g. the gap atlas trains tens of
+    thousands): the same batch of problems, seeds and numba ``prange`` engine as :func:`train_many`,
+    but no :class:`Run`, history ``DataFrame``, metrics or config per problem, so the Python cost per
+    problem is only compiling its objective. Compute the metrics you need on the returned array
+    (:mod:`coverage_sim.metrics` takes leading batch axes).
+
+    Args:
+      envs, objectives, datas, steps, lr, optimizer, seed, policy, adam, progress, batch_size,
+        reuse, estimator: as :func:`train_many`.
+      record: record schedule as in :func:`train` (default about 50 log-spaced steps); pass
+        ``[steps]`` to keep only the final policy.
+
+    Returns:
+      ``log pi`` at the recorded steps, shape ``(B, R) + env.shape`` (``R`` recorded steps, in
+      increasing order). ``FloatingPointError`` if a problem diverged, as in :func:`train`.
+
+    Examples:
+      >>> import numpy as np, coverage_sim as cs
+      >>> env = cs.Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
+      >>> logp = cs.train_policies(env, [cs.objective("rlhf", beta=b) for b in (0.5, 1.0)],
+      ...                          steps=500, lr=0.1, record=[500])
+      >>> logp.shape, np.exp(logp[:, -1, 0]).round(4).tolist()
+      ((2, 1, 2), [0.8808, 0.7311])
+    """
+    batch = _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, record, adam,
+                         plans=False, progress=progress, batch_size=batch_size, reuse=reuse,
+                         estimator=estimator)
+    for b in range(batch.size):
+        _check_diverged(batch.objectives[b], batch.thetas[b], batch.log_policies[b],
+                        batch.losses[b], batch.record, optimizer, float(batch.lrs[b]))
+    shape = (batch.size, batch.record.size) + batch.envs[0].shape
+    return batch.log_policies.reshape(shape)

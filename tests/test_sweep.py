@@ -138,3 +138,46 @@ def test_config_overrides_are_type_checked():
         config_from_overrides(exp, {"steps": 1.5})
     with pytest.raises(ValueError, match="taus"):
         config_from_overrides(exp, {"taus": [-1.0]})
+
+
+def _cell_run(config, seed, cell):
+    rng = np.random.default_rng([seed, int(cell[1:])])
+    return pd.DataFrame({"cell": cell, "seed": seed, "step": np.arange(config.size), "metric": "x",
+                         "value": rng.normal(size=config.size)})
+
+
+def _register_cells():
+    if "test-cells" not in EXPERIMENTS:
+        register(Experiment(id="test-cells", figure="T1", title="test", paper="none", arxiv="-",
+                            claim="-", differences="-", config=_SlowConfig,
+                            run=lambda c, s: pd.concat([_cell_run(c, s, x) for x in
+                                                        ("c2", "c0", "c1")], ignore_index=True),
+                            plot=lambda t, c: None, check=lambda t, c: None,
+                            cells=lambda c: ["c2", "c0", "c1"], run_cell=_cell_run))
+    return get_experiment("test-cells")
+
+
+def test_cells_are_units_stored_and_resumed_one_by_one(tmp_path):
+    """An experiment split into cells: one file per (seed, cell), resumed cell by cell, and the
+    table is the seeds' ``run`` tables in seed order."""
+    exp = _register_cells()
+    first = run_sweep(exp, _SlowConfig(), seeds=[0, 1], out=tmp_path, progress=False, workers=1)
+    expected = pd.concat([exp.run(_SlowConfig(), s) for s in (0, 1)], ignore_index=True)
+    pd.testing.assert_frame_equal(first, expected)
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "seeds").rglob("*.csv"))
+    assert files == [f"seeds/seed-{s}/c{c}.csv" for s in (0, 1) for c in (0, 1, 2)]
+    lost = tmp_path / "seeds" / "seed-1" / "c0.csv"
+    lost.unlink()
+    kept = tmp_path / "seeds" / "seed-1" / "c1.csv"
+    stamp = kept.stat().st_mtime_ns
+    again = run_sweep(exp, _SlowConfig(), seeds=[0, 1], out=tmp_path, progress=False, workers=1)
+    assert lost.exists() and kept.stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(again, first)
+
+
+def test_register_needs_cells_and_run_cell_together():
+    with pytest.raises(ValueError, match="both cells and run_cell"):
+        register(Experiment(id="test-half-cells", figure="T2", title="t", paper="p", arxiv="-",
+                            claim="-", differences="-", config=_SlowConfig, run=_slow_run,
+                            plot=lambda t, c: None, check=lambda t, c: None,
+                            cells=lambda c: ["a"]))

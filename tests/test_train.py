@@ -298,6 +298,50 @@ def test_train_many_seeds_problem_b_with_seed_plus_b(env):
     assert not np.allclose(runs[0].snapshots[0], runs[1].snapshots[0])
 
 
+def test_train_many_takes_one_policy_per_problem():
+    """Log-linear policies with each instance's own features batch together; each run matches its
+    own train()."""
+    envs = [cs.random_bandit(5, seed=s) for s in range(3)]
+    rng = np.random.default_rng(1)
+    pols = [cs.LogLinear(rng.normal(size=(5, 2))) for _ in envs]
+    runs = cs.train_many(envs, cs.objective("online_ipo", beta=0.3), steps=60, lr=0.1,
+                         policy=pols)
+    for e, pol, run in zip(envs, pols, runs):
+        assert run.policy_model is pol
+        _assert_same_run(run, cs.train(e, cs.objective("online_ipo", beta=0.3), steps=60,
+                                       lr=0.1, policy=pol))
+
+
+def test_train_many_rejects_mixed_policy_kinds_and_sizes(env):
+    feats = np.random.default_rng(0).normal(size=(2, 5, 3))
+    with pytest.raises(ValueError, match="one kind"):
+        cs.train_many(env, "rlhf", steps=2, lr=0.1, policy=[cs.TabularSoftmax(),
+                                                              cs.LogLinear(feats)])
+    with pytest.raises(ValueError, match="number of parameters"):
+        cs.train_many(env, "rlhf", steps=2, lr=0.1, policy=[cs.LogLinear(feats),
+                                                              cs.LogLinear(feats[..., :2])])
+    with pytest.raises(ValueError, match="must have 3 entries to match the batch"):
+        cs.train_many([env, env], "rlhf", steps=2, lr=0.1, policy=[cs.TabularSoftmax()] * 3)
+
+
+def test_train_policies_returns_train_many_snapshots(env, data):
+    """The lean path runs the same engine: its log-policies are train_many's snapshots."""
+    objs = [cs.objective("sigmoid", beta=b) for b in (0.3, 1.0)]
+    for record in ([40], None):
+        logp = cs.train_policies(env, objs, data, steps=40, lr=0.05, record=record)
+        runs = cs.train_many(env, objs, data, steps=40, lr=0.05, record=record)
+        assert logp.shape == (2, runs[0].snapshots.shape[0]) + env.shape
+        for b, run in enumerate(runs):
+            np.testing.assert_array_equal(np.exp(logp[b]), run.snapshots)
+
+
+def test_train_policies_raises_on_divergence():
+    env = cs.azar_bandit()
+    with pytest.raises(FloatingPointError, match="lr"):
+        cs.train_policies(env, cs.objective("ipo", beta=0.1), cs.azar_d1(env), steps=2000,
+                          lr=0.1, optimizer="npg", record=[2000])
+
+
 # ---------------------------------------------------------------- iterative DPO
 
 

@@ -6,6 +6,9 @@ in :mod:`~coverage_sim.experiments.registry` and :mod:`~coverage_sim.experiments
 transformer versions live beside their paper's bandit version and register only when torch
 imports.
 
+This project's own experiments, which map what no single paper shows (the gap atlas, A1), live
+in :mod:`~coverage_sim.experiments.atlas`.
+
 Importing this package registers every experiment in :data:`EXPERIMENTS`.
 """
 
@@ -33,5 +36,7 @@ import coverage_sim.experiments.tang.best_of_2  # noqa: F401
 import coverage_sim.experiments.tajwar.tokens  # noqa: F401
 import coverage_sim.experiments.tang.transformer  # noqa: F401
 import coverage_sim.experiments.drpo.transformer  # noqa: F401
+# this project's own experiments (no single paper's figure)
+import coverage_sim.experiments.atlas.gap  # noqa: F401
 
 __all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "register", "config_from_overrides"]

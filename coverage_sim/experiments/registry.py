@@ -61,6 +61,16 @@ class Experiment:
     expected_failing: tuple[str, ...] = ()
     # Deprecated spelling of expected_verdict != "agrees", kept while experiments migrate.
     expected_to_agree: bool = True
+    # An experiment with many independent units of work per seed (the gap atlas) names them:
+    # ``cells(config)`` lists them and ``run_cell(config, seed, cell)`` runs one; a sweep then stores
+    # and resumes every (seed, cell) on its own. ``run`` must equal the concatenation of ``run_cell``
+    # over ``cells(config)``.
+    cells: Callable[[Any], list[str]] | None = None
+    run_cell: Callable[[Any, int, str], pd.DataFrame] | None = None
+    # When the tidy table is too large to commit (the gap atlas: ~20 MB), ``figure_table(table,
+    # config)`` gives the smaller tidy table (same closing columns) that `reproduce` writes to
+    # ``figures/<id>.csv``; the full table stays in the run folder's ``results.csv``.
+    figure_table: Callable[[pd.DataFrame, Any], pd.DataFrame] | None = None
 
     def __post_init__(self):
         check_choice(self.expected_verdict, "expected_verdict", VERDICTS)
@@ -130,6 +140,9 @@ def register(experiment: Experiment) -> Experiment:
     """Add an experiment to :data:`EXPERIMENTS` (ids are unique)."""
     if experiment.id in EXPERIMENTS:
         raise ValueError(f"experiment id {experiment.id!r} is registered twice")
+    if (experiment.cells is None) != (experiment.run_cell is None):
+        raise ValueError(f"experiment {experiment.id!r} must set both cells and run_cell, or "
+                         "neither")
     if not (dataclasses.is_dataclass(experiment.config)
             and experiment.config.__dataclass_params__.frozen):
         raise ValueError(f"config of {experiment.id!r} must be a frozen dataclass")
