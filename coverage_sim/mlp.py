@@ -35,7 +35,7 @@ Examples:
   >>> pol = MLPPolicy()
   >>> params = pol.init_params(env, np.random.default_rng(0))
   >>> params.size                                    # Tajwar's network at K = 100
-  96006
+  109698
   >>> bool(cs.metrics.kl_divergence(env, pol.probs(env, params), env.ref) < 0.05)
   True
 """
