@@ -35,24 +35,18 @@ from coverage_sim.experiments.common import (HAVE_TORCH, one_thread, require_tor
 from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_curve, register,
                                                 tidy_rows)
 from coverage_sim.experiments.tajwar.setting import ARXIV, PAPER
+from coverage_sim.experiments.tajwar.token_task import (DTYPES, sft_base_model, token_metrics,
+                                                        token_tables)
 from coverage_sim.plotting import mean_band, new_figure
-from coverage_sim.sequences import SequenceEnv, tajwar_token_env
+from coverage_sim.sequences import tajwar_token_env
 
 if HAVE_TORCH:
     import torch
 
     from coverage_sim.torch_backend import BestOfNLoss, draw_batch, sampled_backward
-    from coverage_sim.transformer import (
-        CausalTransformer,
-        TransformerConfig,
-        sample,
-        sft_to_reference,
-        token_logp,
-    )
 
 __all__ = ["EXPERIMENT", "TajwarTokensConfig", "check", "plot", "run"]
 
-_DTYPES = ("float32", "float64")
 _PLAIN, _PUSH = "Best-of-N", "Best-of-N + push-down worst"
 
 
@@ -120,52 +114,11 @@ class TajwarTokensConfig:
         check_int(self.eval_every, "eval_every", minimum=1)
         check_int(self.n_eval, "n_eval", minimum=2)
         check_in_range(self.threshold, "threshold", 0.0, 1.0, low_open=True, high_open=True)
-        check_choice(self.dtype, "dtype", _DTYPES)
+        check_choice(self.dtype, "dtype", DTYPES)
 
     @classmethod
     def quick(cls) -> TajwarTokensConfig:
         return cls(length=3, reuses=(10,), steps=60, sft_steps=40, n_eval=128)
-
-
-def _torch_dtype(name: str):
-    return torch.float32 if name == "float32" else torch.float64
-
-
-def _token_tables(env: SequenceEnv, config: TajwarTokensConfig):
-    """Per-token reward bump ``(V,)``, near-optimum mask ``(V,)`` and ``log pi_ref`` ``(L, V)``.
-
-    The bump is read off the env (the reward of the constant sequence ``(a, ..., a)`` is
-    ``bump(a)``, since Tajwar's token reward is the mean of per-token bumps).
-    """
-    V, L = env.vocab, env.length
-    tokens = np.repeat(np.arange(V)[:, None], L, axis=1)
-    bump = env.reward_of(np.zeros(V, dtype=np.int64), tokens)
-    centre = config.peak * V / 100.0
-    near = (np.abs(np.arange(V) - centre) <= config.near * V / 100.0).astype(np.float64)
-    with np.errstate(divide="ignore"):
-        ref_logp = np.log(np.asarray(env.ref)[0])
-    return bump, near, ref_logp
-
-
-@torch.no_grad() if HAVE_TORCH else (lambda f: f)
-def _token_metrics(model, tables, n_eval: int, generator) -> dict:
-    """Rao-Blackwellised Monte-Carlo metrics from ``n_eval`` policy samples.
-
-    With ``y ~ pi`` and ``p_t = pi(. | x, y_<t)``, ``E r = E_y[(1/L) sum_t p_t . bump]``,
-    ``mass near = E_y[(1/L) sum_t p_t . near]`` and ``KL(pi || pi_ref) = E_y[sum_t KL(p_t ||
-    ref_t)]`` (chain rule): unbiased, with lower variance than scoring the sampled tokens.
-    """
-    bump, near, ref_logp = tables
-    prompts = torch.zeros(n_eval, dtype=torch.long)
-    y = sample(model, prompts, generator)
-    lp = token_logp(model, prompts, y).double()            # (B, L, V)
-    p = lp.exp()
-    dt = torch.float64
-    reward = float((p @ torch.as_tensor(bump, dtype=dt)).mean())
-    mass = float((p @ torch.as_tensor(near, dtype=dt)).mean())
-    ref = torch.as_tensor(ref_logp, dtype=dt)
-    kl = float(torch.where(p > 0, p * (lp - ref), 0.0).sum(dim=(1, 2)).mean())
-    return {"reward": reward, "mass_near_opt": mass, "kl": kl}
 
 
 def run(config: TajwarTokensConfig, seed: int) -> pd.DataFrame:
@@ -177,18 +130,14 @@ def run(config: TajwarTokensConfig, seed: int) -> pd.DataFrame:
     require_torch()
     env = tajwar_token_env(length=config.length, vocab=config.vocab, peak=config.peak,
                            width=config.width)
-    tables = _token_tables(env, config)
+    tables = token_tables(env, config.peak, config.near)
     init_seed, sft_seed, train_seed, eval_seed = seed_streams(seed, 4)
     record = np.unique(np.r_[np.arange(0, config.steps + 1, config.eval_every), config.steps])
     frames = []
     with one_thread():
-        base = CausalTransformer(TransformerConfig(vocab=env.vocab, n_prompts=1,
-                                                   length=env.length),
-                                 seed=init_seed, dtype=_torch_dtype(config.dtype))
-        if config.sft_steps:
-            sft_to_reference(base, env, steps=config.sft_steps, lr=config.sft_lr,
-                             batch_size=config.sft_batch,
-                             generator=torch.Generator().manual_seed(sft_seed))
+        base = sft_base_model(env, init_seed=init_seed, sft_seed=sft_seed, dtype=config.dtype,
+                              sft_steps=config.sft_steps, sft_lr=config.sft_lr,
+                              sft_batch=config.sft_batch)
         for reuse in config.reuses:
             for c in (0.0, config.push_down):
                 model = copy.deepcopy(base)
@@ -199,7 +148,7 @@ def run(config: TajwarTokensConfig, seed: int) -> pd.DataFrame:
                 rows, batch = [], None
                 for step in range(config.steps + 1):
                     if step in record:
-                        rows.append(_token_metrics(model, tables, config.n_eval, eval_gen))
+                        rows.append(token_metrics(model, tables, config.n_eval, eval_gen))
                     if step == config.steps:
                         break
                     if step % reuse == 0:
