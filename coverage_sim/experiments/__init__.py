@@ -31,7 +31,9 @@ import coverage_sim.experiments.tang.classifier  # noqa: F401
 import coverage_sim.experiments.tang.best_of_2  # noqa: F401
 # the transformer versions register only when torch imports
 import coverage_sim.experiments.tajwar.tokens  # noqa: F401
+import coverage_sim.experiments.tajwar.token_peak  # noqa: F401
 import coverage_sim.experiments.tang.transformer  # noqa: F401
+import coverage_sim.experiments.tang.scaling  # noqa: F401
 import coverage_sim.experiments.drpo.transformer  # noqa: F401
 
 __all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "register", "config_from_overrides"]
