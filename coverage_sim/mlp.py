@@ -107,6 +107,7 @@ class MLPPolicy(Policy):
         self.device = default_device("cpu" if device is None else device)
         self._inputs: dict[int, torch.Tensor] = {}
         self._cache = None
+        self._sft_memo: dict[tuple, np.ndarray] = {}
 
     # ------------------------------------------------------------------ layout
 
@@ -274,11 +275,19 @@ class MLPPolicy(Policy):
         return out, kl
 
     def init_params(self, env, rng: np.random.Generator) -> np.ndarray:
-        """Tajwar's initialisation drawn from ``rng``, then ``sft_steps`` of SFT to ``pi_ref``."""
+        """Tajwar's initialisation drawn from ``rng``, then ``sft_steps`` of SFT to ``pi_ref``.
+
+        The SFT'd parameters are a deterministic function of the initial ones and the reference,
+        so they are remembered per (initial parameters, ``pi_ref``, context weights): an
+        experiment that trains several objectives from one seed fits once.
+        """
         params = self.random_params(env, rng)
-        if self.sft_steps:
-            params = self.sft(env, params)[0]
-        return params
+        if not self.sft_steps:
+            return params
+        key = (params.tobytes(), env.ref2d.tobytes(), env.context_weights.tobytes())
+        if key not in self._sft_memo:
+            self._sft_memo[key] = self.sft(env, params)[0]
+        return self._sft_memo[key].copy()
 
     def __repr__(self) -> str:
         return (f"MLPPolicy(hidden={self.hidden}, input_dim={self.input_dim}, "

@@ -35,5 +35,6 @@ import coverage_sim.experiments.tajwar.token_peak  # noqa: F401
 import coverage_sim.experiments.tang.transformer  # noqa: F401
 import coverage_sim.experiments.tang.scaling  # noqa: F401
 import coverage_sim.experiments.drpo.transformer  # noqa: F401
+import coverage_sim.experiments.capacity.findings  # noqa: F401
 
 __all__ = ["EXPERIMENTS", "Experiment", "get_experiment", "register", "config_from_overrides"]

@@ -1,16 +1,16 @@
 """Helpers shared by experiments of several papers: the optional torch dependency of the transformer
-experiments (``tajwar-tokens``, ``tang-transformer``, ``drpo-transformer``), their single-threaded
-torch context and seed streams, and curve read-outs.
+experiments (``tajwar-tokens``, ``tang-transformer``, ``drpo-transformer``, ...), seed streams, and
+curve read-outs.
 
 Torch is an optional dependency: :data:`HAVE_TORCH` says whether it imports, and the transformer
 experiments register only when it does (their configs, checks and plots are always importable).
-Each torch run uses one thread (restored afterwards), because the reproduce pool already runs one
-seed per core and a batch-1 gpt-nano is faster single-threaded.
+Each torch run uses one thread with deterministic algorithms
+(:func:`coverage_sim.torch_backend.reproducible`, restored afterwards): the reproduce pool already
+runs one seed per core, a batch-1 gpt-nano is faster single-threaded, and a fixed thread count is
+what makes a run bit-identical on one machine.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import numpy as np
 import pandas as pd
@@ -25,24 +25,13 @@ except ImportError:  # pragma: no cover - exercised only without torch
     torch = None
     HAVE_TORCH = False
 
-__all__ = ["HAVE_TORCH", "one_thread", "require_torch", "seed_streams", "steps_to_reach"]
+__all__ = ["HAVE_TORCH", "require_torch", "seed_streams", "steps_to_reach"]
 
 
 def require_torch():
     """Raise ImportError unless torch imports (the transformer experiments' runs need it)."""
     if not HAVE_TORCH:
         raise ImportError("the transfer experiments need torch (pip install torch)")
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch single-threaded inside the block, restoring the caller's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def seed_streams(seed: int, n: int) -> list[int]:

@@ -52,6 +52,8 @@ class Experiment:
     # False for a reproduction whose finding does not carry over (its `differences` say why): its
     # check keeps asserting the claim and fails, and `reproduce` counts that as the expected outcome.
     expected_to_agree: bool = True
+    # Optional markdown (e.g. a table) computed from the table, written into the figures index.
+    summary: Callable[[pd.DataFrame, Any], str] | None = None
 
     def default_config(self, quick: bool = False):
         return self.config.quick() if quick else self.config()

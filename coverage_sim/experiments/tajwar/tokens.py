@@ -17,7 +17,7 @@ reference's mode. Where this differs from the paper and from the bandit F3, and 
 Conventions: KL is ``KL(pi || pi_ref)`` in nats; the gold reward is the environment's
 ``reward_of``. All randomness comes from ``torch.Generator`` objects seeded from the run's seed
 (separate streams for initialisation, SFT, training draws and evaluation draws); each run uses one
-torch thread (:func:`~coverage_sim.experiments.common.one_thread`). Torch is optional: the
+torch thread with deterministic algorithms (:func:`coverage_sim.torch_backend.reproducible`). Torch is optional: the
 experiment registers only when it imports; the config, check and plot are always importable.
 """
 
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import (HAVE_TORCH, one_thread, require_torch, seed_streams,
+from coverage_sim.experiments.common import (HAVE_TORCH, require_torch, seed_streams,
                                               steps_to_reach)
 from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_curve, register,
                                                 tidy_rows)
@@ -43,7 +43,8 @@ from coverage_sim.sequences import tajwar_token_env
 if HAVE_TORCH:
     import torch
 
-    from coverage_sim.torch_backend import BestOfNLoss, draw_batch, sampled_backward
+    from coverage_sim.torch_backend import (BestOfNLoss, draw_batch, reproducible,
+                                            sampled_backward)
 
 __all__ = ["EXPERIMENT", "TajwarTokensConfig", "check", "plot", "run"]
 
@@ -75,6 +76,7 @@ class TajwarTokensConfig:
       threshold: gold reward level for "steps to reach" in the check and the figure.
       dtype: ``"float32"`` or ``"float64"`` (sampled training: Monte-Carlo noise >> float32
         rounding; float32 halves the run time).
+      device: torch device of the runs (``"cpu"``, ``"cuda"``, ...).
     """
 
     vocab: int = 100
@@ -95,6 +97,7 @@ class TajwarTokensConfig:
     n_eval: int = 256
     threshold: float = 0.5
     dtype: str = "float32"
+    device: str = "cpu"
 
     def __post_init__(self):
         check_int(self.vocab, "vocab", minimum=2)
@@ -115,6 +118,9 @@ class TajwarTokensConfig:
         check_int(self.n_eval, "n_eval", minimum=2)
         check_in_range(self.threshold, "threshold", 0.0, 1.0, low_open=True, high_open=True)
         check_choice(self.dtype, "dtype", DTYPES)
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device must be a torch device string such as 'cpu' or 'cuda', "
+                             f"got {self.device!r}")
 
     @classmethod
     def quick(cls) -> TajwarTokensConfig:
@@ -134,17 +140,18 @@ def run(config: TajwarTokensConfig, seed: int) -> pd.DataFrame:
     init_seed, sft_seed, train_seed, eval_seed = seed_streams(seed, 4)
     record = np.unique(np.r_[np.arange(0, config.steps + 1, config.eval_every), config.steps])
     frames = []
-    with one_thread():
+    device = torch.device(config.device)
+    with reproducible(threads=1, deterministic=True):
         base = sft_base_model(env, init_seed=init_seed, sft_seed=sft_seed, dtype=config.dtype,
                               sft_steps=config.sft_steps, sft_lr=config.sft_lr,
-                              sft_batch=config.sft_batch)
+                              sft_batch=config.sft_batch, device=device)
         for reuse in config.reuses:
             for c in (0.0, config.push_down):
                 model = copy.deepcopy(base)
                 loss = BestOfNLoss(config.n, push_down=c, online=True)
                 opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-                gen = torch.Generator().manual_seed(train_seed)
-                eval_gen = torch.Generator().manual_seed(eval_seed)
+                gen = torch.Generator(device=device).manual_seed(train_seed)
+                eval_gen = torch.Generator(device=device).manual_seed(eval_seed)
                 rows, batch = [], None
                 for step in range(config.steps + 1):
                     if step in record:

@@ -22,7 +22,6 @@ each run is single-threaded with deterministic algorithms
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,16 +39,21 @@ from coverage_sim.train import log_schedule
 if HAVE_TORCH:
     import torch
 
-    from coverage_sim.torch_backend import reproducible, train_exact
-    from coverage_sim.transformer import CausalTransformer, TransformerConfig, sft_to_reference
+    from coverage_sim.torch_backend import reproducible
+    from coverage_sim.transformer import CausalTransformer, TransformerConfig
+    from coverage_sim.transformer_stack import (TransformerStack, sft_stack_to_reference,
+                                                train_exact_stack)
 
-__all__ = ["METHODS", "SIZES", "TokenTaskConfig", "final_gaps", "seed_data", "sft_model",
-           "tidy_history", "token_task_env", "train_methods"]
+__all__ = ["METHODS", "SIZES", "TokenTaskConfig", "block_seeds", "final_gaps", "seed_data",
+           "sft_stack", "tidy_history", "token_task_env", "train_methods"]
 
-#: Transformer sizes by name: (n_layer, n_head, n_embd). Widths at depth 2 (each step ~15x the
-#: parameters, Tang et al.'s 16x), and minGPT's gpt-nano.
-SIZES = {"w8": dict(n_layer=2, n_head=2, n_embd=8),
+#: Transformer sizes by name: (n_layer, n_head, n_embd). Widths at depth 2 (4x the width, about
+#: 16x the block parameters per step, Tang et al.'s 16x), and minGPT's gpt-nano.
+SIZES = {"w4": dict(n_layer=2, n_head=2, n_embd=4),
+         "w8": dict(n_layer=2, n_head=2, n_embd=8),
+         "w16": dict(n_layer=2, n_head=2, n_embd=16),
          "w32": dict(n_layer=2, n_head=2, n_embd=32),
+         "w64": dict(n_layer=2, n_head=4, n_embd=64),
          "w128": dict(n_layer=2, n_head=4, n_embd=128),
          "gpt-nano": dict(n_layer=3, n_head=3, n_embd=48)}
 #: The two arms: online IPO (proxy labels on the policy's pairs), offline IPO (n gold pairs).
@@ -79,6 +83,10 @@ class TokenTaskConfig:
       dtype: ``"float32"`` (default: exact gradients, and float32 rounding is far below the seed
         spread; about 1.5x faster) or ``"float64"``.
       device: torch device of the runs (``"cpu"``, ``"cuda"``, ...).
+      seeds_per_run: seeds trained together by one run (one ``seed`` of the registry is a block:
+        run ``b`` trains seeds ``b * seeds_per_run`` to ``(b + 1) * seeds_per_run - 1``, as one
+        stack of independent models, :mod:`coverage_sim.transformer_stack`); the table's
+        ``seed`` column holds those seeds.
     """
 
     vocab: int = 4
@@ -89,13 +97,14 @@ class TokenTaskConfig:
     instance_seed: int = 0
     n_pairs: int = 300
     proxy_l2: float = 1e-3
-    steps: int = 400
-    lr: float = 3e-3
-    sft_steps: int = 200
-    sft_lr: float = 3e-3
+    steps: int = 300
+    lr: float = 5e-3
+    sft_steps: int = 100
+    sft_lr: float = 1e-2
     record_points: int = 5
     dtype: str = "float32"
     device: str = "cpu"
+    seeds_per_run: int = 8
 
     def __post_init__(self):
         check_int(self.vocab, "vocab", minimum=2)
@@ -115,6 +124,7 @@ class TokenTaskConfig:
         check_positive(self.sft_lr, "sft_lr")
         check_int(self.record_points, "record_points", minimum=2)
         check_choice(self.dtype, "dtype", _DTYPES)
+        check_int(self.seeds_per_run, "seeds_per_run", minimum=1)
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a torch device string such as 'cpu' or 'cuda', "
                              f"got {self.device!r}")
@@ -150,34 +160,41 @@ def seed_data(env: SequenceEnv, config: TokenTaskConfig, seed: int):
     return data, fit_bradley_terry(data, l2=config.proxy_l2), init_seed
 
 
+def block_seeds(config: TokenTaskConfig, run_seed: int) -> list[int]:
+    """The seeds that registry run ``run_seed`` trains (see ``seeds_per_run``)."""
+    k = config.seeds_per_run
+    return list(range(run_seed * k, (run_seed + 1) * k))
+
+
 def _dtype(config: TokenTaskConfig):
     return torch.float32 if config.dtype == "float32" else torch.float64
 
 
-def sft_model(env: SequenceEnv, size: str, config: TokenTaskConfig, init_seed: int):
-    """A transformer of ``size`` initialised from ``init_seed`` and SFT'd exactly to ``pi_ref``;
-    returns ``(model, residual KL(pi_ref || pi))``."""
+def sft_stack(env: SequenceEnv, size: str, config: TokenTaskConfig, init_seeds):
+    """One transformer of ``size`` per initialisation seed, stacked, SFT'd exactly to ``pi_ref``
+    together; returns ``(stack, residual KL(pi_ref || pi) per seed)``."""
     check_choice(size, "size", SIZES)
-    model = CausalTransformer(TransformerConfig(vocab=env.vocab, n_prompts=1, length=env.length,
-                                                **SIZES[size]),
-                              seed=init_seed, dtype=_dtype(config), device=config.device)
+    cfg = TransformerConfig(vocab=env.vocab, n_prompts=1, length=env.length, **SIZES[size])
+    stack = TransformerStack([CausalTransformer(cfg, seed=s, dtype=_dtype(config),
+                                                device=config.device) for s in init_seeds])
     with reproducible(threads=1, deterministic=True):
-        losses = (sft_to_reference(model, env, steps=config.sft_steps, lr=config.sft_lr)
-                  if config.sft_steps else np.zeros(1))
-    return model, float(losses[-1])
+        kl = (sft_stack_to_reference(stack, env, steps=config.sft_steps, lr=config.sft_lr)[-1]
+              if config.sft_steps else np.zeros(len(stack)))
+    return stack, kl
 
 
-def train_methods(env: SequenceEnv, base, data, r_hat, tau: float, config: TokenTaskConfig
+def train_methods(env: SequenceEnv, stack, datas, r_hats, tau: float, config: TokenTaskConfig
                   ) -> dict:
-    """Online and offline IPO at ``tau`` from copies of ``base``: ``{method: history}``."""
-    objectives = {"online": (objective("online_ipo", beta=tau, reward=r_hat), None),
-                  "offline": (objective("ipo", beta=tau), data)}
+    """Online and offline IPO at ``tau`` from copies of ``stack`` (one seed's data and proxy per
+    model): ``{method: [history per seed]}``."""
     record = log_schedule(config.steps, config.record_points)
+    plans = {"online": ([objective("online_ipo", beta=tau, reward=r) for r in r_hats], None),
+             "offline": ([objective("ipo", beta=tau)] * len(datas), list(datas))}
     out = {}
     with reproducible(threads=1, deterministic=True):
-        for method, (obj, d) in objectives.items():
-            out[method] = train_exact(env, obj, d, model=copy.deepcopy(base), steps=config.steps,
-                                      lr=config.lr, record=record, device=config.device).history
+        for method, (objs, data) in plans.items():
+            out[method] = train_exact_stack(env, objs, data, stack=stack.copy(),
+                                            steps=config.steps, lr=config.lr, record=record)
     return out
 
 
