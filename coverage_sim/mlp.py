@@ -156,13 +156,9 @@ class MLPPolicy(Policy):
             raise ValueError("params must be finite")
         return theta
 
-    def _logp(self, env: Bandit, flat: torch.Tensor) -> torch.Tensor:
-        """``log pi`` ``(X, K)`` of the flat parameter tensor (differentiable)."""
-        views, start = [], 0
-        for shape in self.shapes(env.n_responses):
-            n = math.prod(shape)
-            views.append(flat[start:start + n].view(shape))
-            start += n
+    def _logp(self, env: Bandit, views) -> torch.Tensor:
+        """``log pi`` ``(X, K)`` of the parameter tensors (in :meth:`shapes` order;
+        differentiable)."""
         h = F.linear(self._input_tensor(env.n_contexts), views[0], views[1])
         h = F.relu(F.layer_norm(h, (self.hidden[0],), views[2], views[3]))
         for i in range(4, len(views) - 2, 2):
@@ -173,18 +169,34 @@ class MLPPolicy(Policy):
             logits = logits.masked_fill(~support, -math.inf)
         return torch.log_softmax(logits, dim=-1)
 
-    def _tensor(self, theta: np.ndarray, grad: bool) -> torch.Tensor:
-        return torch.tensor(theta, dtype=self.dtype, device=self.device, requires_grad=grad)
+    def _tensors(self, env: Bandit, theta: np.ndarray, grad: bool) -> list[torch.Tensor]:
+        """One leaf tensor per parameter (slicing one flat leaf would make every backward pass
+        scatter each slice's gradient into a zero vector of the full size)."""
+        out, start = [], 0
+        for shape in self.shapes(env.n_responses):
+            n = math.prod(shape)
+            out.append(torch.tensor(theta[start:start + n].reshape(shape), dtype=self.dtype,
+                                    device=self.device, requires_grad=grad))
+            start += n
+        return out
+
+    @staticmethod
+    def _flat(tensors) -> np.ndarray:
+        sizes = [t.numel() for t in tensors]
+        out = np.empty(sum(sizes))
+        for t, a, b in zip(tensors, np.cumsum([0] + sizes[:-1]), np.cumsum(sizes)):
+            out[a:b] = t.detach().reshape(-1).cpu().numpy()
+        return out
 
     def logp(self, env, params) -> np.ndarray:
         """``log pi`` shaped like ``env.ref`` (a forward pass; ``-inf`` off the support)."""
         env = self._check_env(env)
         theta = self._params(env, params)
         with reproducible(self.threads, deterministic=None):
-            flat = self._tensor(theta, grad=True)
-            lp = self._logp(env, flat)
+            leaves = self._tensors(env, theta, grad=True)
+            lp = self._logp(env, leaves)
         # train() asks for grad at the parameters it just evaluated: keep that graph.
-        self._cache = (env, theta.copy(), flat, lp)
+        self._cache = (env, theta.copy(), leaves, lp)
         return env.like_ref(lp.detach().double().cpu().numpy())
 
     def grad(self, env, params, grad_logp) -> np.ndarray:
@@ -200,14 +212,14 @@ class MLPPolicy(Policy):
         with reproducible(self.threads, deterministic=None):
             cache = self._cache
             if (cache is not None and cache[0] is env and np.array_equal(cache[1], theta)):
-                flat, lp = cache[2], cache[3]
+                leaves, lp = cache[2], cache[3]
             else:
-                flat = self._tensor(theta, grad=True)
-                lp = self._logp(env, flat)
+                leaves = self._tensors(env, theta, grad=True)
+                lp = self._logp(env, leaves)
             self._cache = None
-            (out,) = torch.autograd.grad(lp, flat, torch.as_tensor(g, dtype=lp.dtype,
-                                                                   device=self.device))
-        return out.double().cpu().numpy()
+            out = torch.autograd.grad(lp, leaves, torch.as_tensor(g, dtype=lp.dtype,
+                                                                  device=self.device))
+        return self._flat(out)
 
     # ------------------------------------------------------------------ initialisation
 
@@ -257,10 +269,10 @@ class MLPPolicy(Policy):
         weights = torch.tensor(env.context_weights, dtype=self.dtype, device=self.device)
         kl = np.empty(steps + 1)
         with reproducible(self.threads, deterministic=None):
-            flat = self._tensor(theta, grad=True)
-            opt = torch.optim.Adam([flat], lr=lr)
+            leaves = self._tensors(env, theta, grad=True)
+            opt = torch.optim.Adam(leaves, lr=lr)
             for step in range(steps + 1):
-                lp = torch.where(support, self._logp(env, flat), 0.0)
+                lp = torch.where(support, self._logp(env, leaves), 0.0)
                 terms = torch.where(support, lp.exp() * (lp - ref_lp), 0.0)
                 loss = (weights * terms.sum(dim=1)).sum()
                 kl[step] = float(loss.detach())
@@ -271,7 +283,7 @@ class MLPPolicy(Policy):
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
-            out = flat.detach().double().cpu().numpy()
+            out = self._flat([t.detach() for t in leaves])
         return out, kl
 
     def init_params(self, env, rng: np.random.Generator) -> np.ndarray:

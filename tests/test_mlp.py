@@ -168,7 +168,10 @@ def test_train_with_mlp_equals_a_torch_loop():
     ref_lp = torch.tensor(np.where(env.ref2d > 0, env.ref_logp2d, 0.0))
     w = torch.tensor(env.context_weights)
     for _ in range(steps):
-        lp = torch.where(support, pol._logp(env, theta), 0.0)       # 0 off the support (no NaN)
+        shapes = pol.shapes(env.n_responses)
+        views = [v.view(sh) for v, sh in zip(torch.split(theta, [int(np.prod(sh)) for sh in shapes]),
+                                             shapes)]
+        lp = torch.where(support, pol._logp(env, views), 0.0)       # 0 off the support (no NaN)
         pi = lp.exp()
         per_x = torch.where(support, pi * (r - beta * (lp - ref_lp)), 0.0).sum(dim=1)
         loss = -(w * per_x).sum()

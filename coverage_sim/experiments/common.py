@@ -25,13 +25,31 @@ except ImportError:  # pragma: no cover - exercised only without torch
     torch = None
     HAVE_TORCH = False
 
-__all__ = ["HAVE_TORCH", "require_torch", "seed_streams", "steps_to_reach"]
+__all__ = ["HAVE_TORCH", "check_device", "require_torch", "seed_streams", "steps_to_reach"]
 
 
 def require_torch():
     """Raise ImportError unless torch imports (the transformer experiments' runs need it)."""
     if not HAVE_TORCH:
         raise ImportError("the transfer experiments need torch (pip install torch)")
+
+
+def check_device(value, name: str = "device") -> str:
+    """A torch experiment's ``device`` field: a device string torch accepts (``"cpu"``,
+    ``"cuda"``, ``"cuda:1"``, ...); a CUDA device must be available. Without torch only the type
+    is checked."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a torch device string such as 'cpu' or 'cuda', got "
+                         f"{value!r}")
+    if HAVE_TORCH:
+        try:
+            device = torch.device(value)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"{name} must be a torch device string such as 'cpu' or 'cuda', "
+                             f"got {value!r}") from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"{name}={value!r} but torch sees no CUDA device; use 'cpu'")
+    return value
 
 
 def seed_streams(seed: int, n: int) -> list[int]:

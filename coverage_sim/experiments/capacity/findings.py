@@ -100,12 +100,12 @@ class CapacityConfig:
 
     findings: tuple[str, ...] = tuple(FINDINGS)
     policies: tuple[str, ...] = POLICY_CLASSES
-    peak_steps: int = 1200
-    push_steps: int = 300
-    azar_steps: int = 2000
-    tang_steps: int = 600
-    xu_steps: int = 1000
-    razin_steps: int = 1000
+    peak_steps: int = 800
+    push_steps: int = 200
+    azar_steps: int = 1000
+    tang_steps: int = 400
+    xu_steps: int = 600
+    razin_steps: int = 600
 
     def __post_init__(self):
         check_tuple(self.findings, "findings", lambda v, name: check_choice(v, name, FINDINGS))

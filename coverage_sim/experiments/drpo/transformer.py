@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import (HAVE_TORCH, require_torch, seed_streams,
+from coverage_sim.experiments.common import (HAVE_TORCH, check_device, require_torch, seed_streams,
                                               steps_to_reach)
 from coverage_sim.experiments.drpo.setting import (ARXIV, PAPER, RESETS, ROOT, reset_objective,
                                                     start_distribution)
@@ -102,9 +102,7 @@ class DRPOTransformerConfig:
         check_int(self.sft_steps, "sft_steps")
         check_in_range(self.threshold, "threshold", 0.0, 1.0, low_open=True, high_open=True)
         check_int(self.record_points, "record_points", minimum=2)
-        if not isinstance(self.device, str) or not self.device:
-            raise ValueError(f"device must be a torch device string such as 'cpu' or 'cuda', "
-                             f"got {self.device!r}")
+        check_device(self.device)
 
     @classmethod
     def quick(cls) -> DRPOTransformerConfig:

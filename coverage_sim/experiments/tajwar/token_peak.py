@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import HAVE_TORCH, require_torch, seed_streams
+from coverage_sim.experiments.common import HAVE_TORCH, check_device, require_torch, seed_streams
 from coverage_sim.experiments.registry import (Experiment, mean_ci, mean_curve, register,
                                                 tidy_rows)
 from coverage_sim.experiments.tajwar.setting import (ARXIV, METHOD_COLOURS, OFFLINE, ON_POLICY,
@@ -123,9 +123,7 @@ class TajwarTokenPeakConfig:
         check_int(self.n_eval, "n_eval", minimum=2)
         check_in_range(self.min_lead, "min_lead", 0.0, 1.0)
         check_choice(self.dtype, "dtype", DTYPES)
-        if not isinstance(self.device, str) or not self.device:
-            raise ValueError(f"device must be a torch device string such as 'cpu' or 'cuda', "
-                             f"got {self.device!r}")
+        check_device(self.device)
 
     @classmethod
     def quick(cls) -> TajwarTokenPeakConfig:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import (HAVE_TORCH, require_torch, seed_streams,
+from coverage_sim.experiments.common import (HAVE_TORCH, check_device, require_torch, seed_streams,
                                               steps_to_reach)
 from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_curve, register,
                                                 tidy_rows)
@@ -118,9 +118,7 @@ class TajwarTokensConfig:
         check_int(self.n_eval, "n_eval", minimum=2)
         check_in_range(self.threshold, "threshold", 0.0, 1.0, low_open=True, high_open=True)
         check_choice(self.dtype, "dtype", DTYPES)
-        if not isinstance(self.device, str) or not self.device:
-            raise ValueError(f"device must be a torch device string such as 'cpu' or 'cuda', "
-                             f"got {self.device!r}")
+        check_device(self.device)
 
     @classmethod
     def quick(cls) -> TajwarTokensConfig:

@@ -30,7 +30,7 @@ from scipy.special import softmax
 
 from coverage_sim._validation import check_choice, check_int, check_positive
 from coverage_sim.data import offline_pairs
-from coverage_sim.experiments.common import HAVE_TORCH, seed_streams
+from coverage_sim.experiments.common import HAVE_TORCH, check_device, seed_streams
 from coverage_sim.objectives import objective
 from coverage_sim.reward_model import fit_bradley_terry
 from coverage_sim.sequences import SequenceEnv, enumerate_sequences
@@ -125,9 +125,7 @@ class TokenTaskConfig:
         check_int(self.record_points, "record_points", minimum=2)
         check_choice(self.dtype, "dtype", _DTYPES)
         check_int(self.seeds_per_run, "seeds_per_run", minimum=1)
-        if not isinstance(self.device, str) or not self.device:
-            raise ValueError(f"device must be a torch device string such as 'cpu' or 'cuda', "
-                             f"got {self.device!r}")
+        check_device(self.device)
 
 
 def token_task_env(config: TokenTaskConfig) -> SequenceEnv:
