@@ -12,6 +12,9 @@ Three kinds of step, each timed per device (CPU, and CUDA when ``torch.cuda.is_a
 * **exact** -- one step of :func:`coverage_sim.torch_backend.train_exact` (forward and backward over
   every sequence, the core's exact online-IPO gradient, one Adam step) on the token task of the
   scaling experiment (``tang-scaling``); throughput = ``V**L x L`` tokens per step / step time.
+  The "stack of 8" rows train 8 independent models in one batched step
+  (:func:`coverage_sim.transformer_stack.train_exact_stack`, as ``tang-scaling`` and
+  ``tang-transformer`` do): ``8 x V**L x L`` tokens per step.
 * **mlp** -- one step of :func:`coverage_sim.train` with Tajwar's bandit MLP
   (:class:`coverage_sim.mlp.MLPPolicy`, K = 100 arms, exact online IPO): forward, the core's
   gradient, the vector-Jacobian product and the numpy Adam update; reported as steps per second.
@@ -50,6 +53,7 @@ from coverage_sim.sequences import tajwar_token_env
 from coverage_sim.torch_backend import (draw_batch, exact_backward, reproducible,
                                         sampled_backward, sampled_loss)
 from coverage_sim.transformer import CausalTransformer, TransformerConfig
+from coverage_sim.transformer_stack import TransformerStack, train_exact_stack
 
 GPT = {"gpt-nano": dict(n_layer=3, n_head=3, n_embd=48),
        "gpt-micro": dict(n_layer=4, n_head=4, n_embd=128),
@@ -88,23 +92,35 @@ class _SampledCase:
 
 
 class _ExactCase:
-    """One model trained by exact steps (every sequence enumerated)."""
+    """One model (``stack=None``) or a stack of independent models trained by exact steps (every
+    sequence enumerated); a stack step is one :func:`train_exact_stack` step."""
 
-    def __init__(self, cfg, dtype, device, env, objective):
-        self.model = CausalTransformer(cfg, seed=0, dtype=dtype, device=device)
+    def __init__(self, cfg, dtype, device, env, objective, stack=None):
         self.env, self.objective, self.device = env, objective, device
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         self.times = []
-        self.tokens = env.n_prompts * env.n_sequences * env.length
+        self.tokens = env.n_prompts * env.n_sequences * env.length * (stack or 1)
+        if stack is None:
+            self.model = CausalTransformer(cfg, seed=0, dtype=dtype, device=device)
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        else:
+            self.stack = TransformerStack([CausalTransformer(cfg, seed=s, dtype=dtype,
+                                                             device=device)
+                                           for s in range(stack)])
+        self.is_stack = stack is not None
 
     def step(self):
         _sync(self.device)
         t0 = time.perf_counter()
-        self.opt.zero_grad()
-        exact_backward(self.model, self.env, self.objective)
-        self.opt.step()
+        if self.is_stack:
+            # 10 steps per call (one extra forward and the metrics at the end), time / 10
+            train_exact_stack(self.env, self.objective, stack=self.stack, steps=10, lr=1e-4,
+                              record=[10])
+        else:
+            self.opt.zero_grad()
+            exact_backward(self.model, self.env, self.objective)
+            self.opt.step()
         _sync(self.device)
-        self.times.append(time.perf_counter() - t0)
+        self.times.append((time.perf_counter() - t0) / (10 if self.is_stack else 1))
 
 
 def _median_pair(cases: dict, steps: int) -> dict:
@@ -138,7 +154,7 @@ def bench_sampled(device, models, threads, steps, batch):
     return out
 
 
-def bench_exact(device, models, threads, steps):
+def bench_exact(device, models, threads, steps, stack):
     config = ScalingConfig()
     env = scaling_env(config)
     obj = cs.objective("online_ipo", beta=0.03, reward=env.bandit.reward)
@@ -148,11 +164,13 @@ def bench_exact(device, models, threads, steps):
     for name, kw in sizes.items():
         cfg = TransformerConfig(vocab=env.vocab, n_prompts=1, length=env.length, **kw)
         n_par = sum(p.numel() for p in CausalTransformer(cfg).parameters())
-        cases = {dt: _ExactCase(cfg, dt, device, env, obj) for dt in DTYPES}
-        label = f"exact V={env.vocab} L={env.length}"
-        for dt, sec in _median_pair(cases, steps).items():
-            out[(device.type, name, dt, "exact")] = _row(device.type, name, n_par, dt, threads,
-                                                         label, cases[dt].tokens, sec)
+        for n_stack in (None, stack):
+            cases = {dt: _ExactCase(cfg, dt, device, env, obj, n_stack) for dt in DTYPES}
+            label = f"exact V={env.vocab} L={env.length}" + (
+                f", stack of {n_stack}" if n_stack else "")
+            for dt, sec in _median_pair(cases, steps).items():
+                out[(device.type, name, dt, label)] = _row(device.type, name, n_par, dt, threads,
+                                                           label, cases[dt].tokens, sec)
     return out
 
 
@@ -185,6 +203,8 @@ def main(argv=None):
     ap.add_argument("--device", default=None,
                     help="comma-separated devices (default: cpu, and cuda when available)")
     ap.add_argument("--kinds", default="sampled,exact,mlp", help="subset of sampled,exact,mlp")
+    ap.add_argument("--stack", type=int, default=8,
+                    help="models per stack in the stacked exact rows (the experiments' 8 seeds)")
     args = ap.parse_args(argv)
     steps = args.steps or (5 if args.quick else 20)
     models = ["gpt-nano"] if args.quick else list(GPT)
@@ -207,7 +227,7 @@ def main(argv=None):
         for n_threads in (threads if device.type == "cpu" else [threads[0]]):
             with reproducible(threads=n_threads, deterministic=None):
                 if "exact" in kinds:
-                    bench_exact(device, models, n_threads, steps)
+                    bench_exact(device, models, n_threads, steps, args.stack)
                 if "sampled" in kinds:
                     bench_sampled(device, models, n_threads, steps, args.batch)
     if "mlp" in kinds:

@@ -246,7 +246,8 @@ class MLPPolicy(Policy):
 
     def sft(self, env, params, *, steps: int | None = None, lr: float | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
-        """SFT to the reference (Tajwar's ``run_sft``): Adam on ``sum_x w_x KL(pi(.|x) || pi_ref(.|x))``.
+        """SFT to the reference (Tajwar's ``run_sft``): Adam on the reverse KL
+        ``sum_x w_x KL(pi(.|x) || pi_ref(.|x))``.
 
         Args:
           env: the bandit (its ``pi_ref`` is the target; ``context_weights`` weight the contexts).

@@ -68,9 +68,9 @@ from coverage_sim.transformer import (CausalTransformer, TransformerConfig, _che
                                       _check_generator, _sample, _sequence_logp, sample_reference,
                                       sequence_logp_table)
 
-__all__ = ["default_device", "reproducible", "TorchRun", "SequenceBatch", "SampledLoss", "PairwiseLoss",
-           "ReinforceLoss", "BestOfNLoss", "sampled_loss", "draw_batch", "sampled_backward",
-           "exact_backward", "train_exact", "train_sampled"]
+__all__ = ["default_device", "reproducible", "TorchRun", "SequenceBatch", "SampledLoss",
+           "PairwiseLoss", "ReinforceLoss", "BestOfNLoss", "sampled_loss", "draw_batch",
+           "sampled_backward", "exact_backward", "train_exact", "train_sampled"]
 
 OPTIMIZERS = ("adam", "sgd")
 #: Up to this many responses the default held-out ranking pairs (pi_ref x pi_ref) are evaluated.

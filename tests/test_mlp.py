@@ -169,8 +169,8 @@ def test_train_with_mlp_equals_a_torch_loop():
     w = torch.tensor(env.context_weights)
     for _ in range(steps):
         shapes = pol.shapes(env.n_responses)
-        views = [v.view(sh) for v, sh in zip(torch.split(theta, [int(np.prod(sh)) for sh in shapes]),
-                                             shapes)]
+        sizes = [int(np.prod(sh)) for sh in shapes]
+        views = [v.view(sh) for v, sh in zip(torch.split(theta, sizes), shapes)]
         lp = torch.where(support, pol._logp(env, views), 0.0)       # 0 off the support (no NaN)
         pi = lp.exp()
         per_x = torch.where(support, pi * (r - beta * (lp - ref_lp)), 0.0).sum(dim=1)

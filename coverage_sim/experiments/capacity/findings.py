@@ -91,8 +91,7 @@ class CapacityConfig:
       policies: subset of ``("tabular", "loglinear", "mlp")``.
       peak_steps: Adam steps of F1 (``tajwar-peak``'s quick length).
       push_steps: Adam steps of F3 (lr 0.01, Tajwar's optimiser, for every class).
-      azar_steps: gradient steps of F5 (tau 0.1; the MLP uses Adam lr 1e-3: gradient descent at
-        the table's lr 0.3 is a step size for logits, not for a deep network).
+      azar_steps: gradient steps of F5 (tau 0.1; the figure's gradient descent, lr 0.3).
       tang_steps: Adam steps of F6 (taus 0.01, 0.1, 1).
       xu_steps: steps of F11.
       razin_steps: steps of F15.
@@ -116,8 +115,9 @@ class CapacityConfig:
 
     @classmethod
     def quick(cls) -> CapacityConfig:
-        return cls(peak_steps=150, push_steps=60, azar_steps=200, tang_steps=100, xu_steps=100,
-                   razin_steps=100)
+        """The exact classes only (the check is about the tabular column; the MLP runs are the
+        expensive part and are exercised by the tests)."""
+        return cls(policies=("tabular", "loglinear"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -154,8 +154,7 @@ def _f3(kind, seed, config):
 
 
 def _f5(kind, seed, config):
-    cfg = AzarConfig(taus=(0.1,), steps=config.azar_steps, policy=kind,
-                     **({} if kind == "tabular" else {"optimizer": "adam", "lr": 1e-3}))
+    cfg = AzarConfig(taus=(0.1,), steps=config.azar_steps, policy=kind)
     table = run_azar(cfg, seed)
     ipo = table[table["loss_type"] == "IPO"]
     last = ipo[ipo["step"] == ipo["step"].max()].set_index("metric")["value"]
@@ -341,5 +340,33 @@ if HAVE_TORCH:  # the MLP class needs torch
         claim=("The bandit findings are statements about preference-optimisation objectives; a "
                "finding that depends on the tabular parameterisation should change with the policy "
                "class."),
-        differences="Filled in below.",
+        differences=(
+            "Each finding runs through its bandit experiment's own run function with the "
+            "experiment's policy config field, exact population gradients, shortened (F1 800 "
+            "Adam steps at peak 70 only; F3 on-policy at peak 70, Adam lr 0.01 for every class, "
+            "200 steps; F5 tau 0.1, 1000 GD steps; F6 taus 0.01, 0.1, 1, 400 steps, no n = "
+            "infinity reference; F11 600 steps; F15 600 GD steps). Log-linear features: 20 "
+            "Gaussian bumps over the arm index (Tajwar's 100 ordered arms), 20 random directions "
+            "(Tang's 100 unordered arms), the OOD construction phi(y3) = phi(y1) - phi(y2) (Xu), "
+            "similar features (Razin). The MLP is Tajwar's (109,698 parameters at K = 100), "
+            "float64, Xavier init with gain 1e-2, SFT'd to pi_ref by 100 Adam steps on the "
+            "reverse KL (their run_sft; residual KL ~2e-6 on their bandit); the objectives' "
+            "reference stays the exact pi_ref, as in their bandit code. Tabular and log-linear "
+            "runs are exact and seed-free (one run; F6's offline data depend on the seed: 3), the "
+            "MLP runs 3 seeds. What changes with the class: (F1) with the MLP, offline DPO/IPO "
+            "on the exact pi_ref pairs also reach reward 1.000 at peak 70 (tabular offline best "
+            "0.307, log-linear 0.438), so the on-policy lead vanishes: the tabular gap is the "
+            "per-logit weight mu(z) of the offline gradient, and a shared network moves the "
+            "unsampled arms with the sampled ones. (F3) the push-down does not help on-policy "
+            "Best-of-N under Adam for any class (tabular -0.011, log-linear +0.005, MLP -0.033 in "
+            "time-averaged mass near the optimum); the bandit figure shows it with plain gradient "
+            "descent on the table. (F5) holds for the MLP too (3 arms are within its reach). (F6) "
+            "the online/offline gap holds for all three (MLP +0.065 [-0.028, +0.158], only "
+            "partly: one seed's gap is 0.025). (F11, F15) the impossibilities of the table are "
+            "not automatic for a network: the MLP, like the table, keeps pi(y3) at 0 under DPO "
+            "and never displaces y+ in a single pair, while the log-linear constructions built "
+            "for them do (pi(y3) = 1.000, log pi(y+) falls 18.6 nats): drift and displacement "
+            "need features aligned with the data's direction, not just shared parameters. The "
+            "check asserts only that the tabular column reproduces the bandit figures (F1, F5, "
+            "F6 hold; F3 under Adam, F11 and F15 do not)."),
         config=CapacityConfig, run=run, plot=plot, check=check, seeds=3, summary=summary))

@@ -15,7 +15,8 @@ initialisation change: ``EXPERIMENT.differences``.
 
 Randomness comes from generators seeded from the run's seed (the lock's secret and the
 transformer's initialisation); each run uses one torch thread
-with deterministic algorithms (:func:`coverage_sim.torch_backend.reproducible`). Torch is optional: the experiment registers
+with deterministic algorithms (:func:`coverage_sim.torch_backend.reproducible`). Torch is
+optional: the experiment registers
 only when it imports; the config, check and plot are always importable.
 """
 
@@ -27,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import (HAVE_TORCH, check_device, require_torch, seed_streams,
-                                              steps_to_reach)
+from coverage_sim.experiments.common import (HAVE_TORCH, check_device, require_torch,
+                                              seed_streams, steps_to_reach)
 from coverage_sim.experiments.drpo.setting import (ARXIV, PAPER, RESETS, ROOT, reset_objective,
                                                     start_distribution)
 from coverage_sim.experiments.registry import Experiment, check_tuple, register

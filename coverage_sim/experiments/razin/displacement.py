@@ -85,9 +85,7 @@ class RazinConfig:
       phi_dissimilar: feature of ``y-`` in the control (CHES < 0).
       phi_other: feature of the fourth response ``o`` (``y_opp`` has ``-phi_plus``).
       policy: policy class of the two pair settings: ``"tabular"`` or ``"mlp"`` (Tajwar et al.'s
-        bandit MLP, arXiv:2404.14367, SFT'd to the reference, trained by Adam with ``mlp_lr``:
-        gradient descent at ``lr`` is a step size for logits, not for a deep network).
-      mlp_lr: Adam step size of the MLP runs.
+        bandit MLP, arXiv:2404.14367, SFT'd to the reference; same gradient descent).
     """
 
     beta: float = 0.1
@@ -95,7 +93,6 @@ class RazinConfig:
     lr: float = 2.0
     record_points: int = 60
     policy: str = "tabular"
-    mlp_lr: float = 1e-3
     single_ref: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
     overlap_ref: tuple[float, ...] = (0.5, 0.3, 0.2)
     phi_plus: tuple[float, ...] = (1.0, 0.0)
@@ -109,7 +106,6 @@ class RazinConfig:
         check_positive(self.lr, "lr")
         check_int(self.record_points, "record_points", minimum=5)
         check_policy_class(self.policy, allowed=("tabular", "mlp"))
-        check_positive(self.mlp_lr, "mlp_lr")
         single = check_distribution(as_float_array(self.single_ref, "single_ref", ndim=1),
                                     "single_ref", atol=1e-6)
         if single.size < 3 or (single <= 0).any():
@@ -182,10 +178,9 @@ def run(config: RazinConfig, seed: int) -> pd.DataFrame:
     """log pi of every response over DPO gradient descent, per setting (exact, so seed-free)."""
     frames = []
     for setting, env, data, policy, names, plus, minus in _problems(config):
-        deep = policy is not None and not isinstance(policy, LogLinear)
         r = train(env, objective("sigmoid", beta=config.beta), data, steps=config.steps,
-                  lr=config.mlp_lr if deep else config.lr, optimizer="adam" if deep else "gd",
-                  seed=seed, policy=policy, record=config.record_points)
+                  lr=config.lr, optimizer="gd", seed=seed, policy=policy,
+                  record=config.record_points)
         steps = r.history["step"].to_numpy()
         logp = np.log(r.snapshots)
         for i, name in enumerate(names):

@@ -127,7 +127,7 @@ class TajwarTokenPeakConfig:
 
     @classmethod
     def quick(cls) -> TajwarTokenPeakConfig:
-        return cls(length=3, steps=60, sft_steps=40, eval_every=10, n_eval=64)
+        return cls(steps=60, sft_steps=60, eval_every=20, n_eval=64)
 
 
 def _loss(method: str, regime: str, config: TajwarTokenPeakConfig):
@@ -264,10 +264,10 @@ def check(table: pd.DataFrame, config: TajwarTokenPeakConfig) -> None:
     for method, lead in on_policy_leads(table).items():
         mean, lo, hi = mean_ci(lead.to_numpy())
         assert mean >= config.min_lead, (
-            f"{method}: on-policy lead over offline {mean:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}) "
-            f"is below {config.min_lead} (final rewards: {shown})")
+            f"transformer, {method}: on-policy lead over offline {mean:+.3f} (95% CI {lo:+.3f} to "
+            f"{hi:+.3f}) is below {config.min_lead} (final rewards: {shown})")
         assert lo > 0 or len(lead) == 1, (
-            f"{method}: on-policy lead over offline {mean:+.3f} has a 95% CI reaching "
+            f"transformer, {method}: on-policy lead over offline {mean:+.3f} has a 95% CI reaching "
             f"{lo:+.3f} <= 0 ({len(lead)} seeds; final rewards: {shown})")
 
 
@@ -280,5 +280,25 @@ if HAVE_TORCH:  # registered only when torch imports
         claim=("With the reward peak far from pi_ref's mass (token 70), on-policy methods "
                "(Best-of-N, IPO) reach far higher reward than the same losses on offline data "
                "from pi_ref."),
-        differences="Filled in below.",
-        config=TajwarTokenPeakConfig, run=run, plot=plot, check=check, seeds=3))
+        differences=(
+            "Tajwar's token task at the paper's size (V = 100, L = 9, reward_6 with the peak at "
+            "token 70, exact tanh-Cauchy per-token pi_ref, E_ref r = 0.039) with gpt-nano "
+            "(float32) SFT'd to pi_ref by 100 sampled forward-KL Adam steps, as tajwar-tokens. "
+            "Sampled training, Adam lr 1e-3, 120 steps (Tajwar: 100 epochs of 10 steps; shorter "
+            "for time), gold labels. Best-of-N: N = 10 per prompt, 10 prompts per step; IPO: "
+            "Tajwar's margin 10 (TRL beta 0.05), 50 pairs per step (about the same number of "
+            "responses; Tajwar forms all 45 pairs of 10 samples and drops pairs with |dr| < 0.2). "
+            "Offline: one dataset drawn once from pi_ref (100 groups of 10, or 500 pairs), 10 "
+            "groups or 50 pairs per step; on-policy: fresh draws from the current policy reused "
+            "for 10 steps (Tajwar's transformer runs). Metrics: Rao-Blackwellised estimates from "
+            "128 policy samples; 3 seeds. Result (final reward, mean over seeds): Best-of-N "
+            "on-policy 0.983 vs offline 0.143 (lead +0.840, every seed), the paper's finding; "
+            "offline IPO (contrastive) 0.533 beats offline Best-of-N (maximum likelihood), as in "
+            "the bandit F1; but on-policy IPO reaches only 0.568 (0.72, 0.53, 0.46 by seed), a "
+            "lead of +0.035 [-0.320, +0.390] over offline IPO, and oscillates (0.63 -> 0.41 "
+            "within 20 steps in one seed): with one pair per prompt, a margin target of 10 and "
+            "10-step reuse of its own samples, online IPO has not converged in 120 steps. So the "
+            "check fails for IPO and the finding transfers for Best-of-N only, within this "
+            "budget."),
+        config=TajwarTokenPeakConfig, run=run, plot=plot, check=check, seeds=3,
+        expected_to_agree=False))

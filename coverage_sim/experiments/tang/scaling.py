@@ -3,8 +3,8 @@ does a larger policy narrow the online/offline gap?
 
 On the token task of :mod:`.token_task` (a reward with token structure, so that shared parameters
 matter), online IPO (proxy labels) and offline IPO (n gold pairs) are run at one tau from the same
-SFT'd transformer, for three transformer widths at fixed depth (:data:`SIZES` ``w8``, ``w32``,
-``w128``: ~2k, ~26k and ~400k parameters), many seeds each (a seed draws the offline data, hence the
+SFT'd transformer, for three transformer widths at fixed depth (:data:`SIZES` ``w4``, ``w16``,
+``w32``: 544, 6.8k and 26k parameters), many seeds each (a seed draws the offline data, hence the
 proxy, and the initialisation). The gap is the final gold win rate (against ``pi_ref``) of online
 minus offline IPO after the same number of steps. The tabular softmax over the same sequences, on
 the same data (Adam, the bandit F6's optimiser), is the no-sharing reference.
@@ -33,8 +33,8 @@ from coverage_sim.objectives import objective
 from coverage_sim.plotting import new_figure
 from coverage_sim.train import log_schedule, train_many
 
-__all__ = ["EXPERIMENT", "SIZES", "ScalingConfig", "check", "plot", "run", "scaling_env",
-           "scaling_verdict"]
+__all__ = ["EXPERIMENT", "SIZES", "ScalingConfig", "check", "n_parameters", "plot", "run",
+           "scaling_env", "scaling_verdict", "size_gaps"]
 
 _COLOURS = {"online": "C0", "offline": "C3"}
 TABULAR = "tabular"
@@ -154,8 +154,8 @@ def plot(table: pd.DataFrame, config: ScalingConfig):
         ax.errorbar(i, mean, yerr=[[mean - lo], [hi - mean]] if np.isfinite(lo) else None,
                     fmt="o", color="k" if s != TABULAR else "0.4", capsize=3, zorder=2)
     ax.axhline(0.0, color="k", linewidth=0.8)
-    ax.set_xticks(x, [f"{s}\n({_n_params(s)})" if s != TABULAR else "tabular\n(no sharing)"
-                      for s in order], fontsize=7)
+    ax.set_xticks(x, [f"{s}\n({n_parameters(s, config.vocab, config.length):,})"
+                      if s != TABULAR else "tabular\n(no sharing)" for s in order], fontsize=7)
     ax.set_ylabel("win-rate gap (online − offline)")
     ax.set_title(f"(a) final gap, τ = {config.tau:g} (95% CI)", fontsize=8.5)
     ax = axes[0, 1]
@@ -190,11 +190,17 @@ def plot(table: pd.DataFrame, config: ScalingConfig):
     return fig
 
 
-def _n_params(size: str) -> str:
-    kw = SIZES[size]
-    d, layers = kw["n_embd"], kw["n_layer"]
-    n = layers * 12 * d * d
-    return f"~{n / 1000:.0f}k" if n >= 1000 else f"~{n}"
+def n_parameters(size: str, vocab: int, length: int) -> int:
+    """Parameters of a :data:`SIZES` transformer for one prompt: embeddings, ``n_layer`` blocks of
+    ``12 d^2 + 13 d``, the final LayerNorm and the bias-free head.
+
+    Examples:
+      >>> n_parameters("w4", vocab=4, length=3)
+      544
+    """
+    kw = SIZES[check_choice(size, "size", SIZES)]
+    d = kw["n_embd"]
+    return d * (1 + vocab + length) + kw["n_layer"] * (12 * d * d + 13 * d) + 2 * d + vocab * d
 
 
 def check(table: pd.DataFrame, config: ScalingConfig) -> None:
@@ -203,7 +209,8 @@ def check(table: pd.DataFrame, config: ScalingConfig) -> None:
     verdict, numbers = scaling_verdict(table, config)
     shown = "; ".join(f"{k} {_fmt(v)}" for k, v in numbers.items())
     assert verdict == "agrees", (
-        f"scale narrows the gap but does not close it: {verdict} (online - offline final win "
+        f"transformer sizes: scale narrows the gap but does not close it: {verdict} (online - "
+        f"offline final win "
         f"rate, mean [95% CI] over {len(size_gaps(table, config.sizes))} seeds: {shown})")
 
 
@@ -214,6 +221,30 @@ if HAVE_TORCH:  # registered only when torch imports
         paper=PAPER + ", policy-scale ablation", arxiv=ARXIV,
         claim=("Scaling the policy (about 16x) narrows the gap between online and offline IPO "
                "but does not close it."),
-        differences="Filled in below.",
+        differences=(
+            "The token task of tang-transformer (V = 4, L = 3, exact; gold reward with "
+            "per-position and bigram structure; n = 300 gold pairs per seed, proxy = ridge "
+            "Bradley-Terry per sequence). Three widths at depth 2: w4, w16, w32 (544, 6.8k and "
+            "26k parameters: 50x overall, Tang et al. scale an LLM ~16x), each SFT'd exactly to "
+            "pi_ref (100 Adam steps, lr 1e-2; residual KL < 3e-3), then 300 Adam steps (lr 5e-3, "
+            "float32) of online (proxy labels) and offline (gold pairs) IPO at tau = 0.01 from "
+            "the same SFT'd model. 16 seeds (two runs of 8, each trained as one stack of "
+            "independent models), the same data per seed at every size (paired). The gap is the "
+            "final gold win rate after the same number of steps (offline ends at higher KL), not "
+            "a tau-swept frontier: that would triple the cost. The tabular softmax on the same "
+            "data (Adam 0.05, 1000 steps) is the no-sharing reference. Result, mean [95% CI] "
+            "over 16 seeds: w4 +0.007 [-0.006, +0.020], w16 +0.032 [+0.000, +0.064], w32 +0.030 "
+            "[-0.000, +0.061], tabular +0.119 [+0.043, +0.195]; smallest minus largest -0.023 "
+            "[-0.060, +0.014]. Verdict: does not agree. The gap does not narrow with size; it "
+            "grows from about 0 at w4 towards the tabular gap, and the largest size's interval "
+            "touches 0. Mechanism: the gap comes from offline IPO over-fitting the "
+            "near-deterministic empirical labels of finite data (the bandit F6), and a small "
+            "network cannot fit per-pair noise, so its offline IPO behaves like online IPO; "
+            "capacity, like the table's free logits, lets offline IPO over-fit. Tang et al.'s "
+            "larger models are pretrained LLMs that generalise better from the same data; a "
+            "randomly initialised transformer SFT'd to a 64-sequence reference has nothing to "
+            "generalise from but the pairs. In a longer prototype (1000 steps, lr 3e-3, 3 seeds) "
+            "w128 (400k parameters) offline IPO collapsed in 2 of 3 seeds (gap +0.27) while w8 "
+            "stayed at +0.007."),
         config=ScalingConfig, run=run, plot=plot, check=check, seeds=2,
         expected_to_agree=False))

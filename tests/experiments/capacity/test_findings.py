@@ -1,5 +1,6 @@
 """capacity-findings: the verdict rules on known effects, the tabular column reproduces the bandit
-figures (and a changed tabular effect fails the check), the MLP class runs, the table and summary."""
+figures (and a changed tabular effect fails the check), the MLP class runs, the table and
+summary."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""F1 (tokens) (Tajwar et al. 2024, arXiv:2404.14367, tajwar-token-peak): the quick run shows the
-on-policy lead for both losses; the negative control (on-policy rows replaced by the offline ones)
-fails the check; runs are deterministic; bad configs name the field."""
+"""F1 (tokens) (Tajwar et al. 2024, arXiv:2404.14367, tajwar-token-peak): the quick run (the full
+task, fewer steps) shows the on-policy lead for Best-of-N and its expected failure for IPO; the
+check passes when the IPO lead is there and fails on the negative control (on-policy rows replaced
+by the offline ones); runs are deterministic; bad configs name the field."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ torch = pytest.importorskip("torch")
 from coverage_sim.experiments.registry import TABLE_COLUMNS
 from coverage_sim.experiments.tajwar import token_peak
 from coverage_sim.experiments.tajwar.setting import OFFLINE, ON_POLICY
-from coverage_sim.plotting import save_figure
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +24,33 @@ def quick():
     return cfg, token_peak.run(cfg, 0)
 
 
-def test_on_policy_leads_and_negative_control(quick, tmp_path):
+def _ipo_on_policy_ahead(table, by):
+    """The table with on-policy IPO's reward set to offline IPO's plus ``by`` after step 0."""
+    out = table.copy()
+    ipo = (out["method"] == "IPO") & (out["metric"] == "reward") & (out["step"] > 0)
+    on, off = ipo & (out["regime"] == ON_POLICY), ipo & (out["regime"] == OFFLINE)
+    out.loc[on, "value"] = out.loc[off, "value"].to_numpy() + by
+    return out
+
+
+def test_on_policy_leads_and_negative_control(quick, save_plot):
     cfg, table = quick
     assert list(table.columns) == ["method", "regime"] + list(TABLE_COLUMNS)
-    token_peak.check(table, cfg)
-    leads = token_peak.on_policy_leads(table)
-    assert (leads > cfg.min_lead).all().all()
     start = table[(table["metric"] == "reward") & (table["step"] == 0)]["value"]
     assert abs(start.iloc[0] - 0.039) < 0.02                   # SFT'd to pi_ref: E_ref r = 0.039
-    # negative control: the on-policy arm replaced by the offline arm's results
+    leads = token_peak.on_policy_leads(table)
+    assert (leads["Best-of-N"] > 0.3).all()                    # the finding, for Best-of-N
+    # the expected disagreement: on-policy IPO is not ahead of offline IPO within the budget
+    with pytest.raises(AssertionError, match="transformer, IPO"):
+        token_peak.check(table, cfg)
+    # power: the same table with on-policy IPO 0.3 above offline IPO passes
+    token_peak.check(_ipo_on_policy_ahead(table, 0.3), cfg)
+    # negative control: the on-policy arm replaced by the offline arm's results fails
     off = table[table["regime"] == OFFLINE]
     null = pd.concat([off, off.assign(regime=ON_POLICY)], ignore_index=True)
-    with pytest.raises(AssertionError, match="on-policy lead"):
+    with pytest.raises(AssertionError, match="transformer, Best-of-N"):
         token_peak.check(null, cfg)
-    paths = save_figure(token_peak.EXPERIMENT.plot(table, cfg), tmp_path / "peak")
-    assert all(p.stat().st_size > 0 for p in paths)
+    save_plot(token_peak.EXPERIMENT, table, cfg)
 
 
 def test_deterministic_and_seeded():

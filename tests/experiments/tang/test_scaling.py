@@ -1,5 +1,6 @@
 """F6 (scaling) (Tang et al. 2024, arXiv:2405.08448, tang-scaling): the quick run, the verdict rule
-on tables with known gaps (agrees / partly / does not agree), the negative control and bad configs."""
+on tables with known gaps (agrees / partly / does not agree), the negative control and bad
+configs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ torch = pytest.importorskip("torch")
 
 from coverage_sim.experiments.registry import TABLE_COLUMNS
 from coverage_sim.experiments.tang import scaling
-from coverage_sim.plotting import save_figure
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def quick():
     return cfg, scaling.run(cfg, 0)
 
 
-def test_quick_run(quick, tmp_path):
+def test_quick_run(quick, save_plot):
     cfg, table = quick
     assert list(table.columns) == ["size", "method"] + list(TABLE_COLUMNS)
     assert set(table["size"]) == set(cfg.sizes) | {scaling.TABULAR}
@@ -30,8 +30,7 @@ def test_quick_run(quick, tmp_path):
     assert gaps.shape == (cfg.seeds_per_run, len(cfg.sizes) + 1) and gaps.notna().all().all()
     verdict, numbers = scaling.scaling_verdict(table, cfg)
     assert verdict in ("agrees", "partly", "does not agree") and "smallest - largest" in numbers
-    paths = save_figure(scaling.EXPERIMENT.plot(table, cfg), tmp_path / "scaling")
-    assert all(p.stat().st_size > 0 for p in paths)
+    save_plot(scaling.EXPERIMENT, table, cfg)
 
 
 def _table(gaps_by_size: dict, seeds: int = 16, noise: float = 0.01) -> pd.DataFrame:

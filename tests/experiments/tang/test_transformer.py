@@ -15,7 +15,6 @@ torch = pytest.importorskip("torch")
 
 from coverage_sim.experiments.registry import TABLE_COLUMNS
 from coverage_sim.experiments.tang import transformer
-from coverage_sim.plotting import save_figure
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def quick():
     return cfg, transformer.run(cfg, 0)
 
 
-def test_quick_run_structure_and_start(quick, tmp_path):
+def test_quick_run_structure_and_start(quick, save_plot):
     cfg, table = quick
     assert list(table.columns) == ["policy", "method", "tau"] + list(TABLE_COLUMNS)
     assert set(table["policy"]) == {"transformer", "tabular"}
@@ -34,31 +33,35 @@ def test_quick_run_structure_and_start(quick, tmp_path):
     assert start[start["metric"] == "kl"]["value"].max() < 0.05
     assert np.allclose(start[start["metric"] == "win_rate"]["value"], 0.5, atol=0.02)
     eff = transformer.seed_effects(table, "transformer")
-    assert list(eff.columns) == ["gap", "decline"] and len(eff) == 2
+    assert list(eff.columns) == ["gap", "decline", "gap_checkpoints"] and len(eff) == 2
     assert 0.0 <= transformer.pass_fraction(table) <= 1.0
-    paths = save_figure(transformer.EXPERIMENT.plot(table, cfg), tmp_path / "tt")
-    assert all(p.stat().st_size > 0 for p in paths)
+    save_plot(transformer.EXPERIMENT, table, cfg)
 
 
 def _with_effect(table: pd.DataFrame, size: float) -> pd.DataFrame:
-    """Offline IPO's win rate lowered by ``size`` everywhere and by ``2 size`` at the smallest
-    tau (a gap at matched KL and an offline decline), for both policies."""
-    out = table.copy()
-    off = (out["method"] == "offline") & (out["metric"] == "win_rate") & (out["step"] > 0)
-    smallest = out["tau"] == out["tau"].min()
-    out.loc[off, "value"] -= size
-    out.loc[off & smallest, "value"] -= size
-    return out
+    """Offline IPO replaced by online IPO's runs with the win rate lowered by ``size`` (and by
+    ``2 size`` at the smallest tau) after step 0: a gap of at least ``size`` at matched KL and an
+    offline decline of ``size`` in every seed, for both policies."""
+    # 8 copies of the quick run's seeds: the check's CI then reflects the effect, not 2 seeds
+    table = pd.concat([table.assign(seed=table["seed"] + 100 * k) for k in range(8)],
+                      ignore_index=True)
+    on = table[table["method"] == "online"]
+    off = on.assign(method="offline")
+    lower = (off["metric"] == "win_rate") & (off["step"] > 0)
+    off.loc[lower, "value"] -= size
+    off.loc[lower & (off["tau"] == off["tau"].min()), "value"] -= size
+    return pd.concat([on, off], ignore_index=True)
 
 
-def test_check_has_power_and_negative_control_fails(quick):
+def test_check_has_power_and_negative_controls_fail(quick, swap_methods):
     cfg, table = quick
-    transformer.check(_with_effect(table, 0.05), cfg)            # the effect present: passes
-    # negative control: the online arm given the offline arm's results -> no gap, no decline
-    null = table[table["method"] == "offline"].copy()
-    null = pd.concat([null, null.assign(method="online")], ignore_index=True)
+    effect = _with_effect(table, 0.1)
+    transformer.check(effect, cfg)                               # the effect present: passes
     with pytest.raises(AssertionError, match="transformer"):
-        transformer.check(_with_effect(null, 0.0), cfg)
+        transformer.check(swap_methods(effect), cfg)             # online and offline swapped
+    # negative control: offline given the online arm's results -> no gap, no decline
+    with pytest.raises(AssertionError, match="transformer"):
+        transformer.check(_with_effect(table, 0.0), cfg)
 
 
 def test_deterministic():
