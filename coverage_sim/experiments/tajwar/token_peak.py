@@ -32,14 +32,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import HAVE_TORCH, check_device, require_torch, seed_streams
+from coverage_sim._validation import check_in_range, check_int, check_positive
+from coverage_sim.experiments.common import HAVE_TORCH, require_torch, seed_streams
 from coverage_sim.experiments.registry import (Experiment, mean_ci, mean_curve, register,
                                                 tidy_rows)
 from coverage_sim.experiments.tajwar.setting import (ARXIV, METHOD_COLOURS, OFFLINE, ON_POLICY,
                                                      PAPER, ipo_beta)
-from coverage_sim.experiments.tajwar.token_task import (DTYPES, sft_base_model, token_metrics,
-                                                        token_tables)
+from coverage_sim.experiments.tajwar.token_task import (TokenTaskConfig, sft_base_model,
+                                                        token_metrics, token_tables)
 from coverage_sim.plotting import mean_band, new_figure
 from coverage_sim.sequences import tajwar_token_env
 
@@ -56,57 +56,31 @@ REGIMES = (OFFLINE, ON_POLICY)
 
 
 @dataclass(frozen=True)
-class TajwarTokenPeakConfig:
-    """Config of F1 (tokens) (``tajwar-token-peak``).
+class TajwarTokenPeakConfig(TokenTaskConfig):
+    """Config of F1 (tokens) (``tajwar-token-peak``); the task, SFT, optimiser and metric fields are
+    :class:`~coverage_sim.experiments.tajwar.token_task.TokenTaskConfig`'s.
 
     Attributes:
-      vocab: vocabulary size V (Tajwar: 100).
-      length: response tokens L (Tajwar: 9).
-      peak: reward peak on the 100-token scale (70: far from the reference's mode at token 0).
-      near: radius of the "near the optimum" window on the 100-token scale.
-      n: responses per prompt N of Best-of-N (Tajwar: 10).
       ipo_margin: Tajwar's IPO target margin ``m`` (TRL beta ``1/(2m)``).
       groups: prompts per gradient step (Best-of-N: groups of N responses; IPO: pairs, so that both
         train on about the same number of responses per step).
       offline_groups: size of the fixed offline dataset, in the same units (Tajwar's offline runs:
         100 states x N = 10 responses).
       reuse: gradient steps per on-policy draw (Tajwar's transformer runs: 10).
-      steps: Adam steps.
-      lr: Adam step size (Tajwar's on-policy Best-of-N: 1e-3).
-      sft_steps, sft_lr, sft_batch: the sampled SFT to ``pi_ref`` (as ``tajwar-tokens``).
-      eval_every: record every this many steps.
-      n_eval: policy samples per evaluation (Rao-Blackwellised per-token estimates).
       min_lead: the check's least on-policy lead over offline (final reward, same loss).
-      dtype: ``"float32"`` or ``"float64"``.
-      device: torch device of the runs (``"cpu"``, ``"cuda"``, ...).
     """
 
-    vocab: int = 100
-    length: int = 9
-    peak: float = 70.0
-    near: float = 5.0
-    n: int = 10
+    steps: int = 120
+    eval_every: int = 10
+    n_eval: int = 128
     ipo_margin: float = 10.0
     groups: int = 10
     offline_groups: int = 100
     reuse: int = 10
-    steps: int = 120
-    lr: float = 1e-3
-    sft_steps: int = 100
-    sft_lr: float = 1e-2
-    sft_batch: int = 128
-    eval_every: int = 10
-    n_eval: int = 128
     min_lead: float = 0.15
-    dtype: str = "float32"
-    device: str = "cpu"
 
     def __post_init__(self):
-        check_int(self.vocab, "vocab", minimum=2)
-        check_int(self.length, "length", minimum=1)
-        check_in_range(self.peak, "peak", 0.0, 99.0)
-        check_positive(self.near, "near", allow_zero=True)
-        check_int(self.n, "n", minimum=2)
+        super().__post_init__()
         check_positive(self.ipo_margin, "ipo_margin")
         check_int(self.groups, "groups", minimum=1)
         check_int(self.offline_groups, "offline_groups", minimum=1)
@@ -114,16 +88,7 @@ class TajwarTokenPeakConfig:
             raise ValueError(f"groups must be <= offline_groups={self.offline_groups}, got "
                              f"{self.groups}")
         check_int(self.reuse, "reuse", minimum=1)
-        check_int(self.steps, "steps", minimum=1)
-        check_positive(self.lr, "lr")
-        check_int(self.sft_steps, "sft_steps")
-        check_positive(self.sft_lr, "sft_lr")
-        check_int(self.sft_batch, "sft_batch", minimum=1)
-        check_int(self.eval_every, "eval_every", minimum=1)
-        check_int(self.n_eval, "n_eval", minimum=2)
         check_in_range(self.min_lead, "min_lead", 0.0, 1.0)
-        check_choice(self.dtype, "dtype", DTYPES)
-        check_device(self.device)
 
     @classmethod
     def quick(cls) -> TajwarTokenPeakConfig:
@@ -152,7 +117,8 @@ def run(config: TajwarTokenPeakConfig, seed: int) -> pd.DataFrame:
     current policy every ``reuse`` steps.
     """
     require_torch()
-    env = tajwar_token_env(length=config.length, vocab=config.vocab, peak=config.peak)
+    env = tajwar_token_env(length=config.length, vocab=config.vocab, peak=config.peak,
+                           width=config.width)
     tables = token_tables(env, config.peak, config.near)
     init_seed, sft_seed, data_seed, eval_seed = seed_streams(seed, 4)
     record = np.unique(np.r_[np.arange(0, config.steps + 1, config.eval_every), config.steps])

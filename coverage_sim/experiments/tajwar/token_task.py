@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from coverage_sim.experiments.common import HAVE_TORCH
+from dataclasses import dataclass
+
+from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
+from coverage_sim.experiments.common import HAVE_TORCH, check_device
 from coverage_sim.sequences import SequenceEnv
 
 if HAVE_TORCH:
@@ -22,10 +25,68 @@ if HAVE_TORCH:
     from coverage_sim.transformer import (CausalTransformer, TransformerConfig, sample,
                                           sft_to_reference, token_logp)
 
-__all__ = ["DTYPES", "sft_base_model", "token_metrics", "token_tables", "torch_dtype"]
+__all__ = ["DTYPES", "TokenTaskConfig", "sft_base_model", "token_metrics", "token_tables",
+           "torch_dtype"]
 
 #: dtypes a token experiment may run in.
 DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class TokenTaskConfig:
+    """Fields shared by the token experiments: the task, the SFT, the optimiser and the metrics.
+
+    Attributes:
+      vocab: vocabulary size V (Tajwar: 100).
+      length: response tokens L (Tajwar: 9).
+      peak: reward peak on the 100-token scale (70: far from the reference's mode at token 0).
+      width: reward width on the 100-token scale.
+      near: radius of the "near the optimum" window on the 100-token scale (scaled like ``peak``).
+      n: responses per prompt N (Best-of-N: best and worst of N).
+      steps: Adam steps.
+      lr: Adam step size (Tajwar's on-policy Best-of-N: 1e-3).
+      sft_steps: steps of the sampled SFT to ``pi_ref`` before training (``sft_to_reference``).
+      sft_lr: its Adam step size.
+      sft_batch: its responses per step.
+      eval_every: record every this many steps.
+      n_eval: policy samples per evaluation (Rao-Blackwellised per-token estimates).
+      dtype: ``"float32"`` or ``"float64"`` (sampled training: Monte-Carlo noise >> float32
+        rounding; float32 halves the run time).
+      device: torch device of the runs (``"cpu"``, ``"cuda"``, ...).
+    """
+
+    vocab: int = 100
+    length: int = 9
+    peak: float = 70.0
+    width: float = 10.0
+    near: float = 5.0
+    n: int = 10
+    steps: int = 150
+    lr: float = 1e-3
+    sft_steps: int = 100
+    sft_lr: float = 1e-2
+    sft_batch: int = 128
+    eval_every: int = 5
+    n_eval: int = 256
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    def __post_init__(self):
+        check_int(self.vocab, "vocab", minimum=2)
+        check_int(self.length, "length", minimum=1)
+        check_in_range(self.peak, "peak", 0.0, 99.0)
+        check_positive(self.width, "width")
+        check_positive(self.near, "near", allow_zero=True)
+        check_int(self.n, "n", minimum=2)
+        check_int(self.steps, "steps", minimum=1)
+        check_positive(self.lr, "lr")
+        check_int(self.sft_steps, "sft_steps")
+        check_positive(self.sft_lr, "sft_lr")
+        check_int(self.sft_batch, "sft_batch", minimum=1)
+        check_int(self.eval_every, "eval_every", minimum=1)
+        check_int(self.n_eval, "n_eval", minimum=2)
+        check_choice(self.dtype, "dtype", DTYPES)
+        check_device(self.device)
 
 
 def torch_dtype(name: str):

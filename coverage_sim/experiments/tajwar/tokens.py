@@ -30,14 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import (HAVE_TORCH, check_device, require_torch,
-                                              seed_streams, steps_to_reach)
+from coverage_sim._validation import check_in_range, check_int
+from coverage_sim.experiments.common import HAVE_TORCH, require_torch, seed_streams, steps_to_reach
 from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_curve, register,
                                                 tidy_rows)
 from coverage_sim.experiments.tajwar.setting import ARXIV, PAPER
-from coverage_sim.experiments.tajwar.token_task import (DTYPES, sft_base_model, token_metrics,
-                                                        token_tables)
+from coverage_sim.experiments.tajwar.token_task import (TokenTaskConfig, sft_base_model,
+                                                        token_metrics, token_tables)
 from coverage_sim.plotting import mean_band, new_figure
 from coverage_sim.sequences import tajwar_token_env
 
@@ -53,73 +52,29 @@ _PLAIN, _PUSH = "Best-of-N", "Best-of-N + push-down worst"
 
 
 @dataclass(frozen=True)
-class TajwarTokensConfig:
-    """Config of F3 (tokens) (``tajwar-tokens``).
+class TajwarTokensConfig(TokenTaskConfig):
+    """Config of F3 (tokens) (``tajwar-tokens``); the task, SFT, optimiser and metric fields are
+    :class:`~coverage_sim.experiments.tajwar.token_task.TokenTaskConfig`'s.
 
     Attributes:
-      vocab: vocabulary size V (Tajwar: 100).
-      length: response tokens L (Tajwar: 9).
-      peak: reward peak on the 100-token scale (70: far from the reference's mode at token 0).
-      width: reward width on the 100-token scale.
-      near: radius of the "near the optimum" window on the 100-token scale (scaled like ``peak``).
-      n: responses per prompt N (best and worst of N).
       batch_size: prompts per on-policy draw (Tajwar: 10 states per epoch).
       push_down: coefficient c of ``+ c log pi(worst of N)`` (the negative gradient).
       reuses: gradient steps per on-policy draw, one curve pair each (Tajwar's transformer runs:
         10; 1 = a fresh draw every step).
-      steps: Adam steps.
-      lr: Adam step size (Tajwar's on-policy Best-of-N: 1e-3).
-      sft_steps: steps of the sampled SFT to ``pi_ref`` before training (``sft_to_reference``).
-      sft_lr: its Adam step size.
-      sft_batch: its responses per step.
-      eval_every: record every this many steps.
-      n_eval: policy samples per evaluation (Rao-Blackwellised per-token estimates).
       threshold: gold reward level for "steps to reach" in the check and the figure.
-      dtype: ``"float32"`` or ``"float64"`` (sampled training: Monte-Carlo noise >> float32
-        rounding; float32 halves the run time).
-      device: torch device of the runs (``"cpu"``, ``"cuda"``, ...).
     """
 
-    vocab: int = 100
-    length: int = 9
-    peak: float = 70.0
-    width: float = 10.0
-    near: float = 5.0
-    n: int = 10
     batch_size: int = 10
     push_down: float = 0.5
     reuses: tuple[int, ...] = (10, 1)
-    steps: int = 150
-    lr: float = 1e-3
-    sft_steps: int = 100
-    sft_lr: float = 1e-2
-    sft_batch: int = 128
-    eval_every: int = 5
-    n_eval: int = 256
     threshold: float = 0.5
-    dtype: str = "float32"
-    device: str = "cpu"
 
     def __post_init__(self):
-        check_int(self.vocab, "vocab", minimum=2)
-        check_int(self.length, "length", minimum=1)
-        check_in_range(self.peak, "peak", 0.0, 99.0)
-        check_positive(self.width, "width")
-        check_positive(self.near, "near", allow_zero=True)
-        check_int(self.n, "n", minimum=2)
+        super().__post_init__()
         check_int(self.batch_size, "batch_size", minimum=1)
         check_in_range(self.push_down, "push_down", 0.0, 1.0, low_open=True, high_open=True)
         check_tuple(self.reuses, "reuses", lambda v, name: check_int(v, name, minimum=1))
-        check_int(self.steps, "steps", minimum=1)
-        check_positive(self.lr, "lr")
-        check_int(self.sft_steps, "sft_steps")
-        check_positive(self.sft_lr, "sft_lr")
-        check_int(self.sft_batch, "sft_batch", minimum=1)
-        check_int(self.eval_every, "eval_every", minimum=1)
-        check_int(self.n_eval, "n_eval", minimum=2)
         check_in_range(self.threshold, "threshold", 0.0, 1.0, low_open=True, high_open=True)
-        check_choice(self.dtype, "dtype", DTYPES)
-        check_device(self.device)
 
     @classmethod
     def quick(cls) -> TajwarTokensConfig:
