@@ -223,6 +223,16 @@ EXPERIMENTS = (
         37.6,
         5.4),
     ExperimentEntry(
+        'tajwar-token-peak',
+        'F1 (tokens)',
+        '2404.14367',
+        'Transfer: on-policy sampling wins when the optimum is far from the reference, on '
+        "Tajwar's token task with gpt-nano",
+        'coverage_sim.experiments.tajwar.token_peak',
+        False,
+        30.0,
+        30.0),
+    ExperimentEntry(
         'tang-transformer',
         'F6 (transformer)',
         '2405.08448',
@@ -233,6 +243,15 @@ EXPERIMENTS = (
         96.1,
         18.6),
     ExperimentEntry(
+        'tang-scaling',
+        'F6 (scaling)',
+        '2405.08448',
+        'Scaling the policy: the online/offline IPO gap against transformer size',
+        'coverage_sim.experiments.tang.scaling',
+        False,
+        30.0,
+        30.0),
+    ExperimentEntry(
         'drpo-transformer',
         'F17 (transformer)',
         '2404.08495',
@@ -242,6 +261,15 @@ EXPERIMENTS = (
         True,
         24.8,
         7.8),
+    ExperimentEntry(
+        'capacity-findings',
+        'F1-F15 (capacity)',
+        '2404.14367',
+        'Capacity: which bandit findings hold for tabular, log-linear and MLP policies',
+        'coverage_sim.experiments.capacity.findings',
+        True,
+        30.0,
+        30.0),
     ExperimentEntry(
         'gap-atlas',
         'A1',

@@ -165,7 +165,10 @@ def _cmd_run(args) -> int:
     from coverage_sim.sweep import run_sweep
 
     experiment = get_experiment(args.experiment)
-    config = config_from_overrides(experiment, _parse_settings(args.set), quick=args.quick)
+    settings = _parse_settings(args.set)
+    if args.device is not None:
+        settings["device"] = args.device
+    config = config_from_overrides(experiment, settings, quick=args.quick)
     _output_folder(args.out, "--out")
     seeds = experiment.default_seeds(args.quick) if args.seeds is None else range(args.seeds)
     table = run_sweep(experiment, config, seeds, out=args.out, workers=args.workers,
@@ -194,7 +197,7 @@ def _cmd_reproduce(args) -> int:
     _output_folder(args.runs, "--runs")
     verdicts = reproduce(args.ids or None, quick=args.quick, figures_dir=args.figures,
                          runs_dir=args.runs, workers=args.workers, scheduler=args.scheduler,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, device=args.device)
     unexpected = 0
     for verdict in verdicts:
         expected = get_experiment(verdict.experiment).expected_verdict
@@ -245,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="number of seeds (default: the experiment's; at most 2 with --quick)")
     run.add_argument("--quick", action="store_true", help="start from the quick config")
     run.add_argument("--out", required=True, help="run folder (resumed if it exists)")
+    run.add_argument("--device", default=None,
+                     help="torch device of a transformer experiment, e.g. cuda (sets its config's "
+                          "device field)")
     parallel_options(run)
     run.set_defaults(func=_cmd_run)
     plot = sub.add_parser("plot", help="draw a finished run folder's figure")
@@ -255,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quick", action="store_true", help="small versions (under 2 minutes)")
     rep.add_argument("--figures", default="figures", help="output folder for figures")
     rep.add_argument("--runs", default="runs", help="folder for resumable runs")
+    rep.add_argument("--device", default=None,
+                     help="torch device of the transformer experiments, e.g. cuda (the others run "
+                          "on the CPU as usual)")
     parallel_options(rep)
     rep.set_defaults(func=_cmd_reproduce)
     sub.add_parser("objectives", help="list the objective catalogue").set_defaults(

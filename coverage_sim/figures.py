@@ -15,6 +15,7 @@ pass fraction, and where our setting differs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,11 +66,13 @@ def _figure_key(experiment: Experiment):
 def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
               figures_dir: str | Path = "figures", runs_dir: str | Path = "runs",
               workers: int | None = None, scheduler: str | None = None,
-              progress: bool = True) -> list[Verdict]:
+              progress: bool = True, device: str | None = None) -> list[Verdict]:
     """Run, plot, save and check the experiments ``ids`` (default: all).
 
     Runs go to ``runs_dir/<id>`` (``runs_dir/quick/<id>`` with ``quick``) and resume from there;
-    figures, their data and the index go to ``figures_dir``.
+    figures, their data and the index go to ``figures_dir``. ``device`` (e.g. ``"cuda"``) is set in
+    the config of every experiment that has a ``device`` field (the torch experiments); the others
+    run as usual.
 
     Returns:
       One :class:`Verdict` per experiment, in figure order.
@@ -81,6 +84,8 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
     plans, units = [], []
     for exp in selected:
         config = exp.default_config(quick)
+        if device is not None and "device" in {f.name for f in dataclasses.fields(config)}:
+            config = dataclasses.replace(config, device=device)
         folder, cfg, seeds, pending = prepare(exp, config, exp.default_seeds(quick), runs / exp.id)
         plans.append((exp, config, cfg, folder, seeds))
         units += pending
@@ -100,6 +105,8 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
                     "arxiv": exp.arxiv, "quick": quick, "config": cfg, "seeds": seeds,
                     "verdict": verdict.verdict, "check": verdict.result.to_dict(),
                     "versions": package_versions()}
+        if exp.summary is not None:
+            manifest["summary"] = exp.summary(table, config)
         atomic_write_text(figures / f"{exp.id}.json", json.dumps(manifest, indent=2))
         verdicts.append(verdict)
     write_index(figures, quick=quick)
@@ -162,6 +169,8 @@ def write_index(figures_dir: str | Path, *, quick: bool = False) -> Path:
                   f"**Verdict: {check['verdict']}.** The check's clauses:", "",
                   *_clause_lines(check), "",
                   f"**Our setting.** {exp.differences}", ""]
+        if manifest.get("summary"):
+            lines += [manifest["summary"], ""]
     path = figures / "README.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -45,7 +45,9 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -67,9 +69,9 @@ from coverage_sim.transformer import (CausalTransformer, TransformerConfig, _che
                                       _check_generator, _sample, _sequence_logp, sample_reference,
                                       sequence_logp_table)
 
-__all__ = ["default_device", "TorchRun", "SequenceBatch", "SampledLoss", "PairwiseLoss",
-           "ReinforceLoss", "BestOfNLoss", "sampled_loss", "draw_batch", "sampled_backward",
-           "exact_backward", "train_exact", "train_sampled"]
+__all__ = ["default_device", "reproducible", "TorchRun", "SequenceBatch", "SampledLoss",
+           "PairwiseLoss", "ReinforceLoss", "BestOfNLoss", "sampled_loss", "draw_batch",
+           "sampled_backward", "exact_backward", "train_exact", "train_sampled"]
 
 OPTIMIZERS = ("adam", "sgd")
 #: Up to this many responses the default held-out ranking pairs (pi_ref x pi_ref) are evaluated.
@@ -110,6 +112,54 @@ def default_device(device=None) -> torch.device:
                              f"has none (torch.cuda.is_available() is False); use 'cpu'")
         return dev
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def reproducible(threads: int | None = 1, deterministic: bool | None = True):
+    """Fix torch's intra-op thread count and deterministic algorithms inside the block.
+
+    What makes a torch run bit-reproducible on one machine, besides the seeded generators: the
+    intra-op thread count (a parallel reduction sums in a thread-dependent order) and, on CUDA,
+    deterministic kernels (``torch.use_deterministic_algorithms``; cuBLAS then needs
+    ``CUBLAS_WORKSPACE_CONFIG``, set here when unset). On exit the caller's settings are restored,
+    so the global state of a process that calls this is unchanged.
+
+    Args:
+      threads: intra-op threads inside the block (``>= 1``), or ``None`` to leave them.
+      deterministic: ``True``/``False`` sets ``torch.use_deterministic_algorithms`` inside the
+        block (``warn_only=True``: an op without a deterministic kernel, which exists on CUDA only,
+        warns instead of failing); ``None`` leaves it.
+
+    Examples:
+      >>> import torch
+      >>> from coverage_sim.torch_backend import reproducible
+      >>> before = torch.get_num_threads()
+      >>> with reproducible(threads=1):
+      ...     torch.get_num_threads()
+      1
+      >>> torch.get_num_threads() == before
+      True
+    """
+    if threads is not None:
+        threads = check_int(threads, "threads", minimum=1)
+    if deterministic is not None and not isinstance(deterministic, bool):
+        raise ValueError(f"deterministic must be True, False or None, got {deterministic!r}")
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        if threads is not None and threads != old_threads:
+            torch.set_num_threads(threads)
+        if deterministic is not None:
+            if deterministic:
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(deterministic, warn_only=True)
+        yield
+    finally:
+        if threads is not None and torch.get_num_threads() != old_threads:
+            torch.set_num_threads(old_threads)
+        if deterministic is not None:
+            torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
 
 
 @dataclass(frozen=True, eq=False)

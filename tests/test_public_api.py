@@ -18,7 +18,8 @@ PUBLIC_MODULES = ["coverage_sim", "coverage_sim.env", "coverage_sim.policies",
                   "coverage_sim.best_of_n", "coverage_sim.losses", "coverage_sim.preferences",
                   "coverage_sim.coverage", "coverage_sim.reward_model", "coverage_sim.cli",
                   "coverage_sim.sequences", "coverage_sim.transformer",
-                  "coverage_sim.torch_backend", "coverage_sim.sampling", "coverage_sim.gradients"]
+                  "coverage_sim.torch_backend", "coverage_sim.sampling", "coverage_sim.gradients",
+                  "coverage_sim.transformer_stack", "coverage_sim.mlp"]
 ARXIV_ID = re.compile(r"^\d{4}\.\d{4,5}$")
 
 

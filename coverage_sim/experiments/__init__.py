@@ -34,8 +34,11 @@ import coverage_sim.experiments.tang.classifier  # noqa: F401
 import coverage_sim.experiments.tang.best_of_2  # noqa: F401
 # the transformer versions register only when torch imports
 import coverage_sim.experiments.tajwar.tokens  # noqa: F401
+import coverage_sim.experiments.tajwar.token_peak  # noqa: F401
 import coverage_sim.experiments.tang.transformer  # noqa: F401
+import coverage_sim.experiments.tang.scaling  # noqa: F401
 import coverage_sim.experiments.drpo.transformer  # noqa: F401
+import coverage_sim.experiments.capacity.findings  # noqa: F401
 # this project's own experiments (no single paper's figure)
 import coverage_sim.experiments.atlas.gap  # noqa: F401
 

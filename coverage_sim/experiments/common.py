@@ -1,16 +1,16 @@
 """Helpers shared by experiments of several papers: the optional torch dependency of the transformer
-experiments (``tajwar-tokens``, ``tang-transformer``, ``drpo-transformer``), their single-threaded
-torch context and seed streams, and curve read-outs.
+experiments (``tajwar-tokens``, ``tang-transformer``, ``drpo-transformer``, ...), seed streams, and
+curve read-outs.
 
 Torch is an optional dependency: :data:`HAVE_TORCH` says whether it imports, and the transformer
 experiments register only when it does (their configs, checks and plots are always importable).
-Each torch run uses one thread (restored afterwards), because the reproduce pool already runs one
-seed per core and a batch-1 gpt-nano is faster single-threaded.
+Each torch run uses one thread with deterministic algorithms
+(:func:`coverage_sim.torch_backend.reproducible`, restored afterwards): the reproduce pool already
+runs one seed per core, a batch-1 gpt-nano is faster single-threaded, and a fixed thread count is
+what makes a run bit-identical on one machine.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - exercised only without torch
     torch = None
     HAVE_TORCH = False
 
-__all__ = ["HAVE_TORCH", "one_thread", "require_torch", "seed_streams", "steps_to_reach"]
+__all__ = ["HAVE_TORCH", "check_device", "require_torch", "seed_streams", "steps_to_reach"]
 
 
 def require_torch():
@@ -34,15 +34,22 @@ def require_torch():
         raise ImportError("the transfer experiments need torch (pip install torch)")
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Run torch single-threaded inside the block, restoring the caller's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def check_device(value, name: str = "device") -> str:
+    """A torch experiment's ``device`` field: a device string torch accepts (``"cpu"``,
+    ``"cuda"``, ``"cuda:1"``, ...); a CUDA device must be available. Without torch only the type
+    is checked."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a torch device string such as 'cpu' or 'cuda', got "
+                         f"{value!r}")
+    if HAVE_TORCH:
+        try:
+            device = torch.device(value)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"{name} must be a torch device string such as 'cpu' or 'cuda', "
+                             f"got {value!r}") from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"{name}={value!r} but torch sees no CUDA device; use 'cpu'")
+    return value
 
 
 def seed_streams(seed: int, n: int) -> list[int]:

@@ -30,7 +30,8 @@ from coverage_sim._validation import check_choice
 from coverage_sim.experiments.verdict import AGREES, VERDICTS, CheckResult, clause
 
 __all__ = ["Experiment", "EXPERIMENTS", "register", "get_experiment", "config_from_overrides",
-           "config_to_dict", "TABLE_COLUMNS", "tidy_rows", "mean_curve", "check_tuple", "assess"]
+           "config_to_dict", "TABLE_COLUMNS", "tidy_rows", "mean_curve", "mean_ci", "check_tuple",
+           "assess"]
 
 #: Columns every experiment's table ends with (its sweep variables come first).
 TABLE_COLUMNS = ("seed", "step", "metric", "value")
@@ -71,6 +72,8 @@ class Experiment:
     # config)`` gives the smaller tidy table (same closing columns) that `reproduce` writes to
     # ``figures/<id>.csv``; the full table stays in the run folder's ``results.csv``.
     figure_table: Callable[[pd.DataFrame, Any], pd.DataFrame] | None = None
+    # Optional markdown (e.g. a table) computed from the table, written into the figures index.
+    summary: Callable[[pd.DataFrame, Any], str] | None = None
 
     def __post_init__(self):
         check_choice(self.expected_verdict, "expected_verdict", VERDICTS)
@@ -107,6 +110,27 @@ def mean_curve(table: pd.DataFrame, metric: str, **where) -> pd.Series:
     if rows.empty:
         raise AssertionError(f"no rows with metric={metric!r} and {where}")
     return rows.groupby("step")["value"].mean().sort_index()
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval ``(mean, low, high)`` of independent values (seeds).
+
+    One value gives ``(v, -inf, inf)``: no interval without a spread.
+
+    Examples:
+      >>> [round(v, 3) for v in mean_ci([1.0, 2.0, 3.0])]
+      [2.0, -0.484, 4.484]
+    """
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0 or not np.isfinite(v).all():
+        raise ValueError(f"values must be a non-empty array of finite numbers, got {values!r}")
+    mean = float(v.mean())
+    if v.size == 1:
+        return mean, -np.inf, np.inf
+    half = float(t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return mean, mean - half, mean + half
 
 
 def check_tuple(values, name: str, check) -> None:

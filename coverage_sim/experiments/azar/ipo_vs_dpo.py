@@ -21,7 +21,7 @@ from coverage_sim.experiments.registry import Experiment, register
 from coverage_sim.instances import AZAR_ARMS, azar_bandit, azar_d1
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import metric_frame, new_figure
-from coverage_sim.train import train_many
+from coverage_sim.experiments.policy_classes import check_policy_class, make_policy, train_each
 
 __all__ = ["AzarConfig", "run", "plot", "check"]
 
@@ -39,6 +39,9 @@ class AzarConfig:
       optimizer: "gd" (plain gradient descent); the paper's "adam" draws the same picture but, at a
         constant step size, keeps oscillating around IPO's fixed point at the 1e-4 level.
       record_points: number of log-spaced record steps.
+      policy: policy class, ``"tabular"`` or ``"mlp"`` (Tajwar et al.'s bandit MLP,
+        arXiv:2404.14367, SFT'd to the uniform reference); a log-linear policy with full-rank
+        features on 3 arms is the tabular one.
     """
 
     taus: tuple[float, ...] = (0.1, 0.5, 1.0)
@@ -46,8 +49,10 @@ class AzarConfig:
     lr: float = 0.3
     optimizer: str = "gd"
     record_points: int = 80
+    policy: str = "tabular"
 
     def __post_init__(self):
+        check_policy_class(self.policy, allowed=("tabular", "mlp"))
         if not self.taus:
             raise ValueError("taus must hold at least one value")
         for tau in self.taus:
@@ -68,9 +73,9 @@ def run(config: AzarConfig, seed: int) -> pd.DataFrame:
     data = azar_d1(env)
     frames = []
     for name, loss in _LOSSES.items():
-        runs = train_many(env, [objective(loss, beta=tau) for tau in config.taus], data,
+        runs = train_each(env, [objective(loss, beta=tau) for tau in config.taus], data,
                           steps=config.steps, lr=config.lr, optimizer=config.optimizer, seed=seed,
-                          record=config.record_points)
+                          record=config.record_points, policy=make_policy(config.policy))
         frames += _tidy(name, config.taus, runs, seed)
     return pd.concat(frames, ignore_index=True)
 

@@ -15,7 +15,8 @@ initialisation change: ``EXPERIMENT.differences``.
 
 Randomness comes from generators seeded from the run's seed (the lock's secret and the
 transformer's initialisation); each run uses one torch thread
-(:func:`~coverage_sim.experiments.common.one_thread`). Torch is optional: the experiment registers
+with deterministic algorithms (:func:`coverage_sim.torch_backend.reproducible`). Torch is
+optional: the experiment registers
 only when it imports; the config, check and plot are always importable.
 """
 
@@ -27,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import (HAVE_TORCH, one_thread, require_torch, seed_streams,
-                                              steps_to_reach)
+from coverage_sim.experiments.common import (HAVE_TORCH, check_device, require_torch,
+                                              seed_streams, steps_to_reach)
 from coverage_sim.experiments.drpo.setting import (ARXIV, PAPER, RESETS, ROOT, reset_objective,
                                                     start_distribution)
 from coverage_sim.experiments.registry import Experiment, check_tuple, register
@@ -39,6 +40,7 @@ from coverage_sim.train import log_schedule
 if HAVE_TORCH:
     import torch
 
+    from coverage_sim.torch_backend import reproducible
     from coverage_sim.transformer import (
         CausalTransformer,
         TransformerConfig,
@@ -69,6 +71,7 @@ class DRPOTransformerConfig:
         initialisation (already within 0.03-0.05 nats of uniform at H = 6; see the differences).
       threshold: "solved" once ``P(y*) >= threshold``.
       record_points: log-spaced record steps.
+      device: torch device of the transformer runs (``"cpu"``, ``"cuda"``, ...).
     """
 
     vocab: int = 4
@@ -81,6 +84,7 @@ class DRPOTransformerConfig:
     sft_steps: int = 0
     threshold: float = 0.5
     record_points: int = 60
+    device: str = "cpu"
 
     def __post_init__(self):
         check_int(self.vocab, "vocab", minimum=2)
@@ -99,6 +103,7 @@ class DRPOTransformerConfig:
         check_int(self.sft_steps, "sft_steps")
         check_in_range(self.threshold, "threshold", 0.0, 1.0, low_open=True, high_open=True)
         check_int(self.record_points, "record_points", minimum=2)
+        check_device(self.device)
 
     @classmethod
     def quick(cls) -> DRPOTransformerConfig:
@@ -156,18 +161,18 @@ def _train_transformer_lock(env, method, config, init_seed, record):
     H = env.length
     target = np.array(env.secret)
     model = CausalTransformer(TransformerConfig(vocab=env.vocab, n_prompts=1, length=H),
-                              seed=init_seed)
+                              seed=init_seed, device=config.device)
     if config.sft_steps:
         sft_to_reference(model, env, steps=config.sft_steps, lr=1e-2)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr_transformer)
     rho = _start_distribution(method, H)
-    prompts = torch.zeros(1, dtype=torch.long)
-    y = torch.tensor(target[None], dtype=torch.long)
+    prompts = torch.zeros(1, dtype=torch.long, device=model.device)
+    y = torch.tensor(target[None], dtype=torch.long, device=model.device)
     out = np.empty((len(record), H))
     r = 0
     for step in range(config.max_steps + 1):
         tlp = token_logp(model, prompts, y).gather(2, y[:, :, None])[:, :, 0]     # (1, H)
-        lp_np = tlp.detach().double().numpy()
+        lp_np = tlp.detach().double().cpu().numpy()
         while r < len(record) and record[r] == step:
             out[r] = np.exp(lp_np[0])
             r += 1
@@ -176,7 +181,7 @@ def _train_transformer_lock(env, method, config, init_seed, record):
         _, W = reset_objective(lp_np, target[None], np.ones(1), target, rho)
         opt.zero_grad()
         # -sum W * log pi has gradient -dJ/dtheta (W is dJ/dlog pi, held fixed)
-        (-(torch.as_tensor(W, dtype=tlp.dtype) * tlp).sum()).backward()
+        (-(torch.as_tensor(W, dtype=tlp.dtype, device=tlp.device) * tlp).sum()).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         opt.step()
     return out
@@ -192,7 +197,7 @@ def run(config: DRPOTransformerConfig, seed: int) -> pd.DataFrame:
     record = log_schedule(config.max_steps, config.record_points)
     (init_seed,) = seed_streams(seed, 1)
     frames = []
-    with one_thread():
+    with reproducible(threads=1, deterministic=True):
         for H in config.horizons:
             env = combination_lock(config.vocab, H, seed=seed)
             for method in (_ROOT, _RESETS):

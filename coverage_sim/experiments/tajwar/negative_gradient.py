@@ -29,7 +29,9 @@ from coverage_sim.data import offline_pairs, policy_pairs
 from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_curve, register,
                                                 tidy_rows)
 from coverage_sim.experiments.tajwar.setting import (ARXIV, OFFLINE, ON_POLICY, PAPER,
-                                                      log_record, peak_env, refresh_train)
+                                                      log_record, peak_env, peak_policy,
+                                                      refresh_train)
+from coverage_sim.experiments.policy_classes import check_policy_class
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import new_figure
 
@@ -51,6 +53,8 @@ class NegativeGradientConfig:
       lr: step size.
       optimizer: "gd" (default, see differences) or "adam".
       near: radius of the "near the optimum" window, |a - peak| <= near.
+      policy: policy class, ``"tabular"``, ``"loglinear"`` or ``"mlp"``
+        (``tajwar.setting.peak_policy``).
     """
 
     peaks: tuple[float, ...] = (70.0, 20.0)
@@ -61,6 +65,7 @@ class NegativeGradientConfig:
     lr: float = 1.0
     optimizer: str = "gd"
     near: int = 5
+    policy: str = "tabular"
 
     def __post_init__(self):
         check_tuple(self.peaks, "peaks", lambda v, name: check_in_range(v, name, 0.0, 99.0))
@@ -75,6 +80,7 @@ class NegativeGradientConfig:
         check_int(self.steps, "steps", minimum=1)
         check_positive(self.lr, "lr")
         check_choice(self.optimizer, "optimizer", ("gd", "adam"))
+        check_policy_class(self.policy)
         check_int(self.near, "near", minimum=0)
 
     @classmethod
@@ -85,6 +91,7 @@ class NegativeGradientConfig:
 def run(config: NegativeGradientConfig, seed: int) -> pd.DataFrame:
     """Mass near the optimum and reward against step, Best-of-N with push-down c, both regimes."""
     rec = log_record(config.steps)
+    policy = peak_policy(config.policy)
     frames = []
     for peak in config.peaks:
         env = peak_env(peak)
@@ -100,6 +107,7 @@ def run(config: NegativeGradientConfig, seed: int) -> pd.DataFrame:
                         env, pi, labels="deterministic")
                     return [(1.0, best, data)] + ([(-c, worst, data)] if c > 0 else [])
                 snaps = refresh_train(env, build, steps=config.steps, lr=config.lr,
+                                      policy=policy, seed=seed,
                                       refresh_every=1 if regime == ON_POLICY else config.steps + 1,
                                       optimizer=config.optimizer, record=rec)
                 frames += tidy_rows({"peak": peak, "regime": regime, "push_down": c}, seed, rec,

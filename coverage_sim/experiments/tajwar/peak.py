@@ -26,11 +26,11 @@ from coverage_sim.data import offline_pairs, policy_pairs
 from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_curve,
                                                 register, tidy_rows)
 from coverage_sim.experiments.tajwar.setting import (ARXIV, METHOD_COLOURS, OFFLINE, ON_POLICY,
-                                                      PAPER, ipo_beta, peak_env, refresh_train,
-                                                      step_grid)
+                                                      PAPER, ipo_beta, peak_env, peak_policy,
+                                                      refresh_train, step_grid)
+from coverage_sim.experiments.policy_classes import check_policy_class, train_each
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import metric_frame, new_figure
-from coverage_sim.train import train_many
 
 __all__ = ["EXPERIMENT", "PeakConfig", "check", "plot", "run"]
 
@@ -50,6 +50,8 @@ class PeakConfig:
       ipo_margin: Tajwar's IPO target margin ``m`` in ``(h - m)^2`` (TRL beta = 1/(2m)).
       pg_beta: KL strength of the exact policy gradient (tiny: REINFORCE has none).
       record_every: record the policy every this many steps.
+      policy: policy class, ``"tabular"``, ``"loglinear"`` (20 bumps over the arm index) or
+        ``"mlp"`` (Tajwar's network, SFT'd to ``pi_ref``; ``tajwar.setting.peak_policy``).
     """
 
     peaks: tuple[float, ...] = (70.0, 20.0)
@@ -60,8 +62,10 @@ class PeakConfig:
     ipo_margin: float = 10.0
     pg_beta: float = 1e-3
     record_every: int = 10
+    policy: str = "tabular"
 
     def __post_init__(self):
+        check_policy_class(self.policy)
         check_tuple(self.peaks, "peaks", lambda v, name: check_in_range(v, name, 0.0, 99.0))
         check_int(self.steps, "steps", minimum=1)
         check_positive(self.lr, "lr")
@@ -91,17 +95,19 @@ def run(config: PeakConfig, seed: int) -> pd.DataFrame:
         ("IPO", ON_POLICY): (objective("online_ipo", beta=tau, labels="deterministic"), None),
         ("PG", ON_POLICY): (objective("rlhf", beta=config.pg_beta), None),
     }
+    policy = peak_policy(config.policy)
     policies = {}
     for key, (obj, datas) in specs.items():
-        runs = train_many(envs, obj, datas, steps=config.steps, lr=config.lr, seed=seed,
-                          record=rec)
+        runs = train_each(envs, obj, datas, steps=config.steps, lr=config.lr, seed=seed,
+                          record=rec, policy=policy)
         for peak, run in zip(config.peaks, runs):
             policies[key + (peak,)] = run.snapshots
     bon = objective("best_of_n", n=config.n)
     for peak, env in zip(config.peaks, envs):
         policies[("Best-of-N", ON_POLICY, peak)] = refresh_train(
             env, lambda pi, env=env: [(1.0, bon, policy_pairs(env, pi, labels="deterministic"))],
-            steps=config.steps, lr=config.lr, refresh_every=1, record=rec)
+            steps=config.steps, lr=config.lr, refresh_every=1, record=rec, policy=policy,
+            seed=seed)
     frames = []
     for (method, regime, peak), snaps in policies.items():
         env = envs[config.peaks.index(peak)]

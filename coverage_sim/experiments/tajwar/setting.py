@@ -33,6 +33,8 @@ from coverage_sim import _engine
 from coverage_sim._validation import check_choice, check_int, check_positive
 from coverage_sim.env import Bandit
 from coverage_sim.instances import tajwar_bandit
+from coverage_sim.experiments.policy_classes import make_policy, rbf_features
+from coverage_sim.policies import Policy, TabularSoftmax
 
 __all__ = [
     "ARXIV",
@@ -43,6 +45,7 @@ __all__ = [
     "ipo_beta",
     "log_record",
     "peak_env",
+    "peak_policy",
     "refresh_train",
     "step_grid",
 ]
@@ -67,13 +70,25 @@ def peak_env(peak: float) -> Bandit:
     return tajwar_bandit(peak=peak)
 
 
+#: Log-linear features of the 100 ordered arms: 20 Gaussian bumps over the arm index.
+N_RBF_FEATURES = 20
+
+
+def peak_policy(kind: str) -> Policy:
+    """The ``policy`` config field's policy on the 100-arm bandit: the tabular softmax, a
+    log-linear policy on :data:`N_RBF_FEATURES` bumps over the arm index (neighbouring arms move
+    together), or Tajwar's MLP (SFT'd to ``pi_ref``)."""
+    return make_policy(kind, features=rbf_features(100, N_RBF_FEATURES))
+
+
 # --------------------------------------------------------------------------------------------
 # Exact training with an objective rebuilt from the current policy (sample reuse, on-policy BoN)
 # --------------------------------------------------------------------------------------------
 
 def refresh_train(env: Bandit, build, *, steps: int, lr: float, refresh_every: int,
-                  optimizer: str = "adam", record=None) -> np.ndarray:
-    """Exact-gradient training of a tabular softmax whose objective is rebuilt every few steps.
+                  optimizer: str = "adam", record=None, policy: Policy | None = None,
+                  seed: int = 0) -> np.ndarray:
+    """Exact-gradient training of a policy whose objective is rebuilt every few steps.
 
     At every step ``s`` with ``s % refresh_every == 0`` the objective is rebuilt from the current
     policy, ``terms = build(pi_s)``: a list of ``(weight, objective, data)``; until the next rebuild
@@ -97,6 +112,11 @@ def refresh_train(env: Bandit, build, *, steps: int, lr: float, refresh_every: i
       refresh_every: steps per frozen objective (the sample-reuse knob), ``>= 1``.
       optimizer: ``"adam"`` or ``"gd"``.
       record: steps to record (default every step).
+      policy: ``None`` for the tabular softmax started at ``pi_ref`` (the loop above), or any
+        :class:`~coverage_sim.policies.Policy` (log-linear, MLP, ...): parameters from
+        ``policy.init_params(env, numpy.random.default_rng(seed))``, ``log pi`` from
+        ``policy.logp`` and the pull-back from ``policy.grad``, with the same optimiser updates.
+      seed: seed of a given ``policy``'s initialisation.
 
     Returns:
       ``(R, K)`` policies at the recorded steps.
@@ -114,15 +134,26 @@ def refresh_train(env: Bandit, build, *, steps: int, lr: float, refresh_every: i
     k = env.n_responses
     ref_lp = _engine.kernel_array(env.ref_logp2d)
     wbuf = np.zeros((1, k, k))
-    theta = np.log(env.ref2d[0]).copy()
+    if isinstance(policy, TabularSoftmax) and policy.init == "ref":
+        policy = None            # the loop above is the tabular softmax started at pi_ref
+    if policy is None:
+        theta = np.log(env.ref2d[0]).copy()
+    else:
+        if not isinstance(policy, Policy):
+            raise ValueError(f"policy must be None or a coverage_sim Policy, got "
+                             f"{type(policy).__name__}")
+        theta = np.array(policy.init_params(env, np.random.default_rng(seed)), dtype=np.float64)
     m = np.zeros_like(theta)
     v = np.zeros_like(theta)
-    out = np.empty((rec.size, theta.size))
+    out = np.empty((rec.size, k))
     nxt = 0
     fixed, moving = None, []
     for s in range(steps + 1):
-        top = theta.max()
-        lp = theta - (top + np.log(np.exp(theta - top).sum()))
+        if policy is None:
+            top = theta.max()
+            lp = theta - (top + np.log(np.exp(theta - top).sum()))
+        else:
+            lp = np.asarray(policy.logp(env, theta), dtype=np.float64).reshape(k)
         pi = np.exp(lp)
         if nxt < rec.size and rec[nxt] == s:
             out[nxt] = pi
@@ -148,7 +179,11 @@ def refresh_train(env: Bandit, build, *, steps: int, lr: float, refresh_every: i
             g_lp = np.zeros((1, k))
             _engine.objective_grad(terms, lp2d, ref_lp, g_lp, False, False, wbuf)
             grad += weight * g_lp[0]
-        g = grad - pi * grad.sum()  # softmax pull-back (TabularSoftmax)
+        if policy is None:
+            g = grad - pi * grad.sum()  # softmax pull-back (TabularSoftmax)
+        else:
+            g = np.asarray(policy.grad(env, theta, env.like_ref(grad.reshape(1, k))),
+                           dtype=np.float64)
         if optimizer == "gd":
             theta -= lr * g
         else:

@@ -17,7 +17,8 @@ reference's mode. Where this differs from the paper and from the bandit F3, and 
 Conventions: KL is ``KL(pi || pi_ref)`` in nats; the gold reward is the environment's
 ``reward_of``. All randomness comes from ``torch.Generator`` objects seeded from the run's seed
 (separate streams for initialisation, SFT, training draws and evaluation draws); each run uses one
-torch thread (:func:`~coverage_sim.experiments.common.one_thread`). Torch is optional: the
+torch thread with deterministic algorithms (:func:`coverage_sim.torch_backend.reproducible`).
+Torch is optional: the
 experiment registers only when it imports; the config, check and plot are always importable.
 """
 
@@ -29,143 +30,55 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import (HAVE_TORCH, one_thread, require_torch, seed_streams,
-                                              steps_to_reach)
+from coverage_sim._validation import check_in_range, check_int
+from coverage_sim.experiments.common import HAVE_TORCH, require_torch, seed_streams, steps_to_reach
 from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_curve, register,
                                                 tidy_rows)
 from coverage_sim.experiments.tajwar.setting import ARXIV, PAPER
+from coverage_sim.experiments.tajwar.token_task import (TokenTaskConfig, sft_base_model,
+                                                        token_metrics, token_tables)
 from coverage_sim.plotting import mean_band, new_figure
-from coverage_sim.sequences import SequenceEnv, tajwar_token_env
+from coverage_sim.sequences import tajwar_token_env
 
 if HAVE_TORCH:
     import torch
 
-    from coverage_sim.torch_backend import BestOfNLoss, draw_batch, sampled_backward
-    from coverage_sim.transformer import (
-        CausalTransformer,
-        TransformerConfig,
-        sample,
-        sft_to_reference,
-        token_logp,
-    )
+    from coverage_sim.torch_backend import (BestOfNLoss, draw_batch, reproducible,
+                                            sampled_backward)
 
 __all__ = ["EXPERIMENT", "TajwarTokensConfig", "check", "plot", "run"]
 
-_DTYPES = ("float32", "float64")
 _PLAIN, _PUSH = "Best-of-N", "Best-of-N + push-down worst"
 
 
 @dataclass(frozen=True)
-class TajwarTokensConfig:
-    """Config of F3 (tokens) (``tajwar-tokens``).
+class TajwarTokensConfig(TokenTaskConfig):
+    """Config of F3 (tokens) (``tajwar-tokens``); the task, SFT, optimiser and metric fields are
+    :class:`~coverage_sim.experiments.tajwar.token_task.TokenTaskConfig`'s.
 
     Attributes:
-      vocab: vocabulary size V (Tajwar: 100).
-      length: response tokens L (Tajwar: 9).
-      peak: reward peak on the 100-token scale (70: far from the reference's mode at token 0).
-      width: reward width on the 100-token scale.
-      near: radius of the "near the optimum" window on the 100-token scale (scaled like ``peak``).
-      n: responses per prompt N (best and worst of N).
       batch_size: prompts per on-policy draw (Tajwar: 10 states per epoch).
       push_down: coefficient c of ``+ c log pi(worst of N)`` (the negative gradient).
       reuses: gradient steps per on-policy draw, one curve pair each (Tajwar's transformer runs:
         10; 1 = a fresh draw every step).
-      steps: Adam steps.
-      lr: Adam step size (Tajwar's on-policy Best-of-N: 1e-3).
-      sft_steps: steps of the sampled SFT to ``pi_ref`` before training (``sft_to_reference``).
-      sft_lr: its Adam step size.
-      sft_batch: its responses per step.
-      eval_every: record every this many steps.
-      n_eval: policy samples per evaluation (Rao-Blackwellised per-token estimates).
       threshold: gold reward level for "steps to reach" in the check and the figure.
-      dtype: ``"float32"`` or ``"float64"`` (sampled training: Monte-Carlo noise >> float32
-        rounding; float32 halves the run time).
     """
 
-    vocab: int = 100
-    length: int = 9
-    peak: float = 70.0
-    width: float = 10.0
-    near: float = 5.0
-    n: int = 10
     batch_size: int = 10
     push_down: float = 0.5
     reuses: tuple[int, ...] = (10, 1)
-    steps: int = 150
-    lr: float = 1e-3
-    sft_steps: int = 100
-    sft_lr: float = 1e-2
-    sft_batch: int = 128
-    eval_every: int = 5
-    n_eval: int = 256
     threshold: float = 0.5
-    dtype: str = "float32"
 
     def __post_init__(self):
-        check_int(self.vocab, "vocab", minimum=2)
-        check_int(self.length, "length", minimum=1)
-        check_in_range(self.peak, "peak", 0.0, 99.0)
-        check_positive(self.width, "width")
-        check_positive(self.near, "near", allow_zero=True)
-        check_int(self.n, "n", minimum=2)
+        super().__post_init__()
         check_int(self.batch_size, "batch_size", minimum=1)
         check_in_range(self.push_down, "push_down", 0.0, 1.0, low_open=True, high_open=True)
         check_tuple(self.reuses, "reuses", lambda v, name: check_int(v, name, minimum=1))
-        check_int(self.steps, "steps", minimum=1)
-        check_positive(self.lr, "lr")
-        check_int(self.sft_steps, "sft_steps")
-        check_positive(self.sft_lr, "sft_lr")
-        check_int(self.sft_batch, "sft_batch", minimum=1)
-        check_int(self.eval_every, "eval_every", minimum=1)
-        check_int(self.n_eval, "n_eval", minimum=2)
         check_in_range(self.threshold, "threshold", 0.0, 1.0, low_open=True, high_open=True)
-        check_choice(self.dtype, "dtype", _DTYPES)
 
     @classmethod
     def quick(cls) -> TajwarTokensConfig:
         return cls(length=3, reuses=(10,), steps=60, sft_steps=40, n_eval=128)
-
-
-def _torch_dtype(name: str):
-    return torch.float32 if name == "float32" else torch.float64
-
-
-def _token_tables(env: SequenceEnv, config: TajwarTokensConfig):
-    """Per-token reward bump ``(V,)``, near-optimum mask ``(V,)`` and ``log pi_ref`` ``(L, V)``.
-
-    The bump is read off the env (the reward of the constant sequence ``(a, ..., a)`` is
-    ``bump(a)``, since Tajwar's token reward is the mean of per-token bumps).
-    """
-    V, L = env.vocab, env.length
-    tokens = np.repeat(np.arange(V)[:, None], L, axis=1)
-    bump = env.reward_of(np.zeros(V, dtype=np.int64), tokens)
-    centre = config.peak * V / 100.0
-    near = (np.abs(np.arange(V) - centre) <= config.near * V / 100.0).astype(np.float64)
-    with np.errstate(divide="ignore"):
-        ref_logp = np.log(np.asarray(env.ref)[0])
-    return bump, near, ref_logp
-
-
-@torch.no_grad() if HAVE_TORCH else (lambda f: f)
-def _token_metrics(model, tables, n_eval: int, generator) -> dict:
-    """Rao-Blackwellised Monte-Carlo metrics from ``n_eval`` policy samples.
-
-    With ``y ~ pi`` and ``p_t = pi(. | x, y_<t)``, ``E r = E_y[(1/L) sum_t p_t . bump]``,
-    ``mass near = E_y[(1/L) sum_t p_t . near]`` and ``KL(pi || pi_ref) = E_y[sum_t KL(p_t ||
-    ref_t)]`` (chain rule): unbiased, with lower variance than scoring the sampled tokens.
-    """
-    bump, near, ref_logp = tables
-    prompts = torch.zeros(n_eval, dtype=torch.long)
-    y = sample(model, prompts, generator)
-    lp = token_logp(model, prompts, y).double()            # (B, L, V)
-    p = lp.exp()
-    dt = torch.float64
-    reward = float((p @ torch.as_tensor(bump, dtype=dt)).mean())
-    mass = float((p @ torch.as_tensor(near, dtype=dt)).mean())
-    ref = torch.as_tensor(ref_logp, dtype=dt)
-    kl = float(torch.where(p > 0, p * (lp - ref), 0.0).sum(dim=(1, 2)).mean())
-    return {"reward": reward, "mass_near_opt": mass, "kl": kl}
 
 
 def run(config: TajwarTokensConfig, seed: int) -> pd.DataFrame:
@@ -177,29 +90,26 @@ def run(config: TajwarTokensConfig, seed: int) -> pd.DataFrame:
     require_torch()
     env = tajwar_token_env(length=config.length, vocab=config.vocab, peak=config.peak,
                            width=config.width)
-    tables = _token_tables(env, config)
+    tables = token_tables(env, config.peak, config.near)
     init_seed, sft_seed, train_seed, eval_seed = seed_streams(seed, 4)
     record = np.unique(np.r_[np.arange(0, config.steps + 1, config.eval_every), config.steps])
     frames = []
-    with one_thread():
-        base = CausalTransformer(TransformerConfig(vocab=env.vocab, n_prompts=1,
-                                                   length=env.length),
-                                 seed=init_seed, dtype=_torch_dtype(config.dtype))
-        if config.sft_steps:
-            sft_to_reference(base, env, steps=config.sft_steps, lr=config.sft_lr,
-                             batch_size=config.sft_batch,
-                             generator=torch.Generator().manual_seed(sft_seed))
+    device = torch.device(config.device)
+    with reproducible(threads=1, deterministic=True):
+        base = sft_base_model(env, init_seed=init_seed, sft_seed=sft_seed, dtype=config.dtype,
+                              sft_steps=config.sft_steps, sft_lr=config.sft_lr,
+                              sft_batch=config.sft_batch, device=device)
         for reuse in config.reuses:
             for c in (0.0, config.push_down):
                 model = copy.deepcopy(base)
                 loss = BestOfNLoss(config.n, push_down=c, online=True)
                 opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-                gen = torch.Generator().manual_seed(train_seed)
-                eval_gen = torch.Generator().manual_seed(eval_seed)
+                gen = torch.Generator(device=device).manual_seed(train_seed)
+                eval_gen = torch.Generator(device=device).manual_seed(eval_seed)
                 rows, batch = [], None
                 for step in range(config.steps + 1):
                     if step in record:
-                        rows.append(_token_metrics(model, tables, config.n_eval, eval_gen))
+                        rows.append(token_metrics(model, tables, config.n_eval, eval_gen))
                     if step == config.steps:
                         break
                     if step % reuse == 0:
@@ -326,7 +236,7 @@ if HAVE_TORCH:  # registered only when torch imports
             "shared-parameter network the push-down survives Adam, which erased it on the "
             "tabular policy. Result (means over 4 seeds): the finding transfers. With reuse 10, "
             "push-down reaches gold reward 0.5 at step 35 vs 40 and 0.9 at 80 vs 95 (every seed "
-            "earlier), reward at step 20 0.35 vs 0.21, time-averaged reward 0.75 vs 0.70 and "
+            "earlier), reward at step 20 0.38 vs 0.21, time-averaged reward 0.75 vs 0.70 and "
             "mass near the optimum 0.72 vs 0.67. With a fresh draw every step plain Best-of-N is "
             "itself faster (0.9 at step 85) and the push-down gain shrinks to 5 steps (80) and "
             "+0.015 time-averaged reward: most of the benefit is that the negative gradient "

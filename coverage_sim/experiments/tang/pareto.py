@@ -29,7 +29,9 @@ from coverage_sim.experiments.tang.setting import (ARXIV, INGREDIENT, METHOD_COL
                                                     PARETO_METHODS, SETUP, TangConfig, check_taus,
                                                     frontier, ipo_sweep, kl_grid, mean_frontier,
                                                     online_ipo_sweep, pareto_axes, points_by_tau,
-                                                    seed_inputs, tang_bandit, tidy_runs)
+                                                    seed_inputs, tang_bandit, tang_policy,
+                                                    tidy_runs)
+from coverage_sim.experiments.policy_classes import check_policy_class
 from coverage_sim.plotting import mean_band, new_figure
 from coverage_sim.train import log_schedule
 
@@ -46,15 +48,19 @@ class TangParetoConfig(TangConfig):
       include_exact: also run offline IPO on the exact n = infinity gold population (the caveat
         reference: it must lie on or above the online frontier).
       min_gap_kl: the gap is asserted on the part of the common KL grid at or above this KL (nats).
+      policy: policy class, ``"tabular"``, ``"loglinear"`` (20 random features of the arms) or
+        ``"mlp"`` (Tajwar et al.'s bandit MLP); see ``tang.setting.tang_policy``.
     """
 
     taus: tuple[float, ...] = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
     record_points: int = 12
     include_exact: bool = True
     min_gap_kl: float = 1.0
+    policy: str = "tabular"
 
     def __post_init__(self):
         super().__post_init__()
+        check_policy_class(self.policy)
         check_taus(self.taus, minimum=3)
         check_int(self.record_points, "record_points", minimum=2)
         check_positive(self.min_gap_kl, "min_gap_kl")
@@ -70,16 +76,18 @@ def run(config: TangParetoConfig, seed: int) -> pd.DataFrame:
     data, r_hat, _ = seed_inputs(env, config, seed)
     record = log_schedule(config.steps, config.record_points)
     metrics = ("kl", "win_rate", "reward")
+    policy = tang_policy(config.policy, config.n_responses, config.instance_seed)
     frames = tidy_runs("online", config.taus,
-                       online_ipo_sweep(env, config.taus, r_hat, config, seed, record), seed,
-                       metrics)
+                       online_ipo_sweep(env, config.taus, r_hat, config, seed, record, policy),
+                       seed, metrics)
     frames += tidy_runs("offline", config.taus,
-                        ipo_sweep(env, config.taus, data, config, seed, record), seed, metrics)
+                        ipo_sweep(env, config.taus, data, config, seed, record, policy), seed,
+                        metrics)
     if config.include_exact:
         exact = offline_pairs(env, env.ref)
         frames += tidy_runs("offline_exact", config.taus,
-                            ipo_sweep(env, config.taus, exact, config, seed, record), seed,
-                            metrics)
+                            ipo_sweep(env, config.taus, exact, config, seed, record, policy),
+                            seed, metrics)
     return pd.concat(frames, ignore_index=True)
 
 

@@ -46,7 +46,8 @@ from coverage_sim.env import Bandit
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import mean_band
 from coverage_sim.reward_model import fit_bradley_terry
-from coverage_sim.train import train_many
+from coverage_sim.experiments.policy_classes import make_policy, random_features, train_each
+from coverage_sim.policies import Policy, TabularSoftmax
 
 __all__ = [
     "ARXIV",
@@ -71,6 +72,7 @@ __all__ = [
     "sign_accuracy",
     "single_row",
     "tang_bandit",
+    "tang_policy",
     "tidy_runs",
 ]
 
@@ -200,16 +202,30 @@ def single_row(method, tau, seed, step, metric, value) -> pd.DataFrame:
                          "step": [int(step)], "metric": [metric], "value": [float(value)]})
 
 
-def ipo_sweep(env, taus, data, config, seed, record):
-    """Offline IPO on ``data`` for every tau in ``taus`` (the config's steps and lr)."""
-    return train_many(env, [objective("ipo", beta=t) for t in taus], data, steps=config.steps,
-                      lr=config.lr, seed=seed, record=record)
+def ipo_sweep(env, taus, data, config, seed, record, policy=None):
+    """Offline IPO on ``data`` for every tau in ``taus`` (the config's steps and lr), with
+    ``policy`` (default the tabular softmax)."""
+    return train_each(env, [objective("ipo", beta=t) for t in taus], data, steps=config.steps,
+                      lr=config.lr, seed=seed, record=record, policy=policy or TabularSoftmax())
 
 
-def online_ipo_sweep(env, taus, r_hat, config, seed, record):
-    """Online IPO labelled by the proxy ``r_hat`` for every tau in ``taus``."""
-    return train_many(env, [objective("online_ipo", beta=t, reward=r_hat) for t in taus],
-                      steps=config.steps, lr=config.lr, seed=seed, record=record)
+def online_ipo_sweep(env, taus, r_hat, config, seed, record, policy=None):
+    """Online IPO labelled by the proxy ``r_hat`` for every tau in ``taus``, with ``policy``."""
+    return train_each(env, [objective("online_ipo", beta=t, reward=r_hat) for t in taus],
+                      steps=config.steps, lr=config.lr, seed=seed, record=record,
+                      policy=policy or TabularSoftmax())
+
+
+#: Log-linear features of the K unordered arms: this many standard-normal directions.
+N_RANDOM_FEATURES = 20
+
+
+def tang_policy(kind: str, n_responses: int, instance_seed: int) -> Policy:
+    """The ``policy`` config field's policy on the K-arm task: the tabular softmax, a log-linear
+    policy on :data:`N_RANDOM_FEATURES` random features of the arms (fixed by the task's
+    ``instance_seed``), or Tajwar et al.'s MLP (SFT'd to ``pi_ref``)."""
+    return make_policy(kind, features=random_features(n_responses, N_RANDOM_FEATURES,
+                                                      instance_seed))
 
 
 def final_points(table: pd.DataFrame, method: str) -> pd.DataFrame:

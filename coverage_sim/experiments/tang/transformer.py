@@ -2,195 +2,116 @@
 offline IPO Pareto frontier with a transformer policy over token sequences.
 
 Gold win rate against ``pi_ref`` vs ``KL(pi || pi_ref)`` across tau, online vs offline IPO, with
-**exact** population gradients over an enumerable token space
-(:func:`coverage_sim.torch_backend.train_exact`) for minGPT's gpt-nano
-(:mod:`coverage_sim.transformer`), and the tabular softmax over the same sequences as the bandit
-baseline. Bandit version: ``tang-pareto`` (:mod:`~coverage_sim.experiments.tang.pareto`).
+**exact** population gradients on the token task of :mod:`.token_task` (a gold reward with token
+structure: per-position values plus a bigram term), for minGPT's gpt-nano, and the tabular softmax
+over the same sequences and data as the bandit baseline. Bandit version: ``tang-pareto``
+(:mod:`~coverage_sim.experiments.tang.pareto`); the same comparison against policy size:
+``tang-scaling`` (:mod:`.scaling`).
 
 Claim: online IPO (pairs from the current policy, proxy labels) reaches a higher golden win rate
-than offline IPO at the same KL; offline IPO plateaus or declines as the KL grows. The finding does
-not robustly transfer to the transformer (``expected_to_agree=False``); the instance, the result
-and why: ``EXPERIMENT.differences``.
+than offline IPO at the same KL; offline IPO plateaus or declines as the KL grows. The check is
+stated on seed means with 95% confidence intervals (:func:`seed_effects`), and the fraction of
+seeds that pass on their own is reported; the result: ``EXPERIMENT.differences``.
 
 Conventions as in :mod:`~coverage_sim.experiments.tang.setting`: IPO is TRL's
-``(h - 1/(2 tau))^2`` (tau = Azar's tau = TRL beta); KL is ``KL(pi || pi_ref)`` in nats; the gold
-reward is the environment's ``reward_of``. Randomness comes from generators seeded from the run's
-seed; each run uses one torch thread (:func:`~coverage_sim.experiments.common.one_thread`). Torch is
+``(h - 1/(2 tau))^2`` (tau = Azar's tau = TRL beta); KL is ``KL(pi || pi_ref)`` in nats. Torch is
 optional: the experiment registers only when it imports; the config, check and plot are always
 importable.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
 
-from coverage_sim._validation import check_int, check_positive
-from coverage_sim.data import offline_pairs
-from coverage_sim.experiments.common import HAVE_TORCH, one_thread, require_torch, seed_streams
-from coverage_sim.experiments.registry import Experiment, check_tuple, register
-from coverage_sim.experiments.tang.setting import ARXIV, PAPER, final_points, frontier, kl_grid
+from coverage_sim._validation import check_choice, check_int, check_positive
+from coverage_sim.experiments.common import HAVE_TORCH, require_torch
+from coverage_sim.experiments.registry import Experiment, check_tuple, mean_ci, register
+from coverage_sim.experiments.tang.setting import ARXIV, PAPER, final_points
+from coverage_sim.experiments.tang.token_task import (SIZES, TokenTaskConfig, block_seeds,
+                                                      seed_data, sft_stack, tidy_history,
+                                                      token_task_env, train_methods)
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import mean_band, new_figure
-from coverage_sim.reward_model import fit_bradley_terry
-from coverage_sim.sequences import SequenceEnv
 from coverage_sim.train import log_schedule, train_many
 
-if HAVE_TORCH:
-    from coverage_sim.torch_backend import train_exact
-    from coverage_sim.transformer import CausalTransformer, TransformerConfig, sft_to_reference
+__all__ = ["EXPERIMENT", "TangTransformerConfig", "check", "envelope", "pass_fraction", "plot",
+           "run", "seed_effects"]
 
-__all__ = ["EXPERIMENT", "TangTransformerConfig", "check", "plot", "run", "tang_sequence_env"]
-
-_METHODS = {"online": "online IPO (proxy labels)", "offline": "offline IPO (n gold pairs)",
-            "offline_exact": "offline IPO, n = ∞"}
-_COLOURS = {"online": "C0", "offline": "C3", "offline_exact": "0.45"}
+_METHODS = {"online": "online IPO (proxy labels)", "offline": "offline IPO (n gold pairs)"}
+_COLOURS = {"online": "C0", "offline": "C3"}
 _POLICIES = ("transformer", "tabular")
 
 
 @dataclass(frozen=True)
-class TangTransformerConfig:
-    """Config of F6 (transformer) (``tang-transformer``).
+class TangTransformerConfig(TokenTaskConfig):
+    """Config of F6 (transformer) (``tang-transformer``); shared fields in
+    :class:`~coverage_sim.experiments.tang.token_task.TokenTaskConfig`.
 
     Attributes:
-      vocab: vocabulary size V.
-      length: response length L (``V**L`` sequences are enumerated).
-      ref_scale: scale of the reference's sequence log-probs: per-token logits are
-        ``N(0, ref_scale^2 / L)`` i.i.d. per (position, token), so ``log pi_ref(y)`` has roughly
-        the spread of the bandit's ``N(0, ref_scale^2)`` logits.
-      reward_scale: gold reward ``r*(y) ~ N(0, reward_scale^2)`` i.i.d. per sequence (as the
-        bandit's per-arm reward).
-      instance_seed: seed of the task (pi_ref and r*), fixed across seeds.
-      n_pairs: gold-labelled offline pairs from ``pi_ref x pi_ref`` per seed.
-      proxy_l2: ridge of the proxy's Bradley-Terry fit.
-      taus: IPO strengths swept to trace the frontier.
-      steps: Adam steps of the transformer runs.
-      lr: their Adam step size.
-      sft_steps: exact SFT steps to ``pi_ref`` (``sft_to_reference``) before training.
-      sft_lr: its Adam step size.
+      size: the transformer (a key of ``token_task.SIZES``; default minGPT's gpt-nano).
+      sft_steps: exact SFT steps (gpt-nano needs ~300 at lr 1e-2 to reach KL < 1e-3 in every
+        seed; 150 leave some on a 0.06-0.17 plateau).
+      taus: IPO strengths swept to trace the frontier (at least 3).
       tabular_steps: Adam steps of the tabular (bandit) baseline on the same sequences.
       tabular_lr: its step size (the bandit figure's 0.05).
-      record_points: log-spaced checkpoints per run.
-      include_exact: also run offline IPO on the exact n = infinity gold population (tabular
-        and transformer).
-      min_gap_kl: the gap is asserted on the common KL grid at or above this KL (nats).
     """
 
-    vocab: int = 4
-    length: int = 3
-    ref_scale: float = 2.0
-    reward_scale: float = 1.5
-    instance_seed: int = 0
-    n_pairs: int = 300
-    proxy_l2: float = 1e-3
-    taus: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
-    steps: int = 600
-    lr: float = 1e-3
+    size: str = "gpt-nano"
+    taus: tuple[float, ...] = (0.01, 0.03, 0.1)
     sft_steps: int = 300
-    sft_lr: float = 1e-2
+    record_points: int = 8
     tabular_steps: int = 1000
     tabular_lr: float = 0.05
-    record_points: int = 8
-    include_exact: bool = False
-    min_gap_kl: float = 1.0
 
     def __post_init__(self):
-        check_int(self.vocab, "vocab", minimum=2)
-        check_int(self.length, "length", minimum=1)
-        if self.vocab ** self.length > 4096:
-            raise ValueError(f"vocab**length must be <= 4096 (exact mode enumerates every "
-                             f"sequence), got vocab={self.vocab}, length={self.length}")
-        check_positive(self.ref_scale, "ref_scale", allow_zero=True)
-        check_positive(self.reward_scale, "reward_scale")
-        check_int(self.instance_seed, "instance_seed")
-        check_int(self.n_pairs, "n_pairs", minimum=1)
-        check_positive(self.proxy_l2, "proxy_l2")
+        super().__post_init__()
+        check_choice(self.size, "size", SIZES)
         check_tuple(self.taus, "taus", check_positive)
         if len(self.taus) < 3:
             raise ValueError(f"taus must hold at least 3 values to trace a frontier, got "
                              f"{self.taus!r}")
-        check_int(self.steps, "steps", minimum=1)
-        check_positive(self.lr, "lr")
-        check_int(self.sft_steps, "sft_steps")
-        check_positive(self.sft_lr, "sft_lr")
         check_int(self.tabular_steps, "tabular_steps", minimum=1)
         check_positive(self.tabular_lr, "tabular_lr")
-        check_int(self.record_points, "record_points", minimum=2)
-        check_positive(self.min_gap_kl, "min_gap_kl")
 
     @classmethod
     def quick(cls) -> TangTransformerConfig:
-        return cls(taus=(0.01, 0.1, 0.3), steps=150, sft_steps=200, record_points=4)
-
-
-def tang_sequence_env(config: TangTransformerConfig) -> SequenceEnv:
-    """The task: per-token reference ``softmax(ref_scale / sqrt(L) * z_t)`` i.i.d. over positions'
-    draws, gold reward ``reward_scale * z'`` per sequence; one prompt."""
-    rng = np.random.default_rng(config.instance_seed)
-    L, V = config.length, config.vocab
-    ref = softmax(config.ref_scale / np.sqrt(L) * rng.standard_normal((L, V)), axis=1)
-    reward = config.reward_scale * rng.standard_normal(V ** L)
-    return SequenceEnv(V, L, 1, f"tang-seq-V{V}-L{L}-seed{config.instance_seed}",
-                       reward=reward, ref=ref)
-
-
-def _tidy(policy, method, taus, histories, seed) -> list[pd.DataFrame]:
-    frames = []
-    for tau, h in zip(taus, histories):
-        for metric in ("kl", "win_rate", "reward"):
-            frames.append(pd.DataFrame({"policy": policy, "method": method, "tau": float(tau),
-                                        "seed": seed, "step": h["step"].to_numpy(),
-                                        "metric": metric, "value": h[metric].to_numpy()}))
-    return frames
+        return cls(steps=60, record_points=3, tabular_steps=300, seeds_per_run=2)
 
 
 def run(config: TangTransformerConfig, seed: int) -> pd.DataFrame:
     """KL, gold win rate and reward at log-spaced checkpoints, per policy, method and tau.
 
     Per seed: n offline pairs from ``pi_ref`` (gold Bradley-Terry labels) and the proxy ``r_hat``
-    fitted on them; online IPO labels ``pi_t x pi_t`` pairs with ``r_hat`` (exact expectation,
-    sampler held fixed), offline IPO trains on the n pairs. The same data and proxy serve the
-    transformer (SFT'd to ``pi_ref``, Adam) and the tabular softmax over the ``V**L`` sequences
-    (started at ``pi_ref``, the bandit figure's optimiser).
+    fitted on them; the same data and proxy serve the transformer (SFT'd to ``pi_ref``, Adam) and
+    the tabular softmax over the ``V**L`` sequences (started at ``pi_ref``, the bandit figure's
+    optimiser).
     """
     require_torch()
-    env = tang_sequence_env(config)
+    env = token_task_env(config)
     bandit = env.bandit
-    data_seed, init_seed = seed_streams(seed, 2)
-    data = offline_pairs(bandit, bandit.ref, n=config.n_pairs,
-                         seed=np.random.default_rng(data_seed))
-    r_hat = fit_bradley_terry(data, l2=config.proxy_l2)
-    taus = config.taus
-    datasets = {"online": None, "offline": data}
-    if config.include_exact:
-        datasets["offline_exact"] = offline_pairs(bandit, bandit.ref)
-
-    def objectives(method):
-        if method == "online":
-            return [objective("online_ipo", beta=t, reward=r_hat) for t in taus]
-        return [objective("ipo", beta=t) for t in taus]
-
+    seeds = block_seeds(config, seed)
+    datas, r_hats, init_seeds = zip(*[seed_data(env, config, s) for s in seeds])
     frames = []
     tab_record = log_schedule(config.tabular_steps, config.record_points)
-    for method, d in datasets.items():
-        runs = train_many(bandit, objectives(method), d, steps=config.tabular_steps,
-                          lr=config.tabular_lr, seed=seed, record=tab_record)
-        frames += _tidy("tabular", method, taus, [r.history for r in runs], seed)
-    record = log_schedule(config.steps, config.record_points)
-    with one_thread():
-        base = CausalTransformer(TransformerConfig(vocab=env.vocab, n_prompts=1,
-                                                   length=env.length), seed=init_seed)
-        if config.sft_steps:
-            sft_to_reference(base, env, steps=config.sft_steps, lr=config.sft_lr)
-        for method, d in datasets.items():
-            hists = [train_exact(env, obj, d, model=copy.deepcopy(base), steps=config.steps,
-                                 lr=config.lr, record=record).history
-                     for obj in objectives(method)]
-            frames += _tidy("transformer", method, taus, hists, seed)
+    for s, data, r_hat in zip(seeds, datas, r_hats):
+        for method in _METHODS:
+            objs = [objective("online_ipo", beta=t, reward=r_hat) if method == "online"
+                    else objective("ipo", beta=t) for t in config.taus]
+            runs = train_many(bandit, objs, None if method == "online" else data,
+                              steps=config.tabular_steps, lr=config.tabular_lr, seed=s,
+                              record=tab_record)
+            for tau, r in zip(config.taus, runs):
+                frames += tidy_history({"policy": "tabular", "method": method,
+                                        "tau": float(tau)}, s, r.history)
+    stack, _ = sft_stack(env, config.size, config, init_seeds)
+    for tau in config.taus:
+        for method, histories in train_methods(env, stack, datas, r_hats, tau, config).items():
+            for s, history in zip(seeds, histories):
+                frames += tidy_history({"policy": "transformer", "method": method,
+                                        "tau": float(tau)}, s, history)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -198,85 +119,136 @@ def _policy_rows(table: pd.DataFrame, policy: str) -> pd.DataFrame:
     return table[table["policy"] == policy].drop(columns="policy")
 
 
-def _gap_curve(table: pd.DataFrame, grid) -> np.ndarray:
-    on = frontier(table, "online", grid).groupby("kl")["win_rate"].mean().to_numpy()
-    off = frontier(table, "offline", grid).groupby("kl")["win_rate"].mean().to_numpy()
-    return on - off
+def envelope(table: pd.DataFrame, method: str, grid) -> pd.DataFrame:
+    """Per seed, the Pareto frontier of ``method`` over every tau and checkpoint: the best gold
+    win rate reached at ``KL(pi || pi_ref) <= k`` for each ``k`` of ``grid`` (Tang et al. trace
+    their curves "across beta and checkpoints"). Every run starts at ``pi_ref`` (KL ~ 0), so the
+    envelope is defined from the start's KL up. Returns columns ``seed, kl, win_rate``."""
+    rows = table[(table["method"] == method) & table["metric"].isin(["kl", "win_rate"])]
+    ck = rows.pivot_table(index=["seed", "tau", "step"], columns="metric", values="value")
+    frames = []
+    for seed, pts in ck.groupby(level="seed"):
+        kl, win = pts["kl"].to_numpy(), pts["win_rate"].to_numpy()
+        best = [win[kl <= k].max() if (kl <= k).any() else np.nan for k in grid]
+        frames.append(pd.DataFrame({"seed": seed, "kl": grid, "win_rate": best}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _final_frontier_gap(sub: pd.DataFrame) -> float:
+    """One seed: online minus offline final-point frontier (win rate against KL through the tau
+    sweep's final points), averaged over the KL range both cover; NaN if they do not overlap."""
+    fp = {m: final_points(sub, m).sort_values("kl") for m in ("online", "offline")}
+    lo = max(f["kl"].min() for f in fp.values())
+    hi = min(f["kl"].max() for f in fp.values())
+    if not hi > lo:
+        return float("nan")
+    grid = np.linspace(lo, hi, 40)
+    win = {m: np.interp(grid, f["kl"].to_numpy(), f["win_rate"].to_numpy())
+           for m, f in fp.items()}
+    return float(np.mean(win["online"] - win["offline"]))
+
+
+def seed_effects(table: pd.DataFrame, policy: str) -> pd.DataFrame:
+    """Per seed, Tang's two F6 effects for ``policy``, as the bandit figure (``tang-pareto``)
+    measures them on the tau sweep's final points:
+
+    - ``gap``: online minus offline IPO's final-point frontier, averaged over the KL range both
+      cover in that seed (matched KL);
+    - ``decline``: how much more offline IPO's final win rate falls from its best tau to the
+      smallest tau than online's (the offline plateau/decline at large KL);
+
+    and, not checked, ``gap_checkpoints``: the same gap between the frontiers over every tau and
+    checkpoint (:func:`envelope`: with early stopping).
+    """
+    rows = _policy_rows(table, policy)
+    gaps, early = {}, {}
+    for seed, sub in rows.groupby("seed"):
+        gaps[seed] = _final_frontier_gap(sub)
+        kl = sub[sub["metric"] == "kl"]
+        top = min(kl[kl["method"] == m]["value"].max() for m in ("online", "offline"))
+        grid = np.linspace(0.0, top, 40)
+        on = envelope(sub, "online", grid)["win_rate"].to_numpy()
+        off = envelope(sub, "offline", grid)["win_rate"].to_numpy()
+        early[seed] = float(np.nanmean(on - off))
+    drop = {}
+    for method in ("online", "offline"):
+        pts = final_points(rows, method).pivot_table(index="seed", columns="tau",
+                                                     values="win_rate")
+        drop[method] = pts.max(axis=1) - pts.iloc[:, 0]
+    return pd.DataFrame({"gap": pd.Series(gaps), "decline": drop["offline"] - drop["online"],
+                         "gap_checkpoints": pd.Series(early)})
+
+
+def pass_fraction(table: pd.DataFrame, policy: str = "transformer") -> float:
+    """Fraction of seeds that show both effects on their own (gap > 0 and decline > 0)."""
+    eff = seed_effects(table, policy)
+    return float(((eff["gap"] > 0) & (eff["decline"] > 0)).mean())
 
 
 def plot(table: pd.DataFrame, config: TangTransformerConfig):
-    """(a) transformer and (b) tabular tau-sweep frontiers (final points, mean ± s.e. over seeds;
-    faint: checkpoints); (c) online - offline win-rate gap at matched KL for both policies."""
+    """(a) transformer and (b) tabular frontiers over tau and checkpoints (mean ± s.e. over seeds;
+    faint: checkpoints; dots: final points per tau); (c) the effects per seed (:func:`seed_effects`)
+    with their means and 95% CIs."""
     fig, axes = new_figure(ncols=3, width=2.9, height=3.0)
-    titles = {"transformer": f"(a) gpt-nano, exact ({config.vocab}^{config.length} sequences, "
-                             f"n = {config.n_pairs})",
+    titles = {"transformer": f"(a) {config.size}, exact ({config.vocab}^{config.length} "
+                             f"sequences, n = {config.n_pairs})",
               "tabular": "(b) tabular softmax, same data (bandit)"}
     for ax, policy in zip(axes[0, :2], _POLICIES):
         rows = _policy_rows(table, policy)
-        for method in [m for m in _METHODS if m in set(rows["method"])]:
+        for method in _METHODS:
             colour = _COLOURS[method]
             ck = rows[rows["method"] == method].pivot_table(
                 index=["seed", "tau", "step"], columns="metric", values="value")
             ax.scatter(ck["kl"], ck["win_rate"], s=5, color=colour, alpha=0.25, linewidths=0)
-            grid = kl_grid(rows, [method], 40)
-            mean_band(ax, frontier(rows, method, grid), "kl", "win_rate",
-                      label=_METHODS[method], color=colour,
-                      linestyle="--" if method == "offline_exact" else "-")
+            top = ck.groupby(level="seed")["kl"].max().min()
+            mean_band(ax, envelope(rows, method, np.linspace(0.0, top, 40)), "kl", "win_rate",
+                      label=_METHODS[method], color=colour)
             pts = final_points(rows, method).groupby("tau")[["kl", "win_rate"]].mean()
             ax.plot(pts["kl"], pts["win_rate"], "o", ms=3, color=colour)
         ax.set_xlabel("KL(π ‖ π_ref)  [nats]")
         ax.set_ylabel("gold win rate vs π_ref")
         ax.set_title(titles[policy], fontsize=8.5)
     ax = axes[0, 2]
-    for policy, colour in (("transformer", "C0"), ("tabular", "0.4")):
-        rows = _policy_rows(table, policy)
-        grid = kl_grid(rows, ["online", "offline"], 40)
-        on = frontier(rows, "online", grid)
-        off = frontier(rows, "offline", grid)
-        diff = on.merge(off, on=["seed", "kl"], suffixes=("_on", "_off"))
-        diff["gap"] = diff["win_rate_on"] - diff["win_rate_off"]
-        mean_band(ax, diff, "kl", "gap", color=colour, label=policy)
+    for i, policy in enumerate(_POLICIES):
+        eff = seed_effects(table, policy)
+        for j, (name, marker) in enumerate((("gap", "o"), ("decline", "s"),
+                                            ("gap_checkpoints", "^"))):
+            x = 2 * j + i
+            vals = eff[name].dropna().to_numpy()
+            ax.scatter(np.full(vals.size, x) + np.linspace(-0.15, 0.15, vals.size), vals, s=6,
+                       color="0.6")
+            mean, lo, hi = mean_ci(vals)
+            ax.errorbar(x, mean, yerr=[[mean - lo], [hi - mean]] if np.isfinite(lo) else None,
+                        fmt=marker, color="C0" if policy == "transformer" else "0.3", capsize=3)
     ax.axhline(0.0, color="k", linewidth=0.8)
-    ax.axvline(config.min_gap_kl, color="grey", linestyle=":", linewidth=0.8)
-    ax.set_xlabel("KL(π ‖ π_ref)  [nats]")
-    ax.set_ylabel("win-rate gap (online − offline)")
-    ax.set_title("(c) online − offline at matched KL", fontsize=9)
-    ax.legend(loc="best")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
+    ax.set_xticks(range(6), ["gap\ntransf.", "gap\ntabular", "decline\ntransf.",
+                             "decline\ntabular", "gap ckpt\ntransf.", "gap ckpt\ntabular"],
+                  fontsize=6)
+    ax.set_ylabel("win rate")
+    ax.set_title("(c) effects per seed, mean and 95% CI", fontsize=8.5)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
     return fig
 
 
 def check(table: pd.DataFrame, config: TangTransformerConfig) -> None:
-    """Tang's F6 shape for both policies (means over seeds, final points of the tau sweep):
+    """Tang's F6 shape for both policies, on seed means with 95% CIs (:func:`seed_effects`):
 
-    1. online IPO's frontier lies above offline IPO's on average over the common KL grid at or
-       above ``min_gap_kl`` (by >= 0.01), and at its largest point by >= 0.03;
-    2. offline IPO saturates or declines at large KL: its win rate at the smallest tau is below its
-       best over tau by more than online's is (the offline plateau).
+    1. online IPO's frontier lies above offline IPO's at matched KL (``gap``, CI above 0);
+    2. offline IPO plateaus or declines at small tau more than online (``decline``, CI above 0).
 
-    The tabular policy is the bandit baseline on the same instance and data; the transformer is
-    checked first, so a failure message starting with "transformer" means the finding did not
-    transfer while the bandit version may still hold.
+    The transformer is checked first, so a failure message starting with "transformer" means the
+    finding did not transfer while the bandit version (the tabular softmax on the same data) may
+    still hold.
     """
     for policy in _POLICIES:
-        rows = _policy_rows(table, policy)
-        grid = kl_grid(rows, ["online", "offline"], 40)
-        upper = grid >= config.min_gap_kl
-        assert upper.sum() >= 3, (
-            f"{policy}: online and offline frontiers share too little KL range above "
-            f"{config.min_gap_kl} nats (common grid {grid[0]:.2f}-{grid[-1]:.2f})")
-        gap = _gap_curve(rows, grid)[upper]
-        assert gap.mean() >= 0.01 and gap.max() >= 0.03, (
-            f"{policy}: online IPO is not above offline IPO at matched KL >= "
-            f"{config.min_gap_kl}: mean gap {gap.mean():+.3f}, max {gap.max():+.3f}")
-        drop = {}
-        for method in ("online", "offline"):
-            pts = final_points(rows, method).groupby("tau")["win_rate"].mean()
-            drop[method] = float(pts.max() - pts.iloc[0])
-        assert drop["offline"] > drop["online"], (
-            f"{policy}: offline IPO does not plateau/decline at small tau more than online "
-            f"(win-rate drop from the best tau to the smallest: offline {drop['offline']:.3f}, "
-            f"online {drop['online']:.3f})")
+        eff = seed_effects(table, policy)
+        for name, what in (("gap", "online IPO above offline IPO at matched KL"),
+                           ("decline", "offline IPO declining at small tau more than online")):
+            mean, lo, hi = mean_ci(eff[name].dropna().to_numpy())
+            assert lo > 0 or (len(eff) == 1 and mean > 0), (
+                f"{policy}: {what}: {name} {mean:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}, "
+                f"{len(eff)} seeds; the effects pass together in "
+                f"{pass_fraction(table, policy):.0%} of seeds)")
 
 
 if HAVE_TORCH:  # registered only when torch imports
@@ -289,30 +261,29 @@ if HAVE_TORCH:  # registered only when torch imports
                "win rate than offline IPO at the same KL(pi || pi_SFT); offline IPO plateaus or "
                "declines as the KL grows."),
         differences=(
-            "Token-sequence instance of the bandit F6: V = 4, L = 3 (64 sequences, enumerated: "
-            "exact population gradients via train_exact), per-token reference logits "
-            "N(0, 2^2/3) i.i.d. per (position, token) so log pi_ref has the bandit's spread, gold "
-            "reward N(0, 1.5^2) i.i.d. per sequence (no token structure), n = 300 gold-labelled "
-            "pairs from pi_ref per seed (the bandit: 1000 pairs on 100 arms; fewer here so that "
-            "the bandit gap shows on 64 sequences), proxy = ridge Bradley-Terry MLE on them. "
-            "gpt-nano (float64) SFT'd exactly to pi_ref (300 Adam steps, KL < 1e-3; 150 steps "
-            "leave some seeds on a KL ~ 0.06-0.17 plateau), then Adam lr 1e-3 for 600 steps "
-            "(lr >= 3e-3 gives erratic, seed-chaotic end points at small tau), taus 0.01-0.3 "
-            "(four, not nine, for time), no n = infinity reference by default. The tabular "
-            "softmax over the same 64 sequences, with the bandit figure's optimiser (Adam 0.05, "
-            "1000 steps) and the same data and proxy, is the bandit baseline. Result (4 seeds): "
-            "the tabular baseline reproduces the bandit shape (online - offline gap +0.043 on "
-            "average above 1 nat, offline flat at 0.78 from tau 0.03 down while online reaches "
-            "0.875). The transformer only partly follows: averaged over the common KL range the "
-            "online frontier is above offline (+0.058), but the large-KL end is reversed - at "
-            "tau = 0.01 online IPO settles on near-deterministic policies of poor sequences (win "
-            "rate 0.70-0.71 in 3 of 4 seeds, 0.876 in one; the tabular online optimum is 0.875) "
-            "and stays there (unchanged from step 300 to 1500 in a longer run), while offline "
-            "IPO lands on a good single sequence (0.894 in 3 seeds) or collapses on a bad one "
-            "(0.48 at tau 0.03). So offline does not plateau more than online and the check "
-            "fails on that criterion: the online advantage does not robustly transfer; with the "
-            "transformer both methods' large-KL end points are decided by which sequences the "
-            "shared parameters collapse onto. An earlier run whose SFT had not converged in one "
-            "seed gave an average gap of only +0.005, another sign of that sensitivity."),
-        config=TangTransformerConfig, run=run, plot=plot, check=check, seeds=4,
+            "Token task with token structure (tang.token_task): V = 4, L = 3 (64 sequences, "
+            "exact population gradients), per-token reference logits N(0, 2^2/3), gold reward = "
+            "per-position token values + 0.5 x bigram values, standardised to std 1.5 (the "
+            "earlier version drew an i.i.d. reward per sequence, which gives shared parameters "
+            "nothing to generalise over); n = 300 gold-labelled pairs from pi_ref per seed, proxy "
+            "= ridge Bradley-Terry MLE per sequence. gpt-nano (float32) SFT'd exactly to pi_ref "
+            "(300 Adam steps, lr 1e-2), then 300 Adam steps (lr 5e-3) of online and offline IPO "
+            "at taus 0.01, 0.03, 0.1; the tabular softmax over the same sequences and data (Adam "
+            "0.05, 1000 steps) is the bandit baseline. 8 seeds, trained as one stack of "
+            "independent models (transformer_stack), seed means with 95% CIs; the earlier version "
+            "ran 4 seeds and its curves moved between machines. Result: online IPO lies above "
+            "offline at matched KL (final points of the tau sweep, as tang-pareto measures it) in "
+            "8 of 8 seeds, gap +0.029 [+0.007, +0.050] (tabular +0.060 [+0.016, +0.103]); but "
+            "offline IPO does not decline at small tau more than online: +0.026 [-0.015, +0.066] "
+            "(offline's best tau is the smallest in 5 of 8 seeds; tabular +0.016 [-0.014, "
+            "+0.045]), so the check fails on that criterion, and both effects hold together in 3 "
+            "of 8 seeds (tabular 4 of 8). With the frontier over every checkpoint (early "
+            "stopping) the transformer's gap reverses, -0.016 [-0.022, -0.010] in every seed "
+            "(tabular +0.002 [-0.011, +0.015]): offline IPO passes through better policies than "
+            "it ends at. Expected disagreement, pinned: with shared parameters and a structured "
+            "reward, offline IPO on the finite data no longer collapses at small tau (transformer "
+            "offline final win rate 0.856 at tau 0.01 vs tabular 0.808), which is the bandit "
+            "figure's offline plateau; the remaining online advantage is small and is an "
+            "end-of-training effect."),
+        config=TangTransformerConfig, run=run, plot=plot, check=check, seeds=1,
         expected_to_agree=False))

@@ -24,13 +24,19 @@ from coverage_sim.experiments.xu.setting import check_reward, clipped_reward_mod
 from coverage_sim.instances import XU_ARMS, xu_bandit, xu_features, xu_pairs
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import metric_frame, new_figure
-from coverage_sim.policies import LogLinear, TabularSoftmax
-from coverage_sim.train import train_many
+from coverage_sim.experiments.policy_classes import check_policy_class, make_policy, train_each
+from coverage_sim.policies import TabularSoftmax
 
 __all__ = ["EXPERIMENT", "XuConfig", "check", "plot", "run"]
 
 
-_METHODS = ("DPO (log-linear)", "DPO (tabular)", "RLHF (log-linear)")
+_LABELS = {"loglinear": "log-linear", "mlp": "MLP"}
+
+
+def _methods(policy: str) -> tuple[str, str, str]:
+    """Method names: DPO with the function approximator, tabular DPO, RLHF with the approximator."""
+    label = _LABELS[policy]
+    return f"DPO ({label})", "DPO (tabular)", f"RLHF ({label})"
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,11 @@ class XuConfig:
       lr: Adam step size for DPO.
       rlhf_lr: natural-policy-gradient step size for RLHF.
       record_points: number of log-spaced record steps.
+      policy: the function approximator of DPO and RLHF: ``"loglinear"`` (features
+        :func:`~coverage_sim.xu_features`, ``phi(y3) = phi(y1) - phi(y2)``) or ``"mlp"``
+        (Tajwar et al.'s bandit MLP, arXiv:2404.14367, SFT'd to ``pi_ref``; its RLHF uses Adam
+        with ``lr``, since natural policy gradient is engine-only). Tabular DPO is always the
+        control.
     """
 
     eps: float = 1e-3
@@ -57,8 +68,10 @@ class XuConfig:
     lr: float = 0.05
     rlhf_lr: float = 0.5
     record_points: int = 40
+    policy: str = "loglinear"
 
     def __post_init__(self):
+        check_policy_class(self.policy, allowed=("loglinear", "mlp"))
         check_in_range(self.eps, "eps", 0.0, 1.0, low_open=True, high_open=True)
         check_positive(self.beta, "beta")
         check_reward(self.reward)
@@ -81,14 +94,17 @@ def run(config: XuConfig, seed: int) -> pd.DataFrame:
     r_hat = clipped_reward_model(phi, [(0, 1)], config.reward_bound)
     beta = config.beta
     common = {"steps": config.steps, "seed": seed, "record": config.record_points}
+    names = _methods(config.policy)
+    approx = make_policy(config.policy, features=phi)
+    rlhf_opt = ({"lr": config.rlhf_lr, "optimizer": "npg"} if config.policy == "loglinear"
+                else {"lr": config.lr, "optimizer": "adam"})
     runs = {
-        _METHODS[0]: train_many(env, [objective("sigmoid", beta=beta)], data, lr=config.lr,
-                                   optimizer="adam", policy=LogLinear(phi), **common)[0],
-        _METHODS[1]: train_many(env, [objective("sigmoid", beta=beta)], data, lr=config.lr,
-                                   optimizer="adam", policy=TabularSoftmax(), **common)[0],
-        _METHODS[2]: train_many(env, [objective("rlhf", beta=beta, reward=r_hat)],
-                                   lr=config.rlhf_lr, optimizer="npg", policy=LogLinear(phi),
-                                   **common)[0],
+        names[0]: train_each(env, [objective("sigmoid", beta=beta)], data, lr=config.lr,
+                             optimizer="adam", policy=approx, **common)[0],
+        names[1]: train_each(env, [objective("sigmoid", beta=beta)], data, lr=config.lr,
+                             optimizer="adam", policy=TabularSoftmax(), **common)[0],
+        names[2]: train_each(env, [objective("rlhf", beta=beta, reward=r_hat)], policy=approx,
+                             **rlhf_opt, **common)[0],
     }
     frames = tidy_runs(list(runs.values()), [{"method": m} for m in runs],
                        lambda key: (env, beta), seed)
@@ -111,7 +127,8 @@ def plot(table: pd.DataFrame, config: XuConfig):
     """(a) final pi on y1, y2, y3 per method next to pi_ref; (b) pi(y3) against step."""
     fig, axes = new_figure(ncols=2, width=3.6, height=3.0)
     ax_bar, ax_t = axes[0]
-    names = ("π_ref",) + _METHODS
+    methods = _methods(config.policy)
+    names = ("π_ref",) + methods
     colours = dict(zip(names, ("0.6", "C3", "C1", "C0")))
     width = 0.8 / len(names)
     x = np.arange(len(XU_ARMS))
@@ -128,7 +145,7 @@ def plot(table: pd.DataFrame, config: XuConfig):
     ax_bar.set_ylim(0, 1.2)
     ax_bar.set_ylabel("final probability")
     ax_bar.set_title("(a) final π; data y1 ≻ y2 only")
-    for name in _METHODS:
+    for name in methods:
         frame = metric_frame(table[table["method"] == name], "pi(y3)")
         mean = frame.groupby("step")["pi(y3)"].mean()
         ax_t.plot(mean.index, mean.values, color=colours[name], label=name)
@@ -152,18 +169,19 @@ def check(table: pd.DataFrame, config: XuConfig) -> None:
     """Log-linear DPO: pi(y3) > 0.9; tabular DPO: pi(y3) never above pi_ref(y3); RLHF: pi(y3)
     within the C4 bound pi_ref(y3) e^{2R/beta} and below 0.01."""
     eps = config.eps
-    dpo = _final_policy(table, _METHODS[0])
-    assert dpo[2] > 0.9, f"log-linear DPO put only {dpo[2]:.4f} on the unseen y3"
-    tab = table[(table["method"] == _METHODS[1]) & (table["metric"] == "pi(y3)")]
+    methods = _methods(config.policy)
+    dpo = _final_policy(table, methods[0])
+    assert dpo[2] > 0.9, f"{methods[0]} put only {dpo[2]:.4f} on the unseen y3"
+    tab = table[(table["method"] == methods[1]) & (table["metric"] == "pi(y3)")]
     tab_y3 = tab.sort_values("step")["value"].to_numpy()
     assert np.all(tab_y3 <= eps * (1 + 1e-9)), (
         f"tabular DPO raised pi(y3) to {tab_y3.max():.3g} > pi_ref(y3) = {eps:g}")
-    rl = table[(table["method"] == _METHODS[2]) & (table["metric"] == "pi(y3)")]["value"]
+    rl = table[(table["method"] == methods[2]) & (table["metric"] == "pi(y3)")]["value"]
     bound = eps * np.exp(2 * config.reward_bound / config.beta)
     assert rl.max() <= bound, (
         f"RLHF pi(y3) = {rl.max():.3g} exceeds pi_ref e^(2R/beta) = {bound:.3g}")
     assert rl.max() < 0.01 < dpo[2], f"RLHF pi(y3) = {rl.max():.3g} is not small"
-    rl_final = _final_policy(table, _METHODS[2])
+    rl_final = _final_policy(table, methods[2])
     assert rl_final.argmax() == 0, f"RLHF's final policy {rl_final} does not favour y1"
 
 

@@ -1,6 +1,7 @@
-"""F6 (transformer) (Tang et al. 2024, arXiv:2405.08448, tang-transformer): the quick run with
-gpt-nano, and the tabular baseline shows the bandit gap; runs are deterministic; bad configs name
-the field."""
+"""F6 (transformer) (Tang et al. 2024, arXiv:2405.08448, tang-transformer) on the token task with
+token structure: the quick run (a block of seeds trained as one stack), the check's power (a table
+with the effect passes) and its negative control (the online arm given the offline arm's results
+fails), determinism, bad configs."""
 
 from __future__ import annotations
 
@@ -14,49 +15,64 @@ torch = pytest.importorskip("torch")
 
 from coverage_sim.experiments.registry import TABLE_COLUMNS
 from coverage_sim.experiments.tang import transformer
-from coverage_sim.experiments.tang.setting import kl_grid
-
-
-def _run(exp, cfg, seeds):
-    return pd.concat([exp.run(cfg, s) for s in seeds], ignore_index=True)
 
 
 @pytest.fixture(scope="module")
 def quick():
     cfg = transformer.TangTransformerConfig.quick()
-    # seed 1: its n = 300 pairs make tabular offline IPO collapse at small tau, as in the bandit
-    # (seed 0's data happen to give a gap of only +0.003 on this instance)
-    return cfg, _run(transformer.EXPERIMENT, cfg, [1])
+    return cfg, transformer.run(cfg, 0)
 
 
-def test_tang_transformer_runs_and_tabular_shows_the_bandit_gap(quick, save_plot):
+def test_quick_run_structure_and_start(quick, save_plot):
     cfg, table = quick
     assert list(table.columns) == ["policy", "method", "tau"] + list(TABLE_COLUMNS)
     assert set(table["policy"]) == {"transformer", "tabular"}
+    assert sorted(table["seed"].unique()) == [0, 1]              # block 0 of seeds_per_run = 2
     start = table[(table["step"] == 0) & (table["policy"] == "transformer")]
-    # the SFT'd transformer starts at pi_ref: KL ~ 0 and win rate 1/2
-    assert start[start["metric"] == "kl"]["value"].max() < 0.02
-    assert np.allclose(start[start["metric"] == "win_rate"]["value"], 0.5, atol=0.01)
-    # the bandit finding on this very instance (tabular softmax over the V^L sequences)
-    rows = transformer._policy_rows(table, "tabular")
-    grid = kl_grid(rows, ["online", "offline"], 40)
-    gap = transformer._gap_curve(rows, grid)[grid >= cfg.min_gap_kl]
-    assert gap.size >= 3 and gap.mean() > 0.1
+    # the SFT'd transformer starts near pi_ref: KL ~ 0 and win rate 1/2
+    assert start[start["metric"] == "kl"]["value"].max() < 0.05
+    assert np.allclose(start[start["metric"] == "win_rate"]["value"], 0.5, atol=0.02)
+    eff = transformer.seed_effects(table, "transformer")
+    assert list(eff.columns) == ["gap", "decline", "gap_checkpoints"] and len(eff) == 2
+    assert 0.0 <= transformer.pass_fraction(table) <= 1.0
     save_plot(transformer.EXPERIMENT, table, cfg)
 
 
-def test_tang_transformer_is_deterministic():
+def _with_effect(table: pd.DataFrame, size: float) -> pd.DataFrame:
+    """Offline IPO replaced by online IPO's runs with the win rate lowered by ``size`` (and by
+    ``2 size`` at the smallest tau) after step 0: a gap of at least ``size`` at matched KL and an
+    offline decline of ``size`` in every seed, for both policies."""
+    # 8 copies of the quick run's seeds: the check's CI then reflects the effect, not 2 seeds
+    table = pd.concat([table.assign(seed=table["seed"] + 100 * k) for k in range(8)],
+                      ignore_index=True)
+    on = table[table["method"] == "online"]
+    off = on.assign(method="offline")
+    lower = (off["metric"] == "win_rate") & (off["step"] > 0)
+    off.loc[lower, "value"] -= size
+    off.loc[lower & (off["tau"] == off["tau"].min()), "value"] -= size
+    return pd.concat([on, off], ignore_index=True)
+
+
+def test_check_has_power_and_negative_controls_fail(quick, swap_methods):
+    cfg, table = quick
+    effect = _with_effect(table, 0.1)
+    transformer.check(effect, cfg)                               # the effect present: passes
+    with pytest.raises(AssertionError, match="transformer"):
+        transformer.check(swap_methods(effect), cfg)             # online and offline swapped
+    # negative control: offline given the online arm's results -> no gap, no decline
+    with pytest.raises(AssertionError, match="transformer"):
+        transformer.check(_with_effect(table, 0.0), cfg)
+
+
+def test_deterministic():
     cfg = dataclasses.replace(transformer.TangTransformerConfig.quick(), steps=3, sft_steps=2,
                               tabular_steps=3, record_points=2)
-    pd.testing.assert_frame_equal(transformer.run(cfg, 2), transformer.run(cfg, 2))
+    pd.testing.assert_frame_equal(transformer.run(cfg, 1), transformer.run(cfg, 1))
 
 
-@pytest.mark.parametrize("config, field, value", [
-    (transformer.TangTransformerConfig, "taus", (0.1, 0.3)),
-    (transformer.TangTransformerConfig, "length", 7),
-    (transformer.TangTransformerConfig, "lr", 0.0),
-    (transformer.TangTransformerConfig, "n_pairs", 0),
-])
-def test_invalid_config_names_the_field(config, field, value):
+@pytest.mark.parametrize("field, value", [("taus", (0.1, 0.3)), ("length", 7), ("lr", 0.0),
+                                          ("n_pairs", 0), ("size", "huge"), ("dtype", "half"),
+                                          ("seeds_per_run", 0), ("device", "")])
+def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        config(**{field: value})
+        transformer.TangTransformerConfig(**{field: value})

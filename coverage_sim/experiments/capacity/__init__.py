@@ -1,0 +1,1 @@
+"""Cross-paper experiments on the policy class: ``capacity-findings`` (:mod:`.findings`)."""
