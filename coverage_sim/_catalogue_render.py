@@ -24,7 +24,7 @@ def rows_from_registries():
     from coverage_sim.objectives import OBJECTIVES
 
     seconds = {e.id: (e.seconds, e.quick_seconds) for e in catalogue.EXPERIMENTS}
-    experiments = [(e.id, e.figure, e.arxiv, e.title, e.run.__module__, e.expected_to_agree,
+    experiments = [(e.id, e.figure, e.arxiv, e.title, e.run.__module__,
                     *seconds.get(e.id, (DEFAULT_SECONDS, DEFAULT_SECONDS)))
                    for e in EXPERIMENTS.values()]
     objectives = [(name, spec.family, spec.arxiv, spec.paper) for name, spec in OBJECTIVES.items()]

@@ -17,15 +17,14 @@ __all__ = ["ExperimentEntry", "ObjectiveEntry", "InstanceEntry", "EXPERIMENTS", 
 
 
 class ExperimentEntry(NamedTuple):
-    """A registered experiment: id, figure, arXiv id, title, the module that registers it, whether
-    its claim is expected to reproduce, and expected seconds per seed (full and quick config)."""
+    """A registered experiment: id, figure, arXiv id, title, the module that registers it, and
+    expected seconds per seed (full and quick config)."""
 
     id: str
     figure: str
     arxiv: str
     title: str
     module: str
-    expected_to_agree: bool
     seconds: float
     quick_seconds: float
 
@@ -62,7 +61,6 @@ EXPERIMENTS = (
         '2310.12036',
         'DPO overfits deterministic preferences; IPO converges (3-arm total order)',
         'coverage_sim.experiments.azar.ipo_vs_dpo',
-        True,
         0.2,
         0.6),
     ExperimentEntry(
@@ -71,7 +69,6 @@ EXPERIMENTS = (
         '2406.01462',
         "Coverage: DPO's KL grows like log(1/eps); RLHF (bounded reward) and HyPO stay bounded",
         'coverage_sim.experiments.song.coverage',
-        True,
         1.4,
         0.3),
     ExperimentEntry(
@@ -80,7 +77,6 @@ EXPERIMENTS = (
         '2404.10719',
         'DPO moves mass to an out-of-distribution response; RLHF does not',
         'coverage_sim.experiments.xu.ood',
-        True,
         0.2,
         0.2),
     ExperimentEntry(
@@ -89,7 +85,6 @@ EXPERIMENTS = (
         '2405.19534',
         'Preference learning rarely flips rankings: ranking accuracy vs the idealized R*',
         'coverage_sim.experiments.chen.ranking',
-        True,
         0.8,
         0.3),
     ExperimentEntry(
@@ -98,7 +93,6 @@ EXPERIMENTS = (
         '2410.08847',
         'Likelihood displacement: DPO can lower log pi of the preferred response',
         'coverage_sim.experiments.razin.displacement',
-        True,
         0.2,
         0.2),
     ExperimentEntry(
@@ -107,7 +101,6 @@ EXPERIMENTS = (
         '2103.12021',
         'LCB vs behaviour cloning vs greedy: offline multi-armed bandit rates across C*',
         'coverage_sim.experiments.rashidinejad.lcb',
-        True,
         2.7,
         0.6),
     ExperimentEntry(
@@ -116,7 +109,6 @@ EXPERIMENTS = (
         '2210.10760',
         'Reward over-optimisation: gold vs proxy reward against sqrt(KL), Best-of-N and RL',
         'coverage_sim.experiments.gao.overoptimization',
-        True,
         0.2,
         0.2),
     ExperimentEntry(
@@ -125,7 +117,6 @@ EXPERIMENTS = (
         '2405.19320',
         'Iterative/online DPO and optimism (VPO) vs offline DPO: gold reward vs iteration',
         'coverage_sim.experiments.iterative.optimism',
-        True,
         6.0,
         1.1),
     ExperimentEntry(
@@ -135,7 +126,6 @@ EXPERIMENTS = (
         'Dataset resets (DR-PO) solve a combination lock on which root-only policy gradient '
         'stalls',
         'coverage_sim.experiments.drpo.resets',
-        True,
         3.1,
         0.4),
     ExperimentEntry(
@@ -144,7 +134,6 @@ EXPERIMENTS = (
         '2404.14367',
         'On-policy sampling wins when the optimum is far from the reference (100-arm bandit)',
         'coverage_sim.experiments.tajwar.peak',
-        True,
         3.2,
         2.9),
     ExperimentEntry(
@@ -154,7 +143,6 @@ EXPERIMENTS = (
         'On-policy data are more query- and KL-efficient; sample reuse trades queries for '
         'staleness',
         'coverage_sim.experiments.tajwar.efficiency',
-        True,
         5.3,
         1.4),
     ExperimentEntry(
@@ -163,7 +151,6 @@ EXPERIMENTS = (
         '2404.14367',
         'Pushing down the worst sample relocates mass to the optimum faster (Best-of-N)',
         'coverage_sim.experiments.tajwar.negative_gradient',
-        True,
         5.6,
         1.0),
     ExperimentEntry(
@@ -172,7 +159,6 @@ EXPERIMENTS = (
         '2404.14367',
         'Reverse KL (mode-seeking) empties the wrong region faster than forward KL',
         'coverage_sim.experiments.tajwar.mode_seeking',
-        True,
         0.2,
         0.2),
     ExperimentEntry(
@@ -181,7 +167,6 @@ EXPERIMENTS = (
         '2405.08448',
         'Online IPO dominates offline IPO on the win-rate/KL Pareto frontier',
         'coverage_sim.experiments.tang.pareto',
-        True,
         1.8,
         0.6),
     ExperimentEntry(
@@ -191,7 +176,6 @@ EXPERIMENTS = (
         'Replay and data quality do not close the gap; on-policy data helps; proxy labels close '
         'it',
         'coverage_sim.experiments.tang.ablations',
-        True,
         1.9,
         0.6),
     ExperimentEntry(
@@ -200,7 +184,6 @@ EXPERIMENTS = (
         '2405.08448',
         'Offline IPO: better pairwise classifier, worse generator',
         'coverage_sim.experiments.tang.classifier',
-        True,
         0.2,
         0.2),
     ExperimentEntry(
@@ -209,7 +192,6 @@ EXPERIMENTS = (
         '2405.08448',
         'The online/offline gap persists for non-contrastive Best-of-2 SFT',
         'coverage_sim.experiments.tang.best_of_2',
-        True,
         0.2,
         0.2),
     ExperimentEntry(
@@ -219,7 +201,6 @@ EXPERIMENTS = (
         "Transfer: pushing down the worst sample speeds up online Best-of-N on Tajwar's token "
         'task with gpt-nano',
         'coverage_sim.experiments.tajwar.tokens',
-        True,
         37.6,
         5.4),
     ExperimentEntry(
@@ -229,7 +210,6 @@ EXPERIMENTS = (
         'Transfer: on-policy sampling wins when the optimum is far from the reference, on '
         "Tajwar's token task with gpt-nano",
         'coverage_sim.experiments.tajwar.token_peak',
-        False,
         30.0,
         30.0),
     ExperimentEntry(
@@ -239,7 +219,6 @@ EXPERIMENTS = (
         'Transfer: online vs offline IPO Pareto frontier with a transformer policy over token '
         'sequences',
         'coverage_sim.experiments.tang.transformer',
-        False,
         96.1,
         18.6),
     ExperimentEntry(
@@ -248,7 +227,6 @@ EXPERIMENTS = (
         '2405.08448',
         'Scaling the policy: the online/offline IPO gap against transformer size',
         'coverage_sim.experiments.tang.scaling',
-        False,
         30.0,
         30.0),
     ExperimentEntry(
@@ -258,16 +236,14 @@ EXPERIMENTS = (
         'Transfer: dataset resets vs root-only exact policy gradient on a combination lock, '
         'tabular autoregressive policy and gpt-nano',
         'coverage_sim.experiments.drpo.transformer',
-        True,
         24.8,
         7.8),
     ExperimentEntry(
         'capacity-findings',
-        'F1-F15 (capacity)',
+        'A2',
         '2404.14367',
         'Capacity: which bandit findings hold for tabular, log-linear and MLP policies',
         'coverage_sim.experiments.capacity.findings',
-        True,
         30.0,
         30.0),
     ExperimentEntry(
@@ -276,7 +252,6 @@ EXPERIMENTS = (
         '2406.01462',
         'The gap atlas: online minus offline over coverage, β, n, labels and policy class',
         'coverage_sim.experiments.atlas.gap',
-        True,
         30.0,
         30.0),
 )

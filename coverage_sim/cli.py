@@ -154,7 +154,7 @@ def _check_verdict(experiment, table, config) -> int:
     from coverage_sim.experiments.registry import assess
 
     result = assess(experiment, table, config)
-    expected = experiment.expected_verdict
+    expected = experiment.expected(quick=config == experiment.default_config(quick=True))[0]
     note = "" if result.verdict == expected else f" (expected: {expected})"
     print(f"{experiment.id} ({experiment.figure}): {result.summary()}{note}")
     return int(result.verdict != expected)
@@ -200,7 +200,7 @@ def _cmd_reproduce(args) -> int:
                          progress=not args.no_progress, device=args.device)
     unexpected = 0
     for verdict in verdicts:
-        expected = get_experiment(verdict.experiment).expected_verdict
+        expected = get_experiment(verdict.experiment).expected(quick=args.quick)[0]
         note = ""
         if verdict.verdict != expected:
             unexpected += 1

@@ -1,6 +1,6 @@
 """Helpers shared by experiments of several papers: the optional torch dependency of the transformer
-experiments (``tajwar-tokens``, ``tang-transformer``, ``drpo-transformer``, ...), seed streams, and
-curve read-outs.
+experiments (``tajwar-tokens``, ``tang-transformer``, ``drpo-transformer``, ...), seed streams,
+curve read-outs, and clauses evaluated per seed (:func:`seed_clause`).
 
 Torch is an optional dependency: :data:`HAVE_TORCH` says whether it imports, and the transformer
 experiments register only when it does (their configs, checks and plots are always importable).
@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_int
+from coverage_sim.experiments.registry import mean_ci
+from coverage_sim.experiments.verdict import Clause, clause
 
 try:  # torch is a test/extra dependency; without it the transformer experiments are not registered
     import torch
@@ -25,7 +27,8 @@ except ImportError:  # pragma: no cover - exercised only without torch
     torch = None
     HAVE_TORCH = False
 
-__all__ = ["HAVE_TORCH", "check_device", "require_torch", "seed_streams", "steps_to_reach"]
+__all__ = ["HAVE_TORCH", "check_device", "require_torch", "seed_clause", "seed_streams",
+           "steps_to_reach"]
 
 
 def require_torch():
@@ -63,3 +66,43 @@ def steps_to_reach(curve: pd.Series, level: float) -> float:
     """First index (step) at which ``curve`` reaches ``level``; ``inf`` if it never does."""
     hit = curve[curve >= level]
     return float(hit.index[0]) if len(hit) else float("inf")
+
+
+def seed_clause(name: str, statement: str, values, passes, *, paper: bool = True,
+                what: str = "") -> Clause:
+    """A clause evaluated on each seed, whose detail also gives the seed mean with its 95% CI.
+
+    The transformer experiments run a few expensive seeds and state their claims on seed averages
+    (a fresh machine reproduces the averages within their bands, not each seed's curve); a clause
+    evaluated per seed makes its pass fraction count seeds, and the detail puts the seed-averaged
+    statement beside it.
+
+    Args:
+      name, statement, paper: as in :func:`coverage_sim.experiments.verdict.clause`.
+      values: the measured quantity per seed (array-like; a Series's index is taken as the seeds).
+      passes: whether each seed passes (array-like of bool, same order as ``values``).
+      what: name of the measured quantity in the detail (e.g. ``"lead"``).
+
+    Returns:
+      The :class:`~coverage_sim.experiments.verdict.Clause`.
+
+    Examples:
+      >>> from coverage_sim.experiments.common import seed_clause
+      >>> c = seed_clause("gap", "online above offline", [0.1, 0.3, -0.1], [True, True, False],
+      ...                 what="gap")
+      >>> c.passes, c.detail
+      (2, 'gap per seed +0.1, +0.3, -0.1: 2 of 3 seeds pass; seed mean +0.1 [-0.397, +0.597]')
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    ok = np.asarray(passes, dtype=bool).ravel()
+    if v.size != ok.size or v.size == 0:
+        raise ValueError(f"clause {name!r}: values and passes must have the same non-zero length, "
+                         f"got {v.size} and {ok.size}")
+    finite = v[np.isfinite(v)]
+    shown = ", ".join(f"{x:+.3g}" for x in v)
+    detail = (f"{what + ' ' if what else ''}per seed {shown}: {int(ok.sum())} of {ok.size} "
+              f"seed{'s' if ok.size != 1 else ''} pass")
+    if finite.size >= 2:
+        mean, lo, hi = mean_ci(finite)
+        detail += f"; seed mean {mean:+.3g} [{lo:+.3g}, {hi:+.3g}]"
+    return clause(name, statement, ok.tolist(), detail, paper=paper)

@@ -60,8 +60,11 @@ class Experiment:
     # expected one.
     expected_verdict: str = AGREES
     expected_failing: tuple[str, ...] = ()
-    # Deprecated spelling of expected_verdict != "agrees", kept while experiments migrate.
-    expected_to_agree: bool = True
+    # The same for the quick config where it legitimately differs (fewer seeds or steps: e.g. an
+    # effect that needs the full training length); None: the quick run is expected to give the
+    # full run's verdict and failing clauses.
+    expected_quick_verdict: str | None = None
+    expected_quick_failing: tuple[str, ...] | None = None
     # An experiment with many independent units of work per seed (the gap atlas) names them:
     # ``cells(config)`` lists them and ``run_cell(config, seed, cell)`` runs one; a sweep then stores
     # and resumes every (seed, cell) on its own. ``run`` must equal the concatenation of ``run_cell``
@@ -77,10 +80,29 @@ class Experiment:
 
     def __post_init__(self):
         check_choice(self.expected_verdict, "expected_verdict", VERDICTS)
-        if not self.expected_to_agree and self.expected_verdict == AGREES:
-            from coverage_sim.experiments.verdict import DISAGREES
-            object.__setattr__(self, "expected_verdict", DISAGREES)
-        object.__setattr__(self, "expected_to_agree", self.expected_verdict == AGREES)
+        if self.expected_quick_verdict is not None:
+            check_choice(self.expected_quick_verdict, "expected_quick_verdict", VERDICTS)
+        for name in ("expected_failing", "expected_quick_failing"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, tuple)
+                                      or not all(isinstance(v, str) and v for v in value)):
+                raise ValueError(f"{name} must be a tuple of clause names, got {value!r}")
+        for verdict, failing, name in (
+                (self.expected_verdict, self.expected_failing, "expected_failing"),
+                (self.expected_quick_verdict, self.expected_quick_failing,
+                 "expected_quick_failing")):
+            if verdict == AGREES and failing:
+                raise ValueError(f"{name} must be empty when the expected verdict is "
+                                 f"{AGREES!r}, got {failing!r}")
+
+    def expected(self, quick: bool = False) -> tuple[str, tuple[str, ...]]:
+        """``(verdict, failing paper clauses)`` expected of the full (or ``quick``) config."""
+        if quick and self.expected_quick_verdict is not None:
+            failing = self.expected_quick_failing
+            return self.expected_quick_verdict, (() if failing is None else failing)
+        if quick and self.expected_quick_failing is not None:
+            return self.expected_verdict, self.expected_quick_failing
+        return self.expected_verdict, self.expected_failing
 
     def default_config(self, quick: bool = False):
         return self.config.quick() if quick else self.config()

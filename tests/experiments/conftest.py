@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
+from coverage_sim.experiments.registry import config_from_overrides
 from coverage_sim.plotting import save_figure
 from coverage_sim.sweep import run_sweep
+
+#: The committed figures: each experiment's full-run table and manifest.
+FIGURES = Path(__file__).resolve().parents[2] / "figures"
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +27,19 @@ def quick_sweep(tmp_path_factory):
                           out=tmp_path_factory.mktemp(experiment.id), progress=False, **kwargs)
         return config, table
     return sweep
+
+
+@pytest.fixture(scope="session")
+def committed_run():
+    """``committed_run(experiment) -> (config, table)``: the full run committed in ``figures/``
+    (``<id>.csv`` and the config in ``<id>.json``), to pin the full run's verdict and numbers
+    without re-running it (the transformer experiments take minutes)."""
+    def load(experiment):
+        manifest = json.loads((FIGURES / f"{experiment.id}.json").read_text())
+        assert not manifest["quick"], f"figures/{experiment.id}.json holds a quick run"
+        config = config_from_overrides(experiment, manifest["config"])
+        return config, pd.read_csv(FIGURES / f"{experiment.id}.csv")
+    return load
 
 
 def assert_drawn(fig) -> None:

@@ -1,4 +1,5 @@
-"""Verdicts: clause pass fractions, the three-way verdict, effect sizes, legacy checks."""
+"""Verdicts: clause pass fractions, the three-way verdict, effect sizes, legacy checks, the
+expected verdicts an experiment pins."""
 
 from __future__ import annotations
 
@@ -105,9 +106,24 @@ def test_assess_reads_legacy_checks_as_one_clause():
         assess(_experiment(lambda t, c: True), pd.DataFrame(), None)
 
 
-def test_expected_verdict_is_validated_and_legacy_flag_maps_to_it():
+def test_expected_verdict_is_validated():
     with pytest.raises(ValueError, match="expected_verdict"):
         _experiment(lambda t, c: None, expected_verdict="maybe")
-    legacy = _experiment(lambda t, c: None, expected_to_agree=False)
-    assert legacy.expected_verdict == DISAGREES
-    assert not _experiment(lambda t, c: None, expected_verdict=PARTLY).expected_to_agree
+    with pytest.raises(ValueError, match="expected_quick_verdict"):
+        _experiment(lambda t, c: None, expected_quick_verdict="maybe")
+    with pytest.raises(ValueError, match="expected_failing must be empty"):
+        _experiment(lambda t, c: None, expected_failing=("gap",))
+    with pytest.raises(ValueError, match="expected_quick_failing"):
+        _experiment(lambda t, c: None, expected_verdict=PARTLY, expected_failing=("gap",),
+                    expected_quick_failing="gap")
+
+
+def test_expected_quick_verdict_overrides_the_full_one_only_for_quick_runs():
+    full = _experiment(lambda t, c: None, expected_verdict=PARTLY, expected_failing=("decline",))
+    assert full.expected() == full.expected(quick=True) == (PARTLY, ("decline",))
+    both = _experiment(lambda t, c: None, expected_verdict=PARTLY, expected_failing=("decline",),
+                       expected_quick_verdict=AGREES)
+    assert both.expected() == (PARTLY, ("decline",)) and both.expected(quick=True) == (AGREES, ())
+    names = _experiment(lambda t, c: None, expected_verdict=PARTLY, expected_failing=("decline",),
+                        expected_quick_failing=("gap",))
+    assert names.expected(quick=True) == (PARTLY, ("gap",))

@@ -1,4 +1,4 @@
-"""``capacity-findings`` — which bandit findings survive function approximation?
+"""A2 ``capacity-findings`` — which bandit findings survive function approximation?
 
 Six findings of the bandit figures, each re-run with three policy classes through the experiments'
 own ``policy`` config field: the **tabular** softmax (the figures' policy), a **log-linear** policy
@@ -24,7 +24,10 @@ Each finding is measured by an effect size on its own scale and judged ``holds``
 is the tabular one). Exact runs of the tabular and log-linear classes are seed-free and run once
 (seed 0); the MLP's initialisation and Tang's offline data depend on the seed, so their effects
 are seed means with 95% confidence intervals. :func:`capacity_table` is the finding x class table
-that ``reproduce`` writes into ``figures/README.md``.
+that ``reproduce`` writes into ``figures/README.md``. The check (:func:`check`) asks each finding
+of the MLP, Tajwar et al.'s own bandit network, as the paper's claim, seed by seed, and reports
+the tabular and log-linear cells beside it. (The figure id is A2, a project experiment like the
+gap atlas A1; C1-C17 name the claims.)
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import pandas as pd
 
 from coverage_sim._validation import check_choice, check_int
 from coverage_sim.experiments.azar.ipo_vs_dpo import AzarConfig, run as run_azar
-from coverage_sim.experiments.common import HAVE_TORCH
+from coverage_sim.experiments.common import HAVE_TORCH, seed_clause
 from coverage_sim.experiments.policy_classes import POLICY_CLASSES, check_policy_class
 from coverage_sim.experiments.razin.displacement import RazinConfig, run as run_razin
 from coverage_sim.experiments.registry import Experiment, check_tuple, mean_ci, register
@@ -46,12 +49,13 @@ from coverage_sim.experiments.tajwar.peak import PeakConfig, run as run_peak
 from coverage_sim.experiments.tajwar.setting import OFFLINE, ON_POLICY
 from coverage_sim.experiments.tang.pareto import TangParetoConfig, run as run_pareto
 from coverage_sim.experiments.tang.setting import frontier, kl_grid
+from coverage_sim.experiments.verdict import PARTLY, CheckResult, clause
 from coverage_sim.experiments.xu.ood import XuConfig, run as run_xu
 from coverage_sim.instances import AZAR_ARMS
 from coverage_sim.plotting import new_figure
 
 __all__ = ["EXPERIMENT", "CapacityConfig", "FINDINGS", "capacity_table", "check", "plot", "run",
-           "summary"]
+           "seed_holds", "summary"]
 
 #: finding id -> (what is measured, effect metric, rule text)
 FINDINGS = {
@@ -115,9 +119,12 @@ class CapacityConfig:
 
     @classmethod
     def quick(cls) -> CapacityConfig:
-        """The exact classes only (the check is about the tabular column; the MLP runs are the
-        expensive part and are exercised by the tests)."""
-        return cls(policies=("tabular", "loglinear"))
+        """Every class, shorter runs (the MLP's F1 at 800 steps is most of a full seed's time).
+        The MLP findings come out as in the full run; the tabular column does not reproduce the
+        figures at these lengths (F1, F6 need the full steps) and is pinned by the tests at the
+        full lengths."""
+        return cls(peak_steps=150, push_steps=100, azar_steps=700, tang_steps=100, xu_steps=150,
+                   razin_steps=150)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -314,25 +321,71 @@ def plot(table: pd.DataFrame, config: CapacityConfig):
     return fig
 
 
-def check(table: pd.DataFrame, config: CapacityConfig) -> None:
-    """The tabular column reproduces the bandit figures where they are tabular claims: F1, F5 and
-    F6 hold; F3 (with Adam, as here) does not hold; F11 and F15 fail (the table cannot move an
-    unseen response's logit, and one pair never displaces y+) -- a table that differed would
-    mean the capacity runs are not the figures' runs."""
-    expected = {"F1": {"holds"}, "F3": {"partly", "fails"}, "F5": {"holds"}, "F6": {"holds"},
-                "F11": {"fails"}, "F15": {"fails"}}
+#: The per-seed form of each finding's "holds" rule (:data:`FINDINGS`), as the clauses state it.
+_SEED_RULES = {"F1": "on-policy final reward >= 0.9 and >= 0.3 above the best offline one",
+               "F3": "push-down's time-averaged mass near the optimum >= 0.01 higher and never "
+                     "0.01 lower",
+               "F5": "DPO's pi(a) > 0.99 and IPO's logit gaps within 1e-3 of 1/(3 tau)",
+               "F6": "online IPO's win rate >= 0.01 above offline IPO's over the common KL range",
+               "F11": "DPO's final pi(y3) > 0.5",
+               "F15": "log pi(y+) falls below its start by more than 0.01 nats"}
+
+
+def seed_holds(table: pd.DataFrame, finding: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(effect per seed, whether the finding holds in that seed)`` for one class: the
+    :data:`FINDINGS` rule applied to each seed on its own (seeds in order)."""
+    v = lambda m: _values(table, finding, kind, m)  # noqa: E731
+    effect = v(FINDINGS[finding][1])
+    if finding == "F1":
+        ok = (effect >= 0.3) & (v("on_min") >= 0.9)
+    elif finding == "F3":
+        ok = (effect >= 0.01) & (v("min_diff") >= -0.01)
+    elif finding == "F5":
+        ok = (v("dpo_pi_a") > 0.99) & (effect < 1e-3)
+    elif finding == "F6":
+        ok = effect >= 0.01
+    elif finding == "F11":
+        ok = effect > 0.5
+    else:
+        ok = effect < -0.01
+    return effect, ok
+
+
+def check(table: pd.DataFrame, config: CapacityConfig) -> CheckResult:
+    """Which findings survive function approximation, one clause per (finding, class), evaluated
+    on each seed of the class's runs (each clause's detail gives the seed mean with its 95% CI):
+
+    - paper clauses, named by the finding (``"F1"``, ...): the finding, as its paper states it,
+      holds with Tajwar et al.'s bandit MLP (the network their bandit used; the papers' claims are
+      about neural policies or about the objectives themselves);
+    - ``paper=False``: the same rule with the tabular and log-linear policies (``"F1-tabular"``,
+      ``"F1-loglinear"``, ...); the tabular column is the bandit figures' own setting.
+
+    Without the MLP in the table the paper clauses are not assessed (each fails, saying so). No
+    effect size: the findings have no common scale (each clause's detail gives its own).
+    """
+    present = set(table["policy"])
+    clauses = []
     for finding in config.findings:
-        if "tabular" not in config.policies:
-            continue
-        verdict, effect = _verdict(table, finding, "tabular")
-        assert verdict in expected[finding], (
-            f"{finding} with the tabular policy: {verdict} (effect {effect.tolist()}), expected "
-            f"{sorted(expected[finding])} as in the bandit figure")
+        statement = f"{FINDINGS[finding][0]}, {{kind}} policy: {_SEED_RULES[finding]}"
+        if "mlp" not in present:
+            clauses.append(clause(finding, statement.format(kind="mlp"), False,
+                                  "not assessed: the MLP class was not run"))
+        for kind in sorted(POLICY_CLASSES, key=lambda k: k != "mlp"):   # the paper's first
+            if kind not in present or not len(_values(table, finding, kind,
+                                                      FINDINGS[finding][1])):
+                continue
+            effect, ok = seed_holds(table, finding, kind)
+            paper = kind == "mlp"
+            clauses.append(seed_clause(finding if paper else f"{finding}-{kind}",
+                                       statement.format(kind=kind), effect, ok, paper=paper,
+                                       what=FINDINGS[finding][1]))
+    return CheckResult(clauses=tuple(clauses), effect=None, mode="exact")
 
 
 if HAVE_TORCH:  # the MLP class needs torch
     EXPERIMENT = register(Experiment(
-        id="capacity-findings", figure="F1-F15 (capacity)",
+        id="capacity-findings", figure="A2",
         title="Capacity: which bandit findings hold for tabular, log-linear and MLP policies",
         paper="Tajwar et al. 2024 (network), with the findings of Tajwar, Azar, Tang, Xu and Razin",
         arxiv="2404.14367",
@@ -366,6 +419,12 @@ if HAVE_TORCH:  # the MLP class needs torch
             "and never displaces y+ in a single pair, while the log-linear constructions built "
             "for them do (pi(y3) = 1.000, log pi(y+) falls 18.6 nats): drift and displacement "
             "need features aligned with the data's direction, not just shared parameters. The "
-            "check asserts only that the tabular column reproduces the bandit figures (F1, F5, "
-            "F6 hold; F3 under Adam, F11 and F15 do not)."),
-        config=CapacityConfig, run=run, plot=plot, check=check, seeds=3, summary=summary))
+            "check's paper clauses are the findings with Tajwar's MLP, per seed: F5 and F6 hold "
+            "(3 of 3 seeds), F1 (lead -0.00002 [-0.00009, +0.00004]), F3, F11 and F15 do not (0 "
+            "of 3): verdict partly, pinned; the tabular and log-linear cells are reported beside "
+            "them (the tabular column reproduces the bandit figures: F1, F5, F6 hold; F3 under "
+            "Adam, F11 and F15 do not). The quick config runs every class with shorter runs "
+            "(F1 150 steps, F3 100, F5 700, F6 100, F11 and F15 150): the MLP clauses come out "
+            "as in the full run, the tabular column does not (F1 and F6 need the full length)."),
+        config=CapacityConfig, run=run, plot=plot, check=check, seeds=3, summary=summary,
+        expected_verdict=PARTLY, expected_failing=("F1", "F3", "F11", "F15")))

@@ -29,10 +29,11 @@ import pandas as pd
 
 from coverage_sim._validation import check_in_range, check_int, check_positive
 from coverage_sim.experiments.common import (HAVE_TORCH, check_device, require_torch,
-                                              seed_streams, steps_to_reach)
+                                              seed_clause, seed_streams, steps_to_reach)
 from coverage_sim.experiments.drpo.setting import (ARXIV, PAPER, RESETS, ROOT, reset_objective,
                                                     start_distribution)
 from coverage_sim.experiments.registry import Experiment, check_tuple, register
+from coverage_sim.experiments.verdict import CheckResult, Effect
 from coverage_sim.plotting import new_figure
 from coverage_sim.sequences import AutoregressiveTabular, combination_lock
 from coverage_sim.train import log_schedule
@@ -284,44 +285,75 @@ def plot(table: pd.DataFrame, config: DRPOTransformerConfig):
     return fig
 
 
-def check(table: pd.DataFrame, config: DRPOTransformerConfig) -> None:
-    """DR-PO's F17 claim for both policies:
+def _faster(table, policy, horizon, threshold):
+    """Per seed: ``(iterations to solve with resets, with root-only, resets solve in fewer)``; an
+    unsolved run takes ``inf`` iterations, so resets that solve beat a root-only run that never
+    does."""
+    t_reset = _solve_steps(table, policy, _RESETS, horizon, threshold, np.inf)
+    t_root = _solve_steps(table, policy, _ROOT, horizon, threshold, np.inf)
+    return t_reset, t_root, np.isfinite(t_reset) & (t_reset < t_root)
 
-    1. tabular, at ``horizon``: both start at ``V^-H`` (rel. 1e-9); resets solve the lock; root-only
-       needs >= 4x as many iterations or does not solve it within the budget, and is still
-       <= 10 V^-H when the resets solve it (the ``drpo-resets`` shape);
-    2. transformer, at the largest horizon: the median iterations-to-solve over seeds (censored at
-       the budget) is smaller with resets than root-only, and resets' mean final P(y*) exceeds
-       root-only's by >= 0.2.
+
+def _faster_clause(name, table, policy, horizon, config, paper):
+    t_reset, t_root, faster = _faster(table, policy, horizon, config.threshold)
+    roots = ", ".join(f"{t:g}" if np.isfinite(t) else "never" for t in t_root)
+    return seed_clause(
+        name, f"{policy}, H = {horizon}: with resets P(y*) reaches {config.threshold:g} within "
+        f"{config.max_steps} iterations, in fewer than root-only needs (or root-only never does)",
+        np.where(np.isfinite(t_reset), t_reset, np.nan), faster, paper=paper,
+        what=f"iterations with resets (root-only: {roots})")
+
+
+def check(table: pd.DataFrame, config: DRPOTransformerConfig) -> CheckResult:
+    """DR-PO's F17 claim on each lock (instances = seeds: each draws the secret and the
+    transformer's initialisation; each clause's detail gives the seed mean with its 95% CI).
+
+    Paper clauses, for the transformer at the largest horizon (where root-only stalls):
+
+    - ``resets-faster``: with resets P(y*) reaches ``threshold`` within the budget, in fewer
+      iterations than root-only (which may never reach it);
+    - ``resets-ahead``: at the end of the budget P(y*) with resets is at least 0.2 above
+      root-only's.
+
+    ``paper=False``: the tabular policy at ``horizon``, as the bandit figure ``drpo-resets``
+    (``tabular-resets-faster``: resets solve and root-only needs at least 4x as many iterations or
+    never solves; ``tabular-root-stalls``: root-only is still at most 10 V^-H when resets solve),
+    and ``resets-faster-H<h>`` for the transformer's other horizons (the finding that its shared
+    parameters shorten the root-only plateau at small H).
+
+    Effect: final P(y*), resets minus root-only, transformer at the largest horizon, per seed.
     """
-    V, H, budget = config.vocab, config.horizon, config.max_steps
+    V, H, thr = config.vocab, config.horizon, config.threshold
     floor = float(V) ** -H
-    for method in (_ROOT, _RESETS):
-        start = _lock_curves(table, "tabular", method, H).iloc[0]
-        assert np.allclose(start, floor, rtol=1e-9), (
-            f"tabular {method}: initial P(y*) {start.tolist()} is not V^-H = {floor:.6g}")
-    t_reset = _solve_steps(table, "tabular", _RESETS, H, config.threshold, budget)
-    t_root = _solve_steps(table, "tabular", _ROOT, H, config.threshold, budget)
-    assert np.all(t_reset < budget), f"tabular: resets do not solve H = {H} in {budget} steps"
-    assert np.all(t_root >= np.minimum(4.0 * t_reset, budget)), (
-        f"tabular: root-only needs {t_root.tolist()} iterations vs {t_reset.tolist()} with "
-        f"resets (< 4x, and solved within the budget {budget})")
-    root = _lock_curves(table, "tabular", _ROOT, H)
-    at = root[root.index <= t_reset.max()].iloc[-1]
-    assert np.all(at <= 10.0 * floor), (
-        f"tabular: root-only P(y*) = {at.max():.3g} when resets solve the lock, not stalled "
-        f"near V^-H = {floor:.3g}")
     big = max(config.horizons)
-    t_reset = _solve_steps(table, "transformer", _RESETS, big, config.threshold, budget)
-    t_root = _solve_steps(table, "transformer", _ROOT, big, config.threshold, budget)
-    assert np.median(t_reset) < np.median(t_root), (
-        f"transformer, H = {big}: resets' median iterations to solve {np.median(t_reset):g} is not "
-        f"below root-only's {np.median(t_root):g} (budget {budget})")
-    final_reset = _lock_curves(table, "transformer", _RESETS, big).iloc[-1].mean()
-    final_root = _lock_curves(table, "transformer", _ROOT, big).iloc[-1].mean()
-    assert final_reset >= final_root + 0.2, (
-        f"transformer, H = {big}: final mean P(y*) with resets {final_reset:.3f} is not >= 0.2 "
-        f"above root-only's {final_root:.3f}")
+    clauses = []
+    clauses.append(_faster_clause("resets-faster", table, "transformer", big, config, True))
+    final_reset = _lock_curves(table, "transformer", _RESETS, big).iloc[-1]
+    final_root = _lock_curves(table, "transformer", _ROOT, big).iloc[-1]
+    lead = (final_reset - final_root).to_numpy()
+    clauses.append(seed_clause(
+        "resets-ahead", f"transformer, H = {big}: after {config.max_steps} iterations P(y*) with "
+        "resets is at least 0.2 above root-only's", lead, lead >= 0.2, what="lead"))
+    for h in sorted(set(config.horizons) - {big}):
+        clauses.append(_faster_clause(f"resets-faster-H{h}", table, "transformer", h, config,
+                                      False))
+    t_reset, t_root, _ = _faster(table, "tabular", H, thr)
+    clauses.append(seed_clause(
+        "tabular-resets-faster", f"tabular, H = {H}: resets solve within {config.max_steps} "
+        "iterations and root-only needs at least 4x as many or never solves",
+        np.where(np.isfinite(t_root), t_root, config.max_steps) / t_reset,
+        np.isfinite(t_reset) & (t_root >= 4.0 * t_reset), paper=False,
+        what="root-only / resets iterations (unsolved at the budget)"))
+    root = _lock_curves(table, "tabular", _ROOT, H)
+    at = np.array([root[s][root.index <= (t if np.isfinite(t) else config.max_steps)].iloc[-1]
+                   for s, t in zip(root.columns, t_reset)])
+    clauses.append(seed_clause(
+        "tabular-root-stalls", f"tabular, H = {H}: when resets solve, root-only's P(y*) is still "
+        f"at most 10 V^-H = {10 * floor:.3g} (resets must solve)", at / floor,
+        np.isfinite(t_reset) & (at <= 10.0 * floor), paper=False,
+        what="root-only P(y*) / V^-H"))
+    effect = Effect(f"final P(y*), resets - root-only (transformer, H = {big})", lead)
+    return CheckResult(clauses=tuple(clauses), effect=effect, mode="exact")
 
 
 if HAVE_TORCH:  # registered only when torch imports
@@ -351,7 +383,10 @@ if HAVE_TORCH:  # registered only when torch imports
             "H = 6 root-only solves in 44-182 iterations vs 10-50 with resets, i.e. the effect "
             "nearly vanishes at the brief's H = 6. It returns with H: root-only median 10, 47, "
             "430 and > 600 iterations (H = 4, 6, 8, 10; no seed solves H = 10), resets 15-40 "
-            "(23-281 at H = 10, all seeds). Transformer-only effect: resets first lower P(y*) "
+            "(23-281 at H = 10, all seeds). The check (per lock, i.e. per seed) asserts the "
+            "claim for the transformer at H = 10: resets faster and at least 0.2 ahead at the "
+            "end, in 4 of 4 seeds; at H = 4 resets are faster in 0 of 4 seeds, at H = 6 in 3 of "
+            "4, at H = 8 in 4 of 4 (reported, not the paper's clause). Transformer-only effect: resets first lower P(y*) "
             "from the root (to 1e-9-1e-17 at H = 8-10) because the deep-prefix terms dominate "
             "the gradient and, through shared parameters, push down the correct tokens of "
             "earlier positions before those are learned; the tabular policy has no such "

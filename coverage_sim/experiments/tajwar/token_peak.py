@@ -33,13 +33,13 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import HAVE_TORCH, require_torch, seed_streams
-from coverage_sim.experiments.registry import (Experiment, mean_ci, mean_curve, register,
-                                                tidy_rows)
+from coverage_sim.experiments.common import HAVE_TORCH, require_torch, seed_clause, seed_streams
+from coverage_sim.experiments.registry import Experiment, mean_curve, register, tidy_rows
 from coverage_sim.experiments.tajwar.setting import (ARXIV, METHOD_COLOURS, OFFLINE, ON_POLICY,
                                                      PAPER, ipo_beta)
 from coverage_sim.experiments.tajwar.token_task import (TokenTaskConfig, sft_base_model,
                                                         token_metrics, token_tables)
+from coverage_sim.experiments.verdict import PARTLY, CheckResult, Effect
 from coverage_sim.plotting import mean_band, new_figure
 from coverage_sim.sequences import tajwar_token_env
 
@@ -212,29 +212,29 @@ def plot(table: pd.DataFrame, config: TajwarTokenPeakConfig):
     return fig
 
 
-def check(table: pd.DataFrame, config: TajwarTokenPeakConfig) -> None:
-    """Tajwar's F1 claim on the token task, on seed averages:
+def check(table: pd.DataFrame, config: TajwarTokenPeakConfig) -> CheckResult:
+    """Tajwar's F1 claim on the token task, on each seed (instances = seeds; each clause's detail
+    gives the seed mean with its 95% CI): for each loss, the on-policy lead -- on-policy final gold
+    reward minus the same loss's offline final gold reward -- is at least ``min_lead``.
 
-    1. every run starts from the same SFT policy (identical step-0 reward within a seed);
-    2. for each loss (Best-of-N, IPO) the on-policy lead -- on-policy final reward minus the same
-       loss's offline final reward -- has a seed-mean of at least ``min_lead`` and a 95% confidence
-       interval above 0 (one seed: the mean alone).
+    Paper clauses ``best-of-n`` and ``ipo``, one per loss. Effect: the on-policy lead per seed,
+    averaged over the two losses.
     """
-    start = table[(table["metric"] == "reward") & (table["step"] == 0)]
-    spread = start.groupby("seed")["value"].agg(lambda v: v.max() - v.min())
-    assert (spread < 1e-9).all(), (
-        f"runs of one seed do not start from the same policy (step-0 reward spread "
-        f"{spread.max():.3g})")
-    final = final_rewards(table).mean()
-    shown = ", ".join(f"{k} {v:.3f}" for k, v in final.items())
-    for method, lead in on_policy_leads(table).items():
-        mean, lo, hi = mean_ci(lead.to_numpy())
-        assert mean >= config.min_lead, (
-            f"transformer, {method}: on-policy lead over offline {mean:+.3f} (95% CI {lo:+.3f} to "
-            f"{hi:+.3f}) is below {config.min_lead} (final rewards: {shown})")
-        assert lo > 0 or len(lead) == 1, (
-            f"transformer, {method}: on-policy lead over offline {mean:+.3f} has a 95% CI reaching "
-            f"{lo:+.3f} <= 0 ({len(lead)} seeds; final rewards: {shown})")
+    leads = on_policy_leads(table)
+    final = final_rewards(table)
+    clauses = []
+    for method in METHODS:
+        lead = leads[method]
+        on, off = final[f"{method}, {ON_POLICY}"], final[f"{method}, {OFFLINE}"]
+        clauses.append(seed_clause(
+            method.lower(),
+            f"{method}: on-policy final gold reward at least {config.min_lead:g} above offline "
+            f"{method}'s", lead, lead >= config.min_lead,
+            what=f"lead (on-policy {', '.join(f'{v:.3f}' for v in on)} vs offline "
+                 f"{', '.join(f'{v:.3f}' for v in off)})"))
+    effect = Effect("final gold reward, on-policy - offline (mean of Best-of-N and IPO)",
+                    leads.mean(axis=1).to_numpy())
+    return CheckResult(clauses=tuple(clauses), effect=effect, mode="sampled")
 
 
 if HAVE_TORCH:  # registered only when torch imports
@@ -257,14 +257,18 @@ if HAVE_TORCH:  # registered only when torch imports
             "Offline: one dataset drawn once from pi_ref (100 groups of 10, or 500 pairs), 10 "
             "groups or 50 pairs per step; on-policy: fresh draws from the current policy reused "
             "for 10 steps (Tajwar's transformer runs). Metrics: Rao-Blackwellised estimates from "
-            "128 policy samples; 3 seeds. Result (final reward, mean over seeds): Best-of-N "
+            "128 policy samples; 3 seeds; the check's clauses are evaluated per seed (the instances) "
+            "with the seed means and 95% CIs beside them. Result (final reward, mean over seeds): "
+            "Best-of-N "
             "on-policy 0.983 vs offline 0.143 (lead +0.840, every seed), the paper's finding; "
             "offline IPO (contrastive) 0.533 beats offline Best-of-N (maximum likelihood), as in "
             "the bandit F1; but on-policy IPO reaches only 0.568 (0.72, 0.53, 0.46 by seed), a "
             "lead of +0.035 [-0.320, +0.390] over offline IPO, and oscillates (0.63 -> 0.41 "
             "within 20 steps in one seed): with one pair per prompt, a margin target of 10 and "
-            "10-step reuse of its own samples, online IPO has not converged in 120 steps. So the "
-            "check fails for IPO and the finding transfers for Best-of-N only, within this "
-            "budget."),
+            "10-step reuse of its own samples, online IPO has not converged in 120 steps. Verdict "
+            "partly, pinned: the clause best-of-n holds in 3 of 3 seeds and ipo in 1 of 3 (lead "
+            "+0.191, +0.004, -0.090): the finding transfers for Best-of-N only, within this "
+            "budget, and IPO's failure is a missing lead, not a reversed one (the quick run: "
+            "+0.012 and -0.014)."),
         config=TajwarTokenPeakConfig, run=run, plot=plot, check=check, seeds=3,
-        expected_to_agree=False))
+        expected_verdict=PARTLY, expected_failing=("ipo",)))

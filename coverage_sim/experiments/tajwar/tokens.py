@@ -31,9 +31,11 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_in_range, check_int
-from coverage_sim.experiments.common import HAVE_TORCH, require_torch, seed_streams, steps_to_reach
+from coverage_sim.experiments.common import (HAVE_TORCH, require_torch, seed_clause, seed_streams,
+                                              steps_to_reach)
 from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_curve, register,
                                                 tidy_rows)
+from coverage_sim.experiments.verdict import CheckResult, Effect
 from coverage_sim.experiments.tajwar.setting import ARXIV, PAPER
 from coverage_sim.experiments.tajwar.token_task import (TokenTaskConfig, sft_base_model,
                                                         token_metrics, token_tables)
@@ -46,7 +48,7 @@ if HAVE_TORCH:
     from coverage_sim.torch_backend import (BestOfNLoss, draw_batch, reproducible,
                                             sampled_backward)
 
-__all__ = ["EXPERIMENT", "TajwarTokensConfig", "check", "plot", "run"]
+__all__ = ["EXPERIMENT", "TajwarTokensConfig", "check", "plot", "run", "seed_readouts"]
 
 _PLAIN, _PUSH = "Best-of-N", "Best-of-N + push-down worst"
 
@@ -171,44 +173,66 @@ def plot(table: pd.DataFrame, config: TajwarTokensConfig):
     return fig
 
 
-def check(table: pd.DataFrame, config: TajwarTokensConfig) -> None:
-    """Tajwar's F3 claim on the token task, per reuse (curves = means over seeds):
-
-    1. both methods start from the same SFT policy (identical step-0 reward);
-    2. with push-down the mean gold reward reaches ``threshold`` in no more steps than plain
-       Best-of-N, and plain Best-of-N reaches it too (both learn);
-    3. push-down's time-averaged gold reward and mass near the optimum are not below plain
-       Best-of-N's (tolerance 0.005), and for at least one reuse push-down is ahead on both by
-       >= 0.01 (the negative gradient relocates mass faster).
-    """
+def seed_readouts(table: pd.DataFrame, config: TajwarTokensConfig) -> pd.DataFrame:
+    """Per (reuse, seed): steps to gold reward ``threshold`` of plain Best-of-N and with push-down
+    (``inf`` if never), and the push-down's gain in time-averaged gold reward and mass near the
+    optimum (push-down minus plain, each seed's own curves)."""
     c = config.push_down
-    leads = []
-    for reuse in sorted(table["reuse"].unique()):
-        plain = mean_curve(table, "reward", reuse=reuse, push_down=0.0)
-        pushed = mean_curve(table, "reward", reuse=reuse, push_down=c)
-        assert abs(plain.iloc[0] - pushed.iloc[0]) < 1e-9, (
-            f"reuse {reuse}: the two runs do not start from the same policy "
-            f"({plain.iloc[0]:.4f} vs {pushed.iloc[0]:.4f})")
-        t_plain = steps_to_reach(plain, config.threshold)
-        t_push = steps_to_reach(pushed, config.threshold)
-        assert np.isfinite(t_plain), (
-            f"reuse {reuse}: plain Best-of-N never reaches gold reward {config.threshold} in "
-            f"{config.steps} steps (max {plain.max():.3f})")
-        assert t_push <= t_plain, (
-            f"reuse {reuse}: push-down reaches gold reward {config.threshold} at step {t_push:g}, "
-            f"later than plain Best-of-N ({t_plain:g})")
-        gaps = []
+    rows = []
+    for (reuse, seed), sub in table.groupby(["reuse", "seed"]):
+        out = {"reuse": reuse, "seed": seed}
+        for name, push in (("plain", 0.0), ("push", c)):
+            reward = mean_curve(sub, "reward", push_down=push)
+            out[f"steps_{name}"] = steps_to_reach(reward, config.threshold)
+            for metric in ("reward", "mass_near_opt"):
+                out[f"auc_{metric}_{name}"] = _auc(mean_curve(sub, metric, push_down=push))
         for metric in ("reward", "mass_near_opt"):
-            a_plain = _auc(mean_curve(table, metric, reuse=reuse, push_down=0.0))
-            a_push = _auc(mean_curve(table, metric, reuse=reuse, push_down=c))
-            assert a_push >= a_plain - 0.005, (
-                f"reuse {reuse}: time-averaged {metric} with push-down {a_push:.4f} is below "
-                f"plain Best-of-N {a_plain:.4f}")
-            gaps.append(a_push - a_plain)
-        leads.append(min(gaps))
-    assert max(leads) >= 0.01, (
-        f"push-down is not ahead by >= 0.01 in time-averaged reward and mass near the optimum "
-        f"for any reuse (leads {[round(g, 4) for g in leads]})")
+            out[f"gain_{metric}"] = out[f"auc_{metric}_push"] - out[f"auc_{metric}_plain"]
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def check(table: pd.DataFrame, config: TajwarTokensConfig) -> CheckResult:
+    """Tajwar's F3 claim on the token task, on each seed (instances = seeds; each clause's detail
+    gives the seed mean with its 95% CI).
+
+    Paper clauses, at the largest sample reuse (Tajwar's transformer runs: 10 steps per batch):
+
+    - ``earlier``: with push-down the gold reward reaches ``threshold`` no later than with plain
+      Best-of-N, and plain Best-of-N reaches it too (both learn);
+    - ``more-mass``: push-down's time-averaged mass near the optimum is higher (it relocates mass
+      faster).
+
+    The same two clauses at every other reuse (``earlier-reuse1``, ...: fresh draws are our
+    variant) are reported with ``paper=False``. Effect: time-averaged mass near the optimum,
+    push-down minus plain Best-of-N, per seed at the paper's reuse.
+    """
+    readouts = seed_readouts(table, config)
+    paper_reuse = int(readouts["reuse"].max())
+    clauses, effect = [], None
+    for reuse in sorted(readouts["reuse"].unique(), reverse=True):
+        r = readouts[readouts["reuse"] == reuse].sort_values("seed")
+        paper = int(reuse) == paper_reuse
+        suffix = "" if paper else f"-reuse{int(reuse)}"
+        where = f"reuse {int(reuse)}" + ("" if paper else " (our variant)")
+        lead = r["steps_plain"] - r["steps_push"]
+        clauses.append(seed_clause(
+            "earlier" + suffix,
+            f"{where}: with push-down (c = {config.push_down:g}) the gold reward reaches "
+            f"{config.threshold:g} no later than plain Best-of-N, which reaches it within "
+            f"{config.steps} steps",
+            lead.where(np.isfinite(lead), np.nan),
+            np.isfinite(r["steps_plain"]).to_numpy() & (r["steps_push"] <= r["steps_plain"]),
+            paper=paper, what="steps saved"))
+        clauses.append(seed_clause(
+            "more-mass" + suffix,
+            f"{where}: push-down's time-averaged mass near the optimum is above plain "
+            "Best-of-N's", r["gain_mass_near_opt"], r["gain_mass_near_opt"] > 0, paper=paper,
+            what="gain"))
+        if paper:
+            effect = Effect(f"time-averaged mass near the optimum, push-down - plain Best-of-N "
+                            f"(reuse {int(reuse)})", r["gain_mass_near_opt"].to_numpy())
+    return CheckResult(clauses=tuple(clauses), effect=effect, mode="sampled")
 
 
 if HAVE_TORCH:  # registered only when torch imports
@@ -234,7 +258,11 @@ if HAVE_TORCH:  # registered only when torch imports
             "4 seeds. Unlike the bandit F3 (exact, plain GD on a tabular softmax, offline and "
             "on-policy, peaks 70 and 20) this is sampled, Adam and peak 70 only: with a "
             "shared-parameter network the push-down survives Adam, which erased it on the "
-            "tabular policy. Result (means over 4 seeds): the finding transfers. With reuse 10, "
+            "tabular policy. The check's clauses (push-down reaches reward 0.5 no later; its "
+            "time-averaged mass near the optimum is higher) are evaluated per seed, at reuse 10 "
+            "as the paper's and at reuse 1 as our variant. Result (means over 4 seeds): the "
+            "finding transfers, both clauses in 4 of 4 seeds at both reuses (mass gain +0.050 "
+            "[+0.037, +0.063] at reuse 10, +0.014 at reuse 1). With reuse 10, "
             "push-down reaches gold reward 0.5 at step 35 vs 40 and 0.9 at 80 vs 95 (every seed "
             "earlier), reward at step 20 0.38 vs 0.21, time-averaged reward 0.75 vs 0.70 and "
             "mass near the optimum 0.72 vs 0.67. With a fresh draw every step plain Best-of-N is "

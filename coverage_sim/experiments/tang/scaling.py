@@ -10,8 +10,9 @@ minus offline IPO after the same number of steps. The tabular softmax over the s
 the same data (Adam, the bandit F6's optimiser), is the no-sharing reference.
 
 Claim (Tang et al.): scaling the policy (~16x) narrows the gap but does not close it. The check
-states the verdict on seed means with 95% confidence intervals (:func:`scaling_verdict`); the
-result and where the setting differs: ``EXPERIMENT.differences``.
+(:func:`check`) evaluates each clause on each seed, paired across sizes, with the seed means and
+95% confidence intervals beside the fractions; the result and where the setting differs:
+``EXPERIMENT.differences``.
 """
 
 from __future__ import annotations
@@ -22,19 +23,20 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_choice, check_int, check_positive
-from coverage_sim.experiments.common import HAVE_TORCH, require_torch
+from coverage_sim.experiments.common import HAVE_TORCH, require_torch, seed_clause
 from coverage_sim.experiments.registry import Experiment, check_tuple, mean_ci, register
 from coverage_sim.experiments.tang.setting import ARXIV, PAPER
-from coverage_sim.experiments.tang.token_task import (METHODS, SIZES, TokenTaskConfig,
-                                                      block_seeds, final_gaps, seed_data,
-                                                      sft_stack, tidy_history, token_task_env,
-                                                      train_methods)
+from coverage_sim.experiments.tang.token_task import (MATERIAL_GAP, METHODS, SIZES,
+                                                      TokenTaskConfig, block_seeds, final_gaps,
+                                                      seed_data, sft_stack, tidy_history,
+                                                      token_task_env, train_methods)
+from coverage_sim.experiments.verdict import DISAGREES, CheckResult, Effect
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import new_figure
 from coverage_sim.train import log_schedule, train_many
 
 __all__ = ["EXPERIMENT", "SIZES", "ScalingConfig", "check", "n_parameters", "plot", "run",
-           "scaling_env", "scaling_verdict", "size_gaps"]
+           "scaling_env", "size_gaps"]
 
 _COLOURS = {"online": "C0", "offline": "C3"}
 TABULAR = "tabular"
@@ -113,26 +115,6 @@ def size_gaps(table: pd.DataFrame, sizes) -> pd.DataFrame:
     return gaps[[s for s in sizes if s in gaps.columns]]
 
 
-def scaling_verdict(table: pd.DataFrame, config: ScalingConfig) -> tuple[str, dict]:
-    """``(verdict, numbers)`` on "scale narrows the gap but does not close it".
-
-    ``narrows``: the smallest size's gap minus the largest's (paired by seed) has a 95% CI above 0;
-    ``not closed``: the largest size's gap has a 95% CI above 0. Verdict ``"agrees"`` (both),
-    ``"partly"`` (one) or ``"does not agree"`` (neither). ``numbers`` holds each size's mean gap and
-    CI (and the tabular reference's), and the paired difference's.
-    """
-    gaps = size_gaps(table, list(config.sizes) + [TABULAR])
-    numbers = {s: mean_ci(gaps[s].to_numpy()) for s in gaps.columns}
-    small, large = config.sizes[0], config.sizes[-1]
-    diff = mean_ci((gaps[small] - gaps[large]).to_numpy())
-    numbers["smallest - largest"] = diff
-    narrows = diff[1] > 0
-    not_closed = numbers[large][1] > 0
-    verdict = ("agrees" if narrows and not_closed else
-               "partly" if narrows or not_closed else "does not agree")
-    return verdict, numbers
-
-
 def _fmt(ci) -> str:
     return f"{ci[0]:+.3f} [{ci[1]:+.3f}, {ci[2]:+.3f}]"
 
@@ -203,15 +185,41 @@ def n_parameters(size: str, vocab: int, length: int) -> int:
     return d * (1 + vocab + length) + kw["n_layer"] * (12 * d * d + 13 * d) + 2 * d + vocab * d
 
 
-def check(table: pd.DataFrame, config: ScalingConfig) -> None:
-    """Tang et al.'s scaling claim: the gap narrows from the smallest to the largest size (paired
-    difference, 95% CI above 0) and the largest size's gap stays positive (95% CI above 0)."""
-    verdict, numbers = scaling_verdict(table, config)
-    shown = "; ".join(f"{k} {_fmt(v)}" for k, v in numbers.items())
-    assert verdict == "agrees", (
-        f"transformer sizes: scale narrows the gap but does not close it: {verdict} (online - "
-        f"offline final win "
-        f"rate, mean [95% CI] over {len(size_gaps(table, config.sizes))} seeds: {shown})")
+def check(table: pd.DataFrame, config: ScalingConfig) -> CheckResult:
+    """Tang et al.'s scaling claim on each seed (instances = seeds, paired across sizes; each
+    clause's detail gives the seed mean with its 95% CI), on the final gold win rate of online
+    minus offline IPO (:func:`size_gaps`):
+
+    - ``narrows``: the smallest size's gap is above the largest size's;
+    - ``not-closed``: the largest size's gap is above 0;
+    - ``tabular-gap`` (``paper=False``): the no-sharing reference (the tabular softmax on the same
+      data) has a gap above 0, as in the bandit F6;
+
+    each by more than :data:`~coverage_sim.experiments.tang.token_task.MATERIAL_GAP`.
+
+    Effect: the smallest size's gap minus the largest size's, per seed.
+    """
+    small, large = config.sizes[0], config.sizes[-1]
+    gaps = size_gaps(table, list(config.sizes) + [TABULAR])
+    narrowing = gaps[small] - gaps[large]
+    by = f"by more than {MATERIAL_GAP:g}"
+    clauses = [
+        seed_clause("narrows", f"scaling the policy from {small} to {large} narrows the gap: "
+                    f"online - offline final gold win rate at {small} above that at {large} {by}",
+                    narrowing, narrowing > MATERIAL_GAP, what=f"{small} - {large}"),
+        seed_clause("not-closed", f"at the largest size ({large}) online IPO's final gold win "
+                    f"rate is above offline IPO's {by}", gaps[large], gaps[large] > MATERIAL_GAP,
+                    what=f"gap at {large}")]
+    if TABULAR in gaps.columns:
+        clauses.append(seed_clause(
+            "tabular-gap", "the tabular softmax on the same data (no parameter sharing): online "
+            f"IPO's final gold win rate above offline IPO's {by}", gaps[TABULAR],
+            gaps[TABULAR] > MATERIAL_GAP, paper=False, what="gap"))
+    effect = Effect(f"win-rate gap (online - offline), {small} minus {large}",
+                    narrowing.to_numpy())
+    numbers = {s: _fmt(mean_ci(gaps[s].to_numpy())) for s in gaps.columns}
+    return CheckResult(clauses=tuple(clauses), effect=effect, mode="exact",
+                       notes={"gap per size, mean [95% CI]": numbers})
 
 
 if HAVE_TORCH:  # registered only when torch imports
@@ -235,9 +243,12 @@ if HAVE_TORCH:  # registered only when torch imports
             "data (Adam 0.05, 1000 steps) is the no-sharing reference. Result, mean [95% CI] "
             "over 16 seeds: w4 +0.007 [-0.006, +0.020], w16 +0.032 [+0.000, +0.064], w32 +0.030 "
             "[-0.000, +0.061], tabular +0.119 [+0.043, +0.195]; smallest minus largest -0.023 "
-            "[-0.060, +0.014]. Verdict: does not agree. The gap does not narrow with size; it "
-            "grows from about 0 at w4 towards the tabular gap, and the largest size's interval "
-            "touches 0. Mechanism: the gap comes from offline IPO over-fitting the "
+            "[-0.060, +0.014]. Per seed (the check's instances; a difference counts above "
+            "0.005): the gap narrows from w4 to w32 in 5 of 16 seeds and stays open at w32 in 9 "
+            "of 16 (tabular 13 of 16). Verdict: does not agree, pinned (both clauses fail; the "
+            "quick run, 60 steps, fails both too: no size has over-fitted yet). The gap does not "
+            "narrow with size; it grows from about 0 at w4 towards the tabular gap, and the "
+            "largest size's interval touches 0. Mechanism: the gap comes from offline IPO over-fitting the "
             "near-deterministic empirical labels of finite data (the bandit F6), and a small "
             "network cannot fit per-pair noise, so its offline IPO behaves like online IPO; "
             "capacity, like the table's free logits, lets offline IPO over-fit. Tang et al.'s "
@@ -247,4 +258,4 @@ if HAVE_TORCH:  # registered only when torch imports
             "w128 (400k parameters) offline IPO collapsed in 2 of 3 seeds (gap +0.27) while w8 "
             "stayed at +0.007."),
         config=ScalingConfig, run=run, plot=plot, check=check, seeds=2,
-        expected_to_agree=False))
+        expected_verdict=DISAGREES, expected_failing=("narrows", "not-closed")))

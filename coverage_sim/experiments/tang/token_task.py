@@ -44,8 +44,8 @@ if HAVE_TORCH:
     from coverage_sim.transformer_stack import (TransformerStack, sft_stack_to_reference,
                                                 train_exact_stack)
 
-__all__ = ["METHODS", "SIZES", "TokenTaskConfig", "block_seeds", "final_gaps", "seed_data",
-           "sft_stack", "tidy_history", "token_task_env", "train_methods"]
+__all__ = ["MATERIAL_GAP", "METHODS", "SIZES", "TokenTaskConfig", "block_seeds", "final_gaps",
+           "seed_data", "sft_stack", "tidy_history", "token_task_env", "train_methods"]
 
 #: Transformer sizes by name: (n_layer, n_head, n_embd). Widths at depth 2 (4x the width, about
 #: 16x the block parameters per step, Tang et al.'s 16x), and minGPT's gpt-nano.
@@ -58,6 +58,11 @@ SIZES = {"w4": dict(n_layer=2, n_head=2, n_embd=4),
          "gpt-nano": dict(n_layer=3, n_head=3, n_embd=48)}
 #: The two arms: online IPO (proxy labels on the policy's pairs), offline IPO (n gold pairs).
 METHODS = {"online": "online IPO (proxy labels)", "offline": "offline IPO (n gold pairs)"}
+#: The smallest win-rate difference the checks count as an effect in one seed: half a percentage
+#: point. The gold win rates are exact, so this is a materiality threshold, not a noise bound: it
+#: keeps a seed whose two arms end level (differences of 1e-4 after a short run) from passing or
+#: failing on the sign of a rounding-sized number.
+MATERIAL_GAP = 0.005
 _DTYPES = ("float32", "float64")
 
 

@@ -9,9 +9,9 @@ over the same sequences and data as the bandit baseline. Bandit version: ``tang-
 ``tang-scaling`` (:mod:`.scaling`).
 
 Claim: online IPO (pairs from the current policy, proxy labels) reaches a higher golden win rate
-than offline IPO at the same KL; offline IPO plateaus or declines as the KL grows. The check is
-stated on seed means with 95% confidence intervals (:func:`seed_effects`), and the fraction of
-seeds that pass on their own is reported; the result: ``EXPERIMENT.differences``.
+than offline IPO at the same KL; offline IPO plateaus or declines as the KL grows. The check
+evaluates each clause on each seed (:func:`seed_effects`) and gives the seed means with 95%
+confidence intervals beside the fractions; the result: ``EXPERIMENT.differences``.
 
 Conventions as in :mod:`~coverage_sim.experiments.tang.setting`: IPO is TRL's
 ``(h - 1/(2 tau))^2`` (tau = Azar's tau = TRL beta); KL is ``KL(pi || pi_ref)`` in nats. Torch is
@@ -27,18 +27,19 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_choice, check_int, check_positive
-from coverage_sim.experiments.common import HAVE_TORCH, require_torch
+from coverage_sim.experiments.common import HAVE_TORCH, require_torch, seed_clause
 from coverage_sim.experiments.registry import Experiment, check_tuple, mean_ci, register
 from coverage_sim.experiments.tang.setting import ARXIV, PAPER, final_points
-from coverage_sim.experiments.tang.token_task import (SIZES, TokenTaskConfig, block_seeds,
-                                                      seed_data, sft_stack, tidy_history,
-                                                      token_task_env, train_methods)
+from coverage_sim.experiments.tang.token_task import (MATERIAL_GAP, SIZES, TokenTaskConfig,
+                                                      block_seeds, seed_data, sft_stack,
+                                                      tidy_history, token_task_env, train_methods)
+from coverage_sim.experiments.verdict import PARTLY, CheckResult, Effect
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import mean_band, new_figure
 from coverage_sim.train import log_schedule, train_many
 
-__all__ = ["EXPERIMENT", "TangTransformerConfig", "check", "envelope", "pass_fraction", "plot",
-           "run", "seed_effects"]
+__all__ = ["EXPERIMENT", "TangTransformerConfig", "check", "envelope", "plot", "run",
+           "seed_effects"]
 
 _METHODS = {"online": "online IPO (proxy labels)", "offline": "offline IPO (n gold pairs)"}
 _COLOURS = {"online": "C0", "offline": "C3"}
@@ -179,12 +180,6 @@ def seed_effects(table: pd.DataFrame, policy: str) -> pd.DataFrame:
                          "gap_checkpoints": pd.Series(early)})
 
 
-def pass_fraction(table: pd.DataFrame, policy: str = "transformer") -> float:
-    """Fraction of seeds that show both effects on their own (gap > 0 and decline > 0)."""
-    eff = seed_effects(table, policy)
-    return float(((eff["gap"] > 0) & (eff["decline"] > 0)).mean())
-
-
 def plot(table: pd.DataFrame, config: TangTransformerConfig):
     """(a) transformer and (b) tabular frontiers over tau and checkpoints (mean ± s.e. over seeds;
     faint: checkpoints; dots: final points per tau); (c) the effects per seed (:func:`seed_effects`)
@@ -230,25 +225,50 @@ def plot(table: pd.DataFrame, config: TangTransformerConfig):
     return fig
 
 
-def check(table: pd.DataFrame, config: TangTransformerConfig) -> None:
-    """Tang's F6 shape for both policies, on seed means with 95% CIs (:func:`seed_effects`):
+#: The clauses of :func:`check`: effect column of :func:`seed_effects` -> (name, statement).
+_CLAUSES = {"gap": ("gap", "online IPO's final-point frontier (tau sweep) lies above offline IPO's "
+                           "at matched KL (mean win-rate gap over the common KL range)"),
+            "decline": ("decline", "offline IPO's final win rate falls from its best tau to the "
+                                   "smallest tau by more than online IPO's (offline plateaus or "
+                                   "declines at large KL)"),
+            "gap_checkpoints": ("gap-with-early-stopping",
+                                "finding: online IPO's frontier over every tau and checkpoint "
+                                "lies above offline IPO's (mean win-rate gap)")}
 
-    1. online IPO's frontier lies above offline IPO's at matched KL (``gap``, CI above 0);
-    2. offline IPO plateaus or declines at small tau more than online (``decline``, CI above 0).
 
-    The transformer is checked first, so a failure message starting with "transformer" means the
-    finding did not transfer while the bandit version (the tabular softmax on the same data) may
-    still hold.
+def check(table: pd.DataFrame, config: TangTransformerConfig) -> CheckResult:
+    """Tang's F6 shape on each seed (instances = seeds; :func:`seed_effects`; each clause's detail
+    gives the seed mean with its 95% CI):
+
+    - paper clauses, for the transformer: ``gap`` (online above offline at matched KL on the tau
+      sweep's final points, as the bandit figure ``tang-pareto`` measures it) and ``decline``
+      (offline IPO plateaus or declines at small tau more than online);
+    - ``paper=False``: the same two for the tabular softmax on the same data (``tabular-gap``,
+      ``tabular-decline``: the bandit baseline), and the gap between the frontiers over every tau
+      and checkpoint (``gap-with-early-stopping``, both policies), which we report but which is not
+      the figure's criterion;
+
+    each effect must exceed :data:`~coverage_sim.experiments.tang.token_task.MATERIAL_GAP` in a
+    seed.
+
+    Effect: the transformer's ``gap`` per seed.
     """
+    clauses = []
     for policy in _POLICIES:
         eff = seed_effects(table, policy)
-        for name, what in (("gap", "online IPO above offline IPO at matched KL"),
-                           ("decline", "offline IPO declining at small tau more than online")):
-            mean, lo, hi = mean_ci(eff[name].dropna().to_numpy())
-            assert lo > 0 or (len(eff) == 1 and mean > 0), (
-                f"{policy}: {what}: {name} {mean:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}, "
-                f"{len(eff)} seeds; the effects pass together in "
-                f"{pass_fraction(table, policy):.0%} of seeds)")
+        prefix = "" if policy == "transformer" else "tabular-"
+        for column, (name, statement) in _CLAUSES.items():
+            values = eff[column]
+            clauses.append(seed_clause(
+                prefix + name, f"{policy}: {statement}, by more than {MATERIAL_GAP:g}", values,
+                values.fillna(-1.0) > MATERIAL_GAP,
+                paper=policy == "transformer" and column != "gap_checkpoints", what=column))
+    # a seed whose two frontiers share no KL range has no gap: it fails the clause (above) and
+    # has no effect value
+    gaps = seed_effects(table, "transformer")["gap"].dropna()
+    effect = (Effect("win rate at matched KL, online - offline IPO (transformer, final points)",
+                     gaps.to_numpy()) if len(gaps) else None)
+    return CheckResult(clauses=tuple(clauses), effect=effect, mode="exact")
 
 
 if HAVE_TORCH:  # registered only when torch imports
@@ -270,20 +290,26 @@ if HAVE_TORCH:  # registered only when torch imports
             "(300 Adam steps, lr 1e-2), then 300 Adam steps (lr 5e-3) of online and offline IPO "
             "at taus 0.01, 0.03, 0.1; the tabular softmax over the same sequences and data (Adam "
             "0.05, 1000 steps) is the bandit baseline. 8 seeds, trained as one stack of "
-            "independent models (transformer_stack), seed means with 95% CIs; the earlier version "
-            "ran 4 seeds and its curves moved between machines. Result: online IPO lies above "
-            "offline at matched KL (final points of the tau sweep, as tang-pareto measures it) in "
-            "8 of 8 seeds, gap +0.029 [+0.007, +0.050] (tabular +0.060 [+0.016, +0.103]); but "
-            "offline IPO does not decline at small tau more than online: +0.026 [-0.015, +0.066] "
-            "(offline's best tau is the smallest in 5 of 8 seeds; tabular +0.016 [-0.014, "
-            "+0.045]), so the check fails on that criterion, and both effects hold together in 3 "
-            "of 8 seeds (tabular 4 of 8). With the frontier over every checkpoint (early "
-            "stopping) the transformer's gap reverses, -0.016 [-0.022, -0.010] in every seed "
-            "(tabular +0.002 [-0.011, +0.015]): offline IPO passes through better policies than "
-            "it ends at. Expected disagreement, pinned: with shared parameters and a structured "
-            "reward, offline IPO on the finite data no longer collapses at small tau (transformer "
-            "offline final win rate 0.856 at tau 0.01 vs tabular 0.808), which is the bandit "
-            "figure's offline plateau; the remaining online advantage is small and is an "
-            "end-of-training effect."),
+            "independent models (transformer_stack); each clause is evaluated per seed (the "
+            "instances; a difference counts above 0.005), with the seed mean and its 95% CI "
+            "beside it; the earlier version ran 4 seeds and its curves moved between machines. "
+            "Result: online IPO lies above offline at matched KL (final points of the tau sweep, "
+            "as tang-pareto measures it) in 7 of 8 seeds (all 8 above 0), gap +0.029 [+0.007, "
+            "+0.050] (tabular 6 of 8, +0.060 [+0.016, +0.103]); but offline IPO does not decline "
+            "at small tau more than online: 3 of 8 seeds, +0.026 [-0.015, +0.066] (offline's best "
+            "tau is the smallest in 5 of 8 seeds, where online's is too; tabular 2 of 8, +0.016 "
+            "[-0.014, +0.045]). Verdict partly, pinned: the clause decline does not hold. With "
+            "the frontier over every checkpoint (early stopping; reported, not a paper clause) the "
+            "transformer's gap reverses, -0.016 [-0.022, -0.010], in every seed (tabular 3 of 8, "
+            "+0.002 [-0.011, +0.015]): "
+            "offline IPO passes through better policies than it ends at. Why: with shared "
+            "parameters and a structured reward, offline IPO on the finite data no longer "
+            "collapses at small tau (transformer offline final win rate 0.856 at tau 0.01 vs "
+            "tabular 0.808), which is the bandit figure's offline plateau; the remaining online "
+            "advantage is small and is an end-of-training effect. The quick run (60 steps, 2 "
+            "seeds) stops before offline IPO over-fits: there the final-point gap is not there "
+            "yet (-0.002 and +0.021) while offline already falls at the smallest tau (+0.011, "
+            "+0.036): quick verdict partly with gap failing, pinned separately."),
         config=TangTransformerConfig, run=run, plot=plot, check=check, seeds=1,
-        expected_to_agree=False))
+        expected_verdict=PARTLY, expected_failing=("decline",),
+        expected_quick_verdict=PARTLY, expected_quick_failing=("gap",)))

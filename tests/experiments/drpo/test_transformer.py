@@ -1,6 +1,7 @@
 """F17 (transformer) (DR-PO, Chang et al. 2024, arXiv:2404.08495, drpo-transformer): the tabular arm
-follows drpo-resets exactly; the quick run shows resets beating root-only for both policies; runs
-are deterministic; bad configs name the field."""
+follows drpo-resets exactly; the quick run shows resets beating root-only for both policies; every
+clause fails with the methods' roles swapped or the resets removed; the committed full run's
+verdict and numbers are pinned; runs are deterministic; bad configs name the field."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ torch = pytest.importorskip("torch")
 from coverage_sim.experiments.drpo import resets, transformer
 from coverage_sim.experiments.drpo.setting import METHODS, RESETS, ROOT
 from coverage_sim.experiments.registry import TABLE_COLUMNS
+from coverage_sim.experiments.verdict import AGREES, DISAGREES
 from coverage_sim.sequences import combination_lock
 
 
@@ -41,7 +43,15 @@ def quick():
 def test_drpo_transformer_resets_beat_root(quick, save_plot):
     cfg, table = quick
     assert list(table.columns) == ["policy", "method", "horizon", "position"] + list(TABLE_COLUMNS)
-    transformer.check(table, cfg)
+    result = transformer.check(table, cfg)
+    assert result.verdict == AGREES, result.summary()
+    assert [c.name for c in result.clauses if c.paper] == ["resets-faster", "resets-ahead"]
+    # both policies start at V^-H: the start of every lock is the uniform reference
+    for policy in ("tabular", "transformer"):
+        start = table[(table["step"] == 0) & (table["metric"] == "p_target")
+                      & (table["policy"] == policy)]
+        np.testing.assert_allclose(start["value"], 4.0 ** -start["horizon"].astype(float),
+                                   rtol=1e-9 if policy == "tabular" else 0.5)
     # tabular: at the end of the budget resets are solved, root-only is still near V^-H
     tab_reset = transformer._lock_curves(table, "tabular", transformer._RESETS, 6).iloc[-1]
     tab_root = transformer._lock_curves(table, "tabular", transformer._ROOT, 6).iloc[-1]
@@ -56,6 +66,35 @@ def test_drpo_transformer_resets_beat_root(quick, save_plot):
     assert set(tok["horizon"]) == {6} and set(tok["position"]) == set(range(6))
     assert set(table[table["policy"] == "tabular"]["horizon"]) == {6}
     save_plot(transformer.EXPERIMENT, table, cfg)
+
+
+def test_every_clause_fails_without_the_effect(quick):
+    cfg, table = quick
+    # reversed: resets and root-only swapped -> every clause fails, the tabular ones too
+    swapped = table.assign(method=table["method"].map({transformer._ROOT: transformer._RESETS,
+                                                      transformer._RESETS: transformer._ROOT}))
+    result = transformer.check(swapped, cfg)
+    assert result.verdict == DISAGREES
+    assert not any(c.holds for c in result.clauses), result.summary()
+    # removed: the resets runs replaced by root-only's -> no paper or tabular clause holds
+    root = table[table["method"] == transformer._ROOT]
+    removed = pd.concat([root, root.assign(method=transformer._RESETS)], ignore_index=True)
+    result = transformer.check(removed, cfg)
+    assert result.verdict == DISAGREES and result.effect.values == (0.0, 0.0)
+    assert not any(c.holds for c in result.clauses), result.summary()
+
+
+def test_committed_full_run_verdict_and_numbers(committed_run):
+    """The full run (4 locks, figures/drpo-transformer.csv): at H = 10 resets solve every lock in
+    23-281 iterations and root-only none; the transformer's resets are faster in 0 of 4 locks at
+    H = 4, 3 of 4 at H = 6 and 4 of 4 at H = 8 (the plateau returns with H)."""
+    cfg, table = committed_run(transformer.EXPERIMENT)
+    result = transformer.check(table, cfg)
+    assert (result.verdict, result.failing) == transformer.EXPERIMENT.expected() == (AGREES, ())
+    assert {c.name: c.passes for c in result.clauses} == {
+        "resets-faster": 4, "resets-ahead": 4, "resets-faster-H4": 0, "resets-faster-H6": 3,
+        "resets-faster-H8": 4, "tabular-resets-faster": 4, "tabular-root-stalls": 4}
+    assert result.effect.mean == pytest.approx(0.999, abs=1e-3)
 
 
 def test_drpo_transformer_is_deterministic():

@@ -1,7 +1,8 @@
 """F6 (transformer) (Tang et al. 2024, arXiv:2405.08448, tang-transformer) on the token task with
-token structure: the quick run (a block of seeds trained as one stack), the check's power (a table
-with the effect passes) and its negative control (the online arm given the offline arm's results
-fails), determinism, bad configs."""
+token structure: the quick run (a block of seeds trained as one stack) and its pinned verdict and
+numbers, the check's power (a table with the effect agrees) and negative controls (the effect
+removed or reversed fails every clause), the committed full run's pinned disagreement,
+determinism, bad configs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ torch = pytest.importorskip("torch")
 
 from coverage_sim.experiments.registry import TABLE_COLUMNS
 from coverage_sim.experiments.tang import transformer
+from coverage_sim.experiments.verdict import AGREES, DISAGREES, PARTLY
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,24 @@ def test_quick_run_structure_and_start(quick, save_plot):
     assert np.allclose(start[start["metric"] == "win_rate"]["value"], 0.5, atol=0.02)
     eff = transformer.seed_effects(table, "transformer")
     assert list(eff.columns) == ["gap", "decline", "gap_checkpoints"] and len(eff) == 2
-    assert 0.0 <= transformer.pass_fraction(table) <= 1.0
     save_plot(transformer.EXPERIMENT, table, cfg)
+
+
+def test_quick_verdict_and_numbers_are_pinned(quick):
+    """The quick run (60 steps) stops before offline IPO over-fits: the transformer's final-point
+    gap is not there yet in seed 0, while offline already falls at the smallest tau. The tabular
+    arm (exact, float64) is pinned to 0.01, a fifth of its seed-to-seed spread: labelling the
+    online arm by the gold reward instead of the proxy raises its gaps by ~0.03 (and makes the
+    quick verdict agree)."""
+    cfg, table = quick
+    result = transformer.check(table, cfg)
+    assert (result.verdict, result.failing) == transformer.EXPERIMENT.expected(quick=True)
+    assert (result.verdict, result.failing) == (PARTLY, ("gap",))
+    clauses = {c.name: c for c in result.clauses}
+    assert clauses["decline"].holds and clauses["gap"].passes == 1
+    tab = transformer.seed_effects(table, "tabular")
+    np.testing.assert_allclose(tab["gap"], [0.0038, 0.0510], atol=0.01)
+    np.testing.assert_allclose(tab["decline"], [0.0319, 0.0312], atol=0.01)
 
 
 def _with_effect(table: pd.DataFrame, size: float) -> pd.DataFrame:
@@ -56,12 +74,36 @@ def _with_effect(table: pd.DataFrame, size: float) -> pd.DataFrame:
 def test_check_has_power_and_negative_controls_fail(quick, swap_methods):
     cfg, table = quick
     effect = _with_effect(table, 0.1)
-    transformer.check(effect, cfg)                               # the effect present: passes
-    with pytest.raises(AssertionError, match="transformer"):
-        transformer.check(swap_methods(effect), cfg)             # online and offline swapped
-    # negative control: offline given the online arm's results -> no gap, no decline
-    with pytest.raises(AssertionError, match="transformer"):
-        transformer.check(_with_effect(table, 0.0), cfg)
+    result = transformer.check(effect, cfg)                      # the effect present: agrees
+    assert result.verdict == AGREES and all(
+        c.holds for c in result.clauses if "early-stopping" not in c.name), result.summary()
+    # reversed: online and offline swapped -> every clause fails, the tabular ones too
+    swapped = transformer.check(swap_methods(effect), cfg)
+    assert swapped.verdict == DISAGREES
+    assert not any(c.holds for c in swapped.clauses), swapped.summary()
+    # removed: offline given the online arm's results -> no gap, no decline
+    removed = transformer.check(_with_effect(table, 0.0), cfg)
+    assert removed.verdict == DISAGREES and set(removed.failing) == {"gap", "decline"}
+    assert not any(c.holds for c in removed.clauses)
+
+
+def test_committed_full_run_pins_the_disagreement(committed_run):
+    """The full run (8 seeds, figures/tang-transformer.csv): online above offline at matched KL in
+    7 of 8 seeds (+0.029 [+0.007, +0.050]); offline declines at small tau more than online in 3
+    of 8 (+0.026 [-0.015, +0.066]): partly, `decline` failing; with early stopping the gap
+    reverses in every seed."""
+    cfg, table = committed_run(transformer.EXPERIMENT)
+    result = transformer.check(table, cfg)
+    assert (result.verdict, result.failing) == transformer.EXPERIMENT.expected()
+    assert {c.name: (c.passes, c.instances) for c in result.clauses} == {
+        "gap": (7, 8), "decline": (3, 8), "gap-with-early-stopping": (0, 8),
+        "tabular-gap": (6, 8), "tabular-decline": (2, 8),
+        "tabular-gap-with-early-stopping": (3, 8)}
+    assert result.effect.mean == pytest.approx(0.0288, abs=5e-4)
+    eff = transformer.seed_effects(table, "transformer")
+    assert eff["decline"].mean() == pytest.approx(0.0259, abs=5e-4)
+    assert (eff["decline"] == 0).sum() == 5                    # offline's best tau the smallest
+    assert (eff["gap_checkpoints"] < 0).all()
 
 
 def test_deterministic():
