@@ -244,8 +244,8 @@ EXPERIMENTS = (
         '2404.14367',
         'Capacity: which bandit findings hold for tabular, log-linear and MLP policies',
         'coverage_sim.experiments.capacity.findings',
-        30.0,
-        30.0),
+        90.0,
+        16.0),
     ExperimentEntry(
         'gap-atlas',
         'A1',

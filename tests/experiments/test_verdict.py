@@ -127,3 +127,31 @@ def test_expected_quick_verdict_overrides_the_full_one_only_for_quick_runs():
     names = _experiment(lambda t, c: None, expected_verdict=PARTLY, expected_failing=("decline",),
                         expected_quick_failing=("gap",))
     assert names.expected(quick=True) == (PARTLY, ("gap",))
+
+
+def test_cli_compares_a_quick_config_with_the_quick_expectation(capsys):
+    """``coverage-sim run/plot`` exit 0 when the verdict is the expected one for the config: the
+    quick one for the quick config, the full one otherwise."""
+    from dataclasses import dataclass
+
+    from coverage_sim.cli import _check_verdict
+
+    @dataclass(frozen=True)
+    class Config:
+        steps: int = 100
+
+        @classmethod
+        def quick(cls):
+            return cls(steps=10)
+
+    def check(table, config):
+        return CheckResult(clauses=(clause("gap", "s", config.steps > 50),))
+
+    exp = Experiment(id="probe", figure="F0", title="t", paper="p", arxiv="0000.00000",
+                     claim="the claim", differences="none", config=Config, run=None, plot=None,
+                     check=check, expected_quick_verdict=DISAGREES,
+                     expected_quick_failing=("gap",))
+    assert _check_verdict(exp, pd.DataFrame(), Config()) == 0
+    assert _check_verdict(exp, pd.DataFrame(), Config.quick()) == 0
+    assert _check_verdict(exp, pd.DataFrame(), Config(steps=20)) == 1     # not the quick config
+    assert "expected: agrees" in capsys.readouterr().out
