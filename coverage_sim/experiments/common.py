@@ -79,7 +79,7 @@ def seed_clause(name: str, statement: str, values, passes, *, paper: bool = True
 
     Args:
       name, statement, paper: as in :func:`coverage_sim.experiments.verdict.clause`.
-      values: the measured quantity per seed (array-like; a Series's index is taken as the seeds).
+      values: the measured quantity per seed (array-like, in seed order; NaN where undefined).
       passes: whether each seed passes (array-like of bool, same order as ``values``).
       what: name of the measured quantity in the detail (e.g. ``"lead"``).
 

@@ -994,12 +994,6 @@ def _fmt(row) -> str:
     return f"{row['mean']:+.3f} ± {row['half_width']:.3f}"
 
 
-def _units(frame: pd.DataFrame) -> pd.MultiIndex:
-    """The random instances ``(seed, instance)`` of a gap table, sorted."""
-    return pd.MultiIndex.from_frame(frame[["seed", "instance"]].drop_duplicates()
-                                    .sort_values(["seed", "instance"]))
-
-
 def _missing(name: str, statement: str, what: str, paper: bool) -> Clause:
     """A clause the atlas cannot assess (its cells were not run): one failing instance."""
     return clause(name, statement, False, f"not assessed: the atlas has no {what} cell",
@@ -1026,8 +1020,8 @@ def claim_theorem(matched: pd.DataFrame, config: GapAtlasConfig) -> Clause:
     worst = rows.groupby(["seed", "instance"])["gap"].max()
     ok = worst <= THEOREM_TOL
     top = rows.loc[rows["gap"].idxmax()]
-    detail = (f"{int(ok.sum())} of {ok.size} instances; largest gap {top['gap']:+.2g} ({top['pair']}, "
-              f"{top['metric']}, coefficient {top['beta']:g})")
+    detail = (f"{int(ok.sum())} of {ok.size} instances; largest gap {top['gap']:+.2g} "
+              f"({top['pair']}, {top['metric']}, coefficient {top['beta']:g})")
     return clause("theorem", statement, ok.to_numpy(), detail)
 
 

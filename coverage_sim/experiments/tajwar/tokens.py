@@ -35,10 +35,10 @@ from coverage_sim.experiments.common import (HAVE_TORCH, require_torch, seed_cla
                                               steps_to_reach)
 from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_curve, register,
                                                 tidy_rows)
-from coverage_sim.experiments.verdict import CheckResult, Effect
 from coverage_sim.experiments.tajwar.setting import ARXIV, PAPER
 from coverage_sim.experiments.tajwar.token_task import (TokenTaskConfig, sft_base_model,
                                                         token_metrics, token_tables)
+from coverage_sim.experiments.verdict import CheckResult, Effect
 from coverage_sim.plotting import mean_band, new_figure
 from coverage_sim.sequences import tajwar_token_env
 

@@ -1,5 +1,5 @@
-"""A1 (gap-atlas): the quick atlas shows its claims (per instance) and findings; each clause fails on
-a table without its effect; cells are deterministic, resumable after a kill, and equal on a Dask
+"""A1 (gap-atlas): the quick atlas shows its claims (per instance) and findings; each clause fails
+on a table without its effect; cells are deterministic, resumable after a kill, and equal on a Dask
 cluster."""
 
 from __future__ import annotations
