@@ -23,9 +23,11 @@ import pandas as pd
 
 from coverage_sim import _engine
 from coverage_sim._validation import check_choice, check_int, check_positive
-from coverage_sim.data import PairData, offline_pairs
+from coverage_sim.coverage import concentrability
+from coverage_sim.data import PairData, UnpairedData, offline_pairs
+from coverage_sim.env import optimal_policy
 from coverage_sim.env import Bandit
-from coverage_sim.metrics import policy_metrics
+from coverage_sim.metrics import kl_divergence, policy_metrics
 from coverage_sim.objectives import Objective, objective as make_objective
 from coverage_sim.policies import Policy, TabularSoftmax
 
@@ -97,6 +99,8 @@ class Run:
       snapshots: the policy at each recorded step, ``(R,) + env.ref.shape``.
       params: final policy parameters.
       config: objective, parameters, optimiser, seed, schedule and package versions.
+      references: the reference at each recorded step, ``(R,) + env.ref.shape``, when it moves
+        (TR-DPO's ``sync_ref_model``), else ``None`` (it is ``env.ref`` throughout).
     """
 
     env: Bandit
@@ -107,6 +111,7 @@ class Run:
     snapshots: np.ndarray
     history: pd.DataFrame
     config: dict = field(repr=False)
+    references: np.ndarray | None = field(default=None, repr=False)
 
     def replay_policy(self) -> np.ndarray:
         """The replay-buffer policy ``(1/T) sum_{t<T} pi_t`` of this run's ``T`` updates.
@@ -131,9 +136,14 @@ class Run:
 def _check_data(env: Bandit, data):
     if data is None:
         return
+    if isinstance(data, UnpairedData):
+        if data.desirable.shape != (env.n_contexts, env.n_responses):
+            raise ValueError(f"data has examples of shape {data.desirable.shape}, expected "
+                             f"{(env.n_contexts, env.n_responses)} for env")
+        return
     if not isinstance(data, PairData):
-        raise ValueError(f"data must be a PairData (see coverage_sim.offline_pairs), got "
-                         f"{type(data).__name__}")
+        raise ValueError(f"data must be a PairData (see coverage_sim.offline_pairs) or an "
+                         f"UnpairedData (coverage_sim.unpaired_data), got {type(data).__name__}")
     if data.weights.shape != (env.n_contexts, env.n_responses, env.n_responses):
         raise ValueError(f"data has pair weights of shape {data.weights.shape}, expected "
                          f"{(env.n_contexts, env.n_responses, env.n_responses)} for env")
@@ -161,7 +171,24 @@ def _default_eval_data(env: Bandit, eval_data):
     return offline_pairs(env, env.ref, labels="bradley_terry")
 
 
-def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_data, config) -> Run:
+def _reference_metrics(env, objective, shaped, out_rlp) -> dict:
+    """Readouts against the moving reference of TR-DPO, one value per recorded step.
+
+    ``kl_current_ref``: E_x KL(pi_t || pi_ref_t). ``coverage_current_ref``: the concentrability
+    C* = max pi*_beta / pi_ref_t of the KL-regularised optimum (against the original reference)
+    under the current reference, the coverage the next updates work with.
+    """
+    refs = np.exp(out_rlp).reshape(shaped.shape)
+    out = {"kl_current_ref": kl_divergence(env, shaped, refs)}
+    if objective.beta is not None:
+        target = optimal_policy(env, objective.beta)
+        out["coverage_current_ref"] = np.array(
+            [concentrability(target, r, env.context_weights) for r in refs])
+    return out
+
+
+def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_data, config,
+            out_rlp=None) -> Run:
     if np.isnan(theta).any() or np.isnan(out_lp).any() or np.isnan(out_loss).any():
         bad = np.flatnonzero(np.isnan(out_lp).any(axis=(1, 2)) | np.isnan(out_loss))
         where = f"first NaN at recorded step {rec[bad[0]]}" if bad.size else "NaN at the end"
@@ -173,6 +200,8 @@ def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_dat
     metrics = policy_metrics(env, shaped, beta=objective.beta, data=data, eval_data=eval_data,
                              proxy_reward=objective.params.get("reward"),
                              log_policies=out_lp.reshape(shaped.shape))
+    if out_rlp is not None:
+        metrics.update(_reference_metrics(env, objective, shaped, out_rlp))
     history = pd.DataFrame({"step": rec, "loss": out_loss, **metrics})
     # The final policy comes from the final parameters: the record schedule need not end at `steps`.
     if _is_engine_policy(policy):
@@ -180,8 +209,10 @@ def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, eval_dat
                                            policy.base_for(env), env.n_contexts, env.n_responses))
     else:
         final = np.exp(policy.logp(env, theta))
+    references = None if out_rlp is None else np.exp(out_rlp).reshape(shaped.shape)
     return Run(env=env, objective=objective, policy_model=policy, params=theta,
-               policy=env.like_ref(final), snapshots=shaped, history=history, config=config)
+               policy=env.like_ref(final), snapshots=shaped, history=history, config=config,
+               references=references)
 
 
 def _config(env, objective, policy, steps, lr, optimizer, seed, adam, rec, data):
@@ -205,7 +236,8 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     Args:
       env: the bandit.
       objective: an :class:`~coverage_sim.objectives.Objective` or its name.
-      data: offline pairs (:func:`coverage_sim.offline_pairs`), for objectives that need them.
+      data: offline pairs (:func:`coverage_sim.offline_pairs`), or unpaired examples
+        (:func:`coverage_sim.unpaired_data`, KTO), for objectives that need them.
       steps: number of parameter updates.
       lr: step size.
       optimizer: ``"adam"``, ``"gd"`` (plain gradient descent) or ``"npg"`` (natural policy
@@ -221,6 +253,15 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
         gold Bradley-Terry labels (skipped above 1000 responses).
       adam: ``(beta1, beta2, eps)`` for Adam.
       parallel: split one large problem's pair rows over threads; default when K >= 512.
+
+    With ``sync_ref_model=True`` in the objective (TR-DPO, Gorbatovski et al. 2024,
+    arXiv:2404.09656) the reference moves: after every ``ref_model_sync_steps``-th update it becomes
+    the geometric mixture normalise(pi^alpha pi_ref^(1-alpha)), alpha = ``ref_model_mixup_alpha``
+    (TRL mixes parameters; for the engine's policies, whose logits are affine in their parameters,
+    that is this mixture, starting from ``env.ref``), with the Adam state kept. The run then records
+    the reference trajectory (:attr:`Run.references`) and the history gains ``kl_current_ref``
+    (E_x KL(pi_t || pi_ref_t)) and ``coverage_current_ref`` (C* of pi*_beta under pi_ref_t);
+    ``kl`` stays the KL to the original ``env.ref``.
 
     Policies outside the numba engine (``policy.kind`` not an engine kind, e.g.
     :class:`~coverage_sim.sequences.AutoregressiveTabular`) run a numpy loop over the policy's
@@ -250,6 +291,11 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     rlp = _engine.kernel_array(env.ref_logp2d)
     if parallel is None:
         parallel = env.n_responses >= _PARALLEL_ROWS_MIN_K
+    sync = objective.ref_sync
+    if sync is not None and not engine:
+        raise ValueError(f"sync_ref_model=True (TR-DPO) needs an engine policy (TabularSoftmax, "
+                         f"LogLinear), whose parameter mixing is a geometric mixture of the "
+                         f"distributions; got policy {policy!r}")
     if not engine:
         out_lp, out_loss = _run_generic(env, objective, data, policy, theta, rlp, opt, lr,
                                         (b1, b2, eps), steps, rec, bool(parallel))
@@ -261,6 +307,16 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     n_ctx, k = env.n_contexts, env.n_responses
     out_lp = np.empty((rec.size, n_ctx, k))
     out_loss = np.empty(rec.size)
+    if sync is not None:
+        # TR-DPO: the reference moves inside the fused loop (the optimiser state is kept).
+        terms = objective.terms(env, data, None)
+        out_rlp = np.empty((rec.size, n_ctx, k))
+        _engine.run_one(theta, policy.kind, features, base, rlp, terms, opt, lr, b1, b2, eps,
+                        steps, rec, out_lp, out_loss, bool(parallel), sync[0], sync[1], out_rlp)
+        config = _config(env, objective, policy, steps, lr, optimizer, seed, (b1, b2, eps), rec,
+                         data)
+        return _finish(env, objective, policy, theta, out_lp, out_loss, rec, data,
+                       _default_eval_data(env, eval_data), config, out_rlp)
     # Iterative DPO rebuilds its pairs from the current policy at every iteration boundary.
     period = objective.refresh_every or max(steps, 1)
     start = 0
@@ -303,8 +359,7 @@ def _run_generic(env, objective, data, policy, theta, rlp, opt, lr, adam, steps,
         lp = _engine.kernel_array(env.as2d(policy.logp(env, theta), "logp"))
         if terms is None or (s % period == 0 and s < steps):
             terms = objective.terms(env, data, lp)
-            online = terms[2] == _engine.ONLINE and terms[0] >= 0
-            wbuf = np.zeros((n_ctx, k, k) if online else (0, 0, 0))
+            wbuf = np.zeros((n_ctx, k, k) if _engine.needs_pair_buffer(terms) else (0, 0, 0))
             m[:], v[:], seg_start = 0.0, 0.0, s
         recording = nxt < rec.size and rec[nxt] == s
         if s == steps and not recording:
@@ -400,20 +455,22 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
         # Some pair matrices are rank one and some are not: one batch runs one kernel, the dense one.
         all_terms = [o.terms(e, d, factored=False)
                      for o, e, d in zip(obj_list, env_list, data_list)]
-    stacked = [np.ascontiguousarray(np.stack([t[i] for t in all_terms])) for i in range(14)]
     n_ctx, k = env_list[0].n_contexts, env_list[0].n_responses
     out_lp = np.empty((n, rec.size, n_ctx, k))
     out_loss = np.empty((n, rec.size))
     lrs = np.array([c[2] for c in checked])
-    (code, prm, _, weights, probs, _, sym, d, act, linear, kl_coef, reward_coef, reward,
-     rho) = stacked
-    _engine.run_batch(thetas, policy.kind, features, bases, rlps, code, prm, all_terms[0][2],
-                      weights, probs, all_terms[0][5], sym, d, act, linear, kl_coef, reward_coef,
-                      reward, rho, opt, lrs, b1, b2, eps, steps, rec, out_lp, out_loss)
+    syncs = [o.ref_sync or (0, 1.0) for o in obj_list]
+    moving = any(o.ref_sync is not None for o in obj_list)
+    out_rlp = np.empty((n, rec.size if moving else 0, n_ctx, k))
+    _engine.run_batch(thetas, policy.kind, features, bases, rlps, _engine.stack_terms(all_terms),
+                      opt, lrs, b1, b2, eps, steps, rec, out_lp, out_loss,
+                      np.array([s_[0] for s_ in syncs], dtype=np.int64),
+                      np.array([s_[1] for s_ in syncs], dtype=np.float64), out_rlp)
     runs = []
     for b in range(n):
         config = _config(env_list[b], obj_list[b], policy, steps, float(lrs[b]), optimizer,
                          seed + b, (b1, b2, eps), rec, data_list[b])
         runs.append(_finish(env_list[b], obj_list[b], policy, thetas[b], out_lp[b], out_loss[b],
-                            rec, data_list[b], _default_eval_data(env_list[b], eval_data), config))
+                            rec, data_list[b], _default_eval_data(env_list[b], eval_data), config,
+                            out_rlp[b] if moving else None))
     return runs
