@@ -267,7 +267,10 @@ _register(ObjectiveSpec(
         "mixture), P = Pr(y > y') from `labels` (TRL: sigma(r(y) - r(y')), the bradley_terry "
         "default). Loss E_{x, y~pi_t}[beta sg(log pi(y)/pi_ref(y)) log pi(y) - (E_{y'~pi_mix} "
         "P(y > y') - 1/2) log pi(y)]: a REINFORCE step on the preference against the mixture "
-        "with baseline 1/2 plus beta times the REINFORCE gradient of KL(pi || pi_ref)."),
+        "with baseline 1/2 plus beta times the REINFORCE gradient of KL(pi || pi_ref). Exact for "
+        "one-token responses; over whole sequences (SequenceEnv) this is the sequence-level "
+        "REINFORCE term, whereas TRL's per-token product sum_t log_ratio_t log p_t drops the "
+        "later tokens' ratios from each token's score."),
     defaults=dict(beta=0.1, mixture_coef=0.5, **_ONLINE_LABELS), needs_data=False,
     validate=_check_nash_md))
 
