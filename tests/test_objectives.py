@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import coverage_sim as cs
 from coverage_sim import _dpo_fast, _engine
@@ -613,3 +615,63 @@ def test_wpo_weights_change_the_gradient_by_the_detached_factor():
     np.testing.assert_allclose(got[1], scale * ref[1], rtol=1e-12)
     with pytest.raises(ValueError, match="WPO"):
         cs.objective("sigmoid", use_weighting=True).pair_loss(0.0, 0.0, 0.0, 0.0)
+
+
+def _f_dpo_optimum(env, beta, div, a):
+    """pi_ref (f')^{-1}(r / beta - c) with c fixing the normalisation (Wang et al. 2023,
+    arXiv:2309.16240: the f-DPO optimum under full coverage and Bradley-Terry labels), for TRL's
+    scores s(u) = -e^{-u}, log sigma(u), e^{(a-1) u} / (a - 1)."""
+    from scipy.optimize import brentq
+
+    r = env.reward2d[0] / beta
+    ref = env.ref2d[0]
+
+    def log_ratio(c):
+        s = r - c
+        if div == "forward_kl":
+            return -np.log(-s)
+        if div == "js_divergence":
+            with np.errstate(divide="ignore"):
+                return np.log(np.exp(s) / -np.expm1(s))   # logit(e^s), s < 0
+        return np.log((a - 1.0) * s) / (a - 1.0)
+
+    def excess(c):
+        with np.errstate(divide="ignore"):   # the far bracket end has pi -> 0
+            return np.log((ref * np.exp(log_ratio(c))).sum())
+
+    if div == "alpha_divergence" and a > 1.0:   # s > 0: c < min(r)
+        lo, hi = r.min() - 1e6, r.min() - 1e-12
+    else:                                        # s < 0: c > max(r)
+        lo, hi = r.max() + 1e-12, r.max() + 1e6
+    c = brentq(excess, lo, hi, xtol=1e-14, rtol=1e-15)
+    pi = ref * np.exp(log_ratio(c))
+    return pi / pi.sum()
+
+
+@settings(derandomize=True, max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(2, 6), beta=st.floats(0.3, 3.0),
+       div=st.sampled_from(["forward_kl", "js_divergence", "alpha_divergence"]),
+       a=st.sampled_from([0.3, 0.5, 1.7]))
+def test_f_dpo_population_optimum_is_stationary(seed, k, beta, div, a):
+    """The gradient of f-DPO (TRL sigmoid with f_divergence_type) vanishes at f-DPO's closed-form
+    optimum, and not at the reverse-KL optimum pi_ref e^{r/beta} / Z."""
+    rng = np.random.default_rng(seed)
+    env = cs.Bandit(reward=rng.uniform(-1, 1, size=k), ref=rng.dirichlet(np.ones(k)) * 0.9 + 0.1 / k)
+    data = cs.offline_pairs(env, env.ref, labels="bradley_terry")
+    obj = cs.objective("sigmoid", beta=beta, f_divergence_type=div, f_alpha_divergence_coef=a)
+    policy = cs.TabularSoftmax()
+
+    def logit_grad(pi):
+        lp = np.log(pi).reshape(1, k)
+        _, g = obj.loss_and_grad(env, lp, data)
+        return policy.grad(env, lp.ravel(), g.reshape(1, k))
+
+    scale = np.abs(logit_grad(env.ref2d[0])).max()
+    if scale <= 1e-6:   # rewards nearly equal: no signal to compare with
+        return
+    f_opt = _f_dpo_optimum(env, beta, div, a)
+    assert np.abs(logit_grad(f_opt)).max() <= 1e-9 * max(scale, 1.0)
+    # control: the reverse-KL optimum is not stationary for f-DPO wherever the two optima differ
+    reverse_opt = cs.optimal_policy(env, beta).reshape(k)
+    if 0.5 * np.abs(reverse_opt - f_opt).sum() > 1e-2:
+        assert np.abs(logit_grad(reverse_opt)).max() > 1e-4 * scale
