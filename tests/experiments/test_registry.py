@@ -14,6 +14,11 @@ from coverage_sim.experiments.registry import TABLE_COLUMNS
 from coverage_sim.figures import reproduce
 
 IDS = sorted(EXPERIMENTS)
+#: How each experiment that is expected to disagree fails its check (the documented reason).
+EXPECTED_DISAGREEMENT = {
+    "tang-transformer": "transformer",          # the transformer, not the tabular baseline
+    "trdpo-moving-reference": "peak 70: TR-DPO",  # TR-DPO does not close the gap; the gap exists
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,7 @@ def test_quick_reproduction_agrees_with_the_paper(quick_figures, experiment_id):
     expected = EXPERIMENTS[experiment_id].expected_to_agree
     assert verdict.agrees == expected, verdict.message
     if not expected:
-        assert verdict.message.startswith("transformer"), verdict.message
+        assert verdict.message.startswith(EXPECTED_DISAGREEMENT[experiment_id]), verdict.message
     for suffix in (".png", ".pdf", ".csv", ".json"):
         path = folder / f"{experiment_id}{suffix}"
         assert path.exists() and path.stat().st_size > 0, path
