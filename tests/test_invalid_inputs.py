@@ -237,6 +237,7 @@ CASES = [
          CTX_PARTIAL, np.log(np.full((2, 3), 1 / 3)),
          cs.UnpairedData(desirable=[[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]],
                          undesirable=[[0.0, 0.0, 0.0], [0.0, 0.0, 0.5]], shape=(2, 3))), "data"),
+    ("sigmoid-unpaired-data", _train("sigmoid", cs.unpaired_data(ENV, ENV.ref)), "data"),
     ("unpaired_data-labels", lambda: cs.unpaired_data(ENV, ENV.ref, labels="coin"), "labels"),
     ("unpaired_data-threshold-shape", lambda: cs.unpaired_data(CTX, CTX.ref, threshold=[0.0]),
      "threshold"),
