@@ -119,8 +119,8 @@ def test_sparse_pairwise_on_the_population_equals_the_population_kernel(name, k)
     loss_pop = pk.population_pairwise(spec.code, prm, lp, rlp, W, g_pop)
     x, i, j = (a.astype(np.int64) for a in np.nonzero(W))
     g_sparse = np.zeros_like(lp)
-    loss_sparse = S.sparse_pairwise(spec.code, prm, lp, rlp, x, i, j,
-                                    np.ascontiguousarray(W[x, i, j]), x.size, g_sparse, True)
+    loss_sparse = S.sparse_pairwise(np.array([spec.code]), prm[None, :], np.ones(1), lp, rlp, x,
+                                    i, j, np.ascontiguousarray(W[x, i, j]), x.size, g_sparse, True)
     assert abs(loss_sparse - loss_pop) <= 1e-12 * abs(loss_pop)
     assert _relmax(g_sparse, g_pop) <= 1e-12
 
