@@ -311,6 +311,28 @@ CASES = [
     ("xpo-loss_type", lambda: cs.objective("xpo", loss_type="hinge"), "loss_type"),
     ("xpo-alpha-neg", lambda: cs.objective("xpo", alpha=-1e-5), "alpha"),
     ("xpo-label_noise", lambda: cs.objective("xpo", label_noise=0.6), "label_noise"),
+    ("xpo-data-given", _train("xpo", DATA), "data"),
+    ("unpaired_data-seed-negative", lambda: cs.unpaired_data(ENV, ENV.ref, n=10, seed=-1), "seed"),
+    ("unpaired_data-env-list", lambda: cs.unpaired_data([1.0, 0.0], [0.5, 0.5]), "env"),
+    # -- the sampled twins of the catalogue's objectives
+    ("sync_ref_model-autoregressive-sampled",
+     lambda: cs.train(LOCK.bandit, cs.objective("sigmoid", sync_ref_model=True),
+                      cs.offline_pairs(LOCK.bandit, LOCK.bandit.ref), steps=1, lr=0.1,
+                      policy=cs.AutoregressiveTabular(LOCK), batch_size=2),
+     "sync_ref_model"),
+    ("kto-sampled-kl_estimator-k2",
+     _train("kto", DATA, batch_size=2, estimator=dict(kl_estimator="k2")), "kl_estimator"),
+    ("sigmoid-unpaired-data-sampled",
+     lambda: cs.sampled_gradient(ENV, "sigmoid", np.log(ENV.ref), cs.unpaired_data(ENV, ENV.ref),
+                                 batch_size=2), "data"),
+    ("kto-sampled-mismatched-ref-0",
+     lambda: cs.sampled_gradient(
+         CTX_PARTIAL, "kto", np.where(CTX_PARTIAL.ref > 0, 0.0, -np.inf),
+         cs.UnpairedData(desirable=[[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]],
+                         undesirable=[[0.0, 0.0, 0.0], [0.0, 0.0, 0.5]], shape=(2, 3)),
+         batch_size=2), "data"),
+    ("nash_md-sampled-group_size", _train("nash_md", batch_size=2, estimator=dict(group_size=3)),
+     "group_size"),
     ("metric-no-pairs", lambda: M.ranking_accuracy(
         ENV, ENV.ref, cs.PairData(weights=np.diag([0.5, 0.5, 0.0])[None], shape=(3,))), "data"),
     # -- seeds, Adam settings, types that used to be coerced or misread

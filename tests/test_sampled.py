@@ -142,6 +142,17 @@ TERM_CASES = [
     ("iterative_dpo", dict(beta=0.5, n=3), False, {}),
     ("vpo", dict(beta=0.5, alpha=0.7), False, {}),
     ("vpo", dict(beta=0.5, alpha=0.7, mode="offline"), True, {}),
+    ("rpo", dict(beta=0.5), True, {}),
+    ("mpo", dict(beta=0.5), True, {}),
+    (["ipo", "hinge"], dict(beta=0.5, loss_weights=[1.0, 0.5]), True, {}),
+    ("sigmoid", dict(beta=0.5, f_divergence_type="forward_kl"), True, {}),
+    ("nca_pair", dict(beta=0.5, f_divergence_type="js_divergence", use_weighting=True), True, {}),
+    ("kto", dict(beta=0.5, undesirable_weight=1.5), True, {}),
+    ("kto", dict(beta=0.5), True, dict(kl_estimator="k1")),   # on the population, z0 is exact
+    ("apo_zero_unpaired", dict(beta=0.5), True, {}),
+    ("nash_md", dict(beta=0.5, mixture_coef=0.3), False, {}),
+    ("xpo", dict(beta=0.5, alpha=0.2), False, {}),
+    ("xpo", dict(beta=0.5, alpha=0.2, loss_type="ipo", labels="bradley_terry"), False, {}),
 ]
 
 
