@@ -190,7 +190,7 @@ def divergence_score_diff(div, alpha_coef, uw, ul):
     return uw - ul
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _loss_on_scores(code, sw, sl, h, lw, prm):
     """Value and derivatives with respect to the scores (s_w, s_l) of one pair.
 
@@ -616,9 +616,9 @@ def population_pairwise(code, prm, lp, rlp, W, grad_out):
 def population_pairwise_sum(codes, prms, loss_weights, lp, rlp, W, grad_out):
     """Population loss of a combined pairwise loss: sum_c loss_weights[c] * L_c(W).
 
-    Per pair it evaluates :func:`pair_value_grad_sum`; AOT components go through the quantile
-    coupling of :func:`aot_population`, scaled by their weight. WPO's per-context normaliser is
-    computed from ``lp`` when some component uses it.
+    Per pair it evaluates :func:`pair_value_grad_sum` (component by component); AOT components go
+    through the quantile coupling of :func:`aot_population`, scaled by their weight. WPO's
+    per-context normaliser is computed from ``lp`` when some component uses it.
 
     Args:
       codes: (n,) int64 loss codes, each 0..14.
@@ -655,6 +655,56 @@ def population_pairwise_sum(codes, prms, loss_weights, lp, rlp, W, grad_out):
                 weighted = True
     if not per_pair:
         return loss
+    log_norm = np.zeros(X)
+    if weighted:
+        for x in range(X):
+            log_norm[x] = log_sq_norm(lp[x])
+    # Component by component (each pass is the single-loss loop, its parameter row sliced once:
+    # slicing prms per pair would cost more than the pair itself). Per pair this is
+    # pair_value_grad_sum, summed in another order.
+    for c in range(n):
+        code = codes[c]
+        if code != AOT and code != AOT_UNPAIRED:
+            loss += _population_component(code, prms[c], loss_weights[c], lp, rlp, W, grad_out,
+                                          log_norm)
+    return loss
+
+
+@njit(**_JIT)
+def _population_component(code, prm, scale, lp, rlp, W, grad_out, log_norm):
+    """``scale`` times one per-pair loss over the pair weights ``W``, with WPO's weight
+    exp(lw + ll - 2 log_norm[x]) (held fixed) when ``prm[P_USE_WEIGHTING]`` is set; gradient ADDED
+    into ``grad_out``. With scale 1 and no WPO the arithmetic is that of the single-loss kernel."""
+    X, K = lp.shape
+    weighted = prm[P_USE_WEIGHTING] != 0.0
+    # Reverse KL (and the losses TRL computes on raw log-ratios): the loss of the scores u_w, u_l
+    # directly, inlined, as the single-loss kernel always did (the divergence branch in the loop
+    # would cost a call per pair).
+    raw = int(prm[P_DIVERGENCE]) == REVERSE_KL or code == APO_ZERO or code == SFT
+    loss = 0.0
+    for x in range(X):
+        for i in range(K):
+            lwi = lp[x, i]
+            rwi = rlp[x, i]
+            uw = lwi - rwi
+            gi = 0.0
+            for j in range(K):
+                w = W[x, i, j]
+                if w == 0.0:
+                    continue
+                if raw:
+                    ul = lp[x, j] - rlp[x, j]
+                    v, dw, dl = _loss_on_scores(code, uw, ul, uw - ul, lwi, prm)
+                else:
+                    v, dw, dl = pair_value_grad(code, lwi, lp[x, j], rwi, rlp[x, j], prm)
+                if weighted:
+                    w *= np.exp(lwi + lp[x, j] - 2.0 * log_norm[x])
+                w *= scale
+                loss += w * v
+                gi += w * dw
+                grad_out[x, j] += w * dl
+            grad_out[x, i] += gi
+    return loss
     log_norm = np.zeros(X)
     if weighted:
         for x in range(X):

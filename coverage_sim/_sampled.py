@@ -44,8 +44,9 @@ from numba import njit, prange
 
 from coverage_sim._engine import (ADAM, NASH_MD, TABULAR, _backprop_into, _softmax_into,
                                   _terms_at, apply_update, mix_reference)
-from coverage_sim._pair_kernels import (AOT, AOT_UNPAIRED, KTO, P_BETA, P_LABEL_SMOOTHING,
-                                        P_USE_WEIGHTING, _sigmoid, aot_unpaired_marginals,
+from coverage_sim._pair_kernels import (AOT, AOT_UNPAIRED, APO_ZERO, KTO, P_BETA, P_DIVERGENCE,
+                                        P_LABEL_SMOOTHING, P_USE_WEIGHTING, REVERSE_KL, SFT,
+                                        _loss_on_scores, _sigmoid, aot_unpaired_marginals,
                                         log_sq_norm, pair_value_grad, pair_value_grad_sum,
                                         quantile_coupling_loss, unpaired_value_grad)
 from coverage_sim._rng import uniform
@@ -918,11 +919,17 @@ def sparse_pairwise(codes, prms, loss_weights, lp, rlp, px, pw, pl, pwt, n, grad
         code = codes[0]
         prm = prms[0]
         scale = loss_weights[0]
+        raw = int(prm[P_DIVERGENCE]) == REVERSE_KL or code == APO_ZERO or code == SFT
         for m in range(n):
             x = px[m]
             w = pw[m]
             l = pl[m]
-            v, dw, dl = pair_value_grad(code, lp[x, w], lp[x, l], rlp[x, w], rlp[x, l], prm)
+            if raw:  # the loss of the raw log-ratios, inlined (as _population_component)
+                uw = lp[x, w] - rlp[x, w]
+                ul = lp[x, l] - rlp[x, l]
+                v, dw, dl = _loss_on_scores(code, uw, ul, uw - ul, lp[x, w], prm)
+            else:
+                v, dw, dl = pair_value_grad(code, lp[x, w], lp[x, l], rlp[x, w], rlp[x, l], prm)
             c = pwt[m] * scale
             if want_loss:  # else the compiler drops v's transcendental calls (the loop's hot part)
                 loss += c * v
