@@ -705,23 +705,3 @@ def _population_component(code, prm, scale, lp, rlp, W, grad_out, log_norm):
                 grad_out[x, j] += w * dl
             grad_out[x, i] += gi
     return loss
-    log_norm = np.zeros(X)
-    if weighted:
-        for x in range(X):
-            log_norm[x] = log_sq_norm(lp[x])
-    for x in range(X):
-        for i in range(K):
-            lwi = lp[x, i]
-            rwi = rlp[x, i]
-            gi = 0.0
-            for j in range(K):
-                w = W[x, i, j]
-                if w == 0.0:
-                    continue
-                v, dw, dl = pair_value_grad_sum(codes, prms, loss_weights, lwi, lp[x, j], rwi,
-                                                rlp[x, j], log_norm[x])
-                loss += w * v
-                gi += w * dw
-                grad_out[x, j] += w * dl
-            grad_out[x, i] += gi
-    return loss

@@ -49,7 +49,7 @@ from coverage_sim._validation import (as_float_array, check_choice, check_in_ran
                                       check_positive)
 from coverage_sim.data import PairData, UnpairedData, _check_sampler
 from coverage_sim.env import Bandit
-from coverage_sim.losses import PAIR_LOSSES, get_pair_loss
+from coverage_sim.losses import PAIR_LOSSES
 from coverage_sim.objectives import (Objective, _behaviour, _kto_mismatched,
                                      objective as make_objective)
 from coverage_sim.preferences import preference_probs

@@ -359,10 +359,11 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     arXiv:2404.09656) the reference moves: after every ``ref_model_sync_steps``-th update it becomes
     the geometric mixture normalise(pi^alpha pi_ref^(1-alpha)), alpha = ``ref_model_mixup_alpha``
     (TRL mixes parameters; for the engine's policies, whose logits are affine in their parameters,
-    that is this mixture, starting from ``env.ref``), with the Adam state kept. The run then records
-    the reference trajectory (:attr:`Run.references`) and the history gains ``kl_current_ref``
-    (E_x KL(pi_t || pi_ref_t)) and ``coverage_current_ref`` (C* of pi*_beta under pi_ref_t);
-    ``kl`` stays the KL to the original ``env.ref``.
+    that is this mixture, starting from ``env.ref``), with the Adam state kept, in exact and sampled
+    mode alike, whole or in the chunks a progress bar runs (the reference carries over). The run
+    then records the reference trajectory (:attr:`Run.references`) and, unless ``metrics=[]``, the
+    history gains ``kl_current_ref`` (E_x KL(pi_t || pi_ref_t)) and ``coverage_current_ref`` (C* of
+    pi*_beta under pi_ref_t); ``kl`` stays the KL to the original ``env.ref``.
 
     Policies outside the numba engine (``policy.kind`` not an engine kind, e.g.
     :class:`~coverage_sim.sequences.AutoregressiveTabular`) run a numpy loop over the policy's

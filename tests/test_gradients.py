@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import coverage_sim as cs
-from coverage_sim import _engine
 from coverage_sim.losses import population_loss
 from objective_torch import frozen_loss_torch
 
