@@ -351,11 +351,7 @@ def bench_batch(quick: bool) -> dict:
     """256 independent problems x 10,000 steps at K = 100 through _engine.run_batch."""
     probs = [Problem(BATCH_K, seed=s) for s in range(BATCH)]
     p0 = probs[0]
-    stacked = [np.ascontiguousarray(np.stack([p.terms[i] for p in probs])) for i in range(14)]
-    stacked[3] = _engine.pair_array(stacked[3])  # as train_many: the kernels' one layout for W
-    (code, prm, _, weights, probs_arr, _, sym, d, act, linear, kl_coef, reward_coef, reward,
-     rho) = stacked
-    source, fast = p0.terms[2], p0.terms[5]
+    stacked = _engine.stack_terms([p.terms for p in probs])
     thetas0 = np.stack([p.theta0 for p in probs])
     features = np.stack([p.features for p in probs])
     bases = np.stack([p.base for p in probs])
@@ -364,13 +360,14 @@ def bench_batch(quick: bool) -> dict:
     rec = np.zeros(0, dtype=np.int64)
     out_lp = np.empty((BATCH, 0, 1, BATCH_K))
     out_loss = np.empty((BATCH, 0))
+    no_sync, no_mix = np.zeros(BATCH, dtype=np.int64), np.ones(BATCH)   # a fixed reference
+    no_refs = np.empty((BATCH, 0, 1, BATCH_K))
 
     def run(steps):
         th = thetas0.copy()
         t0 = time.perf_counter()
-        _engine.run_batch(th, p0.policy.kind, features, bases, rlps, code, prm, source, weights,
-                          probs_arr, fast, sym, d, act, linear, kl_coef, reward_coef, reward, rho,
-                          _engine.ADAM, lrs, *ADAM, steps, rec, out_lp, out_loss)
+        _engine.run_batch(th, p0.policy.kind, features, bases, rlps, stacked, _engine.ADAM, lrs,
+                          *ADAM, steps, rec, out_lp, out_loss, no_sync, no_mix, no_refs)
         return th, time.perf_counter() - t0
 
     run(1)  # compile / load from cache

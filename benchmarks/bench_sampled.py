@@ -81,7 +81,7 @@ class Problem:
         args = (theta, _engine.TABULAR, np.zeros((1, k, 0)), np.zeros((1, k)), self.rlp,
                 self.terms, self.plan, sampling.sampling_stream(seed), _engine.ADAM, LR, *ADAM,
                 steps, 1, False, empty, np.zeros((0, 1, k)), np.zeros(0), empty.copy(),
-                empty.copy())
+                empty.copy(), 0, 1.0, np.zeros((0, 1, k)))
         t0 = time.process_time()
         _sampled.run_one_sampled(*args)
         return theta, time.process_time() - t0
@@ -188,12 +188,11 @@ def batched(repeats: int) -> tuple[float, float]:
         t0 = time.perf_counter()
         _sampled.run_batch_sampled(
             thetas, _engine.TABULAR, np.zeros((n, 1, k, 0)), np.zeros((n, 1, k)),
-            stack(env.ref_logp2d), np.full(n, terms[0]), stack(terms[1]), terms[2],
-            stack(terms[3]), stack(terms[4]), 0, stack(terms[6]), stack(terms[7]),
-            stack(terms[8]), stack(terms[9]), np.full(n, terms[10]), np.full(n, terms[11]),
-            stack(terms[12]), stack(terms[13]), *(stack(p) for p in plan), states, _engine.ADAM,
-            np.full(n, LR), *ADAM, BATCHED_STEPS, 1, False, empty, np.zeros((n, 0, 1, k)),
-            np.zeros((n, 0)), np.zeros((n, 0), np.int64), np.zeros((n, 0), np.int64))
+            stack(env.ref_logp2d), _engine.stack_terms([terms] * n), *(stack(p) for p in plan),
+            states, _engine.ADAM, np.full(n, LR), *ADAM, BATCHED_STEPS, 1, False, empty,
+            np.zeros((n, 0, 1, k)), np.zeros((n, 0)), np.zeros((n, 0), np.int64),
+            np.zeros((n, 0), np.int64), np.zeros(n, np.int64), np.ones(n),
+            np.zeros((n, 0, 1, k)))
         return time.perf_counter() - t0, thetas
 
     run()  # compile / load
@@ -204,7 +203,8 @@ def batched(repeats: int) -> tuple[float, float]:
         _sampled.run_one_sampled(theta, _engine.TABULAR, np.zeros((1, k, 0)), np.zeros((1, k)),
                                  env.ref_logp2d, terms, plan, sampling.sampling_stream(b),
                                  _engine.ADAM, LR, *ADAM, BATCHED_STEPS, 1, False, empty,
-                                 np.zeros((0, 1, k)), np.zeros(0), empty.copy(), empty.copy())
+                                 np.zeros((0, 1, k)), np.zeros(0), empty.copy(), empty.copy(), 0,
+                                 1.0, np.zeros((0, 1, k)))
         err = max(err, float(np.abs(theta - thetas[b]).max()))
     return best, err
 

@@ -2,7 +2,8 @@
 
 Categorical-policy and contextual-bandit environments with controllable data coverage, optimised by
 numba-accelerated exact-gradient online and offline objectives (RLHF, DPO and TRL's whole loss
-catalogue, IPO, online/iterative DPO, HyPO, VPO, ...). See README.md for a tour.
+catalogue with its combinations, f-divergences, WPO and TR-DPO, IPO, KTO, online/iterative DPO,
+Nash-MD, XPO, HyPO, VPO, ...). See README.md for a tour.
 """
 
 import importlib
@@ -22,14 +23,17 @@ _EXPORTS = {
         "best_of_n_kl_bound", "best_of_n_policy", "best_worst_of_n_pairs", "best_worst_pairs",
     ),
     "coverage_sim.coverage": ("concentrability", "mass_in_support", "pair_concentrability",),
-    "coverage_sim.data": ("PairData", "offline_pairs", "pairs_from_list", "policy_pairs",),
+    "coverage_sim.data": (
+        "PairData", "UnpairedData", "offline_pairs", "pairs_from_list", "policy_pairs",
+        "unpaired_data", "unpaired_from_pairs",
+    ),
     "coverage_sim.env": ("Bandit", "optimal_policy",),
     "coverage_sim.gradients": ("batch_gradient", "gradient", "sampled_gradient", "sampled_gradients",),
     "coverage_sim.instances": (
         "INSTANCES", "azar_bandit", "azar_d1", "make_instance", "random_bandit", "tajwar_bandit",
         "tajwar_reference", "xu_bandit", "xu_features", "xu_pairs",
     ),
-    "coverage_sim.losses": ("PAIR_LOSSES", "pair_loss",),
+    "coverage_sim.losses": ("PAIR_LOSSES", "ld_sequence_logps", "pair_loss", "wpo_weights",),
     "coverage_sim.objectives": ("OBJECTIVES", "Objective", "objective",),
     "coverage_sim.policies": ("LogLinear", "Policy", "TabularSoftmax",),
     "coverage_sim.reward_model": ("fit_bradley_terry", "fit_linear_bradley_terry",),
@@ -80,14 +84,15 @@ if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
     from coverage_sim.best_of_n import (best_of_n_kl_bound, best_of_n_policy,
                                         best_worst_of_n_pairs, best_worst_pairs)
     from coverage_sim.coverage import concentrability, mass_in_support, pair_concentrability
-    from coverage_sim.data import PairData, offline_pairs, pairs_from_list, policy_pairs
+    from coverage_sim.data import (PairData, UnpairedData, offline_pairs, pairs_from_list,
+                                   policy_pairs, unpaired_data, unpaired_from_pairs)
     from coverage_sim.env import Bandit, optimal_policy
     from coverage_sim.gradients import (batch_gradient, gradient, sampled_gradient,
                                         sampled_gradients)
     from coverage_sim.instances import (INSTANCES, azar_bandit, azar_d1, make_instance,
                                         random_bandit, tajwar_bandit, tajwar_reference, xu_bandit,
                                         xu_features, xu_pairs)
-    from coverage_sim.losses import PAIR_LOSSES, pair_loss
+    from coverage_sim.losses import PAIR_LOSSES, ld_sequence_logps, pair_loss, wpo_weights
     from coverage_sim.objectives import OBJECTIVES, Objective, objective
     from coverage_sim.policies import LogLinear, Policy, TabularSoftmax
     from coverage_sim.reward_model import fit_bradley_terry, fit_linear_bradley_terry
@@ -105,11 +110,13 @@ __all__ = [
     "tajwar_reference", "tajwar_bandit", "azar_bandit", "azar_d1", "xu_bandit", "xu_features",
     "xu_pairs", "random_bandit", "INSTANCES", "make_instance",
     "preferences", "PairData", "offline_pairs", "policy_pairs", "pairs_from_list",
+    "UnpairedData", "unpaired_data", "unpaired_from_pairs",
     "restrict_support", "mixture", "quality_mixture", "replay", "uniform",
     "concentrability", "mass_in_support", "pair_concentrability",
     "fit_bradley_terry", "fit_linear_bradley_terry",
     "best_of_n_policy", "best_worst_of_n_pairs", "best_worst_pairs", "best_of_n_kl_bound",
-    "PAIR_LOSSES", "pair_loss", "OBJECTIVES", "Objective", "objective",
+    "PAIR_LOSSES", "pair_loss", "wpo_weights", "ld_sequence_logps", "OBJECTIVES", "Objective",
+    "objective",
     "Policy", "TabularSoftmax", "LogLinear",
     "enumerate_sequences", "n_prefix_nodes", "prefix_nodes", "SequenceEnv",
     "tajwar_token_env", "combination_lock", "AutoregressiveTabular",

@@ -3,14 +3,19 @@
 A sampled step evaluates the same terms as the exact engine (:mod:`coverage_sim._engine`), but on an
 empirical measure drawn for the step instead of on the population:
 
-* pairwise term: sparse labelled pairs ``(x, winner, loser, weight)``, evaluated with the one per-pair
-  kernel :func:`coverage_sim._pair_kernels.pair_value_grad` (AOT: the quantile coupling of the drawn
-  pairs, TRL's batch-sorted form);
+* pairwise term: sparse labelled pairs ``(x, winner, loser, weight)``, evaluated with the engine's
+  per-pair layer :func:`coverage_sim._pair_kernels.pair_value_grad_sum` (combined loss types with
+  their weights, f-divergence scores, WPO's weights computed from the current policy; AOT
+  components: the quantile coupling of the drawn pairs, TRL's batch-sorted form);
+* unpaired term (KTO, unpaired APO-zero): sparse examples ``(x, y, desirable, weight)`` and KTO's
+  mismatched pairs ``(x, y', weight)``, whose weighted mean log-ratio (clamped at 0, held fixed) is
+  the reference point z0, evaluated with :func:`coverage_sim._pair_kernels.unpaired_value_grad`;
 * linear log-likelihood term ``C = Q * c``: sparse responses ``(x, y, weight)``, ``L -= weight * log pi``;
 * expected-reward and KL terms: policy samples ``(x, y, weight, advantage, log pi_old(y))``; the
   REINFORCE surrogate puts ``-weight * A`` on ``dL/dlog pi`` at ``y`` (the policy's pull-back turns it
   into ``A (e_y - pi)``, the score function), optionally PPO-clipped; a sampled KL estimator adds its
-  pathwise gradient there when it sits in the loss.
+  pathwise gradient there when it sits in the loss. Nash-MD's samples carry ``P(y > y') - 1/2``
+  (``y'`` from the geometric mixture of pi and pi_ref) and add ``beta sg(log pi/pi_ref)`` at ``y``.
 
 Everything is in ``log pi`` coordinates, like the engine, so a policy never learns which measure its
 objective was evaluated on. The public side (options, validation, bias notes) is
@@ -26,8 +31,10 @@ xoshiro256** stream of :mod:`coverage_sim._rng`, so a run is bit-identical whate
 Plan (per problem): ``ints`` (int64, indices ``I_*``), ``flts`` (float64, ``F_*``), ``rank_reward``
 (X, K) labelling/ranking reward, ``lin_q`` (X, K) response law of the linear term, ``lin_c`` (X, K)
 its integrand, ``lin_rho`` (X,) its context law, ``tab_p`` (n,) nonzero pair weights of offline data and
-``tab_flat`` (n,) their flat indices ``x*K*K + winner*K + loser``. Batch buffers: see
-:func:`alloc_buffers`.
+``tab_flat`` (n,) their flat indices ``x*K*K + winner*K + loser`` (for unpaired data: the example
+masses, flat ``label*X*K + x*K + y`` with label 0 desirable, 1 undesirable), ``mis_p`` (m,) and
+``mis_flat`` (m,) KTO's mismatched-pair law (flat ``x*K + y``) when its reference point is exact.
+Batch buffers: see :func:`alloc_buffers`.
 """
 
 from __future__ import annotations
@@ -35,10 +42,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from coverage_sim._engine import ADAM, TABULAR, _backprop_into, _softmax_into, apply_update
-from coverage_sim._pair_kernels import (AOT, AOT_UNPAIRED, P_BETA, P_LABEL_SMOOTHING, _sigmoid,
-                                        aot_unpaired_marginals, pair_value_grad,
-                                        quantile_coupling_loss)
+from coverage_sim._engine import (ADAM, NASH_MD, TABULAR, _backprop_into, _softmax_into,
+                                  _terms_at, apply_update, mix_reference)
+from coverage_sim._pair_kernels import (AOT, AOT_UNPAIRED, APO_ZERO, KTO, P_BETA, P_DIVERGENCE,
+                                        P_LABEL_SMOOTHING, P_USE_WEIGHTING, REVERSE_KL, SFT,
+                                        _loss_on_scores, _sigmoid, aot_unpaired_marginals,
+                                        log_sq_norm, pair_value_grad, pair_value_grad_sum,
+                                        quantile_coupling_loss, unpaired_value_grad)
 from coverage_sim._rng import uniform
 
 _JIT = dict(cache=True, error_model="numpy")
@@ -48,6 +58,7 @@ PAIRS_NONE = 0
 PAIRS_DATA = 1        # i.i.d. draws from offline pair weights W
 PAIRS_ONLINE = 2      # groups from the current policy, labelled by Bernoulli(P)
 PAIRS_BEST_WORST = 3  # iterative DPO: best vs worst of n from the current policy, ranked by reward
+PAIRS_POLICY_REF = 4  # XPO: one response from the current policy, one from pi_ref (lin_q)
 # pairs within an online group
 PAIRING_ALL = 0
 PAIRING_DISJOINT = 1
@@ -57,11 +68,13 @@ LIN_NONE = 0
 LIN_DRAW = 1          # own contexts ~ lin_rho, best of lin_n draws from lin_q, weight lin_c / B
 LIN_GROUP = 2         # one draw from lin_q in each online group's context, weight lin_c / B
 LIN_CHOSEN = 3        # the winners of the drawn data pairs, weight lin_coef / B
+LIN_REF_DRAWS = 4     # XPO: the pi_ref responses of the PAIRS_POLICY_REF pairs, weight lin_coef / B
 # label models of online pairs: a lookup in P, or computed from the labelling reward (the named
 # models, as coverage_sim.preferences defines them: no (X, K, K) array to read per pair)
 LABEL_P = 0
 LABEL_BRADLEY_TERRY = 1
 LABEL_DETERMINISTIC = 2
+LABEL_AT_LEAST = 3    # the first response wins iff its reward is >= the second's (XPO, ties to pi)
 # REINFORCE baselines
 BASE_NONE = 0
 BASE_MEAN = 1
@@ -91,7 +104,15 @@ I_KL_EST = 8
 I_KL_IN = 9
 I_BATCH = 10
 I_LABEL = 11
-N_INTS = 12
+I_UNPAIRED = 12       # 1: draw unpaired examples (KTO trainer) from tab_p
+I_MISMATCHED = 13     # KTO's mismatched pairs: 0 none, MIS_EXACT (mis_p), MIS_BATCH (rotated batch)
+I_NASH = 14           # 1: Nash-MD policy samples against the geometric mixture
+I_MIS_CAP = 15        # capacity of the mismatched-pair buffer
+N_INTS = 16
+# KTO's reference point z0 (the mean log-ratio of mismatched pairs, clamped at 0)
+MIS_NONE = 0
+MIS_EXACT = 1         # the exact mismatched law of the data (plan mis_p / mis_flat)
+MIS_BATCH = 2         # TRL's estimate: the batch's examples rotated by one, (x_i, y_{i-1})
 # plan.flts
 F_GAP = 0
 F_LIN_COEF = 1
@@ -104,7 +125,9 @@ C_LIN = 1
 C_SAMPLES_TERM = 2
 C_SAMPLES = 3
 C_QUERIES = 4
-N_COUNTS = 5
+C_UNPAIRED = 5
+C_MISMATCHED = 6
+N_COUNTS = 7
 
 
 # ------------------------------------------------------------------------------------------------
@@ -268,7 +291,8 @@ def pairs_per_group(pairing, group):
 
 @njit(**_JIT)
 def buffer_sizes(ints):
-    """Capacity ``(pairs, responses, policy samples)`` of one batch under plan ``ints``."""
+    """Capacity ``(pairs, responses, policy samples, unpaired examples, mismatched pairs)`` of one
+    batch under plan ``ints``."""
     b = ints[I_BATCH]
     n_pairs = 0
     if ints[I_PAIRS] == PAIRS_ONLINE:
@@ -276,23 +300,31 @@ def buffer_sizes(ints):
     elif ints[I_PAIRS] != PAIRS_NONE:
         n_pairs = b
     n_lin = b if ints[I_LIN] != LIN_NONE else 0
-    n_samp = b * ints[I_GROUP] if ints[I_SCORE] != 0 else 0
-    return n_pairs, n_lin, n_samp
+    n_samp = b * ints[I_GROUP] if ints[I_SCORE] != 0 else (b if ints[I_NASH] != 0 else 0)
+    n_unp = b if ints[I_UNPAIRED] != 0 else 0
+    return n_pairs, n_lin, n_samp, n_unp, ints[I_MIS_CAP]
 
 
 @njit(**_JIT)
 def alloc_buffers(ints):
-    """Batch buffers ``(px, pw, pl, pwt, lx, ly, lwt, sx, sy, swt, sadv, slp, counts)``.
+    """Batch buffers ``(px, pw, pl, pwt, lx, ly, lwt, sx, sy, swt, sadv, slp, counts, ux, uy, ulab,
+    uwt, mx, my, mwt)``.
 
     Pairs: context, winner, loser, weight. Responses (linear term): context, response, weight.
     Policy samples: context, response, weight, advantage, log pi_old(y). ``counts`` (int64,
-    ``N_COUNTS``): pairs, responses and policy samples in use, responses drawn, reward queries.
+    ``N_COUNTS``): pairs, responses and policy samples in use, responses drawn, reward queries,
+    unpaired examples and mismatched pairs in use. Unpaired examples: context, response, label (1
+    desirable, 0 undesirable), weight. Mismatched pairs (KTO's reference point): context,
+    response, weight.
     """
-    n_pairs, n_lin, n_samp = buffer_sizes(ints)
+    n_pairs, n_lin, n_samp, n_unp, n_mis = buffer_sizes(ints)
     return (np.zeros(n_pairs, np.int64), np.zeros(n_pairs, np.int64), np.zeros(n_pairs, np.int64),
             np.zeros(n_pairs), np.zeros(n_lin, np.int64), np.zeros(n_lin, np.int64),
             np.zeros(n_lin), np.zeros(n_samp, np.int64), np.zeros(n_samp, np.int64),
-            np.zeros(n_samp), np.zeros(n_samp), np.zeros(n_samp), np.zeros(N_COUNTS, np.int64))
+            np.zeros(n_samp), np.zeros(n_samp), np.zeros(n_samp), np.zeros(N_COUNTS, np.int64),
+            np.zeros(n_unp, np.int64), np.zeros(n_unp, np.int64), np.zeros(n_unp, np.int64),
+            np.zeros(n_unp), np.zeros(n_mis, np.int64), np.zeros(n_mis, np.int64),
+            np.zeros(n_mis))
 
 
 @njit(**_JIT)
@@ -309,11 +341,12 @@ def _table(p2, rows, n):
 def build_static(rho, plan):
     """Draw tables of the fixed laws: guide tables ``(cdf, guide, last)`` of the contexts (rho),
     the linear term's contexts (lin_rho) and response law Q (lin_q), and the alias table of the
-    offline pair weights (tab_p, labelled by tab_flat)."""
-    ints, flts, rank_reward, lin_q, lin_c, lin_rho, tab_p, tab_flat = plan
+    offline pair weights or unpaired examples (tab_p, labelled by tab_flat)."""
+    ints, flts, rank_reward, lin_q, lin_c, lin_rho, tab_p, tab_flat, mis_p, mis_flat = plan
     n_ctx, k = lin_q.shape
-    use_q = ints[I_LIN] == LIN_DRAW or ints[I_LIN] == LIN_GROUP
-    n_tab = tab_p.shape[0] if ints[I_PAIRS] == PAIRS_DATA else 0
+    use_q = (ints[I_LIN] == LIN_DRAW or ints[I_LIN] == LIN_GROUP
+             or ints[I_LIN] == LIN_REF_DRAWS)
+    n_tab = tab_p.shape[0] if (ints[I_PAIRS] == PAIRS_DATA or ints[I_UNPAIRED] != 0) else 0
     ctx = _table(rho.reshape(1, n_ctx), 1, n_ctx)
     lctx = _table(lin_rho.reshape(1, n_ctx), 1 if ints[I_LIN] == LIN_DRAW else 0, n_ctx)
     q = _table(lin_q, n_ctx if use_q else 0, k)
@@ -323,12 +356,17 @@ def build_static(rho, plan):
 
 @njit(**_JIT)
 def workspace(ints, n_ctx, k):
-    """Scratch of the draws: the current policy's tables and one group's responses and returns."""
+    """Scratch of the draws: the current policy's tables, one group's responses and returns, and
+    Nash-MD's mixture law with its tables."""
     m = max(ints[I_GROUP], ints[I_LIN_N], 1)
     rows = n_ctx if (ints[I_PAIRS] == PAIRS_ONLINE or ints[I_PAIRS] == PAIRS_BEST_WORST
-                     or ints[I_SCORE] != 0) else 0
+                     or ints[I_PAIRS] == PAIRS_POLICY_REF or ints[I_SCORE] != 0
+                     or ints[I_NASH] != 0) else 0
+    mix_rows = n_ctx if ints[I_NASH] != 0 else 0
     return (np.empty((rows, k)), np.empty((rows, GUIDE_FACTOR * k), np.int64),
-            np.full(n_ctx, -1, np.int64), np.empty(m, np.int64), np.empty(m))
+            np.full(n_ctx, -1, np.int64), np.empty(m, np.int64), np.empty(m),
+            np.empty((mix_rows, k)), np.empty((mix_rows, k)),
+            np.empty((mix_rows, GUIDE_FACTOR * k), np.int64), np.full(n_ctx, -1, np.int64))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -408,6 +446,22 @@ def _draw_data_pairs(n_b, k, tab, lin_chosen, lin_coef, px, pw, pl, pwt, lx, ly,
 
 
 @njit(**_JIT)
+def _label_prob(label, noise, diff):
+    """Pr(the first response wins) under a named label model, from the labelling-reward difference
+    ``diff`` = first - second (as :func:`coverage_sim.preferences.preference_probs` defines them),
+    with flip rate ``noise``. Scalars only, so calling it in a draw loop costs no reference counts."""
+    if label == LABEL_BRADLEY_TERRY:
+        prob = _sigmoid(diff)
+    elif label == LABEL_AT_LEAST:
+        prob = 1.0 if diff >= 0.0 else 0.0
+    else:
+        prob = 1.0 if diff > 0.0 else (0.0 if diff < 0.0 else 0.5)
+    if noise > 0.0:
+        prob = (1.0 - noise) * prob + noise * (1.0 - prob)
+    return prob
+
+
+@njit(**_JIT)
 def _draw_online_pairs(n_b, group, pairing, gap, label, noise, P, rank_reward, ctx, pi_tab, ys,
                        lin_group, q, lin_c, px, pw, pl, pwt, lx, ly, lwt, state):
     """``n_b`` groups of ``group`` responses from the policy table, paired and labelled by one
@@ -450,13 +504,7 @@ def _draw_online_pairs(n_b, group, pairing, gap, label, noise, P, rank_reward, c
             if label == LABEL_P:
                 prob = P[x, ya, yb]
             else:
-                diff = rank_reward[x, ya] - rank_reward[x, yb]
-                if label == LABEL_BRADLEY_TERRY:
-                    prob = _sigmoid(diff)
-                else:
-                    prob = 1.0 if diff > 0.0 else (0.0 if diff < 0.0 else 0.5)
-                if noise > 0.0:
-                    prob = (1.0 - noise) * prob + noise * (1.0 - prob)
+                prob = _label_prob(label, noise, rank_reward[x, ya] - rank_reward[x, yb])
             if uniform(state) < prob:
                 pw[n] = ya
                 pl[n] = yb
@@ -470,6 +518,128 @@ def _draw_online_pairs(n_b, group, pairing, gap, label, noise, P, rank_reward, c
             ly[b] = y
             lwt[b] = lin_c[x, y] / n_b
     return n, n_b if lin_group else 0
+
+
+@njit(**_JIT)
+def _draw_policy_ref_pairs(n_b, label, noise, P, rank_reward, ctx, pi_tab, q, lin_coef, px, pw,
+                           pl, pwt, lx, ly, lwt, state):
+    """XPO's measure (TRL's XPOTrainer): per group a context x ~ rho, y ~ pi (the policy table) and
+    y' ~ pi_ref (the q table); the pair labelled by one Bernoulli(Pr(y beats y')) draw, weight
+    1/n_b; y' also enters the linear term with weight ``lin_coef / n_b``. Returns n_b."""
+    ctx_cdf, ctx_guide, ctx_last = ctx
+    pi_cdf, pi_guide, pi_last = pi_tab
+    q_cdf, q_guide, q_last = q
+    wt = 1.0 / n_b
+    many = ctx_cdf.shape[1] > 1
+    ctx_end = ctx_last[0]
+    for b in range(n_b):
+        x = draw_row(ctx_cdf, ctx_guide, 0, ctx_end, uniform(state)) if many else 0
+        y = draw_row(pi_cdf, pi_guide, x, pi_last[x], uniform(state))
+        yr = draw_row(q_cdf, q_guide, x, q_last[x], uniform(state))
+        if label == LABEL_P:
+            prob = P[x, y, yr]
+        else:
+            prob = _label_prob(label, noise, rank_reward[x, y] - rank_reward[x, yr])
+        px[b] = x
+        pwt[b] = wt
+        if uniform(state) < prob:
+            pw[b] = y
+            pl[b] = yr
+        else:
+            pw[b] = yr
+            pl[b] = y
+        lx[b] = x
+        ly[b] = yr
+        lwt[b] = lin_coef * wt
+    return n_b
+
+
+@njit(**_JIT)
+def _mixture_rows(lp, rlp, mixture_coef, rho, mix):
+    """Nash-MD's opponent: row x of ``mix`` = normalise(m log pi_ref + (1 - m) log pi), m =
+    ``mixture_coef``, for every context with ``rho[x] > 0`` (as the exact Nash-MD term)."""
+    n_ctx, k = lp.shape
+    for x in range(n_ctx):
+        if rho[x] <= 0.0:
+            continue
+        top = -np.inf
+        for j in range(k):
+            if lp[x, j] > -np.inf and rlp[x, j] > -np.inf:
+                t = mixture_coef * rlp[x, j] + (1.0 - mixture_coef) * lp[x, j]
+            else:
+                t = -np.inf
+            mix[x, j] = t
+            if t > top:
+                top = t
+        tot = 0.0
+        for j in range(k):
+            mix[x, j] = np.exp(mix[x, j] - top)
+            tot += mix[x, j]
+        for j in range(k):
+            mix[x, j] /= tot
+
+
+@njit(**_JIT)
+def _draw_nash_md(n_b, label, noise, P, rank_reward, lp, ctx, pi_tab, mix_tab, sx, sy, swt, sadv,
+                  slp, state):
+    """Nash-MD's samples (TRL's NashMDTrainer): per group a context x ~ rho, y ~ pi and y' from the
+    mixture table; the sample carries ``P(y > y') - 1/2`` (the preference probability itself, as
+    TRL's reward-model score sigma(r(y) - r(y')), not a Bernoulli label), weight 1/n_b. Returns
+    n_b."""
+    ctx_cdf, ctx_guide, ctx_last = ctx
+    pi_cdf, pi_guide, pi_last = pi_tab
+    mix_cdf, mix_guide, mix_last = mix_tab
+    wt = 1.0 / n_b
+    many = ctx_cdf.shape[1] > 1
+    ctx_end = ctx_last[0]
+    for b in range(n_b):
+        x = draw_row(ctx_cdf, ctx_guide, 0, ctx_end, uniform(state)) if many else 0
+        y = draw_row(pi_cdf, pi_guide, x, pi_last[x], uniform(state))
+        ym = draw_row(mix_cdf, mix_guide, x, mix_last[x], uniform(state))
+        if label == LABEL_P:
+            prob = P[x, y, ym]
+        else:
+            prob = _label_prob(label, noise, rank_reward[x, y] - rank_reward[x, ym])
+        sx[b] = x
+        sy[b] = y
+        swt[b] = wt
+        sadv[b] = prob - 0.5
+        slp[b] = lp[x, y]
+    return n_b
+
+
+@njit(**_JIT)
+def _draw_unpaired(n_b, n_ctx, k, tab, mis_mode, mis_n, mis_p, mis_flat, ux, uy, ulab, uwt, mx, my,
+                   mwt, state):
+    """``n_b`` i.i.d. unpaired examples from the alias table of the example masses (flat
+    ``label*X*K + x*K + y``, label 0 desirable), weight 1/n_b, and KTO's mismatched pairs:
+    MIS_BATCH, TRL's KL dataset: the batch's completions rotated by one, (x_i, y_{i-1}) cyclically,
+    weight 1/n_b; MIS_EXACT: the exact mismatched law, the first ``mis_n`` entries of ``mis_p``
+    (the rest is padding of a batch of problems). Returns (examples, mismatched)."""
+    xk = n_ctx * k
+    wt = 1.0 / n_b
+    for m in range(n_b):
+        u1 = uniform(state)
+        f = draw_alias(tab, u1, uniform(state))
+        r = f % xk
+        ux[m] = r // k
+        uy[m] = r % k
+        ulab[m] = 1 if f < xk else 0
+        uwt[m] = wt
+    n_mis = 0
+    if mis_mode == MIS_BATCH:
+        for m in range(n_b):
+            mx[m] = ux[m]
+            my[m] = uy[m - 1] if m > 0 else uy[n_b - 1]
+            mwt[m] = wt
+        n_mis = n_b
+    elif mis_mode == MIS_EXACT:
+        n_mis = mis_n
+        for m in range(n_mis):
+            mx[m] = mis_flat[m] // k
+            my[m] = mis_flat[m] % k
+            mwt[m] = mis_p[m]
+    return n_b, n_mis
 
 
 @njit(**_JIT)
@@ -603,11 +773,13 @@ def draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf):
 
     The current policy is the sampler of every online measure and the ``pi_old`` of the score terms.
     """
-    (code, prm, source, W, P, fast, S, d, act, C, kl_coef, reward_coef, R, rho) = terms
-    ints, flts, rank_reward, lin_q, lin_c, lin_rho, tab_p, tab_flat = plan
+    (codes, prms, source, W, P, fast, S, d, act, C, kl_coef, reward_coef, R, rho, loss_weights,
+     unpaired, uprm, U, M, pg, pg_prm) = terms
+    ints, flts, rank_reward, lin_q, lin_c, lin_rho, tab_p, tab_flat, mis_p, mis_flat = plan
     ctx, lctx, q, tab = static
-    pi_cdf, pi_guide, pi_last, ys, rets = ws
-    px, pw, pl, pwt, lx, ly, lwt, sx, sy, swt, sadv, slp, counts = buf
+    pi_cdf, pi_guide, pi_last, ys, rets, mix_p, mix_cdf, mix_guide, mix_last = ws
+    (px, pw, pl, pwt, lx, ly, lwt, sx, sy, swt, sadv, slp, counts, ux, uy, ulab, uwt, mx, my,
+     mwt) = buf
     k = lp.shape[1]
     counts[:] = 0
     n_b = ints[I_BATCH]
@@ -617,7 +789,8 @@ def draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf):
     samples = 0
     queries = 0
     pi_tab = (pi_cdf, pi_guide, pi_last)
-    if pair_mode == PAIRS_ONLINE or pair_mode == PAIRS_BEST_WORST or ints[I_SCORE] != 0:
+    if (pair_mode == PAIRS_ONLINE or pair_mode == PAIRS_BEST_WORST or pair_mode == PAIRS_POLICY_REF
+            or ints[I_SCORE] != 0 or ints[I_NASH] != 0):
         build_rows(pi, pi_cdf, pi_guide, pi_last, rho)
     if pair_mode == PAIRS_DATA:
         n_pairs, n_lin = _draw_data_pairs(n_b, k, tab, lin_mode == LIN_CHOSEN, flts[F_LIN_COEF],
@@ -639,6 +812,13 @@ def draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf):
                                                  pl, pwt, state)
         samples += n_b * group
         queries += n_b * group
+    elif pair_mode == PAIRS_POLICY_REF:
+        counts[C_PAIRS] = _draw_policy_ref_pairs(n_b, ints[I_LABEL], flts[F_NOISE], P,
+                                                 rank_reward, ctx, pi_tab, q, flts[F_LIN_COEF],
+                                                 px, pw, pl, pwt, lx, ly, lwt, state)
+        counts[C_LIN] = n_b
+        samples += 2 * n_b
+        queries += 2 * n_b
     if lin_mode == LIN_DRAW:
         n_draw = ints[I_LIN_N]
         counts[C_LIN] = _draw_best_of_n(n_b, n_draw, rank_reward, lctx, q, lin_c, lx, ly, lwt,
@@ -655,6 +835,20 @@ def draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf):
         samples += n_b * group
         if reward_coef != 0.0:
             queries += n_b * group
+    if ints[I_NASH] != 0:
+        _mixture_rows(lp, rlp, pg_prm[1], rho, mix_p)
+        build_rows(mix_p, mix_cdf, mix_guide, mix_last, rho)
+        counts[C_SAMPLES_TERM] = _draw_nash_md(n_b, ints[I_LABEL], flts[F_NOISE], P, rank_reward,
+                                               lp, ctx, pi_tab, (mix_cdf, mix_guide, mix_last),
+                                               sx, sy, swt, sadv, slp, state)
+        samples += 2 * n_b
+        queries += 2 * n_b
+    if ints[I_UNPAIRED] != 0:
+        n_ctx = lp.shape[0]
+        counts[C_UNPAIRED], counts[C_MISMATCHED] = _draw_unpaired(
+            n_b, n_ctx, k, tab, ints[I_MISMATCHED], ints[I_MIS_CAP], mis_p, mis_flat, ux, uy, ulab,
+            uwt, mx, my, mwt, state)
+        samples += n_b
     counts[C_SAMPLES] = samples
     counts[C_QUERIES] = queries
 
@@ -664,11 +858,10 @@ def draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf):
 # ------------------------------------------------------------------------------------------------
 
 @njit(**_JIT)
-def sparse_pairwise(code, prm, lp, rlp, px, pw, pl, pwt, n, grad_out, want_loss):
-    """sum_m pwt[m] * l(pair m), gradient w.r.t. ``lp`` ADDED into ``grad_out``; AOT by the quantile
-    coupling of the ``n`` pairs (TRL's sort over the batch, weighted; the unpaired form couples the
-    pooled winner and loser marginals, as :func:`coverage_sim._pair_kernels.aot_population`).
-    Without ``want_loss`` the per-pair losses are not summed (0.0 is returned, except for AOT)."""
+def _sparse_aot(code, prm, scale, lp, rlp, px, pw, pl, pwt, n, grad_out):
+    """``scale`` times one AOT component on the ``n`` pairs: the quantile coupling of the drawn
+    pairs (TRL's sort over the batch, weighted); the unpaired form couples the pooled winner and
+    loser marginals, as :func:`coverage_sim._pair_kernels.aot_population`. Gradient ADDED."""
     beta = prm[P_BETA]
     eps = prm[P_LABEL_SMOOTHING]
     if code == AOT:
@@ -679,7 +872,7 @@ def sparse_pairwise(code, prm, lp, rlp, px, pw, pl, pwt, n, grad_out, want_loss)
             x = px[m]
             a[m] = lp[x, pw[m]] - lp[x, pl[m]]
             b[m] = rlp[x, pw[m]] - rlp[x, pl[m]]
-            wt[m] = pwt[m]
+            wt[m] = scale * pwt[m]
         ga = np.zeros(n)
         gb = np.zeros(n)
         loss = quantile_coupling_loss(a, wt, b, wt, beta, eps, ga, gb)
@@ -687,26 +880,101 @@ def sparse_pairwise(code, prm, lp, rlp, px, pw, pl, pwt, n, grad_out, want_loss)
             grad_out[px[m], pw[m]] += ga[m]
             grad_out[px[m], pl[m]] -= ga[m]
         return loss
-    if code == AOT_UNPAIRED:
-        # The coupling only sees the winner and loser marginals: pool repeated responses first,
-        # exactly as the population kernel does.
-        ww = np.zeros(lp.shape)
-        wl = np.zeros(lp.shape)
-        for m in range(n):
-            ww[px[m], pw[m]] += pwt[m]
-            wl[px[m], pl[m]] += pwt[m]
-        return aot_unpaired_marginals(prm, lp, rlp, ww, wl, grad_out)
+    # AOT_UNPAIRED: the coupling only sees the winner and loser marginals: pool repeated
+    # responses first, exactly as the population kernel does.
+    ww = np.zeros(lp.shape)
+    wl = np.zeros(lp.shape)
+    for m in range(n):
+        ww[px[m], pw[m]] += scale * pwt[m]
+        wl[px[m], pl[m]] += scale * pwt[m]
+    return aot_unpaired_marginals(prm, lp, rlp, ww, wl, grad_out)
+
+
+@njit(**_JIT)
+def sparse_pairwise(codes, prms, loss_weights, lp, rlp, px, pw, pl, pwt, n, grad_out, want_loss):
+    """sum_m pwt[m] * l(pair m) of a (combined) pairwise loss, gradient w.r.t. ``lp`` ADDED into
+    ``grad_out``.
+
+    The per-pair components go through :func:`coverage_sim._pair_kernels.pair_value_grad_sum` (the
+    exact engine's per-pair layer: loss weights, f-divergence scores, and WPO's weight
+    ``pi(y_w) pi(y_l) / (sum_a pi(a|x)^2)^2`` computed from the current policy and held fixed);
+    AOT components by :func:`_sparse_aot`, scaled by their loss weight. Without ``want_loss`` the
+    per-pair losses are not summed (0.0 is returned, except for AOT components)."""
     loss = 0.0
+    per_pair = False
+    weighted = False
+    for c in range(codes.shape[0]):
+        code = codes[c]
+        if code == AOT or code == AOT_UNPAIRED:
+            loss += _sparse_aot(code, prms[c], loss_weights[c], lp, rlp, px, pw, pl, pwt, n,
+                                grad_out)
+        else:
+            per_pair = True
+            if prms[c, P_USE_WEIGHTING] != 0.0:
+                weighted = True
+    if not per_pair:
+        return loss
+    if codes.shape[0] == 1 and not weighted:
+        # One loss (the hot path of sampled DPO): its weight is folded into the pair weights.
+        code = codes[0]
+        prm = prms[0]
+        scale = loss_weights[0]
+        raw = int(prm[P_DIVERGENCE]) == REVERSE_KL or code == APO_ZERO or code == SFT
+        for m in range(n):
+            x = px[m]
+            w = pw[m]
+            l = pl[m]
+            if raw:  # the loss of the raw log-ratios, inlined (as _population_component)
+                uw = lp[x, w] - rlp[x, w]
+                ul = lp[x, l] - rlp[x, l]
+                v, dw, dl = _loss_on_scores(code, uw, ul, uw - ul, lp[x, w], prm)
+            else:
+                v, dw, dl = pair_value_grad(code, lp[x, w], lp[x, l], rlp[x, w], rlp[x, l], prm)
+            c = pwt[m] * scale
+            if want_loss:  # else the compiler drops v's transcendental calls (the loop's hot part)
+                loss += c * v
+            grad_out[x, w] += c * dw
+            grad_out[x, l] += c * dl
+        return loss
+    # WPO's normaliser log sum_a pi(a|x)^2, computed once per context that has pairs
+    log_norm = np.full(lp.shape[0], np.nan)
     for m in range(n):
         x = px[m]
         w = pw[m]
         l = pl[m]
-        v, dw, dl = pair_value_grad(code, lp[x, w], lp[x, l], rlp[x, w], rlp[x, l], prm)
+        if weighted and np.isnan(log_norm[x]):
+            log_norm[x] = log_sq_norm(lp[x])
+        v, dw, dl = pair_value_grad_sum(codes, prms, loss_weights, lp[x, w], lp[x, l], rlp[x, w],
+                                        rlp[x, l], log_norm[x])
         c = pwt[m]
-        if want_loss:  # else the compiler drops v's transcendental calls (the loop's hot part)
+        if want_loss:
             loss += c * v
         grad_out[x, w] += c * dw
         grad_out[x, l] += c * dl
+    return loss
+
+
+@njit(**_JIT)
+def sparse_unpaired(code, uprm, lp, rlp, ux, uy, ulab, uwt, n, mx, my, mwt, n_mis, grad_out):
+    """The unpaired term (TRL's KTOTrainer) on ``n`` examples: sum_m uwt[m] w_label l(example m),
+    gradient ADDED into ``grad_out``. KTO's reference point z0 = max(0, sum_m mwt[m] (lp - rlp)[mx,
+    my]) over the ``n_mis`` mismatched pairs, held fixed (TRL detaches it); ``uprm`` = (beta,
+    desirable_weight, undesirable_weight)."""
+    beta = uprm[0]
+    z0 = 0.0
+    if code == KTO:
+        for m in range(n_mis):
+            z0 += mwt[m] * (lp[mx[m], my[m]] - rlp[mx[m], my[m]])
+        z0 = max(z0, 0.0)
+    loss = 0.0
+    for m in range(n):
+        x = ux[m]
+        y = uy[m]
+        desirable = ulab[m] != 0
+        v, g = unpaired_value_grad(code, desirable, lp[x, y] - rlp[x, y], z0, beta)
+        c = uwt[m] * (uprm[1] if desirable else uprm[2])
+        grad_out[x, y] += c * g
+        loss += c * v
     return loss
 
 
@@ -722,13 +990,32 @@ def batch_loss_grad(terms, kl_est, kl_in, clip, lp, pi, rlp, buf, grad_out, want
     policy. A KL estimator in the loss adds ``kl_coef w dk/dlog pi`` at ``y``; the exact KL term
     (``kl_est == KL_EXACT``) is added densely, as in the engine. ``want_loss=False`` (unrecorded
     steps) skips the pairwise values; the returned loss is then incomplete.
+
+    Nash-MD's samples (``pg == NASH_MD``) put ``w (beta sg(log pi/pi_ref)(y) - A)`` on
+    ``dL/dlog pi`` at ``y`` and add ``w (beta log pi/pi_ref - A) log pi(y)`` to the loss (TRL's
+    ``beta * kl_div_loss - score``). Unpaired examples: :func:`sparse_unpaired`. ``rlp`` is the
+    current reference (TR-DPO moves it).
     """
-    (code, prm, source, W, P, fast, S, d, act, C, kl_coef, reward_coef, R, rho) = terms
-    (px, pw, pl, pwt, lx, ly, lwt, sx, sy, swt, sadv, slp, counts) = buf
+    (codes, prms, source, W, P, fast, S, d, act, C, kl_coef, reward_coef, R, rho, loss_weights,
+     unpaired, uprm, U, M, pg, pg_prm) = terms
+    (px, pw, pl, pwt, lx, ly, lwt, sx, sy, swt, sadv, slp, counts, ux, uy, ulab, uwt, mx, my,
+     mwt) = buf
     loss = 0.0
-    if code >= 0 and counts[C_PAIRS] > 0:
-        loss += sparse_pairwise(code, prm, lp, rlp, px, pw, pl, pwt, counts[C_PAIRS], grad_out,
-                                want_loss)
+    if codes.shape[0] > 0 and counts[C_PAIRS] > 0:
+        loss += sparse_pairwise(codes, prms, loss_weights, lp, rlp, px, pw, pl, pwt,
+                                counts[C_PAIRS], grad_out, want_loss)
+    if unpaired >= 0 and counts[C_UNPAIRED] > 0:
+        loss += sparse_unpaired(unpaired, uprm, lp, rlp, ux, uy, ulab, uwt, counts[C_UNPAIRED],
+                                mx, my, mwt, counts[C_MISMATCHED], grad_out)
+    if pg == NASH_MD:
+        beta = pg_prm[0]
+        for m in range(counts[C_SAMPLES_TERM]):
+            x = sx[m]
+            y = sy[m]
+            coef = swt[m] * (beta * (lp[x, y] - rlp[x, y]) - sadv[m])
+            grad_out[x, y] += coef
+            loss += coef * lp[x, y]
+        return loss
     for m in range(counts[C_LIN]):
         x = lx[m]
         y = ly[m]
@@ -808,7 +1095,7 @@ def draw_one(lp, rlp, terms, plan, state):
 @njit(**_JIT)
 def run_one_sampled(theta, kind, features, base, rlp, terms, plan, state, optimizer, lr, adam_b1,
                     adam_b2, adam_eps, steps, reuse, reset_each_batch, record_steps, out_lp,
-                    out_loss, out_samples, out_queries):
+                    out_loss, out_samples, out_queries, ref_sync_every, ref_mix_alpha, out_rlp):
     """Fused sampled-gradient loop; updates ``theta`` and ``state`` in place.
 
     A batch is drawn from the current policy at every step ``s`` with ``s % reuse == 0`` and used
@@ -817,10 +1104,17 @@ def run_one_sampled(theta, kind, features, base, rlp, terms, plan, state, optimi
     ``out_lp[r]`` = log pi, ``out_loss[r]`` = the batch's plug-in loss estimate at step ``s``,
     ``out_samples[r]`` / ``out_queries[r]`` = responses drawn / reward queries made by the batches of
     the updates before step ``s`` (those that produced this policy).
+
+    TR-DPO (``ref_sync_every = tau > 0``): the reference starts at ``rlp`` (not modified) and after
+    every tau-th update becomes :func:`coverage_sim._engine.mix_reference` of itself and the
+    current policy with ``ref_mix_alpha``, as in the exact loop; ``out_rlp[r]`` records it when
+    ``out_rlp`` has rows.
     """
     n_ctx, k = rlp.shape
     ints, flts = plan[0], plan[1]
     rho = terms[13]
+    ref = rlp.copy() if ref_sync_every > 0 else rlp
+    record_ref = out_rlp.shape[0] > 0
     static = build_static(rho, plan)
     ws = workspace(ints, n_ctx, k)
     buf = alloc_buffers(ints)
@@ -841,6 +1135,8 @@ def run_one_sampled(theta, kind, features, base, rlp, terms, plan, state, optimi
     n_rec = record_steps.size
     for s in range(steps + 1):
         _softmax_into(kind, theta, features, base, lp, pi, bits)
+        if ref_sync_every > 0 and s > 0 and s % ref_sync_every == 0:
+            mix_reference(ref, lp, ref_mix_alpha)
         recording = nxt < n_rec and record_steps[nxt] == s
         if s == steps and not recording:
             break
@@ -848,7 +1144,7 @@ def run_one_sampled(theta, kind, features, base, rlp, terms, plan, state, optimi
             out_samples[nxt] = total_samples
             out_queries[nxt] = total_queries
         if s % reuse == 0:
-            draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf)
+            draw_batch(terms, plan, static, lp, pi, ref, state, ws, buf)
             total_samples += buf[12][C_SAMPLES]
             total_queries += buf[12][C_QUERIES]
             if reset_each_batch and optimizer == ADAM:
@@ -856,10 +1152,12 @@ def run_one_sampled(theta, kind, features, base, rlp, terms, plan, state, optimi
                 v[:] = 0.0
                 seg_start = s
         grad_lp[:] = 0.0
-        loss = batch_loss_grad(terms, kl_est, kl_in, clip, lp, pi, rlp, buf, grad_lp, recording)
+        loss = batch_loss_grad(terms, kl_est, kl_in, clip, lp, pi, ref, buf, grad_lp, recording)
         if recording:
             out_lp[nxt] = lp
             out_loss[nxt] = loss
+            if record_ref:
+                out_rlp[nxt] = ref
             nxt += 1
         if s == steps:
             break
@@ -869,22 +1167,25 @@ def run_one_sampled(theta, kind, features, base, rlp, terms, plan, state, optimi
 
 
 @njit(parallel=True, **_JIT)
-def run_batch_sampled(theta, kind, features, base, rlp, code, prm, source, W, P, fast, S, d, act,
-                      C, kl_coef, reward_coef, R, rho, ints, flts, rank_reward, lin_q, lin_c,
-                      lin_rho, tab_p, tab_flat, states, optimizer, lr, adam_b1, adam_b2, adam_eps,
-                      steps, reuse, reset_each_batch, record_steps, out_lp, out_loss, out_samples,
-                      out_queries):
+def run_batch_sampled(theta, kind, features, base, rlp, stacked_terms, ints, flts, rank_reward,
+                      lin_q, lin_c, lin_rho, tab_p, tab_flat, mis_p, mis_flat, states, optimizer,
+                      lr, adam_b1, adam_b2, adam_eps, steps, reuse, reset_each_batch, record_steps,
+                      out_lp, out_loss, out_samples, out_queries, ref_sync_every, ref_mix_alpha,
+                      out_rlp):
     """:func:`run_one_sampled` over a leading batch axis of independent problems, one stream each.
+
+    ``stacked_terms``: the term tuples stacked along axis 0
+    (:func:`coverage_sim._engine.stack_terms`); ``ref_sync_every`` (B,), ``ref_mix_alpha`` (B,)
+    and ``out_rlp`` (B, R or 0, X, K) as :func:`run_one_sampled`'s, per problem.
 
     Problem ``b`` reads only row ``b`` of every stacked array and its own ``states[b]``, so its
     result does not depend on the thread count or on the other problems.
     """
     for b in prange(theta.shape[0]):
-        terms = (code[b], prm[b], source, W[b], P[b], fast, S[b], d[b], act[b], C[b], kl_coef[b],
-                 reward_coef[b], R[b], rho[b])
         plan = (ints[b], flts[b], rank_reward[b], lin_q[b], lin_c[b], lin_rho[b], tab_p[b],
-                tab_flat[b])
-        run_one_sampled(theta[b], kind, features[b], base[b], rlp[b], terms, plan, states[b],
-                        optimizer, lr[b], adam_b1, adam_b2, adam_eps, steps, reuse,
-                        reset_each_batch, record_steps, out_lp[b], out_loss[b], out_samples[b],
-                        out_queries[b])
+                tab_flat[b], mis_p[b], mis_flat[b])
+        run_one_sampled(theta[b], kind, features[b], base[b], rlp[b],
+                        _terms_at(stacked_terms, b), plan, states[b], optimizer, lr[b], adam_b1,
+                        adam_b2, adam_eps, steps, reuse, reset_each_batch, record_steps, out_lp[b],
+                        out_loss[b], out_samples[b], out_queries[b], ref_sync_every[b],
+                        ref_mix_alpha[b], out_rlp[b])

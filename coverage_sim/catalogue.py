@@ -195,6 +195,15 @@ EXPERIMENTS = (
         0.2,
         0.2),
     ExperimentEntry(
+        'trdpo-moving-reference',
+        'F1-TR',
+        '2404.09656',
+        "TR-DPO's moving reference vs online DPO on offline data (F1 instance and its family)",
+        'coverage_sim.experiments.gorbatovski.moving_reference',
+        False,
+        6.2,
+        1.2),
+    ExperimentEntry(
         'tajwar-tokens',
         'F3 (tokens)',
         '2404.14367',
@@ -360,6 +369,16 @@ OBJECTIVES = (
         'Length-normalised DPO: Meng et al. 2024, SimPO (arXiv:2405.14734) / Lambert et al. '
         '2024, Tulu 3 (arXiv:2411.15124)'),
     ObjectiveEntry(
+        'rpo',
+        'offline pairwise',
+        '2404.19733',
+        'Pang et al. 2024, Iterative Reasoning Preference Optimization (RPO: DPO + NLL)'),
+    ObjectiveEntry(
+        'mpo',
+        'offline pairwise',
+        '2411.10442',
+        'Wang et al. 2024, Mixed Preference Optimization (MPO)'),
+    ObjectiveEntry(
         'best_of_n',
         'offline pointwise',
         '2404.14367',
@@ -400,6 +419,26 @@ OBJECTIVES = (
         '2405.19320',
         'Cen et al. 2024, value-incentivised preference optimisation (VPO); Zhang et al. 2024 '
         '(SELM)'),
+    ObjectiveEntry(
+        'kto',
+        'offline pointwise',
+        '2402.01306',
+        'Ethayarajh et al. 2024, KTO: Model Alignment as Prospect Theoretic Optimization'),
+    ObjectiveEntry(
+        'apo_zero_unpaired',
+        'offline pointwise',
+        '2408.06266',
+        "D'Oosterlinck et al. 2024, Anchored Preference Optimization (APO-zero, unpaired)"),
+    ObjectiveEntry(
+        'nash_md',
+        'online',
+        '2312.00886',
+        'Munos et al. 2023, Nash Learning from Human Feedback (Nash-MD)'),
+    ObjectiveEntry(
+        'xpo',
+        'online',
+        '2405.21046',
+        'Xie et al. 2024, Exploratory Preference Optimization (XPO)'),
 )
 
 INSTANCES = (

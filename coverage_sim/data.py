@@ -24,12 +24,13 @@ from functools import cached_property
 
 import numpy as np
 
-from coverage_sim._validation import (as_float_array, check_distribution, check_finite,
-                                      check_int, check_seed)
+from coverage_sim._validation import (as_float_array, check_choice, check_distribution,
+                                      check_finite, check_int, check_seed)
 from coverage_sim.env import Bandit
 from coverage_sim.preferences import preference_probs
 
-__all__ = ["PairData", "offline_pairs", "policy_pairs", "pairs_from_list"]
+__all__ = ["PairData", "offline_pairs", "policy_pairs", "pairs_from_list", "UnpairedData",
+           "unpaired_from_pairs", "unpaired_data"]
 
 _ATOL = 1e-9
 
@@ -364,3 +365,199 @@ def pairs_from_list(env, pairs, weights=None, *, source: str | None = None) -> P
     W /= W.sum()
     return PairData(weights=W, shape=env.shape, behavior=None, n=n, labels="custom",
                     source="explicit pairs" if source is None else source)
+
+
+@dataclass(frozen=True, eq=False)
+class UnpairedData:
+    """Unpaired (binary-feedback) data for KTO: desirable and undesirable example masses.
+
+    The population form of TRL's unpaired preference dataset (``prompt``, ``completion``, ``label``)
+    that ``KTOTrainer`` trains on: ``desirable[x, y]`` = Pr(example = (x, y) with label True) and
+    ``undesirable[x, y]`` likewise for False; together they sum to 1 (one example = mass 1/n).
+
+    KTO's reference point is estimated by TRL from *mismatched* pairs: the completions of a batch
+    rotated by one position, (x_i, y_{i-1}). With the examples in i.i.d. order, example i - 1 is
+    independent of example i, so the mismatched pair is distributed as rho_D(x) m_D(y) with rho_D
+    the data's context marginal and m_D the response marginal pooled over contexts:
+    :attr:`mismatched`. (TRL's automatic unpairing of a *paired* dataset writes the chosen and
+    rejected completions in blocks of 1,000 rows, so with its required sequential sampling most
+    batches then see only one label; that ordering artefact is not modelled.)
+
+    Args:
+      desirable, undesirable: ``(X, K)`` (or shaped like ``shape``) non-negative masses with a total
+        of 1 (within 1e-9).
+      shape: ``env.shape``, as :class:`PairData`.
+      behavior: the behaviour policy the responses were drawn from, or ``None``.
+      n: number of sampled examples, or ``None`` for an exact population.
+      labels: how the labels were made (``"threshold"``, ``"bradley_terry"``, ``"pairs"``, ...).
+      source: human-readable description.
+
+    Examples:
+      >>> import numpy as np
+      >>> d = UnpairedData(desirable=[[0.5, 0.0]], undesirable=[[0.0, 0.5]], shape=(2,))
+      >>> d.mismatched
+      array([[0.5, 0.5]])
+    """
+
+    desirable: np.ndarray
+    undesirable: np.ndarray
+    shape: tuple
+    behavior: np.ndarray | None = None
+    n: int | None = None
+    labels: str = "custom"
+    source: str = field(default="custom")
+
+    def __post_init__(self):
+        try:
+            shape = tuple(int(s) for s in self.shape)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"shape must be a tuple of ints, got {self.shape!r}") from exc
+        arrays = {}
+        for name in ("desirable", "undesirable"):
+            arr = check_finite(as_float_array(getattr(self, name), name, ndim=(1, 2)), name)
+            if arr.shape != shape and not (len(shape) == 1 and arr.shape == (1,) + shape):
+                raise ValueError(f"{name} must have shape {shape}, got shape {arr.shape}")
+            if (arr < 0).any():
+                idx = tuple(int(i) for i in np.argwhere(arr < 0)[0])
+                raise ValueError(f"{name} must be non-negative, got {arr[idx]!r} at index {idx}")
+            arrays[name] = arr.reshape(-1, shape[-1]).copy()
+        total = arrays["desirable"].sum() + arrays["undesirable"].sum()
+        if abs(total - 1.0) > _ATOL:
+            raise ValueError(f"desirable and undesirable must sum to 1 together, got sum {total!r}")
+        object.__setattr__(self, "shape", shape)
+        for name, arr in arrays.items():
+            object.__setattr__(self, name, _readonly(arr))
+        if self.behavior is not None:
+            b = as_float_array(self.behavior, "behavior", ndim=(1, 2)).reshape(-1, shape[-1])
+            check_distribution(b, "behavior", allow_empty_rows=True)
+            object.__setattr__(self, "behavior", _readonly(b.copy()))
+        if self.n is not None:
+            object.__setattr__(self, "n", check_int(self.n, "n", minimum=1))
+
+    @property
+    def n_contexts(self) -> int:
+        return self.desirable.shape[0]
+
+    @property
+    def n_responses(self) -> int:
+        return self.desirable.shape[1]
+
+    @cached_property
+    def response_mass(self) -> np.ndarray:
+        """``(X, K)`` joint mass of each (context, response) example, both labels."""
+        return _readonly(self.desirable + self.undesirable)
+
+    @cached_property
+    def context_weights(self) -> np.ndarray:
+        """``(X,)`` context distribution of the examples."""
+        return _readonly(self.response_mass.sum(axis=1))
+
+    @cached_property
+    def support(self) -> np.ndarray:
+        """``(X, K)`` bool: responses that appear in at least one example."""
+        return _readonly(self.response_mass > 0)
+
+    @cached_property
+    def mismatched(self) -> np.ndarray:
+        """``(X, K)`` law of TRL's mismatched KL pair (x_i, y_{i-1}): rho_D(x) m_D(y)."""
+        return _readonly(self.context_weights[:, None] * self.response_mass.sum(axis=0)[None, :])
+
+    def __repr__(self) -> str:
+        n = "exact" if self.n is None else f"n={self.n}"
+        return (f"UnpairedData(source={self.source!r}, labels={self.labels!r}, {n}, "
+                f"desirable={self.desirable.sum():.3g}, n_contexts={self.n_contexts}, "
+                f"n_responses={self.n_responses})")
+
+
+def unpaired_from_pairs(data: PairData) -> UnpairedData:
+    """Unpair preference pairs as TRL does: every chosen response desirable, every rejected not.
+
+    TRL's ``unpair_preference_dataset`` (which ``KTOTrainer`` applies to a paired dataset) turns
+    each pair (x, y_w, y_l) into the examples (x, y_w, True) and (x, y_l, False), so
+    ``desirable = chosen / 2`` and ``undesirable = rejected / 2``.
+
+    Args:
+      data: a :class:`PairData`.
+
+    Returns:
+      An :class:`UnpairedData` with ``n = 2 data.n`` (or ``None``).
+
+    Examples:
+      >>> from coverage_sim.env import Bandit
+      >>> env = Bandit(reward=[1.0, 0.0], ref=[0.5, 0.5])
+      >>> unpaired_from_pairs(offline_pairs(env, env.ref, labels="deterministic")).desirable
+      array([[0.375, 0.125]])
+    """
+    if not isinstance(data, PairData):
+        raise ValueError(f"data must be a PairData, got {type(data).__name__}")
+    return UnpairedData(desirable=data.chosen / 2, undesirable=data.rejected / 2, shape=data.shape,
+                        behavior=data.behavior, n=None if data.n is None else 2 * data.n,
+                        labels=f"pairs ({data.labels})", source=f"unpaired {data.source}")
+
+
+_UNPAIRED_LABELS = ("threshold", "bradley_terry")
+
+
+def unpaired_data(env, behavior, labels: str = "threshold", threshold=None, n: int | None = None,
+                  seed=0, *, reward=None) -> UnpairedData:
+    """Unpaired binary feedback on responses from a behaviour policy (KTO's data).
+
+    Each example is a context x ~ rho and a response y ~ mu(.|x), labelled desirable when its
+    reward beats a threshold t(x): ``labels="threshold"``: desirable iff r(x, y) > t(x)
+    (deterministic, Ethayarajh et al.'s binary "good/bad" signal); ``labels="bradley_terry"``:
+    desirable with probability sigma(r(x, y) - t(x)), a Bradley-Terry comparison against a
+    response of reward t(x).
+
+    Args:
+      env: the bandit.
+      behavior: behaviour policy mu, shaped like ``env.ref`` (as :func:`offline_pairs`).
+      labels: ``"threshold"`` or ``"bradley_terry"``.
+      threshold: t, a float or one value per context; default the behaviour policy's mean reward
+        E_{y~mu} r(x, y) in each context (a response is desirable when it is better than mu's
+        average).
+      n: number of sampled examples, or ``None`` for the exact population.
+      seed: seed for ``np.random.default_rng`` (only used when ``n`` is given).
+      reward: optional proxy reward shaped like ``env.ref`` used instead of the gold reward.
+
+    Returns:
+      An :class:`UnpairedData`.
+
+    Examples:
+      >>> from coverage_sim.env import Bandit
+      >>> env = Bandit(reward=[1.0, 0.0, -1.0], ref=[0.5, 0.25, 0.25])
+      >>> d = unpaired_data(env, env.ref)          # threshold = E_mu r = 0.25
+      >>> d.desirable, d.undesirable
+      (array([[0.5, 0. , 0. ]]), array([[0.  , 0.25, 0.25]]))
+    """
+    if not isinstance(env, Bandit):
+        raise ValueError(f"env must be a coverage_sim.Bandit, got {type(env).__name__}")
+    seed = check_seed(seed)
+    mu = _check_sampler(env, behavior, "behavior")
+    check_choice(labels, "labels", _UNPAIRED_LABELS)
+    r = env.reward2d if reward is None else check_finite(env.as2d(reward, "reward"), "reward")
+    if threshold is None:
+        t = (mu * r).sum(axis=1)
+    else:
+        t = check_finite(as_float_array(threshold, "threshold", ndim=(0, 1)), "threshold")
+        if t.ndim == 1 and t.shape != (env.n_contexts,):
+            raise ValueError(f"threshold must be a float or have shape ({env.n_contexts},), got "
+                             f"shape {t.shape}")
+        t = np.broadcast_to(t, (env.n_contexts,))
+    if labels == "threshold":
+        p_des = (r > t[:, None]).astype(np.float64)
+    else:
+        p_des = 1.0 / (1.0 + np.exp(-(r - t[:, None])))
+    joint = env.context_weights[:, None] * mu
+    if n is None:
+        total = joint.sum()            # removes rounding only
+        des, und = joint * p_des / total, joint * (1.0 - p_des) / total
+        desc = "mu (exact)"
+    else:
+        n = check_int(n, "n", minimum=1)
+        rng = np.random.default_rng(seed)
+        counts = rng.multinomial(n, joint.ravel() / joint.sum()).reshape(joint.shape)
+        good = rng.binomial(counts, p_des)
+        des, und = good / n, (counts - good) / n
+        desc = f"mu (n={n}, seed={seed!r})"
+    return UnpairedData(desirable=des, undesirable=und, shape=env.shape, behavior=mu, n=n,
+                        labels=labels, source=desc)

@@ -37,7 +37,8 @@ def gradient(env: Bandit, objective, logits, data=None, *, min_reward_gap: float
       env: the bandit.
       objective: an :class:`~coverage_sim.objectives.Objective` or its name.
       logits: shaped like ``env.ref``; ``-inf`` exactly where ``env.ref`` is 0.
-      data: offline :class:`~coverage_sim.data.PairData`, for objectives that need it.
+      data: offline :class:`~coverage_sim.data.PairData` (or :class:`~coverage_sim.data.UnpairedData`
+        for KTO), for objectives that need it.
       min_reward_gap: online pair objectives only: truncate the pair measure to pairs whose
         labelling rewards differ by at least this (not renormalised), the target of a sampled
         estimator with the same ``min_reward_gap``.
@@ -56,15 +57,15 @@ def gradient(env: Bandit, objective, logits, data=None, *, min_reward_gap: float
     check_data(env, objective, data)
     lp = logits_to_logp(env, logits)
     terms = objective.terms(env, data, lp)
-    online_pairs = terms[0] >= 0 and terms[2] == _engine.ONLINE
     if min_reward_gap:
-        if not online_pairs:
+        if not (len(terms[0]) and terms[2] == _engine.ONLINE):
             raise ValueError(f"min_reward_gap={min_reward_gap!r} applies to online pair objectives "
                              f"(online_dpo, online_ipo, vpo online), not {objective.name!r}")
         gap_p = terms[4] * truncation_mask(objective.reward_for(env), float(min_reward_gap))
         terms = terms[:4] + (_engine.kernel_array(gap_p),) + terms[5:]
     grad = np.zeros_like(lp)
-    wbuf = np.zeros((env.n_contexts,) + ((env.n_responses,) * 2 if online_pairs else (0, 0)))
+    pair_buffer = _engine.needs_pair_buffer(terms)
+    wbuf = np.zeros((env.n_contexts,) + ((env.n_responses,) * 2 if pair_buffer else (0, 0)))
     loss = _engine.objective_grad(terms, lp, _engine.kernel_array(env.ref_logp2d), grad, True,
                                   False, wbuf)
     return float(loss), _to_logits(env, lp, grad)
@@ -164,7 +165,8 @@ def batch_gradient(env: Bandit, objective, logits, batch: Batch) -> tuple[float,
     buf = batch.buffers()
     n_ctx, k = lp.shape
     for name, xs, ys in (("pair", buf[0], buf[1]), ("pair", buf[0], buf[2]),
-                         ("response", buf[4], buf[5]), ("sample", buf[7], buf[8])):
+                         ("response", buf[4], buf[5]), ("sample", buf[7], buf[8]),
+                         ("unpaired", buf[13], buf[14]), ("mismatched", buf[17], buf[18])):
         if xs.size and (xs.min() < 0 or xs.max() >= n_ctx or ys.min() < 0 or ys.max() >= k):
             raise ValueError(f"batch {name} indices must lie in [0, {n_ctx}) x [0, {k}) for env")
     terms = sampled_terms(env, objective)

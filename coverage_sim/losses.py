@@ -5,6 +5,26 @@ defaults, plus ``cdpo`` (TRL <= v0.24 label-smoothed ``sigmoid``) and the aliase
 sigmoid) and ``slic`` (= hinge). Notation: u_w = logp_w - ref_logp_w, u_l = logp_l - ref_logp_l, h =
 u_w - u_l; h_bar = h / length for the length-normalised losses (length = 1 for a one-token bandit).
 
+TRL's per-pair modifiers (checked against ``trl/trainer/dpo_trainer.py``, ``DPOTrainer._compute_loss``):
+
+- ``f_divergence_type`` / ``f_alpha_divergence_coef`` (Wang et al. 2023, "Beyond Reverse KL",
+  arXiv:2309.16240): every loss reads the scores s(u_w), s(u_l) and delta = s(u_w) - s(u_l) in place
+  of u_w, u_l, h, with s(u) = u (``reverse_kl``), -e^{-u} (``forward_kl``), log sigma(u)
+  (``js_divergence``), e^{(a-1) u} / (a - 1) (``alpha_divergence``, a =
+  ``f_alpha_divergence_coef``; a = 1 falls back to reverse KL). Exceptions, as in TRL: ``apo_zero``,
+  ``sft``, ``aot`` and ``aot_unpaired`` read the raw log-ratios (:attr:`PairLossSpec.divergence_scope`
+  ``"none"``), and ``apo_down``'s first term sigma(beta u_w) is raw while its margin term uses delta
+  (``"partial"``). TRL's a is Wang et al.'s alpha-divergence with alpha = 1 - a (their f'(t) = (1 -
+  t^{-alpha}) / alpha; the two agree at the default a = 0.5), and a -> 0 is forward KL. TRL clamps
+  (a - 1) u at 80 in float32/bfloat16 before exponentiating (and has no float64 entry); here the
+  exponent is not clamped, so the score overflows only past float64's range.
+- ``use_weighting`` (WPO, Zhou et al. 2024, arXiv:2406.11827): each pair's loss times w(y_w) w(y_l),
+  held fixed in the gradient; see :func:`wpo_weights`. It needs the policy's whole distribution, so
+  :func:`population_loss` takes it and :func:`pair_loss` does not.
+- ``ld_alpha`` (LD-DPO, Liu et al. 2024, arXiv:2409.06411) changes how token log-probs are summed
+  into sequence log-probs: :func:`ld_sequence_logps`. Responses of equal length (every bandit and
+  :class:`~coverage_sim.sequences.SequenceEnv`) have no tail, so there LD-DPO is exactly DPO.
+
 :func:`pair_loss` is THE reference definition: element-wise, no reduction, and generic over numpy
 (returns float64) and torch (returns a tensor autograd can differentiate). :func:`population_loss`
 sums it over a joint weight tensor W[x, winner, loser]. The numba kernels in
@@ -32,14 +52,21 @@ from scipy.special import expit
 
 from coverage_sim import _pair_kernels as _pk
 from coverage_sim._validation import (as_float_array, check_beta, check_choice, check_finite,
-                                      check_in_range, check_positive)
+                                      check_in_range, check_positive, check_real)
 
-__all__ = ["PairLossSpec", "PAIR_LOSSES", "get_pair_loss", "pair_loss", "population_loss"]
+__all__ = ["PairLossSpec", "PAIR_LOSSES", "DIVERGENCE_DEFAULTS", "F_DIVERGENCE_TYPES",
+           "get_pair_loss", "pair_loss", "population_loss", "wpo_weights", "ld_sequence_logps"]
 
-# Defaults of the four packed parameters (the prm vector of the numba kernels), used for the slots a
-# loss does not read.
+# Defaults of the four loss parameters of the packed prm vector of the numba kernels, used for the
+# slots a loss does not read.
 _GLOBAL_DEFAULTS = {"beta": 0.1, "label_smoothing": 0.0, "length": 1.0, "discopop_tau": 0.05}
 _PRM_ORDER = ("beta", "label_smoothing", "length", "discopop_tau")
+
+#: TRL's ``f_divergence_type`` values, in the order of their kernel codes.
+F_DIVERGENCE_TYPES = tuple(_pk.DIVERGENCE_CODES)
+#: The divergence parameters every pairwise loss accepts, with TRL's ``DPOConfig`` defaults.
+DIVERGENCE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"f_divergence_type": "reverse_kl", "f_alpha_divergence_coef": 0.5})
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +88,9 @@ class PairLossSpec:
       alias_of: canonical name when this entry is an alias (``dpo``, ``slic``), else ``None``.
       label_smoothing_interval: ``(low, high, low_open, high_open)`` allowed for label_smoothing, or
         ``None`` when the loss takes no label_smoothing.
+      divergence_scope: where TRL's ``f_divergence_type`` acts: ``"all"`` (every log-ratio the loss
+        reads becomes a score), ``"partial"`` (``apo_down``: its margin term only) or ``"none"``
+        (``apo_zero``, ``sft``, ``aot``, ``aot_unpaired``).
     """
 
     name: str
@@ -75,18 +105,22 @@ class PairLossSpec:
     alias_of: str | None = None
     label_smoothing_interval: tuple[float, float, bool, bool] | None = field(default=None,
                                                                             repr=False)
+    divergence_scope: str = "all"
 
-    def validate_params(self, params: Mapping[str, Any] | None = None) -> dict[str, float]:
-        """Check ``params`` against this loss and fill in the defaults.
+    def validate_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Check ``params`` against this loss and fill in the defaults of its own parameters.
 
         Args:
-          params: mapping of parameter name -> value; only names in ``self.defaults`` are accepted.
+          params: mapping of parameter name -> value: names in ``self.defaults``, plus the
+            divergence parameters of :data:`DIVERGENCE_DEFAULTS` that every loss accepts.
 
         Returns:
-          A new dict with every parameter of this loss, as floats.
+          A new dict with every parameter of this loss as a float, and the divergence parameters
+          that were given (``f_divergence_type`` as its name, the coefficient as a float).
 
         Raises:
-          ValueError: an unknown parameter for this loss, or a value outside its allowed range (the
+          ValueError: an unknown parameter for this loss, a value outside its allowed range, or a
+            non-default ``f_divergence_type`` for a loss TRL computes on the raw log-ratios (the
             message names the parameter, the value and what is allowed).
 
         Examples:
@@ -94,11 +128,13 @@ class PairLossSpec:
           {'beta': 0.1, 'label_smoothing': 0.1}
         """
         params = dict(params or {})
-        unknown = sorted(set(params) - set(self.defaults))
+        unknown = sorted(set(params) - set(self.defaults) - set(DIVERGENCE_DEFAULTS))
         if unknown:
+            hint = (" (WPO weights need the whole policy: pass it to population_loss or "
+                    "objective)" if unknown[0] == "use_weighting" else "")
             raise ValueError(
-                f"loss {self.name!r} does not take parameter {unknown[0]!r}; "
-                f"its parameters are: {', '.join(self.defaults)}")
+                f"loss {self.name!r} does not take parameter {unknown[0]!r}; its parameters are: "
+                f"{', '.join([*self.defaults, *DIVERGENCE_DEFAULTS])}{hint}")
         out = {**self.defaults, **params}
         try:
             if "beta" in out:
@@ -112,23 +148,69 @@ class PairLossSpec:
                 out["length"] = check_positive(out["length"], "length")
             if "discopop_tau" in out:
                 out["discopop_tau"] = check_positive(out["discopop_tau"], "discopop_tau")
+            if "f_divergence_type" in out:
+                div = check_choice(out["f_divergence_type"], "f_divergence_type",
+                                   F_DIVERGENCE_TYPES)
+                if div != "reverse_kl" and self.divergence_scope == "none":
+                    raise ValueError(
+                        f"f_divergence_type {div!r} has no effect: TRL computes {self.name!r} on "
+                        f"the raw log-ratios (allowed for it: 'reverse_kl')")
+            if "f_alpha_divergence_coef" in out:
+                out["f_alpha_divergence_coef"] = check_real(out["f_alpha_divergence_coef"],
+                                                            "f_alpha_divergence_coef")
         except ValueError as exc:
             raise ValueError(f"loss {self.name!r}: {exc}") from None
         return out
 
+    def check_use_weighting(self, value) -> bool:
+        """Validate WPO's ``use_weighting`` flag for this loss; returns it as a bool.
+
+        Raises:
+          ValueError: not a bool, or True for ``aot``/``aot_unpaired`` (TRL raises: sorting
+            misaligns the weights) or ``sft`` (TRL weights its batch-mean SFT loss by the
+            batch-mean weight, not pair by pair; not modelled).
+
+        Examples:
+          >>> get_pair_loss("sigmoid").check_use_weighting(True)
+          True
+        """
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"use_weighting must be True or False, got {value!r}")
+        if value and self.code in (_pk.AOT, _pk.AOT_UNPAIRED):
+            raise ValueError(f"use_weighting=True is not available for loss {self.name!r}: it "
+                             "sorts the batch, which would misalign the per-pair weights (TRL "
+                             "raises too)")
+        if value and self.code == _pk.SFT:
+            raise ValueError("use_weighting=True is not modelled for loss 'sft': TRL multiplies "
+                             "its batch-mean SFT loss by the batch-mean WPO weight, not pair by "
+                             "pair")
+        return bool(value)
+
     def pack(self, params: Mapping[str, Any] | None = None) -> np.ndarray:
         """Validate ``params`` and return the numba parameter vector.
 
+        Args:
+          params: as :meth:`validate_params`, plus ``use_weighting`` (bool, WPO; refused for
+            ``aot``/``aot_unpaired`` as TRL does, and for ``sft``, whose batch-level SFT loss TRL
+            multiplies by the batch-mean weight rather than per pair).
+
         Returns:
-          float64 array of shape (4,): beta, label_smoothing, length, discopop_tau; slots this loss
-          does not read hold the global defaults (0.1, 0.0, 1.0, 0.05).
+          float64 array of shape ``(N_PRM,) = (7,)``: beta, label_smoothing, length, discopop_tau,
+          the divergence code, f_alpha_divergence_coef and use_weighting (0/1); slots this loss
+          does not read hold the defaults (0.1, 0.0, 1.0, 0.05, 0, 0.5, 0).
 
         Examples:
           >>> get_pair_loss("discopop").pack({"beta": 0.5})
-          array([0.5 , 0.  , 1.  , 0.05])
+          array([0.5 , 0.  , 1.  , 0.05, 0.  , 0.5 , 0.  ])
         """
-        full = {**_GLOBAL_DEFAULTS, **self.validate_params(params)}
-        return np.array([full[k] for k in _PRM_ORDER], dtype=np.float64)
+        params = dict(params or {})
+        use_weighting = self.check_use_weighting(params.pop("use_weighting", False))
+        full = {**_GLOBAL_DEFAULTS, **DIVERGENCE_DEFAULTS, **self.validate_params(params)}
+        out = np.array([full[k] for k in _PRM_ORDER] + [0.0, 0.0, 0.0], dtype=np.float64)
+        out[_pk.P_DIVERGENCE] = _pk.DIVERGENCE_CODES[full["f_divergence_type"]]
+        out[_pk.P_ALPHA_COEF] = full["f_alpha_divergence_coef"]
+        out[_pk.P_USE_WEIGHTING] = float(use_weighting)
+        return out
 
 
 def _spec(name, code, params, paper, arxiv, convention, *, ls_default=0.0, ls_interval=None,
@@ -188,8 +270,10 @@ _SPECS = [
           "EXO-pref (eq. 16): KL(q || p_eps) over {y_w, y_l} with q = softmax(beta (u_w, u_l)) and "
           "p_eps = (1-eps, eps): sigma(beta h)[log sigma(beta h) - log(1-eps)] + sigma(-beta h)"
           "[log sigma(-beta h) - log eps]. eps = label_smoothing must lie in (0, 1); default 1e-3, "
-          "the value TRL <= v0.24 substituted for 0 (at HEAD eps = 0 gives log 0). Minimum 0 at "
-          "beta h = log((1-eps)/eps).", ls_default=1e-3, ls_interval=(0.0, 1.0, True, True)),
+          "the value the EXO paper recommends. TRL HEAD raises ValueError for label_smoothing = 0 "
+          "(DPOTrainer.__init__; its default 0 must be overridden for exo_pair), and TRL <= v0.24 "
+          "substituted 1e-3 for 0; here 0 is refused. Minimum 0 at beta h = log((1-eps)/eps).",
+          ls_default=1e-3, ls_interval=(0.0, 1.0, True, True)),
     _spec("nca_pair", _pk.NCA_PAIR, (), "Chen et al. 2024, Noise Contrastive Alignment of Language "
           "Models with Explicit Rewards (NCA)", "2402.05369",
           "NCA (pairwise): -log sigma(beta u_w) - 1/2 log sigma(-beta u_w) - 1/2 log sigma(-beta "
@@ -200,8 +284,10 @@ _SPECS = [
           "Aligning Language Models with Noisy Feedback (rDPO)", "2403.00409",
           "rDPO: [-(1-eps) log sigma(beta h) + eps log sigma(-beta h)] / (1 - 2 eps), eps = "
           "label_smoothing in [0, 0.5): unbiased under eps label noise, (1-eps) l(h) + eps l(-h) = "
-          "-log sigma(beta h). Follows the paper and TRL <= v0.24; one TRL HEAD revision computes "
-          "((1-eps) L - eps L)/(1 - 2 eps) with both terms L = -log sigma(beta h), i.e. plain DPO.",
+          "-log sigma(beta h). This is what TRL computes, at HEAD (DPOTrainer._compute_loss: "
+          "(clean - flipped)/(1 - 2 eps) with clean = -(1-eps) log sigma(beta h), flipped = -eps "
+          "log sigma(-beta h)) and in v0.24; TRL only warns for eps outside [0, 0.5), here it is "
+          "refused.",
           ls_interval=(0.0, 0.5, False, True)),
     _spec("bco_pair", _pk.BCO_PAIR, (), "Jung et al. 2024, Binary Classifier Optimization for "
           "Large Language Model Alignment (BCO)", "2404.04656",
@@ -218,20 +304,25 @@ _SPECS = [
           "batch axis, Delta = sorted - sorted_ref, loss -(1-eps) log sigma(beta Delta) - eps log "
           "sigma(-beta Delta) per sorted position, eps = label_smoothing in [0, 0.5]. For weighted "
           "pairs the rank pairing becomes the quantile (monotone optimal-transport) coupling.",
-          ls_interval=_HALF_CLOSED, needs_batch=True),
+          ls_interval=_HALF_CLOSED, needs_batch=True, divergence_scope="none"),
     _spec("aot_unpaired", _pk.AOT_UNPAIRED, ("label_smoothing",), _AOT_PAPER, "2406.05882",
           "AOT (unpaired; 'aot_pair' in TRL <= v0.24): Delta = sort(u_w) - sort(u_l) along the "
           "batch axis, same link as 'aot'. Sorting decouples u_w from u_l of the same pair, so it "
           "is not invariant to per-pair shifts (only to one common shift of the whole batch).",
-          ls_interval=_HALF_CLOSED, needs_batch=True, shift_invariant=False),
+          ls_interval=_HALF_CLOSED, needs_batch=True, shift_invariant=False,
+          divergence_scope="none"),
     _spec("apo_zero", _pk.APO_ZERO, (), "D'Oosterlinck et al. 2024, Anchored Preference "
           "Optimization and Contrastive Revisions (APO)", "2408.06266",
           "APO-zero (eq. 7): (1 - sigma(beta u_w)) + sigma(beta u_l): raise the winner, lower the "
-          "loser, each against the reference. Not shift-invariant.", shift_invariant=False),
+          "loser, each against the reference. Not shift-invariant. TRL computes it on the raw "
+          "log-ratios whatever f_divergence_type.", shift_invariant=False,
+          divergence_scope="none"),
     _spec("apo_down", _pk.APO_DOWN, (), "D'Oosterlinck et al. 2024, Anchored Preference "
           "Optimization and Contrastive Revisions (APO)", "2408.06266",
           "APO-down (eq. 8): sigma(beta u_w) + (1 - sigma(beta h)): lower both, the loser more. "
-          "Not shift-invariant.", shift_invariant=False),
+          "Not shift-invariant. With an f-divergence TRL keeps the raw u_w in sigma(beta u_w) and "
+          "uses the score margin delta in the second term.", shift_invariant=False,
+          divergence_scope="partial"),
     _spec("discopop", _pk.DISCOPOP, ("discopop_tau",), "Lu et al. 2024, Discovering Preference "
           "Optimization Algorithms with and for Large Language Models (DiscoPOP)", "2406.08414",
           "DiscoPOP / log-ratio modulated loss (eq. 5): z = beta h, m = sigma(z/tau), "
@@ -242,7 +333,8 @@ _SPECS = [
           "is RPO (Pang et al. 2024, Iterative Reasoning Preference Optimization)", "2404.19733",
           "SFT: -logp_w (token cross-entropy on y_w; one token in a bandit). Ignores the reference "
           "and beta (beta is accepted for uniformity). TRL replaced rpo_alpha by loss_type "
-          "['sigmoid', 'sft'] with loss_weights. Not shift-invariant.", shift_invariant=False),
+          "['sigmoid', 'sft'] with loss_weights. Not shift-invariant.", shift_invariant=False,
+          divergence_scope="none"),
     _spec("sigmoid_norm", _pk.SIGMOID_NORM, ("length",), "Length-normalised DPO: Meng et al. 2024, "
           "SimPO (arXiv:2405.14734) / Lambert et al. 2024, Tulu 3 (arXiv:2411.15124)", "2405.14734",
           "Length-normalised DPO: -log sigma(beta h_bar), h_bar = h / length, with the reference "
@@ -285,6 +377,8 @@ class _NumpyOps:
 
     sigmoid = staticmethod(expit)
     exp = staticmethod(np.exp)
+    expm1 = staticmethod(np.expm1)
+    where = staticmethod(np.where)
 
     @staticmethod
     def relu(z):
@@ -301,6 +395,8 @@ class _TorchOps:
         self.logsigmoid = torch.nn.functional.logsigmoid
         self.sigmoid = torch.sigmoid
         self.exp = torch.exp
+        self.expm1 = torch.expm1
+        self.where = torch.where
         self.relu = torch.relu
 
     def sort0(self, z):
@@ -346,13 +442,39 @@ def _smoothed_logistic(ops, z, eps):
     return -(1.0 - eps) * ops.logsigmoid(z) - eps * ops.logsigmoid(-z)
 
 
+def _scores(ops, p, uw, ul):
+    """TRL's f-divergence scores (s_w, s_l) and their difference delta, stable forms."""
+    div = p.get("f_divergence_type", "reverse_kl")
+    a = p.get("f_alpha_divergence_coef", 0.5)
+    if div == "forward_kl":
+        c = -1.0
+    elif div == "alpha_divergence" and abs(a - 1.0) >= 1e-6:
+        c = a - 1.0
+    elif div == "js_divergence":
+        sw, sl = ops.logsigmoid(uw), ops.logsigmoid(ul)
+        return sw, sl, sw - sl
+    else:   # reverse KL, and TRL's fallback for a within 1e-6 of 1
+        return uw, ul, uw - ul
+    ew, el = c * uw, c * ul
+    # delta = (e^{ew} - e^{el}) / c = sign e^{big} expm1(small - big) / c: no cancellation, and
+    # both where-branches read finite arguments, so autograd never multiplies 0 by inf.
+    first = ew >= el
+    big = ops.where(first, ew, el)
+    gap = ops.where(first, el - ew, ew - el)
+    sign = ops.where(first, -1.0, 1.0)
+    return ops.exp(ew) / c, ops.exp(el) / c, sign * ops.exp(big) * ops.expm1(gap) / c
+
+
 def _reference(code, ops, lw, ll, rw, rl, p):
     """The per-pair (per sorted position for AOT) loss, TRL's definitions, stable forms."""
     beta = p.get("beta", _GLOBAL_DEFAULTS["beta"])
     eps = p.get("label_smoothing", 0.0)
     uw = lw - rw
     ul = ll - rl
-    h = uw - ul
+    if code in (_pk.APO_ZERO, _pk.SFT, _pk.AOT, _pk.AOT_UNPAIRED):
+        sw, sl, h = uw, ul, uw - ul     # TRL reads the raw log-ratios for these
+    else:
+        sw, sl, h = _scores(ops, p, uw, ul)
     if code == _pk.SIGMOID:
         return _smoothed_logistic(ops, beta * h, eps)
     if code == _pk.HINGE:
@@ -364,15 +486,15 @@ def _reference(code, ops, lw, ll, rw, rl, p):
         return (ops.sigmoid(z) * (ops.logsigmoid(z) - math.log1p(-eps))
                 + ops.sigmoid(-z) * (ops.logsigmoid(-z) - math.log(eps)))
     if code == _pk.NCA_PAIR:
-        a, b = beta * uw, beta * ul
+        a, b = beta * sw, beta * sl
         return -ops.logsigmoid(a) - 0.5 * ops.logsigmoid(-a) - 0.5 * ops.logsigmoid(-b)
     if code == _pk.ROBUST:
         z = beta * h
         return (-(1.0 - eps) * ops.logsigmoid(z) + eps * ops.logsigmoid(-z)) / (1.0 - 2.0 * eps)
     if code == _pk.BCO_PAIR:
-        return -ops.logsigmoid(beta * uw) - ops.logsigmoid(-beta * ul)
+        return -ops.logsigmoid(beta * sw) - ops.logsigmoid(-beta * sl)
     if code == _pk.SPPO_HARD:
-        return (uw - 0.5 / beta) ** 2 + (ul + 0.5 / beta) ** 2
+        return (sw - 0.5 / beta) ** 2 + (sl + 0.5 / beta) ** 2
     if code == _pk.AOT:
         delta = ops.sort0(lw - ll) - ops.sort0(rw - rl)
         return _smoothed_logistic(ops, beta * delta, eps)
@@ -383,6 +505,7 @@ def _reference(code, ops, lw, ll, rw, rl, p):
         # 1 - sigma(a) = sigma(-a) without cancellation.
         return ops.sigmoid(-beta * uw) + ops.sigmoid(beta * ul)
     if code == _pk.APO_DOWN:
+        # TRL: the first term on the raw log-ratio, the margin term on the scores.
         return ops.sigmoid(beta * uw) + ops.sigmoid(-beta * h)
     if code == _pk.DISCOPOP:
         tau = p["discopop_tau"]
@@ -412,6 +535,8 @@ def pair_loss(name: str, logp_w, logp_l, ref_logp_w, ref_logp_l, **params):
       ref_logp_w, ref_logp_l: the reference log-probs, broadcastable with the above.
       **params: the loss's parameters (``beta``, and where the loss takes them ``label_smoothing``,
         ``length``, ``discopop_tau``), TRL names and defaults; see ``get_pair_loss(name).defaults``.
+        Every loss also takes TRL's ``f_divergence_type`` and ``f_alpha_divergence_coef``
+        (:data:`DIVERGENCE_DEFAULTS`; see the module docstring for where they act).
 
     Returns:
       The loss per pair, with the broadcast shape of the inputs: a float64 numpy array (a numpy
@@ -432,6 +557,8 @@ def pair_loss(name: str, logp_w, logp_l, ref_logp_w, ref_logp_l, **params):
       array([0.9, 0. ])
       >>> pair_loss("aot", np.array([0.0, 2.0]), 0.0, np.array([3.0, 1.0]), 0.0, beta=1.0).round(4)
       array([1.3133, 1.3133])
+      >>> float(pair_loss("sigmoid", 0.0, 0.0, 0.0, 0.0, f_divergence_type="forward_kl"))  # delta = 0
+      0.6931471805599453
     """
     spec = get_pair_loss(name)
     p = spec.validate_params(params)
@@ -468,7 +595,7 @@ def _quantile_coupling(a, wa, b, wb):
     return oa[pa], ob[pb], mass[keep]
 
 
-def population_loss(name: str, lp, rlp, W, **params):
+def population_loss(name: str, lp, rlp, W, *, use_weighting: bool = False, **params):
     """Exact population pairwise loss sum_{x,i,j} W[x,i,j] l(lp[x,i], lp[x,j], rlp[x,i], rlp[x,j]).
 
     The reference for the numba kernel ``_pair_kernels.population_pairwise``, built from
@@ -483,6 +610,8 @@ def population_loss(name: str, lp, rlp, W, **params):
       lp: (X, K) log pi(y | x), numpy array or torch tensor.
       rlp: (X, K) log pi_ref(y | x).
       W: (X, K, K) joint weights, W[x, i, j] = P(context x, winner i, loser j); finite, >= 0.
+      use_weighting: WPO (TRL's ``use_weighting``): multiply each pair's loss by
+        w(x, i) w(x, j) from :func:`wpo_weights` of ``lp``, held fixed in the gradient (detached).
       **params: as for :func:`pair_loss`.
 
     Returns:
@@ -496,6 +625,7 @@ def population_loss(name: str, lp, rlp, W, **params):
     """
     spec = get_pair_loss(name)
     p = spec.validate_params(params)
+    use_weighting = spec.check_use_weighting(use_weighting)
     torch_mode = _is_tensor(lp) or _is_tensor(rlp)
     W_np = W.detach().cpu().numpy() if _is_tensor(W) else W
     W_np = check_finite(as_float_array(W_np, "W", ndim=3), "W")
@@ -554,7 +684,94 @@ def population_loss(name: str, lp, rlp, W, **params):
         delta = a[index(ia)] - b[index(ib)]
         eps = p["label_smoothing"]
         return _sum(const(mass) * _smoothed_logistic(ops, p["beta"] * delta, eps))
+    if use_weighting:
+        wpo = wpo_weights(_detached(lp))
+        w = w * wpo[x, i] * wpo[x, j]
     return _sum(const(w) * _reference(spec.code, ops, lw, ll, rw, rl, p))
+
+
+def wpo_weights(lp) -> np.ndarray:
+    """WPO's per-response weight w(y|x) = pi(y|x) / sum_a pi(a|x)^2 of a one-step policy.
+
+    Zhou et al. 2024 (arXiv:2406.11827) as TRL computes it (``DPOTrainer._compute_loss`` with
+    ``use_weighting``): per token, exp(log p(y_t) - (logsumexp(2 z_t) - 2 logsumexp(z_t))) with
+    logits z_t, averaged in log space over the completion's tokens, all under ``torch.no_grad``.
+    For one token with logits log pi this is exactly pi(y) / sum_a pi(a)^2 (the probability of y
+    relative to the policy's collision probability); a pair's loss is multiplied by
+    w(y_w) w(y_l), not normalised over the batch. Over whole responses (the engine's view of a
+    :class:`~coverage_sim.sequences.SequenceEnv`) it is the same formula at the response level,
+    not TRL's per-token geometric mean.
+
+    Args:
+      lp: (X, K) log pi(y|x) (a numpy array; entries -inf allowed).
+
+    Returns:
+      (X, K) float64 weights (0 where pi = 0).
+
+    Examples:
+      >>> import numpy as np
+      >>> wpo_weights(np.log([[0.5, 0.25, 0.25]])).round(4)  # sum pi^2 = 0.375
+      array([[1.3333, 0.6667, 0.6667]])
+    """
+    lp = np.asarray(lp, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_norm = np.logaddexp.reduce(2.0 * lp, axis=-1, keepdims=True)
+        return np.exp(lp - log_norm)
+
+
+def ld_sequence_logps(token_logps_w, mask_w, token_logps_l, mask_l, ld_alpha: float):
+    """LD-DPO's sequence log-probs of a batch of pairs (Liu et al. 2024, arXiv:2409.06411).
+
+    The first l_p = min(|y_w|, |y_l|) completion tokens of each response count fully and the
+    longer response's tail beyond l_p is weighted by ``ld_alpha``:
+    log pi(y) = sum_{t <= l_p} log p_t + ld_alpha * sum_{t > l_p} log p_t, as TRL's
+    ``DPOTrainer._compute_loss`` (and ``compute_ref_log_probs`` for the reference) with
+    ``ld_alpha`` set. Pass the result to :func:`pair_loss` for the LD-DPO per-pair loss. For
+    responses of equal length the tail is empty and this is the plain sum (LD-DPO = DPO): the case of
+    every bandit and :class:`~coverage_sim.sequences.SequenceEnv` in this package.
+
+    Args:
+      token_logps_w, token_logps_l: (B, T) per-token log-probs of the chosen / rejected sequences
+        (numpy or torch; positions outside the completion are ignored).
+      mask_w, mask_l: (B, T) completion masks (1 on completion tokens, 0 on prompt and padding),
+        matching the arrays above.
+      ld_alpha: weight of the tail, in [0, 1] (1: plain DPO, 0: the tail is masked).
+
+    Returns:
+      ``(logp_w, logp_l)``, each (B,), on the inputs' backend.
+
+    Examples:
+      >>> import numpy as np
+      >>> lw = np.array([[-1.0, -1.0, -1.0]]); mw = np.array([[1, 1, 1]])
+      >>> ll = np.array([[-2.0, -9.0, -9.0]]); ml = np.array([[1, 0, 0]])
+      >>> ld_sequence_logps(lw, mw, ll, ml, 0.5)   # shared length 1: -1 + 0.5 * (-2)
+      (array([-2.]), array([-2.]))
+    """
+    ld_alpha = check_in_range(ld_alpha, "ld_alpha", 0.0, 1.0)
+    out = []
+    for logps, mask, other in ((token_logps_w, mask_w, mask_l), (token_logps_l, mask_l, mask_w)):
+        if _is_tensor(logps):
+            torch = sys.modules["torch"]
+            mask = torch.as_tensor(mask, device=logps.device).to(logps.dtype)
+            other = torch.as_tensor(other, device=logps.device).to(logps.dtype)
+            position = torch.cumsum(mask, dim=1)
+            shared = torch.minimum(mask.sum(dim=1), other.sum(dim=1))[:, None]
+            # full_like keeps the inputs' dtype (torch.where on Python scalars would not).
+            weight = mask * torch.where(position <= shared, torch.ones_like(mask),
+                                        torch.full_like(mask, ld_alpha))
+            out.append((torch.where(mask > 0, logps, torch.zeros_like(logps)) * weight).sum(dim=1))
+        else:
+            logps = np.asarray(logps, dtype=np.float64)
+            mask = np.asarray(mask, dtype=np.float64)
+            other = np.asarray(other, dtype=np.float64)
+            if logps.ndim != 2 or mask.shape != logps.shape or other.shape[0] != logps.shape[0]:
+                raise ValueError(f"token log-probs and masks must be (B, T) arrays of one shape, "
+                                 f"got shapes {logps.shape}, {mask.shape}, {other.shape}")
+            position = np.cumsum(mask, axis=1)
+            shared = np.minimum(mask.sum(axis=1), other.sum(axis=1))[:, None]
+            weight = mask * np.where(position <= shared, 1.0, ld_alpha)
+            out.append((np.where(mask > 0, logps, 0.0) * weight).sum(axis=1))
+    return tuple(out)
 
 
 def _detached(v) -> np.ndarray:

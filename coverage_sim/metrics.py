@@ -240,9 +240,17 @@ def ideal_ranking_accuracy(env: Bandit, data, beta: float) -> float:
 
 
 def mass_off_support(env: Bandit, policy, data) -> np.ndarray:
-    """``E_x pi(Y \\ supp(data) | x)``: policy mass on responses the data never shows."""
-    _data_weights(env, data)
-    outside = ~np.asarray(data.support).reshape(env.n_contexts, env.n_responses)
+    """``E_x pi(Y \\ supp(data) | x)``: policy mass on responses the data never shows.
+
+    ``data``: a :class:`~coverage_sim.data.PairData` or :class:`~coverage_sim.data.UnpairedData`.
+    """
+    expected = (env.n_contexts, env.n_responses)
+    support = getattr(data, "support", None)
+    if support is None or np.shape(support) != expected:
+        got = "no support" if support is None else f"support of shape {np.shape(support)}"
+        raise ValueError(f"data must be a PairData or UnpairedData with support of shape "
+                         f"{expected} for env, got {got}")
+    outside = ~np.asarray(support)
     return _context_mean(env, (_batched(env, policy) * outside).sum(-1))
 
 

@@ -38,19 +38,20 @@ explicit measures :class:`Batch` (:func:`draw_batch`, :func:`population_batch`) 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 from scipy.special import log_softmax
 
-from coverage_sim import _engine, _sampled as _s
+from coverage_sim import _engine, _pair_kernels as _pk, _sampled as _s
 from coverage_sim._rng import seed_state
 from coverage_sim._validation import (as_float_array, check_choice, check_in_range, check_int,
                                       check_positive)
-from coverage_sim.data import PairData, _check_sampler
+from coverage_sim.data import PairData, UnpairedData, _check_sampler
 from coverage_sim.env import Bandit
-from coverage_sim.losses import PAIR_LOSSES, get_pair_loss
-from coverage_sim.objectives import Objective, _behaviour, objective as make_objective
+from coverage_sim.losses import PAIR_LOSSES
+from coverage_sim.objectives import (Objective, _behaviour, _kto_mismatched,
+                                     objective as make_objective)
 from coverage_sim.preferences import preference_probs
 
 __all__ = ["Estimator", "Batch", "ESTIMATOR_OPTIONS", "draw_batch", "population_batch",
@@ -78,7 +79,16 @@ ESTIMATOR_OPTIONS: dict[str, dict[str, object]] = {
     "online_ipo": dict(group_size=2, pairs="all", min_reward_gap=0.0),
     "vpo_online": dict(group_size=2, pairs="all", min_reward_gap=0.0),
     "vpo_offline": {},
+    # TRL's list-valued loss_type (rpo, mpo and any list of pair losses): minibatches of pairs
+    "rpo": {}, "mpo": {}, "combined": {},
+    # kl_estimator: KTO's reference point z0, "exact" (the population value) or "k1" (TRL's batch
+    # estimate: the mean log-ratio of the batch's mismatched pairs)
+    "kto": dict(kl_estimator="exact"), "apo_zero_unpaired": {},
+    "nash_md": {}, "xpo": {},
 }
+#: KTO's reference-point estimators (``kl_estimator``): the exact population mean log-ratio of the
+#: mismatched pairs, or TRL's batch mean (k1, the log-ratio itself).
+KTO_REFERENCE_POINTS = ("exact", "k1")
 
 
 def sampling_stream(seed) -> np.ndarray:
@@ -144,6 +154,22 @@ class Estimator:
       clip: PPO clip range ``eps`` in (0, 1) for score-function terms (rlhf; hypo with a sampled KL
         in the reward), or ``None``. Unbiased on the step that drew the batch (``r = 1``); on reuse
         steps the clipped surrogate is biased once ``r`` leaves ``[1 - eps, 1 + eps]``.
+
+    KTO (``kto``): ``kl_estimator`` chooses its reference point z0. ``"exact"`` (default): z0 from
+    the data's exact mismatched-pair law at the current policy, so a minibatch of examples is
+    unbiased. ``"k1"``: TRL's estimate, the mean log-ratio of the batch's own examples rotated by
+    one, ``(x_i, y_{i-1})``, clamped at 0: the loss is nonlinear in z0, so this is biased (by
+    O(1/B)). ``apo_zero_unpaired`` reads no z0 and is unbiased.
+
+    Combined loss types (``rpo``, ``mpo``, lists), f-divergences and WPO's ``use_weighting`` are
+    evaluated per drawn pair with the exact engine's per-pair layer (WPO's weight from the current
+    policy, held fixed as in TRL): unbiased, except for AOT components (below). TR-DPO's moving
+    reference (``sync_ref_model``) moves in the sampled loop exactly as in the exact one; each
+    step's estimate is unbiased given the current reference. Nash-MD draws ``batch_size`` groups of
+    one ``y ~ pi`` and one ``y'`` from the geometric mixture and scores ``P(y > y')`` (the
+    probability itself, TRL's reward-model score): unbiased. XPO draws ``batch_size`` groups of one
+    ``y ~ pi`` and one ``y' ~ pi_ref``, labels the pair by one Bernoulli draw and puts ``y'`` in
+    the exploration term: unbiased.
 
     Offline minibatches are unbiased for every per-pair loss; ``aot`` and ``aot_unpaired`` sort the
     minibatch (TRL's form), whose coupling differs from the population's: biased, by less than the
@@ -223,6 +249,12 @@ class Estimator:
                 raise ValueError(f"objective {objective.name!r} does not take estimator option "
                                  f"{name}={value!r}{why}; its estimator options: {takes}")
         out = {**defaults, **given}
+        if key == "kto":
+            if out["kl_estimator"] not in KTO_REFERENCE_POINTS:
+                raise ValueError(f"kl_estimator={out['kl_estimator']!r}: KTO's reference point is "
+                                 f"estimated 'exact' (the population value) or 'k1' (TRL's batch "
+                                 f"mean of mismatched log-ratios); got neither")
+            return Estimator(kl_estimator=out["kl_estimator"])
         if "kl_estimator" in out:
             if out["kl_estimator"] == "exact":
                 if "kl_in" in given:
@@ -260,6 +292,8 @@ class Estimator:
 def _options_key(objective: Objective) -> str:
     if objective.name == "vpo":
         return "vpo_" + objective.params["mode"]
+    if objective.spec.loss_types is not None and objective.name not in ESTIMATOR_OPTIONS:
+        return "combined"
     if objective.name not in ESTIMATOR_OPTIONS:
         raise ValueError(f"objective {objective.name!r} has no sampled mode yet (sampled "
                          f"objectives: {', '.join(sorted(ESTIMATOR_OPTIONS))})")
@@ -276,46 +310,56 @@ def check_batch_size(batch_size) -> int:
 # ------------------------------------------------------------------------------------------------
 
 def sampled_terms(env: Bandit, objective: Objective) -> tuple:
-    """The engine's term tuple as the sampled kernels read it: loss code and parameters, the label
-    matrix ``P`` of online pairs with an explicit preference matrix, the KL and reward
-    coefficients, ``R`` and ``rho``.
+    """The engine's term tuple as the sampled kernels read it: the pairwise components (codes,
+    parameters, loss weights), the label matrix ``P`` of online pairs with an explicit preference
+    matrix, the KL and reward coefficients, ``R`` and ``rho``, the unpaired code and its
+    parameters, Nash-MD's flag and parameters.
 
     The arrays only the exact kernels read (pair weights ``W``, the fast DPO kernel's arrays, the
-    linear term ``C``) are left empty: a sampled step draws its measure instead, so it needs no
-    data-sized precomputation (and no data at all to evaluate a given :class:`Batch`). Named label
-    models (Bradley-Terry, deterministic) are computed from the labelling reward per drawn pair
-    (:func:`label_model`), so they need no ``(X, K, K)`` array either.
+    linear term ``C``, the unpaired masses ``U`` and mismatched law ``M``) are left empty: a sampled
+    step draws its measure instead, so it needs no data-sized precomputation (and no data at all to
+    evaluate a given :class:`Batch`). Named label models (Bradley-Terry, deterministic) are computed
+    from the labelling reward per drawn pair (:func:`label_model`), so they need no ``(X, K, K)``
+    array either.
     """
     n_ctx, k = env.n_contexts, env.n_responses
     p = objective.params
-    code, prm = -1, np.zeros(4)
-    P = np.zeros((n_ctx, 0, 0))
-    if objective.pair_loss_name is not None:
-        loss = get_pair_loss(objective.pair_loss_name)
-        code = loss.code
-        prm = loss.pack({key: p[key] for key in loss.defaults if key in p})
-        if (objective.online and objective.name != "iterative_dpo"
-                and not isinstance(p["labels"], str)):
-            # an explicit preference matrix; the named label models are computed per pair
-            P = preference_probs(env, labels=p["labels"], label_noise=p["label_noise"])
-    kl_coef = {"rlhf": p.get("beta"), "hypo": p.get("lam")}.get(objective.name, 0.0)
-    reward_coef = 1.0 if objective.name == "rlhf" else 0.0
-    reward = objective.reward_for(env) if reward_coef else np.zeros((n_ctx, k))
-    arr = _engine.kernel_array
-    source = _engine.ONLINE if objective.online else _engine.OFFLINE
-    return (int(code), arr(prm), source, np.zeros((n_ctx, 0, 0)), arr(P), 0, np.zeros((0, 0, 0)),
-            np.zeros((0, 2, k)), np.zeros((0, k), dtype=np.bool_), np.zeros((n_ctx, k)),
-            float(kl_coef), reward_coef, arr(reward), arr(env.context_weights))
+    t = list(_engine.empty_terms(n_ctx, k))
+    if objective.loss_types:
+        t[0], t[1], t[14] = objective._pair_arrays()
+    explicit = objective.online and not isinstance(p.get("labels", "deterministic"), str)
+    if explicit and objective.name != "iterative_dpo":
+        # an explicit preference matrix; the named label models are computed per pair
+        t[4] = (objective._xpo_probs(env) if objective.name == "xpo" else
+                preference_probs(env, labels=p["labels"], label_noise=p["label_noise"]
+                                 ).reshape(n_ctx, k, k))
+    t[10] = {"rlhf": p.get("beta"), "hypo": p.get("lam")}.get(objective.name, 0.0)
+    t[11] = 1.0 if objective.name == "rlhf" else 0.0
+    if t[11]:
+        t[12] = objective.reward_for(env)
+    t[13] = env.context_weights
+    if objective.name == "xpo":
+        t[2] = _engine.ONLINE_REF
+    elif objective.online:
+        t[2] = _engine.ONLINE
+    if objective.unpaired:
+        t[15] = _pk.KTO if objective.name == "kto" else _pk.APO_ZERO_UNPAIRED
+        t[16] = np.array([p["beta"], p["desirable_weight"], p["undesirable_weight"]])
+    if objective.name == "nash_md":
+        t[19], t[20] = _engine.NASH_MD, np.array([p["beta"], p["mixture_coef"]])
+    return _engine.compile_terms(t)
 
 
-def label_model(labels, label_noise: float) -> tuple[int, float]:
+def label_model(labels, label_noise: float, ties_to_first: bool = False) -> tuple[int, float]:
     """``(label code, flip rate)`` of the sampler for a label model (see
     :func:`coverage_sim.preferences.preference_probs`): the named models are computed from the
     labelling reward per pair, with ``label_noise`` applied there; an explicit matrix is looked up
-    (its noise is already folded into ``P``)."""
+    (its noise is already folded into ``P``). ``ties_to_first``: deterministic labels give a tie to
+    the first response (XPO's rule, TRL's ``model_scores >= ref_scores``) instead of a fair coin."""
     if isinstance(labels, str):
         code = {"bradley_terry": _s.LABEL_BRADLEY_TERRY,
-                "deterministic": _s.LABEL_DETERMINISTIC}[labels]
+                "deterministic": (_s.LABEL_AT_LEAST if ties_to_first
+                                  else _s.LABEL_DETERMINISTIC)}[labels]
         return code, float(label_noise)
     return _s.LABEL_P, 0.0
 
@@ -336,10 +380,38 @@ def compile_plan(env: Bandit, objective: Objective, data, estimator: Estimator,
     lin_rho = np.zeros(n_ctx)
     tab_p = np.zeros(0)
     tab_flat = np.zeros(0, dtype=np.int64)
+    mis_p = np.zeros(0)
+    mis_flat = np.zeros(0, dtype=np.int64)
     p = objective.params
     est = estimator
     name = objective.name
-    if objective.pair_loss_name is not None:
+    if name == "xpo":
+        ints[_s.I_PAIRS] = _s.PAIRS_POLICY_REF
+        ints[_s.I_LIN] = _s.LIN_REF_DRAWS
+        lin_q = _engine.kernel_array(env.ref2d)
+        flts[_s.F_LIN_COEF] = -p["alpha"]
+        ints[_s.I_LABEL], flts[_s.F_NOISE] = label_model(p["labels"], p["label_noise"],
+                                                         ties_to_first=True)
+    elif name == "nash_md":
+        ints[_s.I_NASH] = 1
+        ints[_s.I_LABEL], flts[_s.F_NOISE] = label_model(p["labels"], p["label_noise"])
+    elif objective.unpaired:
+        unpaired = objective._unpaired_data(data)
+        flat = np.concatenate([np.ravel(unpaired.desirable), np.ravel(unpaired.undesirable)])
+        ints[_s.I_UNPAIRED] = 1
+        tab_flat = np.flatnonzero(flat).astype(np.int64)
+        tab_p = np.ascontiguousarray(flat[tab_flat])
+        if name == "kto":
+            mism = np.ravel(_kto_mismatched(env, unpaired))
+            if est.kl_estimator == "exact":
+                ints[_s.I_MISMATCHED] = _s.MIS_EXACT
+                mis_flat = np.flatnonzero(mism).astype(np.int64)
+                mis_p = np.ascontiguousarray(mism[mis_flat])
+                ints[_s.I_MIS_CAP] = mis_p.size
+            else:
+                ints[_s.I_MISMATCHED] = _s.MIS_BATCH
+                ints[_s.I_MIS_CAP] = batch_size
+    elif objective.loss_types:
         if name == "iterative_dpo":
             ints[_s.I_PAIRS] = _s.PAIRS_BEST_WORST
             ints[_s.I_GROUP] = p["n"]
@@ -373,7 +445,7 @@ def compile_plan(env: Bandit, objective: Objective, data, estimator: Estimator,
         else:
             ints[_s.I_LIN] = _s.LIN_CHOSEN
             flts[_s.F_LIN_COEF] = p["alpha"] * p["beta"]
-    if est.kl_estimator is not None:
+    if est.kl_estimator is not None and not objective.unpaired:
         ints[_s.I_KL_EST] = KL_ESTIMATORS[est.kl_estimator]
         ints[_s.I_KL_IN] = KL_PLACES[est.kl_in or "reward"]
         if name == "rlhf" or est.kl_estimator != "exact":
@@ -382,7 +454,7 @@ def compile_plan(env: Bandit, objective: Objective, data, estimator: Estimator,
             ints[_s.I_BASELINE] = BASELINES[est.baseline]
         flts[_s.F_CLIP] = est.clip or 0.0
     plan = (ints, flts, rank_reward, lin_q, _engine.kernel_array(lin_c), lin_rho,
-            _engine.kernel_array(tab_p), tab_flat)
+            _engine.kernel_array(tab_p), tab_flat, _engine.kernel_array(mis_p), mis_flat)
     return terms, plan
 
 
@@ -396,9 +468,17 @@ def coerce_objective(objective) -> Objective:
 
 
 def check_data(env: Bandit, objective: Objective, data) -> None:
-    """``data`` is a PairData of ``env``'s shape, present when ``objective`` needs it."""
+    """``data`` is a PairData of ``env``'s shape (or, for the KTO-trainer objectives, an
+    UnpairedData), present when ``objective`` needs it."""
+    if objective.unpaired and isinstance(data, UnpairedData):
+        expected = (env.n_contexts, env.n_responses)
+        if data.desirable.shape != expected:
+            raise ValueError(f"data has examples of shape {data.desirable.shape}, expected "
+                             f"{expected} for env")
+        return
     if objective.needs_data and not isinstance(data, PairData):
-        raise ValueError(f"data is required for objective {objective.name!r} (a PairData, see "
+        kind = "an UnpairedData or a PairData" if objective.unpaired else "a PairData"
+        raise ValueError(f"data is required for objective {objective.name!r} ({kind}, see "
                          f"coverage_sim.offline_pairs), got {type(data).__name__}")
     if data is not None:
         if not isinstance(data, PairData):
@@ -426,8 +506,9 @@ def prepare(env: Bandit, objective, data, batch_size, estimator) -> tuple:
 @dataclass(frozen=True, eq=False)
 class Batch:
     """An explicit empirical measure on which :func:`coverage_sim.batch_gradient` evaluates an
-    objective: labelled pairs, weighted responses (linear term) and policy samples (score and KL
-    terms), in the response coordinates of ``env`` (contexts ``0..X-1``, responses ``0..K-1``).
+    objective: labelled pairs, weighted responses (linear term), policy samples (score and KL
+    terms, Nash-MD's samples) and unpaired examples with KTO's mismatched pairs, in the response
+    coordinates of ``env`` (contexts ``0..X-1``, responses ``0..K-1``).
 
     Attributes:
       pair_context, pair_winner, pair_loser: int arrays (n_pairs,).
@@ -436,8 +517,15 @@ class Batch:
       sample_context, sample, sample_weight, sample_advantage, sample_logp_old: policy samples:
         the surrogate ``-w A log pi(y)`` (PPO-clipped if the estimator clips, with ``pi_old =
         exp(sample_logp_old)``) plus a sampled KL estimator in the loss.
+        Nash-MD's samples carry ``A = P(y > y') - 1/2`` and add ``w (beta log pi/pi_ref - A)``
+        to ``dL/dlog pi`` at ``y``.
       samples, queries: responses drawn and reward evaluations made to build the batch.
       estimator: the resolved :class:`Estimator` (its KL estimator and clip apply at evaluation).
+      unpaired_context, unpaired_response, unpaired_desirable, unpaired_weight: unpaired examples
+        (KTO, unpaired APO-zero): ``sum_m w_m w_label l(example m)``, ``unpaired_desirable`` an int
+        array (1 desirable, 0 undesirable). Default: none.
+      mismatched_context, mismatched_response, mismatched_weight: KTO's mismatched pairs; the
+        reference point is ``max(0, sum_m w_m log(pi / pi_ref)(y_m|x_m))``. Default: none.
     """
 
     pair_context: np.ndarray
@@ -455,6 +543,13 @@ class Batch:
     samples: int
     queries: int
     estimator: Estimator
+    unpaired_context: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    unpaired_response: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    unpaired_desirable: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    unpaired_weight: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    mismatched_context: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    mismatched_response: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    mismatched_weight: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def n_pairs(self) -> int:
@@ -468,14 +563,24 @@ class Batch:
         flts = [np.ascontiguousarray(a, dtype=np.float64) for a in (
             self.pair_weight, self.response_weight, self.sample_weight, self.sample_advantage,
             self.sample_logp_old)]
-        counts = np.array([self.n_pairs, self.response.shape[0], self.sample.shape[0],
-                           self.samples, self.queries], dtype=np.int64)
+        unp = [np.ascontiguousarray(a, dtype=np.int64) for a in (
+            self.unpaired_context, self.unpaired_response, self.unpaired_desirable,
+            self.mismatched_context, self.mismatched_response)]
+        unp_w = [np.ascontiguousarray(a, dtype=np.float64) for a in (
+            self.unpaired_weight, self.mismatched_weight)]
+        counts = np.zeros(_s.N_COUNTS, dtype=np.int64)
+        counts[[_s.C_PAIRS, _s.C_LIN, _s.C_SAMPLES_TERM, _s.C_SAMPLES, _s.C_QUERIES,
+                _s.C_UNPAIRED, _s.C_MISMATCHED]] = (
+            self.n_pairs, self.response.shape[0], self.sample.shape[0], self.samples,
+            self.queries, unp_w[0].shape[0], unp_w[1].shape[0])
         return (ints[0], ints[1], ints[2], flts[0], ints[3], ints[4], flts[1], ints[5], ints[6],
-                flts[2], flts[3], flts[4], counts)
+                flts[2], flts[3], flts[4], counts, unp[0], unp[1], unp[2], unp_w[0], unp[3],
+                unp[4], unp_w[1])
 
     def __repr__(self) -> str:
         return (f"Batch(pairs={self.n_pairs}, responses={self.response.shape[0]}, "
-                f"policy_samples={self.sample.shape[0]}, samples={self.samples}, "
+                f"policy_samples={self.sample.shape[0]}, "
+                f"unpaired={self.unpaired_weight.shape[0]}, samples={self.samples}, "
                 f"queries={self.queries})")
 
 
@@ -489,7 +594,16 @@ def _batch_from_buffers(buf, est: Estimator) -> Batch:
                  sample=buf[8][:n_s].copy(), sample_weight=buf[9][:n_s].copy(),
                  sample_advantage=buf[10][:n_s].copy(), sample_logp_old=buf[11][:n_s].copy(),
                  samples=int(counts[_s.C_SAMPLES]), queries=int(counts[_s.C_QUERIES]),
-                 estimator=est)
+                 estimator=est, **_unpaired_fields(buf, int(counts[_s.C_UNPAIRED]),
+                                                   int(counts[_s.C_MISMATCHED])))
+
+
+def _unpaired_fields(buf, n_u: int, n_m: int) -> dict:
+    """The unpaired-example and mismatched-pair fields of a :class:`Batch` from the buffers."""
+    return dict(unpaired_context=buf[13][:n_u].copy(), unpaired_response=buf[14][:n_u].copy(),
+                unpaired_desirable=buf[15][:n_u].copy(), unpaired_weight=buf[16][:n_u].copy(),
+                mismatched_context=buf[17][:n_m].copy(), mismatched_response=buf[18][:n_m].copy(),
+                mismatched_weight=buf[19][:n_m].copy())
 
 
 def logits_to_logp(env: Bandit, logits) -> np.ndarray:
@@ -553,6 +667,9 @@ def population_batch(env: Bandit, objective, logits, data: PairData | None = Non
     term ``C``; policy samples (objectives with a sampled score or KL term): every ``(x, y)`` with
     weight ``rho(x) pi(y|x)``, advantage ``reward_coef R - kl_coef k`` (``k`` only when the KL
     estimate sits in the reward) and ``pi_old = pi``. Baselines need groups and are not applied.
+    XPO's pairs: ``rho (pi_i pi_ref_j P_ij + pi_ref_i pi_j (1 - P_ji))``; Nash-MD's samples: every
+    ``(x, y)`` with weight ``rho pi`` and advantage ``E_{y' ~ pi_mix} P(y > y') - 1/2``; unpaired
+    examples: every nonzero example mass, and KTO's mismatched pairs its exact mismatched law.
 
     :func:`coverage_sim.batch_gradient` on it is then the exact expectation of the estimator's
     integrand: equal to :func:`coverage_sim.gradient` for the unbiased estimators, and the exact mean
@@ -579,23 +696,29 @@ def population_batch(env: Bandit, objective, logits, data: PairData | None = Non
     lp = logits_to_logp(env, logits)
     pi = np.exp(lp)
     terms = objective.terms(env, data, lp)
-    code, W, P, C, kl_coef, reward_coef, R, rho = (terms[0], terms[3], terms[4], terms[9],
-                                                    terms[10], terms[11], terms[12], terms[13])
+    codes, W, P, C, kl_coef, reward_coef, R, rho = (terms[0], terms[3], terms[4], terms[9],
+                                                     terms[10], terms[11], terms[12], terms[13])
     n_ctx, k = lp.shape
     empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
     px = pw = pl = empty_i
     pwt = empty_f
-    if code >= 0:
+    if codes.size:
         if terms[2] == _engine.ONLINE:
             P = P * truncation_mask(objective.reward_for(env), est.min_reward_gap or 0.0)
             W = 2.0 * rho[:, None, None] * pi[:, :, None] * pi[:, None, :] * P
+        elif terms[2] == _engine.ONLINE_REF:
+            ref = env.ref2d
+            W = rho[:, None, None] * (pi[:, :, None] * ref[:, None, :] * P
+                                      + ref[:, :, None] * pi[:, None, :]
+                                      * (1.0 - P.transpose(0, 2, 1)))
         px, pw, pl = (a.astype(np.int64) for a in np.nonzero(W))
         pwt = W[px, pw, pl]
     lx, ly = (a.astype(np.int64) for a in np.nonzero(C))
     lwt = C[lx, ly]
     sx = sy = empty_i
     swt = sadv = slp = empty_f
-    if est.kl_estimator is not None and (objective.name == "rlhf" or est.kl_estimator != "exact"):
+    if (est.kl_estimator is not None and not objective.unpaired
+            and (objective.name == "rlhf" or est.kl_estimator != "exact")):
         mass = rho[:, None] * pi
         sx, sy = (a.astype(np.int64) for a in np.nonzero(mass))
         swt = mass[sx, sy]
@@ -605,10 +728,32 @@ def population_batch(env: Bandit, objective, logits, data: PairData | None = Non
             sadv = sadv - kl_coef * np.array([_s.kl_value_grad(KL_ESTIMATORS[est.kl_estimator],
                                                                float(v))[0] for v in g])
         slp = lp[sx, sy]
+    if terms[19] == _engine.NASH_MD:
+        mass = rho[:, None] * pi
+        sx, sy = (a.astype(np.int64) for a in np.nonzero(mass))
+        swt = mass[sx, sy]
+        mix = np.zeros((n_ctx, k))
+        _s._mixture_rows(lp, _engine.kernel_array(env.ref_logp2d), terms[20][1], rho, mix)
+        win = np.einsum("xij,xj->xi", P, mix)
+        sadv = win[sx, sy] - 0.5
+        slp = lp[sx, sy]
+    unpaired = {}
+    if objective.unpaired:
+        U, M = terms[17], terms[18]
+        ux, uy = (a.astype(np.int64) for a in np.nonzero(U[0]))
+        vx, vy = (a.astype(np.int64) for a in np.nonzero(U[1]))
+        mx, my = (a.astype(np.int64) for a in np.nonzero(M))
+        unpaired = dict(unpaired_context=np.concatenate([ux, vx]),
+                        unpaired_response=np.concatenate([uy, vy]),
+                        unpaired_desirable=np.concatenate([np.ones(ux.size, np.int64),
+                                                           np.zeros(vx.size, np.int64)]),
+                        unpaired_weight=np.concatenate([U[0][ux, uy], U[1][vx, vy]]),
+                        mismatched_context=mx, mismatched_response=my,
+                        mismatched_weight=M[mx, my])
     return Batch(pair_context=px, pair_winner=pw, pair_loser=pl, pair_weight=pwt,
                  response_context=lx, response=ly, response_weight=lwt, sample_context=sx,
                  sample=sy, sample_weight=swt, sample_advantage=sadv, sample_logp_old=slp,
-                 samples=0, queries=0, estimator=est)
+                 samples=0, queries=0, estimator=est, **unpaired)
 
 
 def truncation_mask(reward2d: np.ndarray, gap: float) -> np.ndarray:
@@ -681,12 +826,12 @@ def group_pairs(env: Bandit, behavior, n_groups: int, group_size: int, *, pairs:
         _s.PAIRS_ONLINE, PAIRINGS[pairs], group_size, n_groups, 1)
     flts[_s.F_GAP] = gap
     ints[_s.I_LABEL], flts[_s.F_NOISE] = label_model(labels, label_noise)
-    rho = _engine.kernel_array(env.context_weights)
-    terms = (-1, np.zeros(4), _engine.ONLINE, np.zeros((n_ctx, 0, 0)), P, 0, np.zeros((0, 0, 0)),
-             np.zeros((0, 2, k)), np.zeros((0, k), dtype=np.bool_), np.zeros((n_ctx, k)), 0.0, 0.0,
-             np.zeros((n_ctx, k)), rho)
+    t = list(_engine.empty_terms(n_ctx, k))
+    t[2], t[4], t[13] = _engine.ONLINE, P, env.context_weights
+    terms = _engine.compile_terms(t)
     plan = (ints, flts, _engine.kernel_array(rank), np.zeros((n_ctx, k)), np.zeros((n_ctx, k)),
-            np.zeros(n_ctx), np.zeros(0), np.zeros(0, dtype=np.int64))
+            np.zeros(n_ctx), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0),
+            np.zeros(0, dtype=np.int64))
     with np.errstate(divide="ignore"):
         lp = _engine.kernel_array(np.log(mu))
     buf = _s.draw_one(lp, _engine.kernel_array(env.ref_logp2d), terms, plan,
@@ -743,7 +888,8 @@ def _schedule(objective: Objective, reuse: int) -> tuple[int, bool]:
 def train_sampled(env, objective, data, policy, theta, opt, lr, adam, steps, rec, batch_size,
                   reuse, est, seed):
     """One sampled run: updates ``theta`` in place and returns the record buffers
-    ``(out_lp, out_loss, out_samples, out_queries)``.
+    ``(out_lp, out_loss, out_samples, out_queries, out_rlp)``; ``out_rlp`` is TR-DPO's recorded
+    log-reference (``objective.ref_sync``), else None.
 
     Engine policies run the fused numba loop :func:`coverage_sim._sampled.run_one_sampled`; other
     policies (e.g. :class:`coverage_sim.sequences.AutoregressiveTabular`) run the same draws and
@@ -759,11 +905,16 @@ def train_sampled(env, objective, data, policy, theta, opt, lr, adam, steps, rec
     out_loss = np.full(rec.size, np.nan)
     out_samples = np.zeros(rec.size, dtype=np.int64)
     out_queries = np.zeros(rec.size, dtype=np.int64)
+    tau, alpha = objective.ref_sync or (0, 1.0)
+    out_rlp = np.full((rec.size if tau else 0, n_ctx, k), np.nan)
     if getattr(policy, "kind", None) in (_engine.TABULAR, _engine.LOGLINEAR):
         _s.run_one_sampled(theta, policy.kind, policy.features_for(env), policy.base_for(env), rlp,
                            terms, plan, state, opt, lr, b1, b2, eps, steps, period, reset, rec,
-                           out_lp, out_loss, out_samples, out_queries)
-        return out_lp, out_loss, out_samples, out_queries
+                           out_lp, out_loss, out_samples, out_queries, tau, alpha, out_rlp)
+        return out_lp, out_loss, out_samples, out_queries, (out_rlp if tau else None)
+    if tau:
+        raise ValueError(f"sync_ref_model=True (TR-DPO) needs an engine policy (TabularSoftmax, "
+                         f"LogLinear); got policy {policy!r}")
     if opt == _engine.NPG:
         raise ValueError(f"optimizer='npg' is only available for engine policies (TabularSoftmax, "
                          f"LogLinear), got policy {policy!r}; use 'adam' or 'gd'")
@@ -805,7 +956,7 @@ def train_sampled(env, objective, data, policy, theta, opt, lr, adam, steps, rec
         if np.isnan(theta).any() or np.isposinf(theta).any():
             theta[:] = np.nan  # as the exact generic loop: _finish reports the divergence
             break
-    return out_lp, out_loss, out_samples, out_queries
+    return out_lp, out_loss, out_samples, out_queries, None
 
 
 def _pad_stack(arrays: list[np.ndarray]) -> np.ndarray:
@@ -817,9 +968,12 @@ def _pad_stack(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 def train_many_sampled(env_list, obj_list, data_list, policy, thetas, features, bases, rlps, opt,
-                       lrs, adam, steps, rec, batch_size, reuse, est_list, seed):
+                       lrs, adam, steps, rec, batch_size, reuse, est_list, seed, ref_taus,
+                       ref_alphas, out_rlp):
     """Batched sampled runs (problem ``b`` with the sampling stream of ``seed + b``): updates
-    ``thetas`` in place and returns ``(out_lp, out_loss, out_samples, out_queries)``."""
+    ``thetas`` in place and returns ``(out_lp, out_loss, out_samples, out_queries)``; TR-DPO's
+    references (``ref_taus`` (B,) > 0 for those that move, mixing ``ref_alphas`` (B,)) are recorded
+    into ``out_rlp`` (B, R or 0, X, K)."""
     periods = {o.refresh_every for o in obj_list}
     if len(periods) > 1:
         raise ValueError(f"iterative_dpo problems batched together must share steps_per_iteration, "
@@ -827,9 +981,9 @@ def train_many_sampled(env_list, obj_list, data_list, policy, thetas, features, 
     compiled = [compile_plan(e, o, d, est, batch_size)
                 for e, o, d, est in zip(env_list, obj_list, data_list, est_list)]
     n = len(compiled)
-    terms = [np.ascontiguousarray(np.stack([c[0][i] for c in compiled])) for i in range(14)]
+    terms = _engine.stack_terms([c[0] for c in compiled])
     plans = [np.ascontiguousarray(np.stack([c[1][i] for c in compiled])) for i in range(6)]
-    plans += [_pad_stack([c[1][i] for c in compiled]) for i in (6, 7)]
+    plans += [_pad_stack([c[1][i] for c in compiled]) for i in (6, 7, 8, 9)]
     states = np.stack([sampling_stream(seed + b) for b in range(n)])
     period, reset = _schedule(obj_list[0], reuse)
     n_ctx, k = env_list[0].n_contexts, env_list[0].n_responses
@@ -837,10 +991,8 @@ def train_many_sampled(env_list, obj_list, data_list, policy, thetas, features, 
     out_loss = np.empty((n, rec.size))
     out_samples = np.zeros((n, rec.size), dtype=np.int64)
     out_queries = np.zeros((n, rec.size), dtype=np.int64)
-    (code, prm, _, W, P, _, S, d, act, C, kl_coef, reward_coef, R, rho) = terms
     b1, b2, eps = adam
-    _s.run_batch_sampled(thetas, policy.kind, features, bases, rlps, code, prm, compiled[0][0][2],
-                         W, P, 0, S, d, act, C, kl_coef, reward_coef, R, rho, *plans, states, opt,
+    _s.run_batch_sampled(thetas, policy.kind, features, bases, rlps, terms, *plans, states, opt,
                          lrs, b1, b2, eps, steps, period, reset, rec, out_lp, out_loss,
-                         out_samples, out_queries)
+                         out_samples, out_queries, ref_taus, ref_alphas, out_rlp)
     return out_lp, out_loss, out_samples, out_queries

@@ -682,8 +682,10 @@ def sampled_loss(objective, *, labels: str = "bradley_terry", label_noise: float
                  group_size: int = 2) -> SampledLoss:
     """The built-in :class:`SampledLoss` for a core objective.
 
-    Supported: every offline pairwise objective (``sigmoid``/``dpo``, ``ipo``, ``hinge``, ...;
-    ``labels``/``label_noise`` describe the offline data), ``online_dpo`` and ``online_ipo`` (labels
+    Supported: every offline pairwise objective with a single loss type (``sigmoid``/``dpo``,
+    ``ipo``, ``hinge``, ..., with TRL's ``f_divergence_type``; not combined loss types,
+    ``use_weighting`` or ``sync_ref_model``; ``labels``/``label_noise`` describe the offline
+    data), ``online_dpo`` and ``online_ipo`` (labels
     from the objective's own ``labels``/``label_noise``), ``rlhf`` (:class:`ReinforceLoss` with
     ``group_size`` responses per prompt) and ``best_of_n`` (:class:`BestOfNLoss`, offline).
 
@@ -695,9 +697,11 @@ def sampled_loss(objective, *, labels: str = "bradley_terry", label_noise: float
     if obj.params.get("reward") is not None:
         raise ValueError(f"objective {obj.name!r} has a proxy reward array; the sampled torch "
                          "backend labels and rewards with the gold env.reward_of")
+    if len(obj.loss_types) > 1 or obj.params.get("use_weighting") or obj.ref_sync is not None:
+        raise ValueError(f"objective {obj.name!r} has no sampled torch form: combined loss types, "
+                         "use_weighting and sync_ref_model are exact-mode only here")
     if obj.pair_loss_name is not None:
-        spec = get_pair_loss(obj.pair_loss_name)
-        params = {k: obj.params[k] for k in spec.defaults if k in obj.params}
+        params = obj.pair_params()
     if obj.spec.family == "offline pairwise":
         return PairwiseLoss(obj.pair_loss_name, params, labels=labels, label_noise=label_noise)
     if obj.name in ("online_dpo", "online_ipo"):

@@ -28,9 +28,11 @@ from coverage_sim import _engine, _threads, sampling
 from coverage_sim._dpo_fast import DENSE, FACTORED
 from coverage_sim._progress import progress_bar, wants_progress
 from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
-from coverage_sim.data import PairData
-from coverage_sim.env import Bandit
-from coverage_sim.metrics import REFERENCE_PAIRS, policy_metrics, select_metrics
+from coverage_sim.coverage import concentrability
+from coverage_sim.data import PairData, UnpairedData
+from coverage_sim.env import Bandit, optimal_policy
+from coverage_sim.metrics import (REFERENCE_PAIRS, kl_divergence, policy_metrics,
+                                  select_metrics)
 from coverage_sim.objectives import Objective, objective as make_objective
 from coverage_sim.policies import Policy, TabularSoftmax
 
@@ -109,6 +111,8 @@ class Run:
       snapshots: the policy at each recorded step, ``(R,) + env.ref.shape``.
       params: final policy parameters.
       config: objective, parameters, optimiser, seed, schedule and package versions.
+      references: the reference at each recorded step, ``(R,) + env.ref.shape``, when it moves
+        (TR-DPO's ``sync_ref_model``), else ``None`` (it is ``env.ref`` throughout).
     """
 
     env: Bandit
@@ -119,6 +123,7 @@ class Run:
     snapshots: np.ndarray
     history: pd.DataFrame
     config: dict = field(repr=False)
+    references: np.ndarray | None = field(default=None, repr=False)
 
     def replay_policy(self) -> np.ndarray:
         """The replay-buffer policy ``(1/T) sum_{t<T} pi_t`` of this run's ``T`` updates.
@@ -162,9 +167,18 @@ def _check_data(env: Bandit, data, objective=None):
     if objective is not None and not objective.needs_data:
         raise ValueError(f"data was given, but objective {objective.name!r} does not use offline "
                          f"data (it is {objective.spec.family}); pass data=None")
+    if isinstance(data, UnpairedData):
+        if objective is not None and not objective.unpaired:
+            raise ValueError(f"data is an UnpairedData, which only the KTO-trainer objectives "
+                             f"(kto, apo_zero_unpaired) take; objective {objective.name!r} needs "
+                             f"a PairData (see coverage_sim.offline_pairs)")
+        if data.desirable.shape != (env.n_contexts, env.n_responses):
+            raise ValueError(f"data has examples of shape {data.desirable.shape}, expected "
+                             f"{(env.n_contexts, env.n_responses)} for env")
+        return
     if not isinstance(data, PairData):
-        raise ValueError(f"data must be a PairData (see coverage_sim.offline_pairs), got "
-                         f"{type(data).__name__}")
+        raise ValueError(f"data must be a PairData (see coverage_sim.offline_pairs) or an "
+                         f"UnpairedData (coverage_sim.unpaired_data), got {type(data).__name__}")
     if data.weights.shape != (env.n_contexts, env.n_responses, env.n_responses):
         raise ValueError(f"data has pair weights of shape {data.weights.shape}, expected "
                          f"{(env.n_contexts, env.n_responses, env.n_responses)} for env")
@@ -234,14 +248,32 @@ def _check_diverged(objective, theta, out_lp, out_loss, rec, optimizer, lr) -> N
         "by pi, so it needs small steps on objectives that push probabilities towards 0)")
 
 
+def _reference_metrics(env, objective, shaped, out_rlp) -> dict:
+    """Readouts against the moving reference of TR-DPO, one value per recorded step.
+
+    ``kl_current_ref``: E_x KL(pi_t || pi_ref_t). ``coverage_current_ref``: the concentrability
+    C* = max pi*_beta / pi_ref_t of the KL-regularised optimum (against the original reference)
+    under the current reference, the coverage the next updates work with.
+    """
+    refs = np.exp(out_rlp).reshape(shaped.shape)
+    out = {"kl_current_ref": kl_divergence(env, shaped, refs)}
+    if objective.beta is not None:
+        target = optimal_policy(env, objective.beta)
+        out["coverage_current_ref"] = np.array(
+            [concentrability(target, r, env.context_weights) for r in refs])
+    return out
+
+
 def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, plan, config,
-            extra=None) -> Run:
+            extra=None, out_rlp=None) -> Run:
     _check_diverged(objective, theta, out_lp, out_loss, rec, config["optimizer"], config["lr"])
     shaped = np.exp(out_lp).reshape((len(rec),) + env.shape)
     eval_data, names = plan
     metrics = policy_metrics(env, shaped, beta=objective.beta, data=data, eval_data=eval_data,
                              proxy_reward=objective.params.get("reward"),
                              log_policies=out_lp.reshape(shaped.shape), metrics=names)
+    if out_rlp is not None and names:
+        metrics.update(_reference_metrics(env, objective, shaped, out_rlp))
     # extra: the sampled mode's cumulative `samples` and `queries` columns
     history = pd.DataFrame({"step": rec, "loss": out_loss, **(extra or {}), **metrics})
     # The final policy comes from the final parameters: the record schedule need not end at `steps`.
@@ -250,8 +282,10 @@ def _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, plan, co
                                            policy.base_for(env), env.n_contexts, env.n_responses))
     else:
         final = np.exp(policy.logp(env, theta))
+    references = None if out_rlp is None else np.exp(out_rlp).reshape(shaped.shape)
     return Run(env=env, objective=objective, policy_model=policy, params=theta,
-               policy=env.like_ref(final), snapshots=shaped, history=history, config=config)
+               policy=env.like_ref(final), snapshots=shaped, history=history, config=config,
+               references=references)
 
 
 def _config(env, objective, policy, steps, lr, optimizer, seed, adam, rec, data,
@@ -281,8 +315,9 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     Args:
       env: the bandit.
       objective: an :class:`~coverage_sim.objectives.Objective` or its name.
-      data: offline pairs (:func:`coverage_sim.offline_pairs`), for objectives that need them (an
-        objective that does not use data refuses it rather than ignore it).
+      data: offline pairs (:func:`coverage_sim.offline_pairs`), or unpaired examples
+        (:func:`coverage_sim.unpaired_data`, KTO), for objectives that need them (an objective
+        that does not use data refuses it rather than ignore it).
       steps: number of parameter updates.
       lr: step size.
       optimizer: ``"adam"``, ``"gd"`` (plain gradient descent) or ``"npg"`` (natural policy
@@ -320,6 +355,16 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
       estimator: a :class:`~coverage_sim.sampling.Estimator`, a dict of its fields, or ``None``
         for the objective's (unbiased) defaults.
 
+    With ``sync_ref_model=True`` in the objective (TR-DPO, Gorbatovski et al. 2024,
+    arXiv:2404.09656) the reference moves: after every ``ref_model_sync_steps``-th update it becomes
+    the geometric mixture normalise(pi^alpha pi_ref^(1-alpha)), alpha = ``ref_model_mixup_alpha``
+    (TRL mixes parameters; for the engine's policies, whose logits are affine in their parameters,
+    that is this mixture, starting from ``env.ref``), with the Adam state kept, in exact and sampled
+    mode alike, whole or in the chunks a progress bar runs (the reference carries over). The run
+    then records the reference trajectory (:attr:`Run.references`) and, unless ``metrics=[]``, the
+    history gains ``kl_current_ref`` (E_x KL(pi_t || pi_ref_t)) and ``coverage_current_ref`` (C* of
+    pi*_beta under pi_ref_t); ``kl`` stays the KL to the original ``env.ref``.
+
     Policies outside the numba engine (``policy.kind`` not an engine kind, e.g.
     :class:`~coverage_sim.sequences.AutoregressiveTabular`) run a numpy loop over the policy's
     ``logp``/``grad`` with the engine's objective gradients and GD/Adam updates; ``"npg"`` is
@@ -349,16 +394,21 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
     rng = np.random.default_rng(seed)
     theta = _engine.kernel_array(policy.init_params(env, rng))
     rlp = _engine.kernel_array(env.ref_logp2d)
+    if objective.ref_sync is not None and not engine:
+        raise ValueError(f"sync_ref_model=True (TR-DPO) needs an engine policy (TabularSoftmax, "
+                         f"LogLinear), whose parameter mixing is a geometric mixture of the "
+                         f"distributions; got policy {policy!r}")
     if sampled[0] is not None:
-        out_lp, out_loss, n_samples, n_queries = sampling.train_sampled(
+        out_lp, out_loss, n_samples, n_queries, out_rlp = sampling.train_sampled(
             env, objective, data, policy, theta, opt, lr, (b1, b2, eps), steps, rec, *sampled,
             seed)
         config = _config(env, objective, policy, steps, lr, optimizer, seed, (b1, b2, eps), rec,
                          data, sampled)
         return _finish(env, objective, policy, theta, out_lp, out_loss, rec, data, plan, config,
-                       extra={"samples": n_samples, "queries": n_queries})
+                       extra={"samples": n_samples, "queries": n_queries}, out_rlp=out_rlp)
     parallel, threads = _row_threads(parallel, env.n_responses)
     desc = f"train {objective.name} (K={env.n_responses})"
+    out_rlp = None
     with _threads.numba_threads(threads) if threads else contextlib.nullcontext():
         if not engine:
             work = _Work(progress, desc, _generic_step_ns(env), 0.0, _finish_ns(env, plan), steps,
@@ -366,14 +416,14 @@ def train(env: Bandit, objective, data: PairData | None = None, *, steps: int, l
             out_lp, out_loss = _run_generic(env, objective, data, policy, theta, rlp, opt, lr,
                                             (b1, b2, eps), steps, rec, bool(parallel), work)
         else:
-            out_lp, out_loss, work = _run_engine(env, objective, data, policy, theta, rlp, opt, lr,
-                                                 (b1, b2, eps), steps, rec, parallel, plan,
-                                                 progress, desc, threads or 1)
+            out_lp, out_loss, out_rlp, work = _run_engine(
+                env, objective, data, policy, theta, rlp, opt, lr, (b1, b2, eps), steps, rec,
+                parallel, plan, progress, desc, threads or 1)
         config = _config(env, objective, policy, steps, lr, optimizer, seed, (b1, b2, eps), rec,
                          data)
         with work:
             return work.finish(_finish(env, objective, policy, theta, out_lp, out_loss, rec, data,
-                                       plan, config))
+                                       plan, config, out_rlp=out_rlp))
 
 
 def _row_threads(parallel, k: int) -> tuple[bool, int | None]:
@@ -395,12 +445,15 @@ def _row_threads(parallel, k: int) -> tuple[bool, int | None]:
 def _run_engine(env, objective, data, policy, theta, rlp, opt, lr, adam, steps, rec, parallel,
                 plan, progress, desc, threads):
     """The fused numba loop over iterative DPO's segments (one segment otherwise); returns the
-    record buffers and the run's :class:`_Work`."""
+    record buffers ``(out_lp, out_loss, out_rlp)`` (``out_rlp``: TR-DPO's recorded reference, else
+    None) and the run's :class:`_Work`."""
     b1, b2, eps = adam
     features, base = policy.features_for(env), policy.base_for(env)
     n_ctx, k = env.n_contexts, env.n_responses
     out_lp = np.empty((rec.size, n_ctx, k))
     out_loss = np.empty(rec.size)
+    sync = objective.ref_sync
+    out_rlp = None if sync is None else np.empty((rec.size, n_ctx, k))
     # Iterative DPO rebuilds its pairs from the current policy at every iteration boundary.
     period = objective.refresh_every or max(steps, 1)
     start, work = 0, None
@@ -415,35 +468,46 @@ def _run_engine(env, objective, data, policy, theta, rlp, opt, lr, adam, steps, 
         local = np.flatnonzero((rec >= start) & ((rec < stop) | (stop == steps)))
         seg_lp = np.empty((local.size, n_ctx, k))
         seg_loss = np.empty(local.size)
+        seg_rlp = None if sync is None else np.empty((local.size, n_ctx, k))
         _run_segment(work, theta, policy.kind, features, base, rlp, terms, opt, lr, b1, b2, eps,
-                     stop - start, rec[local] - start, seg_lp, seg_loss, bool(parallel))
+                     stop - start, rec[local] - start, seg_lp, seg_loss, bool(parallel), sync,
+                     seg_rlp)
         out_lp[local], out_loss[local] = seg_lp, seg_loss
+        if sync is not None:
+            out_rlp[local] = seg_rlp
         if stop == steps:
             break
         start = stop
-    return out_lp, out_loss, work
+    return out_lp, out_loss, out_rlp, work
 
 
 def _run_segment(work, theta, kind, features, base, rlp, terms, opt, lr, b1, b2, eps, steps,
-                 rec, out_lp, out_loss, parallel_rows):
+                 rec, out_lp, out_loss, parallel_rows, sync=None, out_rlp=None):
     """:func:`coverage_sim._engine.run_one` (one optimiser segment), in chunks of about
     :data:`_CHUNK_SECONDS` of estimated work when a progress bar is shown. Chunks carry Adam's
-    state, so they give the same bits as one call."""
-    if work.chunk >= steps:
+    state (and TR-DPO's moving reference, when ``sync`` = ``(tau, alpha)``, recorded into
+    ``out_rlp``), so they give the same bits as one call."""
+    if sync is None and work.chunk >= steps:
         _engine.run_one(theta, kind, features, base, rlp, terms, opt, lr, b1, b2, eps, steps, rec,
                         out_lp, out_loss, parallel_rows)
         work.advance(steps, rec.size)
         return
     m, v = np.zeros(theta.size), np.zeros(theta.size)
+    n_ctx, k = rlp.shape
+    if sync is None:
+        ref, tau, alpha, no_record = rlp, 0, 1.0, np.empty((0, n_ctx, k))
+    else:
+        ref, (tau, alpha) = rlp.copy(), sync
     first = 0
     while first < steps:
         stop = min(first + work.chunk, steps)
         last = stop == steps
         i0 = np.searchsorted(rec, first)
         i1 = np.searchsorted(rec, stop, "right" if last else "left")
+        rlp_chunk = no_record if sync is None else out_rlp[i0:i1]
         _engine.run_chunk(theta, kind, features, base, rlp, terms, opt, lr, b1, b2, eps,
                           stop - first, last, rec[i0:i1] - first, out_lp[i0:i1], out_loss[i0:i1],
-                          parallel_rows, m, v, first)
+                          parallel_rows, m, v, first, ref, int(tau), float(alpha), rlp_chunk)
         work.advance(stop - first, i1 - i0)
         first = stop
 
@@ -503,22 +567,24 @@ def _metric_record_ns(env: Bandit, plan) -> float:
 def _step_ns(terms, env: Bandit, features, plan) -> tuple[float, float]:
     """``(per step, per recorded step)`` estimated nanoseconds of the fused loop on these terms
     (one core, measured on the project's machine; only their ratios matter for the bar)."""
-    code, source, fast = terms[0], terms[2], terms[5]
+    codes, source, fast = terms[0], terms[2], terms[5]
     n_ctx, k = env.n_contexts, env.n_responses
     full = n_ctx * k * k
     upper = n_ctx * k * (k + 1) / 2
     dim = features.shape[2] if features.ndim == 3 else 1
     step = 500.0 + n_ctx * k * (10.0 + 2.0 * dim)
-    if code < 0:
+    if terms[19] == _engine.NASH_MD:
+        step += 5.0 * full    # P(y > pi_mix): one K x K product per context
+    if len(codes) == 0:
         record = step
-    elif source == _engine.ONLINE:
-        step += 20.0 * full
+    elif source in (_engine.ONLINE, _engine.ONLINE_REF):
+        step += 20.0 * len(codes) * full
         record = step
     elif fast in (FACTORED, DENSE):
         step += (0.35 if fast == FACTORED else 0.6) * upper
         record = step + 2.5 * upper + 0.3 * full
     else:
-        step += 15.0 * full
+        step += 15.0 * len(codes) * full
         record = step
     return step, record + _metric_record_ns(env, plan)
 
@@ -550,8 +616,7 @@ def _run_generic(env, objective, data, policy, theta, rlp, opt, lr, adam, steps,
         lp = _engine.kernel_array(env.as2d(policy.logp(env, theta), "logp"))
         if terms is None or (s % period == 0 and s < steps):
             terms = objective.terms(env, data, lp)
-            online = terms[2] == _engine.ONLINE and terms[0] >= 0
-            wbuf = np.zeros((n_ctx, k, k) if online else (0, 0, 0))
+            wbuf = np.zeros((n_ctx, k, k) if _engine.needs_pair_buffer(terms) else (0, 0, 0))
             m[:], v[:], seg_start = 0.0, 0.0, s
         recording = nxt < rec.size and rec[nxt] == s
         if s == steps and not recording:
@@ -607,6 +672,7 @@ class _Batch:
     log_policies: np.ndarray  # (B, R, X, K)
     losses: np.ndarray        # (B, R)
     extra: list               # per problem: the sampled mode's `samples`/`queries` columns, or None
+    references: np.ndarray | None  # (B, R, X, K) TR-DPO's recorded log-references, or None
 
     @property
     def size(self) -> int:
@@ -669,31 +735,34 @@ def _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, re
     rlps = np.stack([e.ref_logp2d for e in env_list])
     lrs = np.array([c[2] for c in checked])
 
-    def batch(log_policies, losses, extra):
+    def batch(log_policies, losses, extra, references):
         return _Batch(envs=env_list, objectives=obj_list, datas=data_list, policies=policy_list,
                       plans=plan_list, sampled=sampled, steps=steps, record=rec, lrs=lrs,
                       adam=(b1, b2, eps), thetas=thetas, log_policies=log_policies, losses=losses,
-                      extra=extra)
+                      extra=extra, references=references)
 
+    # TR-DPO's moving reference, per problem: (sync every tau updates, mixing alpha); tau = 0 fixed
+    syncs = [o.ref_sync or (0, 1.0) for o in obj_list]
+    moving = any(o.ref_sync is not None for o in obj_list)
+    ref_taus = np.array([s_[0] for s_ in syncs], dtype=np.int64)
+    ref_alphas = np.array([s_[1] for s_ in syncs], dtype=np.float64)
+    n_ctx, k = env_list[0].n_contexts, env_list[0].n_responses
+    out_rlp = np.empty((n, rec.size if moving else 0, n_ctx, k))
     if batch_size is not None:
         out_lp, out_loss, n_samples, n_queries = sampling.train_many_sampled(
             env_list, obj_list, data_list, policy, thetas, features, bases, rlps, opt, lrs,
             (b1, b2, eps), steps, rec, sampled[0][0], sampled[0][1], [t[2] for t in sampled],
-            seed)
+            seed, ref_taus, ref_alphas, out_rlp)
         return batch(out_lp, out_loss, [{"samples": n_samples[b], "queries": n_queries[b]}
-                                        for b in range(n)])
+                                        for b in range(n)], out_rlp if moving else None)
     all_terms = [o.terms(e, d) for o, e, d in zip(obj_list, env_list, data_list)]
     if len({t[5] for t in all_terms}) > 1:
         # Some pair matrices are rank one and some are not: one batch runs one kernel, the dense one.
         all_terms = [o.terms(e, d, factored=False)
                      for o, e, d in zip(obj_list, env_list, data_list)]
-    stacked = [np.ascontiguousarray(np.stack([t[i] for t in all_terms])) for i in range(14)]
-    stacked[3] = _engine.pair_array(stacked[3])
-    n_ctx, k = env_list[0].n_contexts, env_list[0].n_responses
+    stacked = _engine.stack_terms(all_terms)
     out_lp = np.empty((n, rec.size, n_ctx, k))
     out_loss = np.empty((n, rec.size))
-    (code, prm, _, weights, probs, _, sym, d, act, linear, kl_coef, reward_coef, reward,
-     rho) = stacked
     cost_plan = plan_list[0] if plans else (None, ())
     step_ns, record_ns = _step_ns(all_terms[0], env_list[0], features[0], cost_plan)
     threads = min(n, numba.get_num_threads())
@@ -704,29 +773,33 @@ def _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, re
         # runs whole problems, so a busy machine slows it down but never makes threads wait per
         # step; all numba threads are used.
         m, v = np.zeros(thetas.shape), np.zeros(thetas.shape)
+        refs = rlps.copy()   # the current references, moved in place by TR-DPO's problems
         first = 0
         while True:
             stop = min(first + work.chunk, steps)
             last = stop == steps
             i0 = np.searchsorted(rec, first)
             i1 = np.searchsorted(rec, stop, "right" if last else "left")
-            if i0 == 0 and i1 == rec.size:
-                lp_chunk, loss_chunk = out_lp, out_loss
+            whole = i0 == 0 and i1 == rec.size
+            if whole:
+                lp_chunk, loss_chunk, rlp_chunk = out_lp, out_loss, out_rlp
             else:
                 lp_chunk, loss_chunk = np.empty((n, i1 - i0, n_ctx, k)), np.empty((n, i1 - i0))
+                rlp_chunk = np.empty((n, i1 - i0 if moving else 0, n_ctx, k))
             _engine.run_batch_chunk(
-                thetas, policy.kind, features, bases, rlps, code, prm, all_terms[0][2], weights,
-                probs, all_terms[0][5], sym, d, act, linear, kl_coef, reward_coef, reward, rho, opt,
-                lrs, b1, b2, eps, stop - first, last, rec[i0:i1] - first, lp_chunk, loss_chunk, m,
-                v, first)
-            if lp_chunk is not out_lp:
+                thetas, policy.kind, features, bases, rlps, stacked, opt, lrs, b1, b2, eps,
+                stop - first, last, rec[i0:i1] - first, lp_chunk, loss_chunk, m, v, first, refs,
+                ref_taus, ref_alphas, rlp_chunk)
+            if not whole:
                 out_lp[:, i0:i1], out_loss[:, i0:i1] = lp_chunk, loss_chunk
+                if moving:
+                    out_rlp[:, i0:i1] = rlp_chunk
             work.advance(stop - first, i1 - i0)
             if last:
                 break
             first = stop
         work.finish(None)
-    return batch(out_lp, out_loss, [None] * n)
+    return batch(out_lp, out_loss, [None] * n, out_rlp if moving else None)
 
 
 def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps: int, lr,
@@ -771,9 +844,12 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
                                batch.policies[b])
         config = _config(env, obj, pol, batch.steps, float(batch.lrs[b]), optimizer, seed + b,
                          batch.adam, batch.record, data, batch.sampled[b])
+        out_rlp = None
+        if batch.references is not None and obj.ref_sync is not None:
+            out_rlp = batch.references[b]
         runs.append(_finish(env, obj, pol, batch.thetas[b], batch.log_policies[b],
                             batch.losses[b], batch.record, data, batch.plans[b], config,
-                            extra=batch.extra[b]))
+                            extra=batch.extra[b], out_rlp=out_rlp))
     return runs
 
 

@@ -1,4 +1,5 @@
-"""Tests for coverage_sim.data (PairData, offline_pairs, policy_pairs, pairs_from_list)."""
+"""Tests for coverage_sim.data (PairData, offline_pairs, policy_pairs, pairs_from_list, UnpairedData,
+unpaired_from_pairs, unpaired_data)."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis_profiles import examples
 from scipy.special import expit, log_expit
 
+import coverage_sim as cs
 from coverage_sim.data import PairData, offline_pairs, pairs_from_list, policy_pairs
 from coverage_sim.env import Bandit
 from coverage_sim.instances import random_bandit
@@ -196,3 +198,58 @@ INVALID = [
 def test_invalid_inputs(call, param):
     with pytest.raises(ValueError, match=param):
         call()
+
+
+# ---------------------------------------------------------------- unpaired data (KTO)
+
+
+def test_unpaired_from_pairs_is_trls_unpairing():
+    env = cs.random_bandit(4, n_contexts=2, seed=2)
+    data = cs.offline_pairs(env, env.ref, labels="bradley_terry", n=50, seed=3)
+    un = cs.unpaired_from_pairs(data)
+    # each pair (x, w, l) gives (x, w, True) and (x, l, False), each of mass weights / 2
+    np.testing.assert_allclose(un.desirable, data.chosen / 2, rtol=0, atol=0)
+    np.testing.assert_allclose(un.undesirable, data.rejected / 2, rtol=0, atol=0)
+    assert un.n == 100 and un.desirable.sum() + un.undesirable.sum() == pytest.approx(1.0)
+    np.testing.assert_array_equal(un.support, data.support)
+
+
+@pytest.mark.parametrize("labels", ["threshold", "bradley_terry"])
+def test_unpaired_data_exact_and_sampled(labels):
+    env = cs.Bandit(reward=[[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]], ref=[[0.2, 0.5, 0.3]] * 2,
+                    context_weights=[0.3, 0.7])
+    mu = np.array([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]])
+    exact = cs.unpaired_data(env, mu, labels=labels, threshold=[0.6, 1.0])
+    r = env.reward2d
+    p_des = (r > np.array([[0.6], [1.0]])) if labels == "threshold" else \
+        1 / (1 + np.exp(-(r - np.array([[0.6], [1.0]]))))
+    joint = env.context_weights[:, None] * mu
+    np.testing.assert_allclose(exact.desirable, joint * p_des, rtol=1e-14)
+    np.testing.assert_allclose(exact.undesirable, joint * (1 - p_des), rtol=1e-14, atol=1e-17)
+    np.testing.assert_allclose(exact.mismatched,
+                               env.context_weights[:, None] * joint.sum(0)[None, :], rtol=1e-14)
+    # the default threshold is mu's mean reward per context
+    default = cs.unpaired_data(env, mu, labels="threshold")
+    np.testing.assert_allclose(default.desirable,
+                               joint * (r > (mu * r).sum(1, keepdims=True)), rtol=1e-14)
+    # sampled: counts / n, reproducible, converging to the exact masses at rate 1/sqrt(n)
+    a = cs.unpaired_data(env, mu, labels=labels, threshold=[0.6, 1.0], n=40_000, seed=1)
+    b = cs.unpaired_data(env, mu, labels=labels, threshold=[0.6, 1.0], n=40_000, seed=1)
+    np.testing.assert_array_equal(a.desirable, b.desirable)
+    counts = a.desirable * 40_000
+    assert a.n == 40_000 and np.allclose(counts, np.round(counts), rtol=0, atol=1e-9)
+    se = np.sqrt(exact.desirable * (1 - exact.desirable) / 40_000)
+    assert (np.abs(a.desirable - exact.desirable) <= 5 * se + 1e-12).all()
+
+
+def test_unpaired_data_validation():
+    good = dict(desirable=[[0.5, 0.0]], undesirable=[[0.0, 0.5]], shape=(2,))
+    cs.UnpairedData(**good)
+    with pytest.raises(ValueError, match="sum to 1"):
+        cs.UnpairedData(**{**good, "undesirable": [[0.0, 0.4]]})
+    with pytest.raises(ValueError, match="non-negative"):
+        cs.UnpairedData(**{**good, "desirable": [[0.6, -0.1]], "undesirable": [[0.0, 0.5]]})
+    with pytest.raises(ValueError, match="desirable must have shape"):
+        cs.UnpairedData(**{**good, "desirable": [[0.5, 0.0, 0.0]]})
+    with pytest.raises(ValueError, match="PairData"):
+        cs.unpaired_from_pairs(cs.UnpairedData(**good))

@@ -217,7 +217,7 @@ def test_rank_one_factor_reads_back_the_factor_or_refuses():
 def _one_gd_step_oracle(env, obj, data, lr):
     """Policy after one GD step from pi_ref, the gradient taken by the per-pair kernel."""
     spec = get_pair_loss(obj.pair_loss_name)
-    prm = spec.pack(obj._pair_params())
+    prm = spec.pack(obj.pair_params())
     lp = env.ref_logp2d
     g = np.zeros_like(lp)
     pk.population_pairwise(spec.code, prm, np.ascontiguousarray(lp), np.ascontiguousarray(lp),

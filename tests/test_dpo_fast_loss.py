@@ -2,7 +2,7 @@
 
 The gradient kernels are checked against the per-pair kernel and torch in test_objectives.py; here
 the loss that the fused loop reports at recorded steps (``_dpo_fast.dpo_fast_loss_ws``) is compared
-with ``_pair_kernels.population_pairwise``, the reference, at margins in each of the kernel's ranges
+with ``_pair_kernels.population_pairwise_sum``, the reference, at margins in each of the kernel's ranges
 of R = beta * range(u): the exp-free four-row range (R <= 350), the two-row range (350 < R <= 700)
 and the per-pair range (R > 700).
 """
@@ -14,7 +14,7 @@ import pytest
 
 import coverage_sim as cs
 from coverage_sim import _dpo_fast, _engine
-from coverage_sim._pair_kernels import population_pairwise
+from coverage_sim._pair_kernels import population_pairwise_sum
 
 OBJECTIVES = [("sigmoid", {}), ("cdpo", {"label_smoothing": 0.2}),
               ("robust", {"label_smoothing": 0.2}), ("sigmoid_norm", {"length": 2.0})]
@@ -41,7 +41,8 @@ def _losses(obj, env, data, lp, factored):
     wbuf = np.zeros((0, 0, 0))
     serial = _engine.objective_grad(terms, lp, rlp, np.zeros_like(lp), True, False, wbuf)
     threads = _engine.objective_grad(terms, lp, rlp, np.zeros_like(lp), True, True, wbuf)
-    generic = population_pairwise(terms[0], terms[1], lp, rlp, terms[3], np.zeros_like(lp))
+    generic = population_pairwise_sum(terms[0], terms[1], terms[14], lp, rlp, terms[3],
+                                      np.zeros_like(lp))
     return terms, serial, threads, generic
 
 
@@ -96,7 +97,8 @@ def test_loss_column_of_a_run_equals_the_generic_loss(env):
     assert terms[5] == _dpo_fast.FACTORED
     for snap, loss in zip(run.snapshots, run.history["loss"]):
         lp = np.ascontiguousarray(np.log(snap))
-        generic = population_pairwise(terms[0], terms[1], lp, rlp, terms[3], np.zeros_like(lp))
+        generic = population_pairwise_sum(terms[0], terms[1], terms[14], lp, rlp, terms[3],
+                                      np.zeros_like(lp))
         assert loss == pytest.approx(generic, rel=1e-12)
 
 

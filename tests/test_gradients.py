@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import coverage_sim as cs
-from coverage_sim import _engine
-from coverage_sim.losses import get_pair_loss, population_loss
+from coverage_sim.losses import population_loss
+from objective_torch import frozen_loss_torch
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -34,31 +34,23 @@ OBJECTIVES = [
     ("online_dpo", dict(beta=0.5), False), ("online_ipo", dict(beta=0.5), False),
     ("iterative_dpo", dict(beta=0.5, n=3), False), ("hypo", dict(beta=0.5, lam=0.4), True),
     ("vpo", dict(beta=0.5, alpha=0.7), False), ("vpo", dict(beta=0.5, alpha=0.7, mode="offline"), True),
+    ("rpo", dict(beta=0.5), True), ("mpo", dict(beta=0.5), True),
+    ("sigmoid", dict(beta=0.5, f_divergence_type="alpha_divergence", f_alpha_divergence_coef=0.4),
+     True),
+    ("sigmoid", dict(beta=0.5, use_weighting=True), True),
+    ("kto", dict(beta=0.5), True), ("apo_zero_unpaired", dict(beta=0.5), True),
+    ("nash_md", dict(beta=0.5, mixture_coef=0.3), False), ("xpo", dict(beta=0.5, alpha=0.2), False),
 ]
 IDS = [f"{n}-{i}" for i, (n, _, _) in enumerate(OBJECTIVES)]
 
 
 def _torch_loss(env, obj, logits_t, data):
-    """The objective at ``logits_t`` in torch; online samplers (and iterative DPO's pairs) held
-    fixed at the current policy, as the semi-gradient."""
+    """The objective at ``logits_t`` in torch (tests/objective_torch.py); online samplers (and
+    iterative DPO's pairs, Nash-MD's mixture, WPO's weights, KTO's z0) held fixed at the current
+    policy, as the semi-gradient."""
     lp = torch.log_softmax(logits_t, dim=-1).reshape(env.n_contexts, env.n_responses)
-    lp_np = lp.detach().numpy()
-    terms = obj.terms(env, data, lp_np)
-    (code, _, source, W, P, _, _, _, _, C, kl_coef, reward_coef, R, rho) = terms
-    rlp = torch.tensor(env.ref_logp2d)
-    loss = torch.zeros((), dtype=torch.float64)
-    if code >= 0:
-        if source == _engine.ONLINE:
-            pi = np.exp(lp_np)
-            W = 2.0 * rho[:, None, None] * pi[:, :, None] * pi[:, None, :] * P
-        spec = get_pair_loss(obj.pair_loss_name)
-        params = {k: obj.params[k] for k in spec.defaults if k in obj.params}
-        loss = loss + population_loss(obj.pair_loss_name, lp, rlp, W, **params)
-    loss = loss - (torch.tensor(C) * lp).sum()
-    pi_t = lp.exp()
-    w = torch.tensor(rho)[:, None] * pi_t
-    loss = loss + kl_coef * (w * (lp - rlp)).sum() - reward_coef * (w * torch.tensor(R)).sum()
-    return loss
+    terms = obj.terms(env, data, lp.detach().numpy())
+    return frozen_loss_torch(obj, env, terms, lp)
 
 
 @pytest.mark.parametrize("name,params,needs_data", OBJECTIVES, ids=IDS)
@@ -73,8 +65,11 @@ def test_gradient_matches_torch_autograd(name, params, needs_data):
     assert _relmax(grad, logits_t.grad.numpy()) <= 1e-10
 
 
-FD_CASES = [c for c in OBJECTIVES if c[0] in ("sigmoid", "ipo", "nca_pair", "best_of_n", "awr",
-                                              "rlhf", "hypo") or c[1].get("mode") == "offline"]
+# objectives whose loss is a function of the logits alone (WPO's weights and KTO's z0 are held fixed)
+FD_CASES = [c for c in OBJECTIVES if (c[0] in ("sigmoid", "ipo", "nca_pair", "best_of_n", "awr",
+                                               "rlhf", "hypo", "rpo", "mpo", "apo_zero_unpaired")
+                                      or c[1].get("mode") == "offline")
+            and not c[1].get("use_weighting")]
 
 
 @pytest.mark.parametrize("name,params,needs_data", FD_CASES,

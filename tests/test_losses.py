@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hypothesis_profiles import examples
 
 from coverage_sim import _pair_kernels as pk
-from coverage_sim.losses import PAIR_LOSSES, get_pair_loss, pair_loss, population_loss
+from coverage_sim.losses import (F_DIVERGENCE_TYPES, PAIR_LOSSES, get_pair_loss,
+                                 ld_sequence_logps, pair_loss, population_loss)
 
 TRL_LOSS_TYPES = ["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
                   "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft",
@@ -57,7 +58,7 @@ def test_codes_match_kernel_constants():
     assert {n: s.code for n, s in PAIR_LOSSES.items()} == expected
     for i, name in enumerate(TRL_LOSS_TYPES):
         assert getattr(pk, name.upper()) == i
-    assert pk.N_CODES == 15 and pk.N_PRM == 4
+    assert pk.N_CODES == 15 and pk.N_PRM == 7
 
 
 def test_flags():
@@ -88,11 +89,17 @@ def test_defaults_and_pack():
     assert dict(get_pair_loss("hinge").defaults) == {"beta": 0.1}
     assert dict(get_pair_loss("discopop").defaults) == {"beta": 0.1, "discopop_tau": 0.05}
     assert dict(get_pair_loss("sigmoid_norm").defaults) == {"beta": 0.1, "length": 1.0}
-    np.testing.assert_array_equal(get_pair_loss("exo_pair").pack({}), [0.1, 1e-3, 1.0, 0.05])
+    np.testing.assert_array_equal(get_pair_loss("exo_pair").pack({}),
+                                  [0.1, 1e-3, 1.0, 0.05, 0.0, 0.5, 0.0])
     np.testing.assert_array_equal(get_pair_loss("ipo").pack({"beta": 2, "length": 3}),
-                                  [2.0, 0.0, 3.0, 0.05])
+                                  [2.0, 0.0, 3.0, 0.05, 0.0, 0.5, 0.0])
     prm = get_pair_loss("discopop").pack({"discopop_tau": 0.3})
-    assert prm.dtype == np.float64 and prm.shape == (4,) and prm[pk.P_DISCOPOP_TAU] == 0.3
+    assert prm.dtype == np.float64 and prm.shape == (7,) and prm[pk.P_DISCOPOP_TAU] == 0.3
+    prm = get_pair_loss("sigmoid").pack({"f_divergence_type": "alpha_divergence",
+                                         "f_alpha_divergence_coef": 0.3, "use_weighting": True})
+    assert (prm[pk.P_DIVERGENCE], prm[pk.P_ALPHA_COEF], prm[pk.P_USE_WEIGHTING]) == (
+        pk.ALPHA_DIVERGENCE, 0.3, 1.0)
+    assert [pk.DIVERGENCE_CODES[d] for d in F_DIVERGENCE_TYPES] == [0, 1, 2, 3]
     assert get_pair_loss("robust").validate_params({"beta": 1}) == {"beta": 1.0,
                                                                    "label_smoothing": 0.0}
 
@@ -469,3 +476,217 @@ def test_population_loss_of_empty_weights_is_zero(name):
     loss = population_loss(name, lpt, torch.tensor(lp), np.zeros((1, 2, 2)))
     loss.backward()
     assert loss.item() == 0.0 and (lpt.grad == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# TRL's per-pair formulas, written out from trl/trainer/dpo_trainer.py (DPOTrainer._compute_loss,
+# huggingface/trl commit f2cd57710ae345ea6428ae95363267fcf38a3dc8), compared elementwise.
+
+F = torch.nn.functional
+
+
+def _trl_scores(f_divergence_type, coef, chosen_logratios, rejected_logratios):
+    """TRL's f-divergence block, verbatim in structure (float64: TRL has no float64 clamp entry,
+    so the float32 clamp at 80 is applied here and the test data keep (a - 1) u below it)."""
+    if f_divergence_type == "reverse_kl":
+        return chosen_logratios, rejected_logratios
+    if f_divergence_type == "forward_kl":
+        return -torch.exp(-chosen_logratios), -torch.exp(-rejected_logratios)
+    if f_divergence_type == "js_divergence":
+        return F.logsigmoid(chosen_logratios), F.logsigmoid(rejected_logratios)
+    if abs(coef - 1.0) < 1e-6:
+        return chosen_logratios, rejected_logratios
+    c = 1.0 / (coef - 1.0)
+    t_chosen = torch.clamp((coef - 1.0) * chosen_logratios, max=80.0)
+    t_rejected = torch.clamp((coef - 1.0) * rejected_logratios, max=80.0)
+    return torch.exp(t_chosen) * c, torch.exp(t_rejected) * c
+
+
+def _trl_per_sequence_loss(loss_type, chosen_logps, rejected_logps, ref_chosen_logps,
+                           ref_rejected_logps, beta=0.1, label_smoothing=0.0, length=1.0,
+                           discopop_tau=0.05, f_divergence_type="reverse_kl",
+                           f_alpha_divergence_coef=0.5):
+    chosen_logratios = chosen_logps - ref_chosen_logps
+    rejected_logratios = rejected_logps - ref_rejected_logps
+    chosen_scores, rejected_scores = _trl_scores(f_divergence_type, f_alpha_divergence_coef,
+                                                 chosen_logratios, rejected_logratios)
+    delta_score = chosen_scores - rejected_scores
+    eps = label_smoothing
+    if loss_type == "sigmoid":
+        return -F.logsigmoid(beta * delta_score)
+    if loss_type == "hinge":
+        return torch.relu(1 - beta * delta_score)
+    if loss_type == "ipo":
+        return (chosen_scores / length - rejected_scores / length - 1 / (2 * beta)) ** 2
+    if loss_type == "exo_pair":
+        qw, log_qw = torch.sigmoid(beta * delta_score), F.logsigmoid(beta * delta_score)
+        ql, log_ql = torch.sigmoid(-beta * delta_score), F.logsigmoid(-beta * delta_score)
+        return qw * (log_qw - math.log1p(-eps)) + ql * (log_ql - math.log(eps))
+    if loss_type == "nca_pair":
+        cr, rr = beta * chosen_scores, beta * rejected_scores
+        return -F.logsigmoid(cr) - 0.5 * F.logsigmoid(-cr) - 0.5 * F.logsigmoid(-rr)
+    if loss_type == "robust":
+        clean = -(1 - eps) * F.logsigmoid(beta * delta_score)
+        flipped = -eps * F.logsigmoid(-beta * delta_score)
+        return (clean - flipped) / (1 - 2 * eps)
+    if loss_type == "bco_pair":
+        return -F.logsigmoid(beta * chosen_scores) - F.logsigmoid(-beta * rejected_scores)
+    if loss_type == "sppo_hard":
+        return (chosen_scores - 0.5 / beta) ** 2 + (rejected_scores + 0.5 / beta) ** 2
+    if loss_type in ("aot", "aot_unpaired"):
+        if loss_type == "aot":
+            delta = (torch.sort(chosen_logps - rejected_logps, dim=0)[0]
+                     - torch.sort(ref_chosen_logps - ref_rejected_logps, dim=0)[0])
+        else:
+            delta = (torch.sort(chosen_logratios, dim=0)[0]
+                     - torch.sort(rejected_logratios, dim=0)[0])
+        return -F.logsigmoid(beta * delta) * (1 - eps) - F.logsigmoid(-beta * delta) * eps
+    if loss_type == "apo_zero":
+        return (1 - torch.sigmoid(beta * chosen_logratios)) + torch.sigmoid(beta * rejected_logratios)
+    if loss_type == "apo_down":
+        return torch.sigmoid(beta * chosen_logratios) + (1 - torch.sigmoid(beta * delta_score))
+    if loss_type == "discopop":
+        logits = delta_score * beta
+        m = torch.sigmoid(logits / discopop_tau)
+        return -F.logsigmoid(logits) * (1 - m) + torch.exp(-logits) * m
+    if loss_type == "sft":
+        return (-chosen_logps).mean().expand(chosen_logps.shape[0])   # one-token cross-entropy
+    if loss_type == "sigmoid_norm":
+        return -F.logsigmoid(beta * (chosen_scores / length - rejected_scores / length))
+    raise AssertionError(loss_type)
+
+
+_TRL_DIVERGENCES = [("reverse_kl", 0.5), ("forward_kl", 0.5), ("js_divergence", 0.5),
+                    ("alpha_divergence", 0.5), ("alpha_divergence", 0.2),
+                    ("alpha_divergence", 1.7), ("alpha_divergence", 1.0)]
+
+
+@pytest.mark.parametrize("div,coef", _TRL_DIVERGENCES)
+@pytest.mark.parametrize("name", TRL_LOSS_TYPES)
+def test_pair_loss_matches_trl_formula_with_divergence(name, div, coef):
+    rng = np.random.default_rng(21)
+    args = [rng.normal(size=40) * 3 for _ in range(4)]
+    params = {k: v for k, v in PARAMS[name].items()}
+    if name == "sigmoid":
+        params.pop("label_smoothing")   # TRL HEAD's sigmoid has no label smoothing (that is cdpo)
+    divergence = dict(f_divergence_type=div, f_alpha_divergence_coef=coef)
+    if PAIR_LOSSES[name].divergence_scope == "none" and div != "reverse_kl":
+        with pytest.raises(ValueError, match="f_divergence_type"):
+            pair_loss(name, *args, **params, **divergence)
+        return
+    u = np.concatenate([args[0] - args[2], args[1] - args[3]])
+    assert ((coef - 1.0) * u).max() < 80.0   # TRL's float32 clamp does not bind
+    ours = pair_loss(name, *args, **params, **divergence)
+    trl = _trl_per_sequence_loss(name, *(torch.tensor(a) for a in args), **params, **divergence)
+    if name == "sft":   # TRL expands the batch-mean cross-entropy; ours is per pair
+        ours = np.full_like(ours, ours.mean())
+    trl = trl.numpy()
+    assert np.isfinite(ours).all()
+    # TRL's discopop evaluates exp(-beta delta) * sigma(beta delta / tau), which is inf * 0 = NaN
+    # once beta delta < -709 (reachable at moderate log-ratios with forward KL scores); ours is the
+    # stable form. Everywhere else the two agree.
+    ok = np.isfinite(trl)
+    assert ok.all() or name == "discopop"
+    np.testing.assert_allclose(ours[ok], trl[ok], rtol=1e-12, atol=1e-12)
+
+
+def test_combined_loss_matches_trl_weighted_sum():
+    # MPO: TRL loss = sum_c loss_weight_c * per_sequence_loss_c.mean().
+    import coverage_sim as cs
+    rng = np.random.default_rng(5)
+    args = [rng.normal(size=30) for _ in range(4)]
+    obj = cs.objective("mpo", beta=0.4, f_divergence_type="js_divergence")
+    trl = sum(w * _trl_per_sequence_loss(n, *(torch.tensor(a) for a in args), beta=0.4,
+                                         f_divergence_type="js_divergence").mean()
+              for n, w in zip(("sigmoid", "bco_pair", "sft"), (0.8, 0.2, 1.0)))
+    assert obj.pair_loss(*args).mean() == pytest.approx(trl.item(), rel=1e-13)
+
+
+def _trl_ld_logps(per_token_logps, completion_mask, ld_alpha):
+    """TRL's LD-DPO aggregation, verbatim in structure: the batch is [chosen; rejected]."""
+    comp_pos = completion_mask.cumsum(dim=1)
+    comp_lens = completion_mask.sum(dim=1).long()
+    chosen_lens, rejected_lens = comp_lens.chunk(2, dim=0)
+    shared_lens = torch.minimum(chosen_lens, rejected_lens)
+    shared_lens = torch.cat([shared_lens, shared_lens], dim=0)
+    shared_mask = (comp_pos > 0) & (comp_pos <= shared_lens.unsqueeze(1))
+    tail_mask = comp_pos > shared_lens.unsqueeze(1)
+    per_token_logps = per_token_logps.masked_fill(completion_mask == 0, 0.0)
+    shared_logps = (per_token_logps * shared_mask).sum(dim=1)
+    tail_logps = (per_token_logps * tail_mask).sum(dim=1)
+    return (shared_logps + ld_alpha * tail_logps).chunk(2, dim=0)
+
+
+@pytest.mark.parametrize("ld_alpha", [0.0, 0.3, 1.0])
+def test_ld_sequence_logps_match_trl_on_unequal_lengths(ld_alpha):
+    rng = np.random.default_rng(8)
+    B, T = 16, 12
+    masks, logps = [], []
+    for _ in range(2):   # chosen, rejected: prompt of 1-3 tokens, completion of 1-9, padding
+        m = np.zeros((B, T))
+        for b in range(B):
+            start = rng.integers(1, 4)
+            m[b, start:start + rng.integers(1, 10)] = 1.0
+        masks.append(m)
+        logps.append(-rng.exponential(size=(B, T)))
+    lengths = [m.sum(1) for m in masks]
+    assert (lengths[0] != lengths[1]).sum() >= B // 2   # unequal lengths, both ways
+    ours = ld_sequence_logps(logps[0], masks[0], logps[1], masks[1], ld_alpha)
+    trl = _trl_ld_logps(torch.tensor(np.concatenate(logps)), torch.tensor(np.concatenate(masks)),
+                        ld_alpha)
+    for a, b in zip(ours, trl):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-14)
+    ours_t = ld_sequence_logps(*(torch.tensor(a) for a in (logps[0], masks[0], logps[1],
+                                                          masks[1])), ld_alpha)
+    for a, b in zip(ours_t, trl):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-14)
+    # the LD-DPO per-pair loss is pair_loss on these sequence log-probs
+    ref = [-rng.exponential(size=B) * 5 for _ in range(2)]
+    np.testing.assert_allclose(
+        pair_loss("sigmoid", *ours, *ref, beta=0.2),
+        _trl_per_sequence_loss("sigmoid", *trl, *(torch.tensor(r) for r in ref), beta=0.2).numpy(),
+        rtol=1e-13)
+    # ld_alpha = 1, or equal lengths, is the plain sum (LD-DPO = DPO)
+    plain = ld_sequence_logps(logps[0], masks[0], logps[0], masks[0], ld_alpha)
+    np.testing.assert_allclose(plain[0], (logps[0] * masks[0]).sum(1), rtol=1e-14)
+    if ld_alpha < 1.0:
+        longer = lengths[0] > lengths[1]
+        assert (ours[0][longer] > (logps[0] * masks[0]).sum(1)[longer]).all()
+
+
+DIVERGENCE_INVALID = [
+    ("sigmoid", dict(f_divergence_type="kl"), "f_divergence_type"),
+    ("ipo", dict(f_divergence_type=None), "f_divergence_type"),
+    ("sigmoid", dict(f_alpha_divergence_coef=float("nan")), "f_alpha_divergence_coef"),
+    ("sigmoid", dict(f_alpha_divergence_coef="half"), "f_alpha_divergence_coef"),
+    ("sft", dict(f_divergence_type="forward_kl"), "no effect"),
+    ("aot", dict(f_divergence_type="js_divergence"), "no effect"),
+    ("apo_zero", dict(f_divergence_type="alpha_divergence"), "no effect"),
+    ("sigmoid", dict(use_weighting=True), "population_loss"),
+]
+
+
+@pytest.mark.parametrize("name,params,message", DIVERGENCE_INVALID)
+def test_invalid_modifiers(name, params, message):
+    with pytest.raises(ValueError, match=message):
+        pair_loss(name, np.zeros(2), 0.0, 0.0, 0.0, **params)
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("aot", True, "sorts the batch"), ("aot_unpaired", True, "sorts the batch"),
+    ("sft", True, "not modelled"), ("sigmoid", 1, "True or False"),
+    ("ipo", "yes", "True or False")])
+def test_invalid_use_weighting(name, value, message):
+    lp = np.log(np.array([[0.5, 0.5]]))
+    W = np.array([[[0.0, 1.0], [0.0, 0.0]]])
+    with pytest.raises(ValueError, match=message):
+        population_loss(name, lp, lp, W, use_weighting=value)
+    with pytest.raises(ValueError, match=message):
+        get_pair_loss(name).pack({"use_weighting": value})
+
+
+def test_ld_alpha_out_of_range():
+    with pytest.raises(ValueError, match="ld_alpha"):
+        ld_sequence_logps(np.zeros((1, 2)), np.ones((1, 2)), np.zeros((1, 2)), np.ones((1, 2)), 1.5)
+    with pytest.raises(ValueError, match="shape"):
+        ld_sequence_logps(np.zeros((1, 2)), np.ones((1, 3)), np.zeros((1, 2)), np.ones((1, 2)), 0.5)

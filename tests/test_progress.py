@@ -52,21 +52,34 @@ def test_no_bar_on_stderr_in_tests_even_for_long_estimates(monkeypatch, capsys):
     assert "train rlhf" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "ipo", "online_dpo", "rlhf", "iterative_dpo"])
-def test_chunked_runs_behind_a_bar_give_the_same_bits(monkeypatch, name):
+CHUNKED = [("sigmoid", {}), ("ipo", {}), ("online_dpo", {}), ("rlhf", {}), ("iterative_dpo", {}),
+           ("kto", {}), ("nash_md", {}), ("xpo", {}), ("rpo", {}),
+           # TR-DPO: the moving reference must carry over chunk boundaries with Adam's state
+           ("sigmoid", dict(sync_ref_model=True, ref_model_sync_steps=7)),
+           ("ipo", dict(sync_ref_model=True, ref_model_sync_steps=1, ref_model_mixup_alpha=1.0))]
+
+
+@pytest.mark.parametrize("name,extra", CHUNKED,
+                         ids=[f"{n}-{'-'.join(map(str, e.values()))}" for n, e in CHUNKED])
+def test_chunked_runs_behind_a_bar_give_the_same_bits(monkeypatch, name, extra):
     """With a bar the fused loop runs in chunks that carry Adam's state; nothing may change."""
     monkeypatch.setattr(train_module, "_CHUNK_SECONDS", 1e-7)  # a chunk of a step or two
     env = cs.random_bandit(30, n_contexts=2, seed=1)
-    obj = cs.objective(name, beta=0.5)
+    obj = cs.objective(name, beta=0.5, **extra)
     data = cs.offline_pairs(env, env.ref) if obj.needs_data else None
     whole = cs.train(env, obj, data, steps=60, lr=0.05, progress=False)
     chunked = cs.train(env, obj, data, steps=60, lr=0.05, progress=True)
     assert whole.history.equals(chunked.history)
     np.testing.assert_array_equal(whole.params, chunked.params)
+    if obj.ref_sync is not None:
+        np.testing.assert_array_equal(whole.references, chunked.references)
+        assert not np.array_equal(whole.references[-1], whole.references[0])
     if name != "iterative_dpo":
         many = cs.train_many(env, [obj, obj], data, steps=60, lr=[0.05, 0.1], progress=False)
         many_chunked = cs.train_many(env, [obj, obj], data, steps=60, lr=[0.05, 0.1],
                                      progress=True)
         for a, b in zip(many, many_chunked):
             assert a.history.equals(b.history)
+            if obj.ref_sync is not None:
+                np.testing.assert_array_equal(a.references, b.references)
         assert many[0].history.equals(whole.history)

@@ -72,7 +72,8 @@ def test_objective_registry_entry_cites_a_paper_and_states_a_convention(name):
     obj = cs.objective(name)
     assert obj.needs_data == spec.needs_data or name == "vpo"
     if spec.family == "offline pairwise":
-        assert obj.pair_loss_name in cs.PAIR_LOSSES
+        assert obj.loss_types and all(n in cs.PAIR_LOSSES for n in obj.loss_types)
+        assert len(obj.loss_weights) == len(obj.loss_types)
 
 
 @pytest.mark.parametrize("name", sorted(cs.PAIR_LOSSES))

@@ -119,8 +119,8 @@ def test_sparse_pairwise_on_the_population_equals_the_population_kernel(name, k)
     loss_pop = pk.population_pairwise(spec.code, prm, lp, rlp, W, g_pop)
     x, i, j = (a.astype(np.int64) for a in np.nonzero(W))
     g_sparse = np.zeros_like(lp)
-    loss_sparse = S.sparse_pairwise(spec.code, prm, lp, rlp, x, i, j,
-                                    np.ascontiguousarray(W[x, i, j]), x.size, g_sparse, True)
+    loss_sparse = S.sparse_pairwise(np.array([spec.code]), prm[None, :], np.ones(1), lp, rlp, x,
+                                    i, j, np.ascontiguousarray(W[x, i, j]), x.size, g_sparse, True)
     assert abs(loss_sparse - loss_pop) <= 1e-12 * abs(loss_pop)
     assert _relmax(g_sparse, g_pop) <= 1e-12
 
@@ -142,6 +142,17 @@ TERM_CASES = [
     ("iterative_dpo", dict(beta=0.5, n=3), False, {}),
     ("vpo", dict(beta=0.5, alpha=0.7), False, {}),
     ("vpo", dict(beta=0.5, alpha=0.7, mode="offline"), True, {}),
+    ("rpo", dict(beta=0.5), True, {}),
+    ("mpo", dict(beta=0.5), True, {}),
+    (["ipo", "hinge"], dict(beta=0.5, loss_weights=[1.0, 0.5]), True, {}),
+    ("sigmoid", dict(beta=0.5, f_divergence_type="forward_kl"), True, {}),
+    ("nca_pair", dict(beta=0.5, f_divergence_type="js_divergence", use_weighting=True), True, {}),
+    ("kto", dict(beta=0.5, undesirable_weight=1.5), True, {}),
+    ("kto", dict(beta=0.5), True, dict(kl_estimator="k1")),   # on the population, z0 is exact
+    ("apo_zero_unpaired", dict(beta=0.5), True, {}),
+    ("nash_md", dict(beta=0.5, mixture_coef=0.3), False, {}),
+    ("xpo", dict(beta=0.5, alpha=0.2), False, {}),
+    ("xpo", dict(beta=0.5, alpha=0.2, loss_type="ipo", labels="bradley_terry"), False, {}),
 ]
 
 

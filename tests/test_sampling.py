@@ -8,6 +8,8 @@ sampled training; ``train`` as the oracle of ``train_many``; hand-built batches 
 
 from __future__ import annotations
 
+import itertools
+
 import numba
 import numpy as np
 import pytest
@@ -28,6 +30,10 @@ ENV = cs.Bandit(reward=[[1.0, 0.3, 0.3, -0.5, -1.0], [0.2, 0.9, -0.4, 0.9, 0.0]]
                 context_weights=[0.35, 0.65], name="test-2x5")
 LOGITS = np.log(ENV.ref) + np.array([[0.8, -0.5, 0.3, -0.9, 0.4], [-0.6, 0.7, 0.2, -0.3, 0.9]])
 DATA = cs.offline_pairs(ENV, ENV.ref, labels="bradley_terry")
+# Unpaired data from a behaviour policy tilted towards where LOGITS put more mass than ENV.ref, so
+# that KTO's reference point z0 = E_mismatched log pi/pi_ref is positive at LOGITS (not clamped).
+_TILT = np.exp(5.0 * (LOGITS - np.log(ENV.ref)))
+KTO_DATA = cs.unpaired_data(ENV, _TILT / _TILT.sum(axis=1, keepdims=True), labels="bradley_terry")
 
 
 def monte_carlo_agrees(objective, exact, data=None, batch_size=4, seed=0, scale=1.0,
@@ -75,6 +81,26 @@ UNBIASED = [
     ("hypo", dict(beta=0.5, lam=1.0), True, dict(kl_estimator="exact")),
     ("vpo", dict(beta=0.5, alpha=1.0), False, {}),
     ("vpo", dict(beta=0.5, alpha=1.0, mode="offline"), True, {}),
+    # TRL's list-valued loss types, f-divergences and WPO: the exact per-pair layer on each pair
+    ("rpo", dict(beta=0.5), True, {}),
+    ("mpo", dict(beta=0.5), True, {}),
+    (["exo_pair", "nca_pair"], dict(beta=0.5, loss_weights=[0.3, 1.0], use_weighting=True), True,
+     {}),
+    ("sigmoid", dict(beta=0.5, f_divergence_type="js_divergence"), True, {}),
+    ("bco_pair", dict(beta=0.5, f_divergence_type="alpha_divergence",
+                      f_alpha_divergence_coef=0.3), True, {}),
+    ("apo_down", dict(beta=0.5, f_divergence_type="forward_kl"), True, {}),
+    ("sigmoid", dict(beta=0.5, use_weighting=True), True, {}),
+    # KTO with the exact reference point (z0 > 0 at LOGITS on KTO_DATA), on unpaired and paired data
+    ("kto", dict(beta=2.0, desirable_weight=1.3), KTO_DATA, {}),
+    ("kto", dict(beta=2.0), True, {}),
+    ("apo_zero_unpaired", dict(beta=2.0, undesirable_weight=0.7), KTO_DATA, {}),
+    ("nash_md", dict(beta=0.5), False, {}),
+    ("nash_md", dict(beta=0.5, mixture_coef=0.8, labels="deterministic", label_noise=0.1), False,
+     {}),
+    ("xpo", dict(beta=0.5, alpha=0.3), False, {}),                    # ties go to the policy
+    ("xpo", dict(beta=0.5, alpha=0.3, loss_type="ipo", labels="bradley_terry", label_noise=0.1),
+     False, {}),
 ]
 
 
@@ -82,7 +108,7 @@ UNBIASED = [
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(UNBIASED)])
 def test_unbiased_estimators_average_to_the_exact_gradient(name, params, needs_data, estimator):
     obj = cs.objective(name, **params)
-    data = DATA if needs_data else None
+    data = DATA if needs_data is True else (needs_data or None)
     _, exact = cs.gradient(ENV, obj, LOGITS, data)
     agrees, zmax = monte_carlo_agrees(obj, exact, data, **estimator)
     assert agrees, f"largest z = {zmax:.2f}"
@@ -149,6 +175,53 @@ def test_exact_bias_of_kl_estimators_is_the_documented_one():
     np.testing.assert_allclose(k3_loss, reward_only + forward_kl_grad, rtol=1e-12, atol=1e-15)
 
 
+def _exact_mean_of_kto_batches(obj, batch_size, reference_point):
+    """The exact expectation of KTO's sampled gradient at LOGITS on KTO_DATA: every ordered tuple of
+    ``batch_size`` examples with its probability, each evaluated as a Batch (mismatched pairs: the
+    tuple rotated by one, TRL's KL dataset, or the data's exact mismatched law)."""
+    U = np.stack([KTO_DATA.desirable, KTO_DATA.undesirable])
+    lab, xs, ys = np.nonzero(U)
+    probs = U[lab, xs, ys]
+    est = Estimator(kl_estimator=reference_point).resolve(obj)
+    mx, my = np.nonzero(KTO_DATA.mismatched)
+    mean = np.zeros(ENV.shape)
+    for tup in itertools.product(range(probs.size), repeat=batch_size):
+        t = np.array(tup)
+        rotated = np.roll(t, 1)
+        if reference_point == "k1":
+            mis = dict(mismatched_context=xs[t], mismatched_response=ys[rotated],
+                       mismatched_weight=np.full(batch_size, 1.0 / batch_size))
+        else:
+            mis = dict(mismatched_context=mx, mismatched_response=my,
+                       mismatched_weight=KTO_DATA.mismatched[mx, my])
+        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
+        batch = cs.Batch(empty_i, empty_i, empty_i, empty_f, empty_i, empty_i, empty_f, empty_i,
+                         empty_i, empty_f, empty_f, empty_f, batch_size, 0, est,
+                         unpaired_context=xs[t], unpaired_response=ys[t],
+                         unpaired_desirable=(lab[t] == 0).astype(np.int64),
+                         unpaired_weight=np.full(batch_size, 1.0 / batch_size), **mis)
+        mean += np.prod(probs[t]) * cs.batch_gradient(ENV, obj, LOGITS, batch)[1]
+    return mean
+
+
+def test_kto_reference_point_exact_is_unbiased_and_trls_batch_estimate_is_not():
+    obj = cs.objective("kto", beta=2.0)
+    lp = cs.sampling.logits_to_logp(ENV, LOGITS)
+    assert (KTO_DATA.mismatched * (lp - ENV.ref_logp2d)).sum() > 0.02   # z0 is not clamped
+    _, exact = cs.gradient(ENV, obj, LOGITS, KTO_DATA)
+    mean_exact = _exact_mean_of_kto_batches(obj, 2, "exact")
+    np.testing.assert_allclose(mean_exact, exact, rtol=1e-12, atol=1e-15)
+    # TRL's z0 = max(0, batch mean of the rotated pairs) enters the loss nonlinearly: biased
+    mean_k1 = _exact_mean_of_kto_batches(obj, 2, "k1")
+    bias = np.linalg.norm(mean_k1 - exact) / np.linalg.norm(exact)
+    assert bias > 0.01, bias
+    # and the sampler draws what the enumeration integrates: its Monte Carlo mean is mean_k1
+    _, grads = cs.sampled_gradients(ENV, obj, LOGITS, KTO_DATA, batch_size=2, draws=N_DRAWS,
+                                    seed=0, kl_estimator="k1")
+    se = grads.std(axis=0, ddof=1) / np.sqrt(N_DRAWS)
+    assert np.all(np.abs(grads.mean(axis=0) - mean_k1) <= Z_MAX * se + 1e-15)
+
+
 # ------------------------------------------------------------------------------------------------
 # sampled training
 # ------------------------------------------------------------------------------------------------
@@ -171,6 +244,57 @@ def test_sampled_training_converges_to_the_exact_run_like_one_over_sqrt_batch(se
     assert -0.7 <= slope <= -0.3, (slope, rms)
 
 
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_sampled_tr_dpo_converges_to_the_exact_moving_reference_run(seed):
+    """TR-DPO in sampled mode: policy and moving reference approach the exact run like B^(-1/2)."""
+    env = cs.random_bandit(6, seed=seed, reward_scale=1.0, min_ref=0.02)
+    data = cs.offline_pairs(env, env.ref, labels="bradley_terry")
+    obj = cs.objective("sigmoid", beta=0.5, sync_ref_model=True, ref_model_sync_steps=5,
+                       ref_model_mixup_alpha=0.6)
+    kw = dict(steps=60, lr=0.5, optimizer="gd", record=[60])
+    exact = cs.train(env, obj, data, **kw)
+    sizes = np.array([16, 64, 256])
+    rms_policy, rms_ref = [], []
+    for b in sizes:
+        runs = cs.train_many([env] * 24, obj, data, seed=0, batch_size=int(b), **kw)
+        rms_policy.append(np.sqrt(np.mean([np.sum((r.policy - exact.policy) ** 2) for r in runs])))
+        rms_ref.append(np.sqrt(np.mean([np.sum((r.references[-1] - exact.references[-1]) ** 2)
+                                        for r in runs])))
+    for rms in (rms_policy, rms_ref):
+        slope = np.polyfit(np.log(sizes), np.log(rms), 1)[0]
+        assert -0.7 <= slope <= -0.3, (slope, rms)
+
+
+def test_sampled_tr_dpo_moves_its_reference_by_the_mixing_rule():
+    tau, alpha = 3, 0.6
+    obj = cs.objective("sigmoid", beta=0.5, sync_ref_model=True, ref_model_sync_steps=tau,
+                       ref_model_mixup_alpha=alpha)
+    kw = dict(steps=12, lr=0.1, batch_size=4, seed=2, record=list(range(13)))
+    run = cs.train(ENV, obj, DATA, **kw)
+    expected = ENV.ref
+    for s in range(13):
+        if s > 0 and s % tau == 0:   # after update s: normalise(pi_s^alpha pi_ref^(1 - alpha))
+            mixed = np.exp(alpha * np.log(run.snapshots[s]) + (1 - alpha) * np.log(expected))
+            expected = mixed / mixed.sum(axis=-1, keepdims=True)
+        np.testing.assert_allclose(run.references[s], expected, rtol=1e-10)
+    assert "kl_current_ref" in run.history and "samples" in run.history
+    # the reference enters the gradients: with no sync in range the run is sampled DPO bit for bit
+    plain = cs.train(ENV, cs.objective("sigmoid", beta=0.5), DATA, **kw)
+    never = cs.train(ENV, cs.objective("sigmoid", beta=0.5, sync_ref_model=True,
+                                       ref_model_sync_steps=100), DATA, **kw)
+    assert np.array_equal(never.snapshots, plain.snapshots)
+    assert not np.array_equal(run.snapshots, plain.snapshots)
+    # problem b of a batch is train(seed + b), reference included
+    other = cs.objective("sigmoid", beta=0.5, sync_ref_model=True, ref_model_sync_steps=5,
+                         ref_model_mixup_alpha=1.0)
+    batched = cs.train_many(ENV, [obj, other], DATA, **{**kw, "seed": 7})
+    for b, o in enumerate((obj, other)):
+        single = cs.train(ENV, o, DATA, **{**kw, "seed": 7 + b})
+        assert np.array_equal(batched[b].snapshots, single.snapshots)
+        assert np.array_equal(batched[b].references, single.references)
+
+
 def test_same_seed_same_history_other_seed_other_history():
     kw = dict(steps=40, lr=0.05, batch_size=8, estimator=dict(group_size=3))
     a = cs.train(ENV, "rlhf", seed=4, **kw)
@@ -183,7 +307,8 @@ def test_same_seed_same_history_other_seed_other_history():
 @pytest.mark.parametrize("name,data,estimator", [
     ("rlhf", None, dict(group_size=3, clip=0.2)), ("sigmoid", DATA, None),
     ("online_dpo", None, dict(pairs="all", group_size=3)), ("iterative_dpo", None, None),
-    ("best_of_n", DATA, None), ("vpo", None, None)])
+    ("best_of_n", DATA, None), ("vpo", None, None), ("kto", KTO_DATA, dict(kl_estimator="k1")),
+    ("kto", DATA, None), ("nash_md", None, None), ("xpo", None, None), ("mpo", DATA, None)])
 def test_train_many_equals_train_problem_by_problem_whatever_the_threads(name, data, estimator):
     kw = dict(steps=25, lr=0.05, batch_size=6, estimator=estimator, reuse=1 if name ==
               "iterative_dpo" else 2)
@@ -285,6 +410,20 @@ def test_estimator_defaults_are_the_unbiased_ones():
     assert Estimator().resolve(cs.objective("sigmoid")) == Estimator()
     exact_kl = Estimator(kl_estimator="exact").resolve(cs.objective("hypo"))
     assert exact_kl.kl_in is None and exact_kl.baseline == "none"
+    assert Estimator().resolve(cs.objective("kto")) == Estimator(kl_estimator="exact")
+    for name in ("rpo", "apo_zero_unpaired", "nash_md", "xpo"):
+        assert Estimator().resolve(cs.objective(name)) == Estimator()
+
+
+@pytest.mark.parametrize("name,data,samples,queries", [
+    ("nash_md", None, 2, 2),        # y ~ pi and y' ~ pi_mix, both scored
+    ("xpo", None, 2, 2),            # y ~ pi and y' ~ pi_ref, both scored
+    ("kto", DATA, 1, 0),            # one example each; its label comes with the data
+    ("rpo", DATA, 2, 0)])
+def test_new_objectives_count_their_draws(name, data, samples, queries):
+    run = cs.train(ENV, name, data, steps=3, lr=0.05, batch_size=5, record=[3])
+    assert run.history["samples"].iloc[-1] == 3 * 5 * samples
+    assert run.history["queries"].iloc[-1] == 3 * 5 * queries
 
 
 @pytest.mark.parametrize("objective,options,word", [
@@ -297,6 +436,13 @@ def test_estimator_defaults_are_the_unbiased_ones():
     ("rlhf", dict(group_size=1), "group_size"),
     ("online_dpo", dict(group_size=1), "group_size"),
     ("iterative_dpo", dict(group_size=4), "group_size"),
+    ("kto", dict(kl_estimator="k2"), "kl_estimator"),
+    ("kto", dict(baseline="rloo"), "baseline"),
+    ("apo_zero_unpaired", dict(kl_estimator="k1"), "kl_estimator"),
+    ("nash_md", dict(pairs="all"), "pairs"),
+    ("xpo", dict(group_size=4), "group_size"),
+    ("mpo", dict(clip=0.2), "clip"),
+    (["sigmoid", "sft"], dict(group_size=2), "group_size"),
 ])
 def test_options_an_objective_does_not_support_are_refused(objective, options, word):
     with pytest.raises(ValueError, match=word):

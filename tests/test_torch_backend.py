@@ -444,6 +444,16 @@ def test_invalid_inputs(env, data):
         train_sampled(env, "hypo", model=model, steps=1, lr=0.1)
     with pytest.raises(ValueError, match="proxy reward"):
         sampled_loss(cs.objective("rlhf", reward=np.zeros((2, 9))))
+    for obj in (cs.objective("rpo"), cs.objective("sigmoid", use_weighting=True),
+                cs.objective("sigmoid", sync_ref_model=True)):
+        with pytest.raises(ValueError, match="no sampled torch form"):
+            sampled_loss(obj)
+    for name in ("kto", "nash_md", "xpo"):
+        with pytest.raises(ValueError, match="no sampled form"):
+            sampled_loss(cs.objective(name))
+    # the f-divergence reaches the sampled per-pair loss
+    assert sampled_loss(cs.objective("ipo", f_divergence_type="js_divergence")).params[
+        "f_divergence_type"] == "js_divergence"
     with pytest.raises(ValueError, match="online"):
         train_sampled(env, "online_dpo", model=model, steps=1, lr=0.1, n_data=8)
     with pytest.raises(ValueError, match="batch_size"):

@@ -11,6 +11,7 @@ import pytest
 import coverage_sim as cs
 from coverage_sim import _dpo_fast, _engine
 from coverage_sim import metrics as M
+from coverage_sim.objectives import DPO_OPTIONS
 
 BASE_COLUMNS = ["step", "loss", "reward", "kl", "kl_ref", "entropy", "win_rate"]
 BETA_COLUMNS = ["tv_to_opt", "kl_to_opt"]
@@ -217,7 +218,7 @@ def test_config_records_seed_versions_and_objective_params(env, data):
     cfg = run.config
     assert cfg["seed"] == 11
     assert cfg["objective"] == "cdpo"
-    assert cfg["params"] == {"beta": 0.3, "label_smoothing": 0.1}
+    assert cfg["params"] == {"beta": 0.3, "label_smoothing": 0.1, **DPO_OPTIONS}
     assert cfg["optimizer"] == "gd" and cfg["lr"] == 0.02 and cfg["steps"] == 10
     assert cfg["record_steps"] == run.history["step"].tolist()
     assert cfg["data"]["labels"] == "bradley_terry" and cfg["data"]["n"] is None
@@ -523,3 +524,96 @@ def test_default_eval_pairs_are_the_reference_pairs_and_stop_above_1000(env, dat
     assert "ranking_accuracy" not in run.history
     asked = cs.train(big, "rlhf", steps=2, lr=0.1, metrics=["ranking_accuracy"])
     assert list(asked.history.columns) == ["step", "loss", "ranking_accuracy"]
+
+
+# ---------------------------------------------------------------- TR-DPO: a moving reference
+
+
+def _trdpo_by_hand(env, data, beta, tau, alpha, steps, lr, b1=0.9, b2=0.999, eps=1e-8,
+                   reset_adam=False):
+    """TR-DPO as TRL runs it, written out: Adam on the logits, and after every update whose
+    global_step % tau == 0 the reference model's parameters become alpha theta + (1 - alpha)
+    theta_ref (SyncRefModelCallback._sync_target_model: mul_(1 - alpha).add_(theta, alpha)). The
+    reference model starts at the logits log env.ref; its policy is their softmax."""
+    theta = env.ref_logp2d.copy()
+    theta_ref = env.ref_logp2d.copy()
+    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    refs, t0 = [], 0
+    obj = cs.objective("sigmoid", beta=beta)
+    for s in range(steps):
+        ref = np.exp(theta_ref - theta_ref.max(1, keepdims=True))
+        ref /= ref.sum(1, keepdims=True)
+        env_t = cs.Bandit(reward=env.reward, ref=ref.reshape(env.ref.shape),
+                          context_weights=env.context_weights)
+        lp = theta - theta.max(1, keepdims=True)
+        lp -= np.log(np.exp(lp).sum(1, keepdims=True))
+        _, g_lp = obj.loss_and_grad(env_t, lp, data)
+        g = g_lp.reshape(theta.shape) - np.exp(lp) * g_lp.reshape(theta.shape).sum(1, keepdims=True)
+        t = s + 1 - t0
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        theta = theta - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        if (s + 1) % tau == 0:
+            theta_ref = (1 - alpha) * theta_ref + alpha * theta
+            if reset_adam:
+                m, v, t0 = np.zeros_like(theta), np.zeros_like(theta), s + 1
+        refs.append(theta_ref.copy())
+    pi = np.exp(theta - theta.max(1, keepdims=True))
+    return pi / pi.sum(1, keepdims=True), refs
+
+
+@pytest.mark.parametrize("tau,alpha", [(1, 1.0), (7, 0.6), (5, 0.25)])
+def test_tr_dpo_matches_trl_parameter_mixing_loop(env, data, tau, alpha):
+    steps, lr, beta = 40, 0.05, 0.3
+    obj = cs.objective("sigmoid", beta=beta, sync_ref_model=True, ref_model_mixup_alpha=alpha,
+                       ref_model_sync_steps=tau)
+    assert obj.ref_sync == (tau, alpha)
+    run = cs.train(env, obj, data, steps=steps, lr=lr, record=list(range(steps + 1)))
+    pi, refs = _trdpo_by_hand(env, data, beta, tau, alpha, steps, lr)
+    np.testing.assert_allclose(run.policy, pi.reshape(env.ref.shape), rtol=1e-10, atol=1e-13)
+    for s in range(1, steps + 1):
+        ref = np.exp(refs[s - 1] - refs[s - 1].max(1, keepdims=True))
+        ref /= ref.sum(1, keepdims=True)
+        np.testing.assert_allclose(run.references[s], ref.reshape(env.ref.shape), rtol=1e-10,
+                                   atol=1e-13)
+    np.testing.assert_allclose(run.references[0], env.ref, rtol=1e-14)
+    # Adam's state carries over the syncs: resetting it (as iterative DPO does) is another run.
+    # (Not for tau = 1, alpha = 1: then h = 0 at every step, the gradient is the same constant
+    # drift each step, and Adam's bias-corrected step is lr * sign(g) either way.)
+    if (tau, alpha) != (1, 1.0):
+        pi_reset, _ = _trdpo_by_hand(env, data, beta, tau, alpha, steps, lr, reset_adam=True)
+        assert np.abs(pi_reset - pi).max() > 1e-6
+
+
+def test_tr_dpo_readouts_are_against_the_current_reference(env, data):
+    obj = cs.objective("sigmoid", beta=0.3, sync_ref_model=True, ref_model_sync_steps=10)
+    run = cs.train(env, obj, data, steps=60, lr=0.05, record=7)
+    hist = run.history
+    target = cs.optimal_policy(env, 0.3)
+    for r, ref in enumerate(run.references):
+        assert hist["kl_current_ref"].iloc[r] == pytest.approx(
+            float(M.kl_divergence(env, run.snapshots[r], ref)), rel=1e-12, abs=1e-15)
+        assert hist["coverage_current_ref"].iloc[r] == pytest.approx(
+            cs.concentrability(target, ref, env.context_weights), rel=1e-12)
+    assert hist["coverage_current_ref"].iloc[0] == pytest.approx(
+        cs.concentrability(target, env.ref, env.context_weights), rel=1e-14)
+    assert hist["coverage_current_ref"].iloc[-1] != hist["coverage_current_ref"].iloc[0]
+    # a fixed reference: no reference trajectory, no extra columns
+    plain = cs.train(env, cs.objective("sigmoid", beta=0.3), data, steps=60, lr=0.05, record=7)
+    assert plain.references is None and "kl_current_ref" not in plain.history
+
+
+def test_tr_dpo_without_a_sync_in_range_is_dpo_and_batches(env, data):
+    obj = cs.objective("sigmoid", beta=0.3, sync_ref_model=True, ref_model_sync_steps=1000)
+    a = cs.train(env, obj, data, steps=50, lr=0.05)
+    b = cs.train(env, cs.objective("sigmoid", beta=0.3), data, steps=50, lr=0.05)
+    np.testing.assert_array_equal(a.snapshots, b.snapshots)
+    np.testing.assert_allclose(a.references, np.broadcast_to(env.ref, a.references.shape),
+                               rtol=1e-14)
+    objs = [cs.objective("sigmoid", beta=0.3, sync_ref_model=True, ref_model_sync_steps=t,
+                         ref_model_mixup_alpha=al) for t, al in ((3, 0.5), (8, 1.0))]
+    batched = cs.train_many(env, objs, data, steps=50, lr=0.05)
+    for obj, run in zip(objs, batched):
+        single = cs.train(env, obj, data, steps=50, lr=0.05)
+        np.testing.assert_allclose(run.snapshots, single.snapshots, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(run.references, single.references, rtol=0, atol=1e-14)
