@@ -261,8 +261,8 @@ def plot(table: pd.DataFrame, config: IterativeConfig):
     """(a), (b) gold vs iteration at one unit's far and near peaks; (c) its far peak's gold vs KL:
     the online-DPO beta sweep against the VPO alpha sweep (the smaller-beta control); (d) the paired
     effects per unit (dots), mean and 95% CI."""
-    fig, axes = new_figure(ncols=4, width=2.6, height=3.4,
-                           gridspec_kw={"width_ratios": [1.0, 1.0, 1.0, 1.2]})
+    fig, axes = new_figure(ncols=4, width=2.7, height=3.4,
+                           gridspec_kw={"width_ratios": [1.0, 1.0, 1.0, 1.25]})
     unit = _shown_unit(config)
     peaks = {grp: p for i, grp, p in config.peaks() if i == unit}
     opt = table[table["method"] == OPTIMUM].pivot_table(index=["instance", "group"],
@@ -313,7 +313,7 @@ def plot(table: pd.DataFrame, config: IterativeConfig):
     if np.isfinite(control).all():
         shown.append(Effect("VPO − β-sweep front, far", tuple(control)))
     effect_axes(axes[0, 3], shown, "gold reward difference")
-    axes[0, 3].set_title("(d) per unit: mean, 95% CI")
+    axes[0, 3].set_title("(d) per unit, mean ± 95% CI")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=7)
     fig.suptitle(f"Tajwar bandit (100 arms), β = {config.beta:g}, sampled: {config.batch_size} "

@@ -243,15 +243,16 @@ def plot(table: pd.DataFrame, config: TangAblationConfig):
     keys = ("gap", "pairs, gold labels", "pairs, proxy labels", "pairs, noise-free gold",
             "labels, offline pairs", "label noise, offline pairs")
     rows = [effects[k] for k in keys]
-    labels = ["Tang's gap (online − offline)", "on-policy − offline pairs,\ngold labels",
-              "on-policy − offline pairs,\nproxy labels",
-              "on-policy − offline pairs,\nnoise-free gold", "proxy − gold labels,\noffline pairs",
-              "gold probabilities − draws,\noffline pairs"]
-    for a, b in (("online", "replay"), ("online", "quality"), ("on_policy", "offline"),
-                 ("online", "on_policy")):
+    labels = ["Tang's gap: online − offline", "pairs effect, gold labels",
+              "pairs effect, proxy labels", "pairs effect, gold probabilities",
+              "labels: proxy − gold, offline", "label noise, offline pairs"]
+    for a, b, label in (("online", "replay", "online − replay"),
+                        ("online", "quality", "online − quality"),
+                        ("on_policy", "offline", "more on-policy data − offline"),
+                        ("online", "on_policy", "online − more on-policy data")):
         w = matched_wins(table, [a, b])
         rows.append(Effect(f"{a} - {b}", tuple(w[a] - w[b])))
-        labels.append(f"{a} − {b}".replace("_", "-"))
+        labels.append(label)
     effect_axes(axes[0, 2], rows, "win-rate difference at matched KL", labels=labels)
     axes[0, 2].set_title("(c) per task: mean, 95% CI")
     return fig
