@@ -33,8 +33,8 @@ from coverage_sim.behavior import mixture, quality_mixture
 from coverage_sim.data import offline_pairs
 from coverage_sim.experiments.registry import Experiment, register
 from coverage_sim.experiments.tang.setting import (ARXIV, FAMILY, PAPER, SETUP, TangConfig,
-                                                    check_taus, final_points,
-                                                    matched_wins, optimum_frontier, pareto_axes,
+                                                    check_taus, final_points, first_unit, listed,
+                                                    matched_wins, optimum_rows, pareto_axes,
                                                     proxy_relabel, single_row, tang_instances,
                                                     tidy_runs, train_sweep, unit_keys, unit_rows)
 from coverage_sim.experiments.verdict import PARTLY, CheckResult, Effect, clause
@@ -141,12 +141,7 @@ def run(config: TangAblationConfig, seed: int) -> pd.DataFrame:
                                      win_rate(inst.env, mu)))
             frames.append(single_row(name, inst.index, config.tau_source, seed, 0, "mu_kl",
                                      kl_divergence(inst.env, mu, inst.env.ref)))
-    for inst in instances:
-        line = optimum_frontier(inst.env)
-        for metric in ("kl", "win_rate"):
-            frames.append(pd.DataFrame({"method": "optimum", "instance": inst.index,
-                                        "tau": line["tau"], "seed": seed, "step": 0,
-                                        "metric": metric, "value": line[metric]}))
+    frames.append(optimum_rows(instances, seed))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -216,18 +211,12 @@ def summary(table: pd.DataFrame, config: TangAblationConfig) -> str:
     return "\n".join(lines)
 
 
-def _first_unit(table):
-    keys = unit_keys(table)
-    first = table[table["method"] == "online"][keys].drop_duplicates().sort_values(keys).iloc[0]
-    return tuple(first) if len(keys) > 1 else first.iloc[0]
-
-
 def plot(table: pd.DataFrame, config: TangAblationConfig):
     """(a) one task: the five cells' frontiers and the optimum; (b) the same task: the data
     ablations against online and offline IPO; (c) paired effects per task (dots), mean and 95% CI."""
     fig, axes = new_figure(ncols=3, width=3.3, height=3.6,
                            gridspec_kw={"width_ratios": [1.0, 1.0, 1.25]})
-    unit, keys = _first_unit(table), unit_keys(table)
+    unit, keys = first_unit(table), unit_keys(table)
     optimum = unit_rows(final_points(table, "optimum"), keys, unit).sort_values("kl")
     pareto_axes(axes[0, 0], table, list(CELLS.values()), unit, optimum=optimum)
     axes[0, 0].set_title("(a) the 2x2 cells, one task")
@@ -258,9 +247,6 @@ def plot(table: pd.DataFrame, config: TangAblationConfig):
     return fig
 
 
-def _listed(values) -> str:
-    return "per task: " + ", ".join(f"{v:+.3f}" for v in values)
-
 
 def check(table: pd.DataFrame, config: TangAblationConfig) -> CheckResult:
     """Per unit (task, seed), win rates at matched KL; "above" means by more than ``min_gap``:
@@ -288,19 +274,19 @@ def check(table: pd.DataFrame, config: TangAblationConfig) -> CheckResult:
     beats = f"by more than {config.min_gap:g}"
     clauses = (
         clause("replay-lags", f"online IPO is above offline IPO on the replay of the online run's "
-               f"data {beats}", replay > config.min_gap, _listed(replay)),
+               f"data {beats}", replay > config.min_gap, listed(replay)),
         clause("quality-lags", f"online IPO is above offline IPO on higher-quality data {beats}",
-               quality > config.min_gap, _listed(quality)),
+               quality > config.min_gap, listed(quality)),
         clause("on-policy-data-helps", f"offline IPO on more on-policy data is above offline IPO "
-               f"on pi_ref data {beats}", helps > config.min_gap, _listed(helps)),
+               f"on pi_ref data {beats}", helps > config.min_gap, listed(helps)),
         clause("on-policy-data-short", f"online IPO stays above offline IPO on more on-policy data "
-               f"{beats}", short > config.min_gap, _listed(short)),
+               f"{beats}", short > config.min_gap, listed(short)),
         clause("pairs-carry-gap-gold", f"with gold labels, on-policy pairs beat offline pairs "
                f"{beats} (online IPO labelled by the gold model vs offline IPO on the "
-               f"gold-labelled data)", on_gold > config.min_gap, _listed(on_gold)),
+               f"gold-labelled data)", on_gold > config.min_gap, listed(on_gold)),
         clause("pairs-carry-gap-proxy", f"with proxy labels, on-policy pairs beat offline pairs "
                f"{beats} (online IPO vs offline IPO on the same n pairs relabelled by the proxy)",
-               on_proxy > config.min_gap, _listed(on_proxy)),
+               on_proxy > config.min_gap, listed(on_proxy)),
     )
     return CheckResult(clauses=clauses,
                        effect=Effect("win rate at matched KL, on-policy - offline pairs, both "

@@ -27,8 +27,7 @@ from coverage_sim.best_of_n import best_of_n_kl_bound, best_of_n_policy
 from coverage_sim.data import policy_pairs
 from coverage_sim.experiments.registry import Experiment, register
 from coverage_sim.experiments.tang.setting import (ARXIV, FAMILY, PAPER, SETUP, TangConfig,
-                                                    tang_instances,
-                                                    unit_keys)
+                                                    listed, tang_instances, unit_keys)
 from coverage_sim.experiments.verdict import PARTLY, CheckResult, Effect, clause
 from coverage_sim.metrics import kl_divergence, win_rate
 from coverage_sim.objectives import objective
@@ -184,9 +183,6 @@ def plot(table: pd.DataFrame, config: TangBestOf2Config):
     return fig
 
 
-def _listed(values) -> str:
-    return "per task: " + ", ".join(f"{v:+.3f}" for v in values)
-
 
 def check(table: pd.DataFrame, config: TangBestOf2Config) -> CheckResult:
     """Per unit (task, seed):
@@ -202,10 +198,10 @@ def check(table: pd.DataFrame, config: TangBestOf2Config) -> CheckResult:
     clauses = (
         clause("online-wins-at-matched-kl", f"online Best-of-2's win rate at matched KL (mean over "
                f"the KL range both training paths cover) is above offline Best-of-2's by more than "
-               f"{config.min_gap:g}", matched > config.min_gap, _listed(matched)),
+               f"{config.min_gap:g}", matched > config.min_gap, listed(matched)),
         clause("online-wins-at-end", f"online Best-of-2's final win rate is above the best win "
                f"rate offline Best-of-2 reaches by more than {config.min_gap:g}",
-               end > config.min_gap, _listed(end)),
+               end > config.min_gap, listed(end)),
     )
     return CheckResult(clauses=clauses,
                        effect=Effect("win rate at matched KL, online - offline Best-of-2",

@@ -26,7 +26,7 @@ from coverage_sim.data import offline_pairs
 from coverage_sim.env import Bandit
 from coverage_sim.experiments.registry import Experiment, register
 from coverage_sim.experiments.tang.setting import (ARXIV, FAMILY, PAPER, SETUP, TangConfig,
-                                                    sign_accuracy, single_row,
+                                                    listed, sign_accuracy, single_row,
                                                     tang_instances, train_sweep, unit_keys)
 from coverage_sim.experiments.verdict import PARTLY, CheckResult, Effect, clause
 from coverage_sim.objectives import objective
@@ -170,9 +170,6 @@ def _diff(late, metric, a, b) -> np.ndarray:
     return (late[(a, metric)] - late[(b, metric)]).to_numpy()
 
 
-def _listed(values) -> str:
-    return "per task: " + ", ".join(f"{v:+.3f}" for v in values)
-
 
 def check(table: pd.DataFrame, config: TangClassifierConfig) -> CheckResult:
     """Per unit (task, seed), means over the late checkpoints (steps >= late_fraction * steps):
@@ -190,10 +187,10 @@ def check(table: pd.DataFrame, config: TangClassifierConfig) -> CheckResult:
     clauses = (
         clause("offline-better-classifier", f"offline IPO classifies held-out gold pairs better "
                f"(accuracy of sign(h_pi), late mean) than online IPO, by more than "
-               f"{config.min_gap:g}", acc > config.min_gap, _listed(acc)),
+               f"{config.min_gap:g}", acc > config.min_gap, listed(acc)),
         clause("offline-worse-generator", f"offline IPO generates worse (gold win rate against "
                f"pi_ref, late mean) than online IPO, by more than {config.min_gap:g}",
-               win > config.min_gap, _listed(win)),
+               win > config.min_gap, listed(win)),
     )
     return CheckResult(clauses=clauses,
                        effect=Effect("accuracy of sign(h), offline - online IPO", tuple(acc)),

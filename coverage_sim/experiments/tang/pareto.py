@@ -27,11 +27,10 @@ from coverage_sim._validation import check_int
 from coverage_sim.experiments.policy_classes import check_policy_class
 from coverage_sim.experiments.registry import Experiment, register
 from coverage_sim.experiments.tang.setting import (ARXIV, FAMILY, METHOD_COLOURS, PAPER, SETUP,
-                                                    TangConfig, check_taus,
-                                                    final_points, frontier, matched_wins,
-                                                    optimum_frontier, pareto_axes, tang_instances,
-                                                    tidy_runs, train_sweep, unit_keys,
-                                                    unit_rows)
+                                                    TangConfig, check_taus, final_points,
+                                                    first_unit, frontier, listed, matched_wins,
+                                                    optimum_rows, pareto_axes, tang_instances,
+                                                    tidy_runs, train_sweep, unit_keys, unit_rows)
 from coverage_sim.experiments.verdict import PARTLY, CheckResult, Effect, clause
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import effect_axes, new_figure
@@ -84,12 +83,7 @@ def run(config: TangParetoConfig, seed: int) -> pd.DataFrame:
                           data=lambda inst: inst.data, **common)
     frames = [tidy_runs("online", instances, config.taus, online, seed, _METRICS),
               tidy_runs("offline", instances, config.taus, offline, seed, _METRICS)]
-    for inst in instances:
-        line = optimum_frontier(inst.env)
-        for metric in ("kl", "win_rate"):
-            frames.append(pd.DataFrame({"method": "optimum", "instance": inst.index,
-                                        "tau": line["tau"], "seed": seed, "step": 0,
-                                        "metric": metric, "value": line[metric]}))
+    frames.append(optimum_rows(instances, seed))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -105,18 +99,11 @@ def upper_half_gain(table: pd.DataFrame, method: str) -> pd.Series:
     return pd.Series(out)
 
 
-def _unit(table):
-    """The unit drawn in panel (a): the first task of the first seed."""
-    keys = unit_keys(table)
-    first = table[table["method"] == "online"][keys].drop_duplicates().sort_values(keys).iloc[0]
-    return tuple(first) if len(keys) > 1 else first.iloc[0]
-
-
 def plot(table: pd.DataFrame, config: TangParetoConfig):
     """(a) one task: the two tau-sweep frontiers, their checkpoints and the optimum frontier;
     (b) every task's frontiers; (c) the paired effects per task (dots) with mean and 95% CI."""
     fig, axes = new_figure(ncols=3, width=3.2, height=3.3)
-    unit = _unit(table)
+    unit = first_unit(table)
     keys = unit_keys(table)
     ax = axes[0, 0]
     optimum = final_points(table, "optimum")
@@ -145,9 +132,6 @@ def plot(table: pd.DataFrame, config: TangParetoConfig):
     return fig
 
 
-def _listed(values) -> str:
-    return "per task: " + ", ".join(f"{v:+.3f}" for v in values)
-
 
 def check(table: pd.DataFrame, config: TangParetoConfig) -> CheckResult:
     """Per unit (task, seed):
@@ -166,11 +150,11 @@ def check(table: pd.DataFrame, config: TangParetoConfig) -> CheckResult:
         clause("online-above-offline",
                f"online IPO's win rate at matched KL (mean over the KL range both tau sweeps "
                f"cover) is above offline IPO's by more than {config.min_gap:g}",
-               gap > config.min_gap, _listed(gap)),
+               gap > config.min_gap, listed(gap)),
         clause("offline-saturates",
                f"offline IPO's frontier saturates or declines at large KL: it gains less than "
                f"{config.min_gap:g} win rate over the upper half of its KL range",
-               gain < config.min_gap, _listed(gain)),
+               gain < config.min_gap, listed(gain)),
     )
     return CheckResult(clauses=clauses,
                        effect=Effect("win rate at matched KL, online - offline IPO", tuple(gap)),

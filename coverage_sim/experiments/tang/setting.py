@@ -69,10 +69,13 @@ __all__ = [
     "best_win_rate",
     "check_taus",
     "final_points",
+    "first_unit",
     "frontier",
     "ipo_optimum",
+    "listed",
     "matched_wins",
     "optimum_frontier",
+    "optimum_rows",
     "pareto_axes",
     "proxy_relabel",
     "sign_accuracy",
@@ -253,6 +256,18 @@ def optimum_frontier(env: Bandit, num: int = 60) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["tau", "kl", "win_rate"])
 
 
+def optimum_rows(instances, seed: int) -> pd.DataFrame:
+    """Each task's :func:`optimum_frontier` as table rows (``method = "optimum"``, step 0)."""
+    frames = []
+    for inst in instances:
+        line = optimum_frontier(inst.env)
+        for metric in ("kl", "win_rate"):
+            frames.append(pd.DataFrame({"method": "optimum", "instance": inst.index,
+                                        "tau": line["tau"], "seed": seed, "step": 0,
+                                        "metric": metric, "value": line[metric]}))
+    return pd.concat(frames, ignore_index=True)
+
+
 def proxy_relabel(env: Bandit, data: PairData, r_hat) -> PairData:
     """The same pairs as ``data`` with soft labels ``sigma(r_hat_i - r_hat_j)`` (a 2x2 cell).
 
@@ -366,6 +381,18 @@ def single_row(method, instance, tau, seed, step, metric, value) -> pd.DataFrame
 def unit_keys(table: pd.DataFrame) -> list[str]:
     """The columns that name one unit of a check: ``instance`` (when present) and ``seed``."""
     return [c for c in ("instance", "seed") if c in table.columns]
+
+
+def first_unit(table: pd.DataFrame):
+    """The unit a figure draws in detail: the first task of the first seed."""
+    keys = unit_keys(table)
+    first = table[keys].drop_duplicates().sort_values(keys).iloc[0]
+    return tuple(first) if len(keys) > 1 else first.iloc[0]
+
+
+def listed(values) -> str:
+    """A clause's detail: its per-task values."""
+    return "per task: " + ", ".join(f"{v:+.3f}" for v in values)
 
 
 def final_points(table: pd.DataFrame, method: str) -> pd.DataFrame:
