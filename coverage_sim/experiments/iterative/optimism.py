@@ -27,10 +27,10 @@ of every sampled run. Every method starts at ``pi_ref``, uses DPO's ``beta`` (TR
 
 Why sampled: with exact population gradients every arm's logit receives its exact gradient, so
 there is no exploration problem for optimism to solve; the bonus can then only move the fixed point
-past the KL-regularised optimum ``pi*_beta``, which a smaller ``beta`` does too. With sampled batches
-a peak where ``pi_ref`` puts little mass is rarely drawn, which is the situation optimism is meant
-for. The control compares VPO with online DPO at *every* beta of the sweep whose final KL is no
-larger than VPO's.
+past the KL-regularised optimum ``pi*_beta``, which a smaller ``beta`` does too. With sampled
+batches a peak where ``pi_ref`` puts little mass is rarely drawn, which is the situation optimism
+is meant for. The control compares VPO with the Pareto front of online DPO over a beta sweep, at
+VPO's final KL (:func:`beta_frontier`).
 """
 
 from __future__ import annotations
@@ -355,9 +355,9 @@ def check(table: pd.DataFrame, config: IterativeConfig) -> CheckResult:
                f"than at the near one by more than {gap:g}", far - near > gap,
                _listed(far - near)),
         clause("optimism-beyond-smaller-beta", f"at the far peak, VPO ends above the gold that "
-               f"online DPO's beta sweep {config.betas} reaches at VPO's KL (its Pareto front, flat "
-               f"beyond the largest KL any beta reached), by more than {gap:g}", control > gap,
-               _listed(control)),
+               f"online DPO's beta sweep {config.betas} reaches at VPO's KL (its Pareto front, "
+               f"flat beyond the largest KL any beta reached), by more than {gap:g}",
+               control > gap, _listed(control)),
     )
     values = np.where(np.isfinite(control), control, np.nan)
     effect = None
@@ -386,7 +386,8 @@ EXPERIMENT = register(Experiment(
                  "iterative DPO draws over the whole run. The optimism bonus pushes the policy "
                  "past the KL-regularised optimum pi*_beta (its gold line), as a smaller beta "
                  "would; the smaller-beta control compares VPO with online DPO at every beta of a "
-                 "sweep down to 0.002 at VPO's KL (the sweep's Pareto front; flat beyond the largest KL any beta reaches within the same step budget). With exact "
+                 "sweep down to 0.002 at VPO's KL (the sweep's Pareto front; flat beyond the "
+                 "largest KL any beta reaches within the same step budget). With exact "
                  "population gradients there is no exploration problem (see the module "
                  "docstring), which is why this figure samples."),
     config=IterativeConfig, run=run, plot=plot, check=check, seeds=1))

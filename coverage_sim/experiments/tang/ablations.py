@@ -12,9 +12,9 @@ Two parts, on every task of the family:
   "gold labels" the pair factor interacts with.
 
 Claim: offline IPO on a (shuffled) replay of the online run's data, or on higher-quality data, still
-lags online IPO; making the offline data more on-policy helps but does not close the gap; the gap is
-due to on-policy sampling. We test the last part as "with the labels held fixed, on-policy pairs beat
-offline pairs", once for each label source. The numbers of every cell are in the experiment's
+lags online IPO; making the offline data more on-policy helps but does not close the gap; the gap
+is due to on-policy sampling. We test the last part as "with the labels held fixed, on-policy pairs
+beat offline pairs", once for each label source. The numbers of every cell are in the experiment's
 summary table (:func:`summary`).
 
 See :mod:`coverage_sim.experiments.tang.setting` for the tasks, the data, the proxy, the instance
@@ -195,8 +195,8 @@ def summary(table: pd.DataFrame, config: TangAblationConfig) -> str:
         lo, hi = e.ci
         return f"{e.mean:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else f"{e.mean:.3f}"
 
-    lines = [f"**The 2x2 in numbers** (win rate against pi_ref at matched KL: mean over the KL range "
-             f"all five cells cover, per unit; mean [95% CI] over {n} units):", "",
+    lines = [f"**The 2x2 in numbers** (win rate against pi_ref at matched KL: mean over the KL "
+             f"range all five cells cover, per unit; mean [95% CI] over {n} units):", "",
              "| pairs \\ labels | gold (one draw per pair offline; fresh draws on-policy) | proxy "
              "r̂ | gold probabilities |", "|---|---|---|---|",
              f"| offline (n pairs from π_ref) | {cell('offline')} | {cell('proxy_labels')} | "
@@ -213,7 +213,8 @@ def summary(table: pd.DataFrame, config: TangAblationConfig) -> str:
 
 def plot(table: pd.DataFrame, config: TangAblationConfig):
     """(a) one task: the five cells' frontiers and the optimum; (b) the same task: the data
-    ablations against online and offline IPO; (c) paired effects per task (dots), mean and 95% CI."""
+    ablations against online and offline IPO; (c) paired effects per task (dots), mean and 95%
+    CI."""
     fig, axes = new_figure(ncols=3, width=3.3, height=3.6,
                            gridspec_kw={"width_ratios": [1.0, 1.0, 1.25]})
     unit, keys = first_unit(table), unit_keys(table)
@@ -259,8 +260,8 @@ def check(table: pd.DataFrame, config: TangAblationConfig) -> CheckResult:
       proxy), on-policy pairs beat offline pairs (Tang et al.'s attribution of the gap to on-policy
       sampling), on the KL range all five cells cover.
 
-    Effect: on-policy minus offline pairs with the same proxy labels (the pair factor with the labels
-    identical on both sides).
+    Effect: on-policy minus offline pairs with the same proxy labels (the pair factor with the
+    labels identical on both sides).
     """
     def gap(a, b):
         w = matched_wins(table, [a, b])

@@ -218,12 +218,12 @@ EXPERIMENT = register(Experiment(
     differences=(SETUP + " " + FAMILY + " Both arms sample 64 per step: online Best-of-2 draws "
                  "responses that are each the proxy-argmax of two draws from the policy of the "
                  "last refresh (cs.best_of_n objective, sampled), refreshing the sampler every "
-                 "steps_per_refresh steps with a fresh Adam; offline Best-of-2 is SFT (TRL 'sft') on "
-                 "the winners of 64 pairs drawn per step from the n gold-labelled pairs, for the "
-                 "same total steps. No KL term: the frontier is traced by checkpoints. A tabular "
-                 "policy cannot drift beyond its SFT target, so offline Best-of-2 stops near the "
-                 "data's winner distribution (the star: the exact Best-of-2 of pi_ref, KL at most "
-                 "log 2 - 1/2), while online Best-of-2 compounds one Best-of-2 step per refresh. "
-                 "Tang et al.'s LLM offline runs keep drifting in KL with training."),
+                 "steps_per_refresh steps with a fresh Adam; offline Best-of-2 is SFT (TRL 'sft') "
+                 "on the winners of 64 pairs drawn per step from the n gold-labelled pairs, for "
+                 "the same total steps. No KL term: the frontier is traced by checkpoints. A "
+                 "tabular policy cannot drift beyond its SFT target, so offline Best-of-2 stops "
+                 "near the data's winner distribution (the star: the exact Best-of-2 of pi_ref, KL "
+                 "at most log 2 - 1/2), while online Best-of-2 compounds one Best-of-2 step per "
+                 "refresh. Tang et al.'s LLM offline runs keep drifting in KL with training."),
     config=TangBestOf2Config, run=run, plot=plot, check=check, seeds=1,
     expected_verdict=PARTLY, expected_failing=("online-wins-at-matched-kl",)))

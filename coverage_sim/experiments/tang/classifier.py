@@ -204,12 +204,13 @@ EXPERIMENT = register(Experiment(
     claim=("Policies trained offline become better pairwise classifiers (accuracy of their implicit "
            "preference on held-out golden pairs) but worse generators (golden win rate); online "
            "policies the reverse."),
-    differences=(SETUP + " " + FAMILY + " Held-out pairs = the exact pi_ref x pi_ref population with gold BT "
-                 "labels (the expectation over any held-out sample). Accuracy of sign(h_pi) is Tang "
-                 "et al.'s metric; ranking accuracy 1[pi(y_w) >= pi(y_l)] is Chen et al.'s. "
-                 "Mechanism in the tabular case: at small tau online IPO drives most arms' "
-                 "probability to ~0, after which their log-ratios get no gradient and stay "
-                 "unordered, while offline IPO orders every arm of the pi_ref pair distribution "
-                 "(its accuracy equals the proxy's) but puts its mass on lucky rare arms."),
+    differences=(SETUP + " " + FAMILY + " Held-out pairs = the exact pi_ref x pi_ref population "
+                 "with gold BT labels (the expectation over any held-out sample). Accuracy of "
+                 "sign(h_pi) is Tang et al.'s metric; ranking accuracy 1[pi(y_w) >= pi(y_l)] is "
+                 "Chen et al.'s. Mechanism in the tabular case: at small tau online IPO drives "
+                 "most arms' probability to ~0, after which their log-ratios get no gradient and "
+                 "stay unordered, while offline IPO orders every arm of the pi_ref pair "
+                 "distribution (its accuracy equals the proxy's) but puts its mass on lucky rare "
+                 "arms."),
     config=TangClassifierConfig, run=run, plot=plot, check=check, seeds=1,
     expected_verdict=PARTLY, expected_failing=("offline-worse-generator",)))

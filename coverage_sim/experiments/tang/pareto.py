@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from coverage_sim._validation import check_int
@@ -173,8 +172,8 @@ EXPERIMENT = register(Experiment(
                  "pi ∝ pi_ref exp(P(y > pi_ref)/tau), which offline IPO would reach with infinite "
                  "gold-labelled data from pi_ref (Azar et al.'s fixed point): with full coverage "
                  "and infinite data there is no online/offline gap, so ours comes from the finite "
-                 "data set (F7's 2x2 says which part of it). Online IPO itself dips slightly at the "
-                 "smallest tau (proxy over-optimisation). Tang et al. use LLM policies, a large "
-                 "golden preference model and minibatches of their offline data."),
+                 "data set (F7's 2x2 says which part of it). Online IPO itself dips slightly at "
+                 "the smallest tau (proxy over-optimisation). Tang et al. use LLM policies, a "
+                 "large golden preference model and minibatches of their offline data."),
     config=TangParetoConfig, run=run, plot=plot, check=check, seeds=1,
     expected_verdict=PARTLY, expected_failing=("offline-saturates",)))

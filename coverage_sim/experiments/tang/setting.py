@@ -12,11 +12,11 @@ trains on the n pairs; online IPO samples pairs from the current policy ``pi_t x
 them with the proxy, ``sigma(r_hat(y) - r_hat(y'))``.
 
 **Instance family.** Every check runs on ``instances`` random tasks (each with its own offline data
-and proxy), times the seeds: task seeds ``instance_seed, instance_seed + 1, ...``, keeping a task only
-if its best arm beats ``pi_ref`` with probability at least ``min_best_win`` (0.75 by default: the SFT
-policy must leave room to align; about one draw in 20 is an SFT policy whose mode is already nearly
-the best arm and is skipped). Which tasks are kept depends on the task alone, never on a method's
-result. One *unit* of a check is one (task, seed).
+and proxy), times the seeds: task seeds ``instance_seed, instance_seed + 1, ...``, keeping a task
+only if its best arm beats ``pi_ref`` with probability at least ``min_best_win`` (0.75 by default:
+the SFT policy must leave room to align; the rule skips tasks whose SFT mode is already nearly the
+best arm: 2 of the first 400 task seeds, seed 3 among them). Which tasks are kept depends on the
+task alone, never on a method's result. One *unit* of a check is one (task, seed).
 
 **Theory line.** IPO's population objective with pairs from ``mu`` is
 ``max_pi E_{y~pi, y'~mu} P(y > y') - tau KL(pi || pi_ref)`` (Azar et al., arXiv:2310.12036), so
@@ -28,9 +28,9 @@ rate) point. No method, online or offline, can lie above it.
 Conventions: IPO is TRL's ``(h - 1/(2 tau))^2``, so ``tau`` here is Azar et al.'s tau and TRL's
 beta (``cs.objective("ipo", beta=tau)``, ``cs.objective("online_ipo", beta=tau, reward=r_hat)``).
 KL is ``KL(pi || pi_ref)`` in nats; "win rate" is the gold Bradley-Terry win rate of ``pi`` against
-``pi_ref``. On-policy arms sample: ``batch_size`` groups of two responses from ``pi_t`` per step, each
-pair labelled by one Bernoulli draw (``cs.train(..., batch_size=...)``); offline arms use the exact
-gradient of the loss on their finite data set (full batch).
+``pi_ref``. On-policy arms sample: ``batch_size`` groups of two responses from ``pi_t`` per step,
+each pair labelled by one Bernoulli draw (``cs.train(..., batch_size=...)``); offline arms use the
+exact gradient of the loss on their finite data set (full batch).
 
 The figures: F6 :mod:`~coverage_sim.experiments.tang.pareto`, F7
 :mod:`~coverage_sim.experiments.tang.ablations`, F8
@@ -217,8 +217,9 @@ class Instance(NamedTuple):
 def tang_instances(config: TangConfig, seed: int) -> list[Instance]:
     """The family's tasks with their data for ``seed``.
 
-    All randomness of a task's data comes from ``np.random.default_rng([seed, task_seed])``: its first
-    spawned stream samples the offline pairs; the three others are returned for further data sets.
+    All randomness of a task's data comes from ``np.random.default_rng([seed, task_seed])``: its
+    first spawned stream samples the offline pairs; the three others are returned for further data
+    sets.
     """
     out = []
     for index, task_seed in enumerate(task_seeds(config)):
@@ -272,9 +273,9 @@ def proxy_relabel(env: Bandit, data: PairData, r_hat) -> PairData:
     """The same pairs as ``data`` with soft labels ``sigma(r_hat_i - r_hat_j)`` (a 2x2 cell).
 
     Pair ``{i, j}`` keeps its empirical mass ``W_ij + W_ji``; the winner share becomes the model's
-    preference (``r_hat = env.reward`` gives the gold probabilities, noise-free labels). Diagonal draws
-    are kept. Offline IPO on it differs from offline IPO on ``data`` only in the labels, and from
-    online IPO labelled by the same model only in the pairs (fixed ``pi_ref`` pairs vs ``pi_t``
+    preference (``r_hat = env.reward`` gives the gold probabilities, noise-free labels). Diagonal
+    draws are kept. Offline IPO on it differs from offline IPO on ``data`` only in the labels, and
+    from online IPO labelled by the same model only in the pairs (fixed ``pi_ref`` pairs vs ``pi_t``
     pairs).
     """
     w = np.asarray(data.weights)
@@ -358,7 +359,8 @@ def train_sweep(instances, objective, taus, config: TangConfig, seed: int, *, da
 
 
 def tidy_runs(method: str, instances, taus, runs, seed: int, metrics) -> pd.DataFrame:
-    """Table rows (``method, instance, tau, seed, step, metric, value``) of a :func:`train_sweep`."""
+    """Table rows (``method, instance, tau, seed, step, metric, value``) of a
+    :func:`train_sweep`."""
     frames = []
     for b, run in enumerate(runs):
         inst, tau = instances[b // len(taus)], taus[b % len(taus)]
@@ -489,13 +491,13 @@ def pareto_axes(ax, table, methods, unit, optimum=None, scatter=()):
 
 
 #: The shared part of every F6-F9 experiment's ``differences``.
-SETUP = ("K = 100 arms, log pi_ref ~ N(0, 2^2) (peaked), gold BT reward r* ~ N(0, 1.5^2); n = 1000 "
-         "gold-labelled pairs from pi_ref x pi_ref per task and seed; proxy r_hat = ridge BT MLE on "
-         "those pairs; tabular logits with Adam instead of LLMs. On-policy arms sample 64 pairs "
-         "from pi_t per step (one Bernoulli label each); offline arms take exact gradients of the "
-         "loss on their finite data set (full batch).")
+SETUP = ("K = 100 arms, log pi_ref ~ N(0, 2^2) (peaked), gold BT reward r* ~ N(0, 1.5^2); n = "
+         "1000 gold-labelled pairs from pi_ref x pi_ref per task and seed; proxy r_hat = ridge BT "
+         "MLE on those pairs; tabular logits with Adam instead of LLMs. On-policy arms sample "
+         "64 pairs from pi_t per step (one Bernoulli label each); offline arms take exact "
+         "gradients of the loss on their finite data set (full batch).")
 
 #: The instance family (every F6-F9 experiment's ``differences`` states it).
-FAMILY = ("Instances: 8 random tasks (task seeds 0, 1, ..., skipping the tasks whose best arm beats "
-          "pi_ref with probability below 0.75, i.e. where the SFT policy is already nearly optimal; "
-          "the rule looks at the task only), each with its own data and proxy.")
+FAMILY = ("Instances: 8 random tasks (task seeds 0, 1, ..., skipping the tasks whose best arm "
+          "beats pi_ref with probability below 0.75, i.e. where the SFT policy is already nearly "
+          "optimal; the rule looks at the task only), each with its own data and proxy.")
