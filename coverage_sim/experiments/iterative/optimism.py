@@ -364,7 +364,7 @@ def check(table: pd.DataFrame, config: IterativeConfig) -> CheckResult:
     if np.isfinite(values).all():
         effect = Effect("final gold at the far peak, VPO - online DPO's beta frontier at VPO's "
                         "KL", tuple(values))
-    return CheckResult(clauses=clauses, effect=effect, mode="sampled")
+    return CheckResult(clauses=clauses, effect=effect, mode="exact+sampled")
 
 
 EXPERIMENT = register(Experiment(

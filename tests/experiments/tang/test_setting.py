@@ -3,6 +3,8 @@ relabelling, sign accuracy, the KL-regularised optimum frontier, matched-KL win 
 
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,3 +118,8 @@ def test_matched_wins_averages_over_the_common_kl_range():
 def test_config_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
         tang.TangConfig(**kwargs)
+
+
+def test_docstring_examples_are_true():
+    result = doctest.testmod(tang, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 4 and result.failed == 0
