@@ -43,7 +43,7 @@ import pandas as pd
 from coverage_sim._validation import check_int, check_positive
 from coverage_sim.env import optimal_policy
 from coverage_sim.experiments.registry import Experiment, check_tuple, register
-from coverage_sim.experiments.verdict import CheckResult, Effect, clause
+from coverage_sim.experiments.verdict import PARTLY, CheckResult, Effect, clause
 from coverage_sim.instances import tajwar_bandit
 from coverage_sim.metrics import expected_reward, kl_divergence
 from coverage_sim.objectives import objective
@@ -218,8 +218,9 @@ def unit_effects(table: pd.DataFrame, config: IterativeConfig) -> pd.DataFrame:
 
     Columns: ``online_margin`` (the smallest final-gold lead of iterative DPO and online RLHF over
     offline DPO, over both peaks), ``gain_far`` / ``gain_near`` (VPO at ``alpha_main`` minus online
-    DPO at ``beta``), ``control_far`` (VPO at ``alpha_main`` minus the online-DPO beta sweep's
-    :func:`beta_frontier` at VPO's final KL), ``vpo_kl_far``.
+    DPO at ``beta``), ``control_far`` / ``control_near`` (VPO at ``alpha_main`` minus the online-DPO
+    beta sweep's :func:`beta_frontier` at VPO's final KL), ``beyond_sweep_far`` (whether VPO's KL
+    exceeds every beta's there).
     """
     f = finals(table)
     rows = []
@@ -233,12 +234,15 @@ def unit_effects(table: pd.DataFrame, config: IterativeConfig) -> pd.DataFrame:
                      for grp in ("far", "near") for m in (ITERATIVE, RLHF))
         gains = {grp: gold(grp, VPO, config.alpha_main)["gold"] - gold(grp, ONLINE_DPO)["gold"]
                  for grp in ("far", "near")}
-        vpo = gold("far", VPO, config.alpha_main)
-        sweep = g[(g["group"] == "far") & (g["method"] == ONLINE_DPO)]
-        control = vpo["gold"] - beta_frontier(sweep["kl"], sweep["gold"], vpo["kl"])
-        rows.append({"instance": unit, "seed": seed, "online_margin": margin,
-                     "gain_far": gains["far"], "gain_near": gains["near"],
-                     "control_far": control, "vpo_kl_far": vpo["kl"]})
+        row = {"instance": unit, "seed": seed, "online_margin": margin,
+               "gain_far": gains["far"], "gain_near": gains["near"]}
+        for grp in ("far", "near"):
+            vpo = gold(grp, VPO, config.alpha_main)
+            sweep = g[(g["group"] == grp) & (g["method"] == ONLINE_DPO)]
+            row[f"control_{grp}"] = vpo["gold"] - beta_frontier(sweep["kl"], sweep["gold"],
+                                                                vpo["kl"])
+            row[f"beyond_sweep_{grp}"] = bool(vpo["kl"] > sweep["kl"].max())
+        rows.append(row)
     return pd.DataFrame(rows).set_index(["instance", "seed"])
 
 
@@ -309,11 +313,12 @@ def plot(table: pd.DataFrame, config: IterativeConfig):
              Effect("VPO − online DPO, far", tuple(eff["gain_far"])),
              Effect("VPO − online DPO, near", tuple(eff["gain_near"])),
              Effect("far gain − near gain", tuple(eff["gain_far"] - eff["gain_near"]))]
-    control = eff["control_far"].to_numpy()
+    control = (eff["control_far"] - eff["control_near"]).to_numpy()
     if np.isfinite(control).all():
-        shown.append(Effect("VPO − β-sweep front, far", tuple(control)))
+        shown += [Effect("VPO − β front, far", tuple(eff["control_far"])),
+                  Effect("(VPO − β front): far − near", tuple(control))]
     effect_axes(axes[0, 3], shown, "gold reward difference")
-    axes[0, 3].set_title("(d) per unit, mean ± 95% CI")
+    axes[0, 3].set_title("(d) per unit (95% CI)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=7)
     fig.suptitle(f"Tajwar bandit (100 arms), β = {config.beta:g}, sampled: {config.batch_size} "
@@ -336,14 +341,18 @@ def check(table: pd.DataFrame, config: IterativeConfig) -> CheckResult:
        same beta;
     3. ``optimism-helps-more-far``: that gain is larger at the far peak than at the near one;
     4. ``optimism-beyond-smaller-beta``: at the far peak VPO ends above the online-DPO beta sweep's
-       frontier at VPO's KL (:func:`beta_frontier`: the gain is not a smaller effective beta).
+       frontier at VPO's KL (:func:`beta_frontier`: the gain is not a smaller effective beta);
+    5. ``beyond-smaller-beta-more-far``: clause 4's lead is larger at the far peak than at the
+       near one (clause 3 with the smaller-beta control: online DPO at ``beta`` is slower at a far
+       peak, so a raw gain can be larger there without optimism doing more).
 
     Effect: clause 4's difference (VPO minus the beta sweep's frontier at VPO's KL).
     """
     eff = unit_effects(table, config)
     gap = config.min_gap
     margin, far, near = (eff[c].to_numpy() for c in ("online_margin", "gain_far", "gain_near"))
-    control = eff["control_far"].to_numpy()
+    control, near_control = eff["control_far"].to_numpy(), eff["control_near"].to_numpy()
+    beyond = int(eff["beyond_sweep_far"].sum())
     clauses = (
         clause("online-beats-offline", f"iterative DPO and online RLHF end above offline DPO on "
                f"the same number of best/worst-of-{config.n} groups from pi_ref, at the far and "
@@ -357,7 +366,11 @@ def check(table: pd.DataFrame, config: IterativeConfig) -> CheckResult:
         clause("optimism-beyond-smaller-beta", f"at the far peak, VPO ends above the gold that "
                f"online DPO's beta sweep {config.betas} reaches at VPO's KL (its Pareto front, "
                f"flat beyond the largest KL any beta reached), by more than {gap:g}",
-               control > gap, _listed(control)),
+               control > gap, _listed(control) + f"; VPO's KL beyond every beta's on {beyond} "
+               f"of {len(control)} units"),
+        clause("beyond-smaller-beta-more-far", f"VPO's lead over the beta sweep's frontier is "
+               f"larger at the far peak than at the near one by more than {gap:g}",
+               control - near_control > gap, _listed(control - near_control)),
     )
     values = np.where(np.isfinite(control), control, np.nan)
     effect = None
@@ -377,17 +390,22 @@ EXPERIMENT = register(Experiment(
            "and online RLHF reach a higher gold reward than offline DPO on a fixed dataset; adding "
            "an optimism bonus (VPO/SELM) helps further, especially when the reward peak lies "
            "where pi_ref puts little mass."),
-    differences=("A 100-arm bandit instead of LLMs, every method sampled (64 groups per step) with "
-                 "Adam on tabular logits. Instances: 8 units, each a far peak (55, 60, ..., 90) "
-                 "and a near peak (10, 12, ..., 24) with the seed of all their sampled runs. "
-                 "'VPO' is the core's online form (online DPO with Bradley-Terry labels every "
-                 "step + alpha beta E_ref log pi, SELM's pi_cal = pi_ref), not iterative max_min "
-                 "DPO plus optimism. Offline DPO gets as many best/worst groups from pi_ref as "
-                 "iterative DPO draws over the whole run. The optimism bonus pushes the policy "
-                 "past the KL-regularised optimum pi*_beta (its gold line), as a smaller beta "
-                 "would; the smaller-beta control compares VPO with online DPO at every beta of a "
-                 "sweep down to 0.002 at VPO's KL (the sweep's Pareto front; flat beyond the "
-                 "largest KL any beta reaches within the same step budget). With exact "
-                 "population gradients there is no exploration problem (see the module "
-                 "docstring), which is why this figure samples."),
-    config=IterativeConfig, run=run, plot=plot, check=check, seeds=1))
+    differences=("A 100-arm bandit instead of LLMs, every method sampled (64 groups per step) "
+                 "with Adam on tabular logits, except offline DPO (exact gradient on its finite "
+                 "data). Instances: 8 units, each a far peak (55, 60, ..., 90) and a near peak "
+                 "(10, 12, ..., 24) with the seed of all their sampled runs. 'VPO' is the core's "
+                 "online form (online DPO with Bradley-Terry labels every step + alpha beta "
+                 "E_ref log pi, SELM's pi_cal = pi_ref), not iterative max_min DPO plus optimism. "
+                 "Offline DPO gets as many best/worst groups from pi_ref as iterative DPO draws "
+                 "over the whole run. The optimism bonus pushes the policy past the "
+                 "KL-regularised optimum pi*_beta (its gold line), as a smaller beta would: the "
+                 "smaller-beta control compares VPO with the Pareto front of online DPO over a "
+                 "beta sweep down to 0.002, at VPO's final KL; where VPO's KL exceeds every "
+                 "beta's (most far units at alpha = 0.1: no beta gets that far in the same step "
+                 "budget) the front is taken flat at its best gold, so the control says 'better "
+                 "than any smaller beta within the budget', not 'better at matched KL'. At "
+                 "alpha = 0.03, whose KL the sweep covers, VPO lies on the beta front (panel c). "
+                 "With exact population gradients there is no exploration problem (see the "
+                 "module docstring), which is why this figure samples."),
+    config=IterativeConfig, run=run, plot=plot, check=check, seeds=1,
+    expected_verdict=PARTLY, expected_failing=("beyond-smaller-beta-more-far",)))
