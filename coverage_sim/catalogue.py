@@ -126,7 +126,7 @@ EXPERIMENTS = (
         'Iterative/online DPO and optimism (VPO) vs offline DPO, sampled: gold reward vs '
         'iteration',
         'coverage_sim.experiments.iterative.optimism',
-        True,
+        False,
         4.0,
         0.8),
     ExperimentEntry(
