@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["STYLE", "new_figure", "save_figure", "mean_band", "metric_frame"]
+__all__ = ["STYLE", "new_figure", "save_figure", "mean_band", "metric_frame", "effect_axes"]
 
 #: One style for every figure: readable at README size (about 700 px wide).
 STYLE = {
@@ -92,3 +92,25 @@ def mean_band(ax, frame: pd.DataFrame, x: str, y: str, label=None, color=None, b
         ax.fill_between(mean.index, mean - sem, mean + sem, color=line.get_color(), alpha=0.2,
                         linewidth=0)
     return line
+
+
+def effect_axes(ax, effects, xlabel: str, labels=None):
+    """Paired effects, one row each: every unit's value (dots) and the mean with its 95% CI (bar).
+
+    ``effects`` is a list of objects with ``values``, ``mean``, ``ci`` and ``name`` (a
+    :class:`~coverage_sim.experiments.verdict.Effect`); ``labels`` (default the names) label the
+    rows. The zero line marks no effect.
+    """
+    for i, effect in enumerate(effects):
+        values = np.asarray(effect.values)
+        jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+        ax.plot(values, i + jitter, "o", ms=3, color="0.55", alpha=0.8)
+        lo, hi = effect.ci
+        if np.isfinite(lo):
+            ax.plot([lo, hi], [i, i], color="k", linewidth=2)
+        ax.plot(effect.mean, i, "D", ms=5, color="k")
+    ax.axvline(0.0, color="C3", linewidth=0.9)
+    ax.set_yticks(range(len(effects)))
+    ax.set_yticklabels(labels if labels is not None else [e.name for e in effects], fontsize=7.5)
+    ax.set_ylim(len(effects) - 0.5, -0.5)
+    ax.set_xlabel(xlabel)

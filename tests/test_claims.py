@@ -1,4 +1,4 @@
-"""Property-based tests of the science.md §12 claims C1-C7, C9-C11, C15 and C17.
+"""Property-based tests of the science.md §12 claims C1-C11, C15 and C17.
 
 C13 lives in tests/test_objectives.py and C14 in tests/test_best_of_n.py.
 
@@ -30,7 +30,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis_profiles import examples
-from scipy.special import logit
+from scipy.special import logit, logsumexp
 
 import coverage_sim as cs
 
@@ -660,6 +660,123 @@ def test_c7_dpo_on_d1_has_no_finite_stationary_point(tau, direction, margin):
     expected_c = (tau / 3) * (sig(z[2] - z[1]) + sig(z[2] - z[0]))
     assert g[0] == pytest.approx(expected_a, rel=1e-12, abs=0)
     assert g[2] == pytest.approx(expected_c, rel=1e-12, abs=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# C8: online IPO's fixed point is the regularised Nash equilibrium
+# ---------------------------------------------------------------------------------------------
+
+def _c8_labels(rng, env, kind):
+    """Labels for ``online_ipo`` and the preference matrix P (X, K, K) they give."""
+    if kind == "general":
+        labels = np.stack([_random_preference(rng, env.n_responses)
+                           for _ in range(env.n_contexts)]).reshape(env.shape + (env.n_responses,))
+    else:
+        labels = kind
+    P = cs.preferences.preference_probs(env, labels=labels).reshape(
+        env.n_contexts, env.n_responses, env.n_responses)
+    return labels, P
+
+
+def _regularised_nash(env, P, tau, tol=1e-13, max_iter=100_000):
+    """The regularised Nash equilibrium pi = softmax(log pi_ref + P(. > pi)/tau), (X, K), by a
+    damped fixed-point iteration independent of the library's objectives.
+
+    The iteration log pi <- (1 - eta) log pi + eta (log pi_ref + P pi / tau), renormalised, with
+    eta = tau / (1 + tau) is Nash-MD's update with the opponent set to the current policy (Munos et
+    al., arXiv:2312.00886). It is a contraction in the centred log-probabilities: P's entries lie in
+    [0, 1], so P pi / tau moves by at most ||pi - pi'||_1 / tau, and the damping pulls that below 1.
+    It stops when successive log-probabilities agree to ``tol`` (max abs).
+    """
+    log_ref = np.log(env.ref2d)
+    logp = log_ref.copy()
+    eta = tau / (1.0 + tau)
+    for _ in range(max_iter):
+        win = np.einsum("xij,xj->xi", P, np.exp(logp))
+        new = (1.0 - eta) * logp + eta * (log_ref + win / tau)
+        new -= logsumexp(new, axis=1, keepdims=True)
+        if np.abs(new - logp).max() <= tol:
+            return np.exp(new)
+        logp = new
+    raise AssertionError(f"the Nash iteration did not converge in {max_iter} steps (tau={tau})")
+
+
+def _nash_residual(env, P, tau, policy) -> float:
+    """max over contexts of the spread over y of tau log(pi/pi_ref) - P(y > pi)."""
+    pi = env.as2d(policy, "policy")
+    resid = tau * log_ratios(env, pi) - np.einsum("xij,xj->xi", P, pi)
+    return float(np.ptp(resid, axis=1).max())
+
+
+@pin_extremes(dict(kind="general"), dict(kind="bradley_terry"), beta="tau")
+@settings(max_examples=examples(25), **SETTINGS)
+@given(inst=instances(), tau=BETA, kind=st.sampled_from(["bradley_terry", "general"]))
+def test_c8_regularised_nash_is_the_online_ipo_fixed_point(inst, tau, kind):
+    """The online IPO gradient (sampler held fixed) vanishes at the regularised Nash equilibrium.
+
+    Derivation for our loss sum W (h - 1/(2 tau))^2 with pairs from pi x pi: as in C6 with mu = pi,
+    stationarity reads u_z - E_pi u = (P(z > pi) - 1/2)/tau, i.e. tau log(pi/pi_ref) - P(. > pi) is
+    constant over y: the fixed point of Nash-MD's regularised game (Calandriello et al., arXiv
+    2403.08635: online IPO is self-play Nash-MD). The equilibrium is computed independently
+    (``_regularised_nash``), for Bradley-Terry and for arbitrary (intransitive) P. Negative control:
+    the gradient at pi_ref is not zero (unless pi_ref already is the equilibrium).
+    """
+    env, rng = inst
+    labels, P = _c8_labels(rng, env, kind)
+    obj = cs.objective("online_ipo", beta=tau, labels=labels)
+    nash = _regularised_nash(env, P, tau)
+    assert _nash_residual(env, P, tau, nash) <= 1e-10 * max(1.0, tau)
+    _, g = theta_grad(obj, env, env.like_ref(nash))
+    scale = max(1.0, 1.0 / tau)
+    assert np.abs(g).max() <= 1e-11 * scale
+    if _nash_residual(env, P, tau, env.ref) > 1e-6:
+        _, g_ref = theta_grad(obj, env, env.ref)
+        assert np.abs(g_ref).max() > 1e-9 * scale
+
+
+@pin_extremes(dict(kind="general"), dict(kind="bradley_terry"), uniform_rho=True, beta="tau")
+@settings(max_examples=examples(15), **SETTINGS)
+@given(inst=instances(uniform_rho=True), tau=BETA, kind=st.sampled_from(["bradley_terry", "general"]))
+def test_c8_online_ipo_converges_to_nash_and_offline_ipo_has_higher_j(inst, tau, kind):
+    """Online IPO trained from pi_ref reaches the regularised Nash equilibrium; offline IPO with
+    mu = pi_ref has the higher J_tau(pi) = E_{pi x pi_ref} P - tau KL(pi || pi_ref).
+
+    Training: natural policy gradient (mirror descent on each simplex) with the exact online IPO
+    semi-gradient. In log-probabilities its step is u <- u - 8 lr rho [u - E_pi u - (P(. > pi) -
+    1/2)/tau], the damped Nash iteration of ``_regularised_nash`` with damping 8 lr rho; lr =
+    tau / (1 + tau) / (10 rho) keeps that damping at 0.8 tau / (1 + tau), inside the contraction
+    range, so 4000 steps reach the equilibrium to round-off (rho uniform, see ``instances``).
+
+    J_tau: offline IPO with mu = pi_ref converges to pi_off ∝ pi_ref exp(P(. > pi_ref)/tau) (C6), which
+    makes J_tau(pi) = J_tau(pi_off) - tau KL(pi || pi_off) for every pi. The test checks that identity
+    at the online fixed point (relative 1e-9) and the claim it implies, J_tau(pi_off) >= J_tau(pi_on).
+    """
+    env, rng = inst
+    labels, P = _c8_labels(rng, env, kind)
+    nash = _regularised_nash(env, P, tau)
+    lr = tau / (1.0 + tau) / (10.0 * env.context_weights.max())
+    run = cs.train(env, cs.objective("online_ipo", beta=tau, labels=labels), steps=4000, lr=lr,
+                   optimizer="npg", record=[4000])
+    online = env.as2d(run.policy, "policy")
+    assert tv_per_context(env, online, nash).max() <= 1e-9
+    assert _nash_residual(env, P, tau, online) <= 1e-8 * max(1.0, tau)
+
+    ref, rho = env.ref2d, env.context_weights
+    win_ref = np.einsum("xij,xj->xi", P, ref)
+    offline = ref * np.exp(win_ref / tau - (win_ref / tau).max(axis=1, keepdims=True))
+    offline /= offline.sum(axis=1, keepdims=True)
+
+    def kl(p, q):
+        return (p * (np.log(p) - np.log(q))).sum(axis=1)
+
+    def j_tau(pi):
+        return float(rho @ ((pi * win_ref).sum(axis=1) - tau * kl(pi, ref)))
+
+    gap = j_tau(offline) - j_tau(online)
+    expected = tau * float(rho @ kl(online, offline))
+    round_off = 1e-13 * max(1.0, abs(j_tau(offline)))  # J is a difference of O(1 + tau) terms
+    assert gap >= -round_off
+    np.testing.assert_allclose(gap, expected, rtol=1e-9, atol=round_off)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from coverage_sim.experiments.tajwar.negative_gradient import (NegativeGradientC
 from coverage_sim.experiments.tajwar.peak import PeakConfig, run as run_peak
 from coverage_sim.experiments.tajwar.setting import OFFLINE, ON_POLICY
 from coverage_sim.experiments.tang.pareto import TangParetoConfig, run as run_pareto
-from coverage_sim.experiments.tang.setting import frontier, kl_grid
+from coverage_sim.experiments.tang.setting import matched_wins
 from coverage_sim.experiments.verdict import PARTLY, CheckResult, clause
 from coverage_sim.experiments.xu.ood import XuConfig, run as run_xu
 from coverage_sim.instances import AZAR_ARMS
@@ -172,12 +172,9 @@ def _f5(kind, seed, config):
 
 def _f6(kind, seed, config):
     cfg = TangParetoConfig(taus=(0.01, 0.1, 1.0), steps=config.tang_steps, record_points=3,
-                           include_exact=False, policy=kind)
-    table = run_pareto(cfg, seed)
-    grid = kl_grid(table, ["online", "offline"], 40)
-    on = frontier(table, "online", grid)["win_rate"].mean()
-    off = frontier(table, "offline", grid)["win_rate"].mean()
-    return {"gap": float(on - off), "kl_max": float(grid[-1])}
+                           instances=1, batch_size=None, policy=kind)
+    wins = matched_wins(run_pareto(cfg, seed), ["online", "offline"]).iloc[0]
+    return {"gap": float(wins["online"] - wins["offline"]), "kl_max": float(wins["kl_high"])}
 
 
 def _f11(kind, seed, config):

@@ -1,16 +1,24 @@
-"""F7 ``tang-ablations`` — Tang et al. 2024 (arXiv:2405.08448): replay and data quality do not
-close the online/offline gap; on-policy data helps; proxy labels close it.
+"""F7 ``tang-ablations`` — Tang et al. 2024 (arXiv:2405.08448): what carries the online/offline gap.
 
-The F6 frontier for offline IPO on (i) the replay buffer of an online run, (ii) higher-quality
-data, (iii) more on-policy data, and (iv) the same n pairs relabelled by the proxy
-(:func:`~coverage_sim.experiments.tang.setting.proxy_relabel`, our ingredient test).
+Two parts, on every task of the family:
+
+* **Tang et al.'s data ablations**: the F6 frontier of offline IPO on (i) the replay buffer of an
+  online run (coverage), (ii) higher-quality data, (iii) more on-policy data;
+* **a 2x2 design** that separates the two factors of the gap, (pairs on-policy vs offline) x
+  (labels gold vs proxy): offline IPO on the n gold-labelled pairs (Tang's offline arm), the same
+  pairs relabelled by the proxy, online IPO labelled by the proxy (Tang's online arm) and online IPO
+  labelled by the gold model; plus a fifth cell, the same offline pairs with the gold model's
+  probabilities as labels (the label noise of one draw per pair removed), which tells which part of
+  "gold labels" the pair factor interacts with.
 
 Claim: offline IPO on a (shuffled) replay of the online run's data, or on higher-quality data, still
-lags online IPO; making the offline data more on-policy helps but does not close the gap. How each
-behaviour is built and what the fourth curve shows: ``EXPERIMENT.differences``.
+lags online IPO; making the offline data more on-policy helps but does not close the gap; the gap
+is due to on-policy sampling. We test the last part as "with the labels held fixed, on-policy pairs
+beat offline pairs", once for each label source. The numbers of every cell are in the experiment's
+summary table (:func:`summary`).
 
-See :mod:`coverage_sim.experiments.tang.setting` for the task, the data, the proxy and the
-conventions shared by F6-F9.
+See :mod:`coverage_sim.experiments.tang.setting` for the tasks, the data, the proxy, the instance
+family and the conventions shared by F6-F9.
 """
 
 from __future__ import annotations
@@ -24,28 +32,33 @@ from coverage_sim._validation import check_in_range, check_positive
 from coverage_sim.behavior import mixture, quality_mixture
 from coverage_sim.data import offline_pairs
 from coverage_sim.experiments.registry import Experiment, register
-from coverage_sim.experiments.tang.setting import (ARXIV, INGREDIENT, METHOD_COLOURS, PAPER, SETUP,
-                                                    TangConfig, check_taus, frontier, ipo_sweep,
-                                                    kl_grid, mean_frontier, online_ipo_sweep,
-                                                    pareto_axes, proxy_relabel, seed_inputs,
-                                                    single_row, tang_bandit, tidy_runs)
+from coverage_sim.experiments.tang.setting import (ARXIV, FAMILY, PAPER, SETUP, TangConfig,
+                                                    check_taus, final_points, first_unit, listed,
+                                                    matched_wins, optimum_rows, pareto_axes,
+                                                    proxy_relabel, single_row, tang_instances,
+                                                    tidy_runs, train_sweep, unit_keys, unit_rows)
+from coverage_sim.experiments.verdict import PARTLY, CheckResult, Effect, clause
 from coverage_sim.metrics import kl_divergence, win_rate
 from coverage_sim.objectives import objective
-from coverage_sim.plotting import new_figure
-from coverage_sim.train import train
+from coverage_sim.plotting import effect_axes, new_figure
 
-__all__ = ["EXPERIMENT", "TangAblationConfig", "check", "plot", "run"]
+__all__ = ["CELLS", "EXPERIMENT", "TangAblationConfig", "check", "factor_effects", "plot", "run",
+           "summary"]
 
-
-_F7_METHODS = ("online", "offline", "replay", "quality", "on_policy", "proxy_labels")
+#: The 2x2 cells (pairs, labels) -> method, and the fifth, noise-free cell.
+CELLS = {("offline", "gold"): "offline", ("offline", "proxy"): "proxy_labels",
+         ("on-policy", "proxy"): "online", ("on-policy", "gold"): "online_gold",
+         ("offline", "gold probabilities"): "noise_free"}
+_ABLATIONS = ("replay", "quality", "on_policy")
+_METRICS = ("kl", "win_rate", "reward")
 
 
 @dataclass(frozen=True)
 class TangAblationConfig(TangConfig):
-    """Config of F7 (shared fields in :class:`TangConfig`).
+    """Config of F7 (shared fields, the instance family and sampling in :class:`TangConfig`).
 
-    Every ablation is offline IPO on n fresh gold-labelled pairs from one fixed behaviour ``mu``,
-    swept over ``taus``:
+    Every data ablation is offline IPO on n fresh gold-labelled pairs from one fixed behaviour
+    ``mu``, swept over ``taus``:
 
     Attributes:
       taus: IPO strengths tau swept for every curve.
@@ -54,7 +67,6 @@ class TangAblationConfig(TangConfig):
       quality_beta: temperature of ``pi_q ∝ pi_ref e^{r*/quality_beta}``.
       on_policy_weight: ``mu = (1-w) pi_ref + w pi_off``, with ``pi_off`` the offline IPO policy at
         ``tau_source``: one round of the learner's own samples (Tang et al.'s "more on-policy" data).
-      min_gap_kl: assertions use the common KL grid at or above this KL (nats).
     """
 
     taus: tuple[float, ...] = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -62,7 +74,6 @@ class TangAblationConfig(TangConfig):
     quality_k: float = 0.5
     quality_beta: float = 0.5
     on_policy_weight: float = 0.5
-    min_gap_kl: float = 1.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -71,7 +82,6 @@ class TangAblationConfig(TangConfig):
         check_in_range(self.quality_k, "quality_k", 0.0, 1.0)
         check_positive(self.quality_beta, "quality_beta")
         check_in_range(self.on_policy_weight, "on_policy_weight", 0.0, 1.0)
-        check_positive(self.min_gap_kl, "min_gap_kl")
 
     @classmethod
     def quick(cls) -> TangAblationConfig:
@@ -79,122 +89,230 @@ class TangAblationConfig(TangConfig):
 
 
 def run(config: TangAblationConfig, seed: int) -> pd.DataFrame:
-    """Final KL / win rate / reward of every tau for online, offline and the four ablations, plus the
-    behaviours' own win rate and KL (``mu_win_rate``, ``mu_kl`` at ``tau = tau_source``, step 0)."""
-    env = tang_bandit(config)
-    data, r_hat, streams = seed_inputs(env, config, seed)
-    taus, final = config.taus, [config.steps]
-    metrics = ("kl", "win_rate", "reward")
-    frames = tidy_runs("online", taus, online_ipo_sweep(env, taus, r_hat, config, seed, final),
-                       seed, metrics)
-    frames += tidy_runs("offline", taus, ipo_sweep(env, taus, data, config, seed, final), seed,
-                        metrics)
-    # the behaviours: replay buffer of the online run at tau_source (every step recorded, exact)
-    source = train(env, objective("online_ipo", beta=config.tau_source, reward=r_hat),
-                   steps=config.steps, lr=config.lr, seed=seed,
-                   record=list(range(config.steps + 1)))
-    pi_off = train(env, objective("ipo", beta=config.tau_source), data, steps=config.steps,
-                   lr=config.lr, seed=seed, record=[config.steps]).policy
-    behaviours = {"replay": source.replay_policy(),
-                  "quality": quality_mixture(env, config.quality_k, config.quality_beta),
-                  "on_policy": mixture(env.ref, pi_off, config.on_policy_weight)}
-    for stream, (name, mu) in zip(streams, behaviours.items()):
-        d = offline_pairs(env, mu, n=config.n_pairs, seed=stream)
-        frames += tidy_runs(name, taus, ipo_sweep(env, taus, d, config, seed, final), seed,
-                            metrics)
-        frames.append(single_row(name, config.tau_source, seed, 0, "mu_win_rate",
-                                 win_rate(env, mu)))
-        frames.append(single_row(name, config.tau_source, seed, 0, "mu_kl",
-                                 kl_divergence(env, mu, env.ref)))
-    frames += tidy_runs("proxy_labels", taus,
-                        ipo_sweep(env, taus, proxy_relabel(env, data, r_hat), config, seed, final),
-                        seed, metrics)
+    """Final KL / win rate / reward of every task and tau for the five cells and the three data
+    ablations; the behaviours' own win rate and KL (``mu_win_rate``, ``mu_kl``, step 0); and each
+    task's KL-regularised optimum frontier (``method = "optimum"``)."""
+    instances = tang_instances(config, seed)
+    taus, last = config.taus, [config.steps]
+    common = dict(config=config, seed=seed, record=last, metrics=_METRICS)
+
+    def ipo(data):
+        return train_sweep(instances, lambda inst, tau: objective("ipo", beta=tau), taus,
+                           data=data, **common)
+
+    frames = [
+        tidy_runs("online", instances, taus, train_sweep(
+            instances, lambda inst, tau: objective("online_ipo", beta=tau, reward=inst.r_hat),
+            taus, sampled=True, **common), seed, _METRICS),
+        tidy_runs("online_gold", instances, taus, train_sweep(
+            instances, lambda inst, tau: objective("online_ipo", beta=tau), taus, sampled=True,
+            **common), seed, _METRICS),
+        tidy_runs("offline", instances, taus, ipo(lambda inst: inst.data), seed, _METRICS),
+        tidy_runs("proxy_labels", instances, taus,
+                  ipo(lambda inst: proxy_relabel(inst.env, inst.data, inst.r_hat)), seed, _METRICS),
+        tidy_runs("noise_free", instances, taus,
+                  ipo(lambda inst: proxy_relabel(inst.env, inst.data, inst.env.reward)), seed,
+                  _METRICS),
+    ]
+    # the behaviours: the replay buffer of the online run at tau_source (every step recorded) and
+    # the offline learner's own policy at tau_source
+    source = [config.tau_source]
+    replay_runs = train_sweep(instances, lambda inst, tau: objective("online_ipo", beta=tau,
+                                                                     reward=inst.r_hat),
+                              source, config, seed, record=list(range(config.steps + 1)),
+                              sampled=True, metrics=())
+    offline_runs = train_sweep(instances, lambda inst, tau: objective("ipo", beta=tau), source,
+                               config, seed, data=lambda inst: inst.data, record=last, metrics=())
+    behaviours = {}
+    for inst, replay, off in zip(instances, replay_runs, offline_runs):
+        behaviours[inst.index] = {
+            "replay": replay.replay_policy(),
+            "quality": quality_mixture(inst.env, config.quality_k, config.quality_beta),
+            "on_policy": mixture(inst.env.ref, off.policy, config.on_policy_weight)}
+    for k, name in enumerate(_ABLATIONS):
+        datas = {inst.index: offline_pairs(inst.env, behaviours[inst.index][name],
+                                           n=config.n_pairs, seed=inst.streams[k])
+                 for inst in instances}
+        frames.append(tidy_runs(name, instances, taus, ipo(lambda inst: datas[inst.index]), seed,
+                                _METRICS))
+        for inst in instances:
+            mu = behaviours[inst.index][name]
+            frames.append(single_row(name, inst.index, config.tau_source, seed, 0, "mu_win_rate",
+                                     win_rate(inst.env, mu)))
+            frames.append(single_row(name, inst.index, config.tau_source, seed, 0, "mu_kl",
+                                     kl_divergence(inst.env, mu, inst.env.ref)))
+    frames.append(optimum_rows(instances, seed))
     return pd.concat(frames, ignore_index=True)
 
 
-def _region_means(table, grid, region, methods) -> dict[str, float]:
-    return {m: float(mean_frontier(table, m, grid)[region].mean()) for m in methods}
+def factor_effects(table: pd.DataFrame) -> dict[str, Effect]:
+    """The 2x2's paired effects per unit, win rate at matched KL (the KL range all five cells
+    cover), as :class:`~coverage_sim.experiments.verdict.Effect` s named by what they subtract.
+
+    Simple effects of the pairs (on-policy - offline) at each label source, of the labels (proxy -
+    gold) at each pair source, the two main effects (averages of the two simple effects: the
+    factor's share of the gap, averaged over the order in which the factors are switched) and the
+    interaction; plus the noise-free cell's contrasts.
+    """
+    w = matched_wins(table, list(CELLS.values()))
+    d = {
+        "gap": w["online"] - w["offline"],
+        "pairs, gold labels": w["online_gold"] - w["offline"],
+        "pairs, proxy labels": w["online"] - w["proxy_labels"],
+        "labels, offline pairs": w["proxy_labels"] - w["offline"],
+        "labels, on-policy pairs": w["online"] - w["online_gold"],
+        "pairs, noise-free gold": w["online_gold"] - w["noise_free"],
+        "label noise, offline pairs": w["noise_free"] - w["offline"],
+    }
+    d["pairs, main"] = (d["pairs, gold labels"] + d["pairs, proxy labels"]) / 2
+    d["labels, main"] = (d["labels, offline pairs"] + d["labels, on-policy pairs"]) / 2
+    d["interaction"] = d["pairs, proxy labels"] - d["pairs, gold labels"]
+    return {name: Effect(name, tuple(values)) for name, values in d.items()}
+
+
+_EFFECT_TEXT = {
+    "gap": "Tang's gap: online IPO (on-policy, proxy) − offline IPO (offline, gold)",
+    "pairs, gold labels": "on-policy − offline pairs, gold labels",
+    "pairs, proxy labels": "on-policy − offline pairs, proxy labels",
+    "labels, offline pairs": "proxy − gold labels, offline pairs",
+    "labels, on-policy pairs": "proxy − gold labels, on-policy pairs",
+    "pairs, main": "main effect of the pairs (mean of the two above it)",
+    "labels, main": "main effect of the labels",
+    "interaction": "interaction (pairs effect with proxy labels − with gold labels)",
+    "pairs, noise-free gold": "on-policy − offline pairs, gold probabilities on the offline pairs",
+    "label noise, offline pairs": "gold probabilities − one gold draw per pair, offline pairs",
+}
+
+
+def summary(table: pd.DataFrame, config: TangAblationConfig) -> str:
+    """The 2x2 (and the noise-free cell) in numbers: each cell's win rate at matched KL, then its
+    paired effects, mean [95% CI] over units and how many units are positive."""
+    w = matched_wins(table, list(CELLS.values()))
+    n = len(w)
+
+    def cell(method):
+        e = Effect(method, tuple(w[method]))
+        lo, hi = e.ci
+        return f"{e.mean:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else f"{e.mean:.3f}"
+
+    lines = [f"**The 2x2 in numbers** (win rate against pi_ref at matched KL: mean over the KL "
+             f"range all five cells cover, per unit; mean [95% CI] over {n} units):", "",
+             "| pairs \\ labels | gold (one draw per pair offline; fresh draws on-policy) | proxy "
+             "r̂ | gold probabilities |", "|---|---|---|---|",
+             f"| offline (n pairs from π_ref) | {cell('offline')} | {cell('proxy_labels')} | "
+             f"{cell('noise_free')} |",
+             f"| on-policy (π_t × π_t) | {cell('online_gold')} | {cell('online')} | — |", "",
+             "| paired effect | mean [95% CI] | units > 0 |", "|---|---|---|"]
+    for name, effect in factor_effects(table).items():
+        lo, hi = effect.ci
+        ci = f" [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else ""
+        positive = sum(v > 0 for v in effect.values)
+        lines.append(f"| {_EFFECT_TEXT[name]} | {effect.mean:+.3f}{ci} | {positive}/{n} |")
+    return "\n".join(lines)
 
 
 def plot(table: pd.DataFrame, config: TangAblationConfig):
-    """(a) the tau-sweep frontiers of online, offline and the ablations; (b) mean win rate over the
-    common KL range above ``min_gap_kl`` (± s.e. over seeds)."""
-    methods = [m for m in _F7_METHODS if m in set(table["method"])]
-    fig, axes = new_figure(ncols=2, width=3.5, height=3.5,
-                           gridspec_kw={"width_ratios": [1.5, 1.0]})
-    grid = kl_grid(table, methods, 40)
-    pareto_axes(axes[0, 0], table, methods)
-    axes[0, 0].set_title("(a) Pareto frontier over τ")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
-    ax = axes[0, 1]
-    region = grid >= config.min_gap_kl
-    if region.sum() < 2:
-        region = np.ones_like(grid, dtype=bool)
-    for i, m in enumerate(methods):
-        per_seed = frontier(table, m, grid).groupby("seed")["win_rate"].apply(
-            lambda s: s.to_numpy()[region].mean())
-        sem = per_seed.std(ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else 0.0
-        ax.barh(i, per_seed.mean(), xerr=sem, color=METHOD_COLOURS[m])
-        if m == "online":
-            ax.axvline(per_seed.mean(), color=METHOD_COLOURS[m], linestyle=":", linewidth=1)
-    short = {"online": "online", "offline": "offline", "replay": "replay", "quality": "quality",
-             "on_policy": "on-policy", "proxy_labels": "proxy labels"}
-    ax.set_yticks(range(len(methods)))
-    ax.set_yticklabels([short[m] for m in methods])
-    ax.invert_yaxis()
-    lo = min(frontier(table, m, grid)["win_rate"].to_numpy().reshape(-1, len(grid))[:, region]
-             .mean() for m in methods)
-    ax.set_xlim(max(0.5, lo - 0.08), None)
-    ax.set_xlabel("gold win rate at matched KL")
-    ax.set_title(f"(b) mean over KL {grid[region][0]:.1f}–{grid[-1]:.1f}")
+    """(a) one task: the five cells' frontiers and the optimum; (b) the same task: the data
+    ablations against online and offline IPO; (c) paired effects per task (dots), mean and 95%
+    CI."""
+    fig, axes = new_figure(ncols=3, width=3.3, height=3.6,
+                           gridspec_kw={"width_ratios": [1.0, 1.0, 1.25]})
+    unit, keys = first_unit(table), unit_keys(table)
+    optimum = unit_rows(final_points(table, "optimum"), keys, unit).sort_values("kl")
+    pareto_axes(axes[0, 0], table, list(CELLS.values()), unit, optimum=optimum)
+    axes[0, 0].set_title("(a) the 2x2 cells, one task")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    pareto_axes(axes[0, 1], table, ["online", "offline", *_ABLATIONS], unit)
+    axes[0, 1].set_title("(b) Tang's data ablations, same task")
+    for h, lab in zip(*axes[0, 1].get_legend_handles_labels()):
+        if lab not in labels:
+            handles.append(h)
+            labels.append(lab)
+    fig.legend(handles, labels, loc="outside lower center", ncol=3)
+    effects = factor_effects(table)
+    keys = ("gap", "pairs, gold labels", "pairs, proxy labels", "pairs, noise-free gold",
+            "labels, offline pairs", "label noise, offline pairs")
+    rows = [effects[k] for k in keys]
+    labels = ["Tang's gap: online − offline", "pairs effect, gold labels",
+              "pairs effect, proxy labels", "pairs effect, gold probabilities",
+              "labels: proxy − gold, offline", "label noise, offline pairs"]
+    for a, b, label in (("online", "replay", "online − replay"),
+                        ("online", "quality", "online − quality"),
+                        ("on_policy", "offline", "more on-policy data − offline"),
+                        ("online", "on_policy", "online − more on-policy data")):
+        w = matched_wins(table, [a, b])
+        rows.append(Effect(f"{a} - {b}", tuple(w[a] - w[b])))
+        labels.append(label)
+    effect_axes(axes[0, 2], rows, "win-rate difference at matched KL", labels=labels)
+    axes[0, 2].set_title("(c) per task: mean, 95% CI")
     return fig
 
 
-def check(table: pd.DataFrame, config: TangAblationConfig) -> None:
-    """Mean win rate over the common KL range above ``min_gap_kl`` (means over seeds):
 
-    * online beats offline by >= 0.03 (the F6 gap);
-    * replay does not close it: >= 0.05 below online (robust in every seed we tried);
-    * Tang et al.'s three data ablations (replay, quality, more on-policy) on average stay >= 0.02
-      below online (quality alone is too seed-dependent in our analogue to assert on its own);
-    * more on-policy data helps: >= 0.01 above offline;
-    * the proxy's labels on the same pairs close the gap (within 0.02 of online): the ingredient.
+def check(table: pd.DataFrame, config: TangAblationConfig) -> CheckResult:
+    """Per unit (task, seed), win rates at matched KL; "above" means by more than ``min_gap``:
+
+    * ``replay-lags``, ``quality-lags``: online IPO above offline IPO on the replay / on the
+      higher-quality data;
+    * ``on-policy-data-helps``: offline IPO on more on-policy data above offline IPO on pi_ref data;
+    * ``on-policy-data-short``: ... and still below online IPO;
+    * ``pairs-carry-gap-gold``, ``pairs-carry-gap-proxy``: with the labels held fixed (gold, or the
+      proxy), on-policy pairs beat offline pairs (Tang et al.'s attribution of the gap to on-policy
+      sampling), on the KL range all five cells cover.
+
+    Effect: on-policy minus offline pairs with the same proxy labels (the pair factor with the
+    labels identical on both sides).
     """
-    grid = kl_grid(table, _F7_METHODS, 40)
-    region = grid >= config.min_gap_kl
-    assert region.sum() >= 3, (f"the F7 frontiers share too little KL range above "
-                               f"{config.min_gap_kl} nats (common grid up to {grid[-1]:.2f})")
-    m = _region_means(table, grid, region, _F7_METHODS)
-    summary = ", ".join(f"{k}={v:.3f}" for k, v in m.items())
-    assert m["online"] - m["offline"] >= 0.03, f"no online-offline gap: {summary}"
-    assert m["online"] - m["replay"] >= 0.05, f"offline on the replay closes the gap: {summary}"
-    data_ablations = float(np.mean([m["replay"], m["quality"], m["on_policy"]]))
-    assert m["online"] - data_ablations >= 0.02, (
-        f"the data ablations close the gap on average ({data_ablations:.3f}): {summary}")
-    assert m["on_policy"] >= m["offline"] + 0.01, (
-        f"more on-policy data does not help offline IPO: {summary}")
-    assert abs(m["proxy_labels"] - m["online"]) <= 0.02, (
-        f"offline IPO on the same pairs with the proxy's labels does not reach online IPO, so the "
-        f"label noise of the finite data is not the ingredient: {summary}")
+    def gap(a, b):
+        w = matched_wins(table, [a, b])
+        return (w[a] - w[b]).to_numpy()
+
+    effects = factor_effects(table)
+    replay, quality = gap("online", "replay"), gap("online", "quality")
+    helps, short = gap("on_policy", "offline"), gap("online", "on_policy")
+    on_gold = np.asarray(effects["pairs, gold labels"].values)
+    on_proxy = np.asarray(effects["pairs, proxy labels"].values)
+    beats = f"by more than {config.min_gap:g}"
+    clauses = (
+        clause("replay-lags", f"online IPO is above offline IPO on the replay of the online run's "
+               f"data {beats}", replay > config.min_gap, listed(replay)),
+        clause("quality-lags", f"online IPO is above offline IPO on higher-quality data {beats}",
+               quality > config.min_gap, listed(quality)),
+        clause("on-policy-data-helps", f"offline IPO on more on-policy data is above offline IPO "
+               f"on pi_ref data {beats}", helps > config.min_gap, listed(helps)),
+        clause("on-policy-data-short", f"online IPO stays above offline IPO on more on-policy data "
+               f"{beats}", short > config.min_gap, listed(short)),
+        clause("pairs-carry-gap-gold", f"with gold labels, on-policy pairs beat offline pairs "
+               f"{beats} (online IPO labelled by the gold model vs offline IPO on the "
+               f"gold-labelled data)", on_gold > config.min_gap, listed(on_gold)),
+        clause("pairs-carry-gap-proxy", f"with proxy labels, on-policy pairs beat offline pairs "
+               f"{beats} (online IPO vs offline IPO on the same n pairs relabelled by the proxy)",
+               on_proxy > config.min_gap, listed(on_proxy)),
+    )
+    return CheckResult(clauses=clauses,
+                       effect=Effect("win rate at matched KL, on-policy - offline pairs, both "
+                                     "proxy-labelled", tuple(on_proxy)),
+                       mode="exact+sampled")
 
 
 EXPERIMENT = register(Experiment(
     id="tang-ablations", figure="F7",
-    title="Replay and data quality do not close the gap; on-policy data helps; proxy labels close it",
+    title="What carries the online/offline gap: Tang's data ablations and a pairs x labels 2x2",
     paper=PAPER, arxiv=ARXIV,
     claim=("Offline IPO on a (shuffled) replay of the online run's data, or on higher-quality data, "
            "still lags online IPO; making the offline data more on-policy helps but does not close "
-           "the gap."),
-    differences=(SETUP + " Each ablation is offline IPO on n fresh gold-labelled pairs from one "
-                 "fixed behaviour: replay = (1/T) sum_t pi_t of the online run at tau_source "
-                 "(Run.replay_policy, exact), quality = cs.quality_mixture(k=0.5, beta_q=0.5), more "
-                 "on-policy = 0.5 pi_ref + 0.5 pi_off (the offline learner's own policy at "
-                 "tau_source: one round of on-policy collection, as Tang et al. suggest; our "
-                 "offline data already comes from pi_ref = pi_SFT, so 'more on-policy' must mean "
-                 "the learner's samples). Replay falls even below offline on pi_ref data, plausibly "
-                 "because its pairs rarely compare the good arms with the common arms that hold "
-                 "pi_ref's mass, and a pairwise loss only moves mass along compared pairs. Quality is very "
-                 "seed-dependent here (region mean ~offline's, s.e. ~0.03). We add a fourth curve, "
-                 "the same n pairs with the proxy's soft labels, which reaches online: "
-                 + INGREDIENT),
-    config=TangAblationConfig, run=run, plot=plot, check=check, seeds=5))
+           "the gap: the gap is due to on-policy sampling."),
+    differences=(SETUP + " " + FAMILY + " Each data ablation is offline IPO on n fresh "
+                 "gold-labelled pairs from one fixed behaviour: replay = (1/T) sum_t pi_t of the "
+                 "online run at tau_source (Run.replay_policy, exact), quality = "
+                 "cs.quality_mixture(k=0.5, beta_q=0.5), more on-policy = 0.5 pi_ref + 0.5 pi_off "
+                 "(the offline learner's own policy at tau_source: one round of on-policy "
+                 "collection; our offline data already comes from pi_ref = pi_SFT, so 'more "
+                 "on-policy' must mean the learner's samples). The 2x2 holds the labeller fixed "
+                 "and switches the pairs: with gold labels on-policy pairs get fresh label draws "
+                 "every step while offline pairs keep one draw each, so the fifth cell (the same "
+                 "offline pairs labelled by the gold probabilities) separates the pair "
+                 "distribution from that label noise. Tang et al. test the attribution only by "
+                 "ruling out coverage and quality; we test it directly."),
+    config=TangAblationConfig, run=run, plot=plot, check=check, seeds=1, summary=summary,
+    expected_verdict=PARTLY, expected_failing=("on-policy-data-helps", "pairs-carry-gap-proxy")))

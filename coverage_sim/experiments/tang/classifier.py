@@ -6,10 +6,11 @@ Pairwise classification accuracy (sign of the implicit preference,
 gold pairs vs generation quality (gold win rate, reward) over training, online vs offline IPO.
 
 Claim: policies trained offline become better pairwise classifiers but worse generators; online
-policies the reverse. The tabular mechanism and where the effect fades: ``EXPERIMENT.differences``.
+policies the reverse. Tested on every task of the family, late in training; the tabular mechanism:
+``EXPERIMENT.differences``.
 
-See :mod:`coverage_sim.experiments.tang.setting` for the task, the data, the proxy and the
-conventions shared by F6-F9.
+See :mod:`coverage_sim.experiments.tang.setting` for the tasks, the data, the proxy, the instance
+family and the conventions shared by F6-F9.
 """
 
 from __future__ import annotations
@@ -24,19 +25,20 @@ from coverage_sim._validation import check_in_range, check_int, check_positive
 from coverage_sim.data import offline_pairs
 from coverage_sim.env import Bandit
 from coverage_sim.experiments.registry import Experiment, register
-from coverage_sim.experiments.tang.setting import (ARXIV, PAPER, SETUP, TangConfig, seed_inputs,
-                                                    sign_accuracy, single_row, tang_bandit)
-from coverage_sim.metrics import ranking_accuracy
+from coverage_sim.experiments.tang.setting import (ARXIV, FAMILY, PAPER, SETUP, TangConfig,
+                                                    listed, sign_accuracy, single_row,
+                                                    tang_instances, train_sweep, unit_keys)
+from coverage_sim.experiments.verdict import PARTLY, CheckResult, Effect, clause
 from coverage_sim.objectives import objective
-from coverage_sim.plotting import mean_band, metric_frame, new_figure
-from coverage_sim.train import log_schedule, train
+from coverage_sim.plotting import effect_axes, mean_band, metric_frame, new_figure
+from coverage_sim.train import log_schedule
 
-__all__ = ["EXPERIMENT", "TangClassifierConfig", "check", "plot", "run"]
+__all__ = ["EXPERIMENT", "TangClassifierConfig", "check", "late_means", "plot", "run"]
 
 
 @dataclass(frozen=True)
 class TangClassifierConfig(TangConfig):
-    """Config of F8 (shared fields in :class:`TangConfig`).
+    """Config of F8 (shared fields, the instance family and sampling in :class:`TangConfig`).
 
     Attributes:
       tau: IPO strength of both runs (small: the regime where offline IPO over-fits).
@@ -56,7 +58,7 @@ class TangClassifierConfig(TangConfig):
 
     @classmethod
     def quick(cls) -> TangClassifierConfig:
-        return cls(steps=600, record_points=15)
+        return cls(record_points=12)
 
 
 def _reward_policy(env: Bandit, reward) -> np.ndarray:
@@ -70,43 +72,53 @@ _F8_METRICS = {"sign_accuracy": "accuracy of sign(h_π)",
                "ranking_accuracy": "ranking accuracy 1[π(y_w) ≥ π(y_l)]",
                "win_rate": "gold win rate vs π_ref", "reward": "gold reward E_π r*",
                "kl": "KL(π ‖ π_ref)"}
+_RUN_METRICS = ("ranking_accuracy", "win_rate", "reward", "kl")
 
 
 def run(config: TangClassifierConfig, seed: int) -> pd.DataFrame:
     """Classification accuracies on held-out gold pairs (the exact ``pi_ref x pi_ref`` population
-    with gold BT labels) and generation quality at log-spaced checkpoints, online vs offline; plus
-    the proxy's and the gold reward's own sign accuracy (``method = "reference"``, step 0)."""
-    env = tang_bandit(config)
-    data, r_hat, _ = seed_inputs(env, config, seed)
-    held_out = offline_pairs(env, env.ref)
+    with gold BT labels: the expectation over any held-out sample) and generation quality at
+    log-spaced checkpoints, online vs offline IPO, on every task; plus the proxy's and the gold
+    reward's own sign accuracy (``method = "reference"``, step 0)."""
+    instances = tang_instances(config, seed)
     record = log_schedule(config.steps, config.record_points)
-    runs = {"online": train(env, objective("online_ipo", beta=config.tau, reward=r_hat),
-                            steps=config.steps, lr=config.lr, seed=seed, record=record,
-                            eval_data=held_out),
-            "offline": train(env, objective("ipo", beta=config.tau), data, steps=config.steps,
-                             lr=config.lr, seed=seed, record=record, eval_data=held_out)}
+    taus = (config.tau,)
+    common = dict(config=config, seed=seed, record=record, metrics=_RUN_METRICS)
+    runs = {"online": train_sweep(instances, lambda inst, tau: objective(
+                "online_ipo", beta=tau, reward=inst.r_hat), taus, sampled=True, **common),
+            "offline": train_sweep(instances, lambda inst, tau: objective("ipo", beta=tau), taus,
+                                   data=lambda inst: inst.data, **common)}
     frames = []
-    for method, r in runs.items():
-        hist = r.history.assign(sign_accuracy=sign_accuracy(env, r.snapshots, held_out))
-        frames += [pd.DataFrame({"method": method, "tau": config.tau, "seed": seed,
-                                 "step": hist["step"].to_numpy(), "metric": metric,
-                                 "value": hist[metric].to_numpy()}) for metric in _F8_METRICS]
-    for name, reward in (("proxy_accuracy", r_hat), ("gold_accuracy", env.reward)):
-        acc = sign_accuracy(env, _reward_policy(env, reward)[None], held_out)[0]
-        frames.append(single_row("reference", config.tau, seed, 0, name, acc))
-    frames.append(single_row("reference", config.tau, seed, 0, "proxy_ranking_accuracy",
-                             ranking_accuracy(env, _reward_policy(env, r_hat), held_out)))
+    for inst in instances:
+        held_out = offline_pairs(inst.env, inst.env.ref)
+        for method, sweep in runs.items():
+            r = sweep[inst.index]
+            hist = r.history.assign(sign_accuracy=sign_accuracy(inst.env, r.snapshots, held_out))
+            frames += [pd.DataFrame({"method": method, "instance": inst.index, "tau": config.tau,
+                                     "seed": seed, "step": hist["step"].to_numpy(),
+                                     "metric": metric, "value": hist[metric].to_numpy()})
+                       for metric in _F8_METRICS]
+        for name, reward in (("proxy_accuracy", inst.r_hat), ("gold_accuracy", inst.env.reward)):
+            acc = sign_accuracy(inst.env, _reward_policy(inst.env, reward)[None], held_out)[0]
+            frames.append(single_row("reference", inst.index, config.tau, seed, 0, name, acc))
     return pd.concat(frames, ignore_index=True)
 
 
-def _late(frame, config):
-    return frame[frame["step"] >= config.late_fraction * config.steps]
+def late_means(table: pd.DataFrame, config: TangClassifierConfig) -> pd.DataFrame:
+    """Per unit (task, seed), each method's mean of every metric over the checkpoints at steps
+    ``>= late_fraction * steps``: columns ``(method, metric)``."""
+    rows = table[(table["step"] >= config.late_fraction * config.steps)
+                 & table["method"].isin(["online", "offline"])]
+    return rows.pivot_table(index=unit_keys(table), columns=["method", "metric"], values="value",
+                            aggfunc="mean")
 
 
 def plot(table: pd.DataFrame, config: TangClassifierConfig):
-    """(a) classification accuracies vs step; (b) gold win rate vs step; (c) the trajectories in the
-    (accuracy, win rate) plane."""
-    fig, axes = new_figure(ncols=3, width=2.75, height=3.2)
+    """(a) classification accuracies vs step and (b) gold win rate vs step (mean ± s.e. over
+    tasks); (c) every task's late (accuracy, win rate), online and offline joined; (d) the paired
+    effects per task (dots), mean and 95% CI."""
+    fig, axes = new_figure(ncols=4, width=2.55, height=3.3,
+                           gridspec_kw={"width_ratios": [1.0, 1.0, 1.0, 1.15]})
     colours = {"online": "C0", "offline": "C3"}
     ref = table[table["method"] == "reference"].groupby("metric")["value"].mean()
     for method in ("online", "offline"):
@@ -117,11 +129,6 @@ def plot(table: pd.DataFrame, config: TangClassifierConfig):
                       label=f"{method}, {'sign(h_π)' if style == '-' else 'π(y_w) ≥ π(y_l)'}")
         mean_band(axes[0, 1], metric_frame(rows, "win_rate"), "step", "win_rate",
                   color=colours[method], label=f"{method} IPO")
-        piv = rows.pivot_table(index="step", columns="metric", values="value")
-        axes[0, 2].plot(piv["sign_accuracy"], piv["win_rate"], "-o", ms=2.5,
-                        color=colours[method])
-        axes[0, 2].plot(piv["sign_accuracy"].iloc[-1], piv["win_rate"].iloc[-1], "*", ms=10,
-                        color=colours[method])
     if "proxy_accuracy" in ref:
         axes[0, 0].axhline(ref["proxy_accuracy"], color="0.4", linestyle="--", linewidth=1,
                            label="proxy r̂, sign")
@@ -137,29 +144,57 @@ def plot(table: pd.DataFrame, config: TangClassifierConfig):
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
     axes[0, 1].set_ylabel("gold win rate vs π_ref")
     axes[0, 1].set_title("(b) generation")
-    axes[0, 2].set_xlabel("accuracy of sign(h_π)")
-    axes[0, 2].set_ylabel("gold win rate vs π_ref")
-    axes[0, 2].set_title("(c) trajectories (★ = end)")
+    late = late_means(table, config)
+    ax = axes[0, 2]
+    for _, row in late.iterrows():
+        ax.plot([row[("online", "sign_accuracy")], row[("offline", "sign_accuracy")]],
+                [row[("online", "win_rate")], row[("offline", "win_rate")]], color="0.75",
+                linewidth=0.8, zorder=1)
+    for method in ("online", "offline"):
+        ax.plot(late[(method, "sign_accuracy")], late[(method, "win_rate")], "o", ms=4,
+                color=colours[method], zorder=2)
+    ax.set_xlabel("accuracy of sign(h_π)")
+    ax.set_ylabel("gold win rate vs π_ref")
+    ax.set_title("(c) late in training, per task")
+    result = check(table, config)
+    effect_axes(axes[0, 3], [result.effect,
+                             Effect("win rate, online − offline",
+                                    tuple(_diff(late, "win_rate", "online", "offline")))],
+                "difference (late mean)", labels=["sign accuracy,\noffline − online",
+                                                  "win rate,\nonline − offline"])
+    axes[0, 3].set_title("(d) per task (95% CI)")
     return fig
 
 
-def check(table: pd.DataFrame, config: TangClassifierConfig) -> None:
-    """Late in training offline IPO is the better classifier (sign(h) and ranking accuracy) and the
-    worse generator (gold win rate and reward); online IPO the reverse."""
-    late = _late(table, config)
-    mean = late.groupby(["method", "metric"])["value"].mean()
+def _diff(late, metric, a, b) -> np.ndarray:
+    return (late[(a, metric)] - late[(b, metric)]).to_numpy()
 
-    def get(method, metric):
-        return float(mean[(method, metric)])
 
-    for metric, margin in (("sign_accuracy", 0.05), ("ranking_accuracy", 0.03)):
-        on, off = get("online", metric), get("offline", metric)
-        assert off >= on + margin, (f"offline IPO is not the better classifier by {metric}: "
-                                    f"offline {off:.3f} vs online {on:.3f} (margin {margin})")
-    for metric, margin in (("win_rate", 0.05), ("reward", 0.3)):
-        on, off = get("online", metric), get("offline", metric)
-        assert on >= off + margin, (f"online IPO is not the better generator by {metric}: "
-                                    f"online {on:.3f} vs offline {off:.3f} (margin {margin})")
+
+def check(table: pd.DataFrame, config: TangClassifierConfig) -> CheckResult:
+    """Per unit (task, seed), means over the late checkpoints (steps >= late_fraction * steps):
+
+    * ``offline-better-classifier``: offline IPO's accuracy of sign(h_pi) on held-out gold pairs
+      is above online IPO's by more than ``min_gap``;
+    * ``offline-worse-generator``: offline IPO's gold win rate against pi_ref is below online's by
+      more than ``min_gap``.
+
+    Effect: sign accuracy, offline minus online.
+    """
+    late = late_means(table, config)
+    acc = _diff(late, "sign_accuracy", "offline", "online")
+    win = _diff(late, "win_rate", "online", "offline")
+    clauses = (
+        clause("offline-better-classifier", f"offline IPO classifies held-out gold pairs better "
+               f"(accuracy of sign(h_pi), late mean) than online IPO, by more than "
+               f"{config.min_gap:g}", acc > config.min_gap, listed(acc)),
+        clause("offline-worse-generator", f"offline IPO generates worse (gold win rate against "
+               f"pi_ref, late mean) than online IPO, by more than {config.min_gap:g}",
+               win > config.min_gap, listed(win)),
+    )
+    return CheckResult(clauses=clauses,
+                       effect=Effect("accuracy of sign(h), offline - online IPO", tuple(acc)),
+                       mode="exact+sampled")
 
 
 EXPERIMENT = register(Experiment(
@@ -169,12 +204,13 @@ EXPERIMENT = register(Experiment(
     claim=("Policies trained offline become better pairwise classifiers (accuracy of their implicit "
            "preference on held-out golden pairs) but worse generators (golden win rate); online "
            "policies the reverse."),
-    differences=(SETUP + " Held-out pairs = the exact pi_ref x pi_ref population with gold BT "
-                 "labels (the expectation over any held-out sample). Accuracy of sign(h_pi) is Tang "
-                 "et al.'s metric; ranking accuracy 1[pi(y_w) >= pi(y_l)] is Chen et al.'s. "
-                 "Mechanism in the tabular case: at small tau online IPO drives most arms' "
-                 "probability to ~0, after which their log-ratios get no gradient and stay "
-                 "unordered, while offline IPO orders every arm of the pi_ref pair distribution "
-                 "(its accuracy equals the proxy's) but puts its mass on lucky rare arms. At larger "
-                 "tau both accuracies converge to the proxy's and the effect fades."),
-    config=TangClassifierConfig, run=run, plot=plot, check=check, seeds=3))
+    differences=(SETUP + " " + FAMILY + " Held-out pairs = the exact pi_ref x pi_ref population "
+                 "with gold BT labels (the expectation over any held-out sample). Accuracy of "
+                 "sign(h_pi) is Tang et al.'s metric; ranking accuracy 1[pi(y_w) >= pi(y_l)] is "
+                 "Chen et al.'s. Mechanism in the tabular case: at small tau online IPO drives "
+                 "most arms' probability to ~0, after which their log-ratios get no gradient and "
+                 "stay unordered, while offline IPO orders every arm of the pi_ref pair "
+                 "distribution (its accuracy equals the proxy's) but puts its mass on lucky rare "
+                 "arms."),
+    config=TangClassifierConfig, run=run, plot=plot, check=check, seeds=1,
+    expected_verdict=PARTLY, expected_failing=("offline-worse-generator",)))
