@@ -120,7 +120,7 @@ def test_ipo_fixed_point_has_gaps_one_over_three_tau():
 
 
 @pytest.mark.parametrize("field, value", [("taus", ()), ("taus", (0.1, 0.1)),
-                                          ("plotted_taus", (0.3, 5.0)), ("lr", 0.0),
+                                          ("plotted_taus", (0.3, -5.0)), ("lr", 0.0),
                                           ("steps", 0), ("policy", "loglinear")])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field if field != "policy" else "policy"):
