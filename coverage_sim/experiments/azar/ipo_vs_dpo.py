@@ -1,7 +1,7 @@
 """F5 — Azar et al. 2023 (arXiv:2310.12036), §5.2 illustrative bandit: DPO overfits, IPO does not.
 
-Three actions ranked a > b > c, uniform reference, tabular softmax; the dataset D1 holds each pair of
-the total order once, so its empirical preferences are deterministic. DPO's loss has no finite
+Three actions ranked a > b > c, uniform reference, tabular softmax; the dataset D1 holds each pair
+of the total order once, so its empirical preferences are deterministic. DPO's loss has no finite
 minimiser there: it sends pi(a) -> 1 whatever tau is. IPO converges to the interior point of Azar
 et al.'s closed form ``pi(y) ∝ pi_ref(y) exp(P(y > mu)/tau)``: with ``P(a > mu) = 5/6``,
 ``P(b > mu) = 1/2``, ``P(c > mu) = 1/6`` its logit gaps are
@@ -32,7 +32,7 @@ from coverage_sim.experiments.registry import Experiment, check_tuple, register
 from coverage_sim.experiments.verdict import CheckResult, Effect, clause
 from coverage_sim.instances import AZAR_ARMS
 from coverage_sim.objectives import objective
-from coverage_sim.plotting import metric_frame, new_figure
+from coverage_sim.plotting import new_figure
 
 __all__ = ["AzarConfig", "EXPERIMENT", "check", "ipo_fixed_point", "plot", "run"]
 
@@ -275,7 +275,8 @@ def check(table: pd.DataFrame, config: AzarConfig) -> CheckResult:
                f"{config.lr:g} of 1/(3τ): Azar et al.'s solution π ∝ π_ref exp(P(y ≻ μ)/τ)",
                closed, f"largest error {max(gap_errors):.2g}"),
         clause("ipo-toward-uniform", "IPO's final point approaches uniform as τ grows: its "
-               "max π − 1/3 shrinks by more than 1% at each next τ", uniform if uniform else [False],
+               "max π − 1/3 shrinks by more than 1% at each next τ",
+               uniform if uniform else [False],
                "max π by τ: " + ", ".join(f"{t:g}: {m:.3f}" for t, m in by_tau)),
         clause("gd-exact-fixed-point", "with plain gradient descent instead of Adam, IPO's gaps "
                "equal 1/(3τ) within 1e-9 (relative) and DPO's π(a) rises at every record with a "

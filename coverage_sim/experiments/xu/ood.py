@@ -273,7 +273,8 @@ EXPERIMENT = register(Experiment(
            "y1 > y2, DPO can put large probability on the unseen y3, while RLHF's KL term keeps "
            "pi(y3) near pi_ref(y3) ~ 0."),
     differences=("The paper's example is set-valued with pi_ref(y3) = 0 and a table of solutions; "
-                 "we follow the optimisation dynamics with pi_ref(y3) = eps > 0 on eight instances: "
+                 "we follow the optimisation dynamics with pi_ref(y3) = eps > 0 on eight "
+                 "instances: "
                  "the construction (eps = 1e-3) and seven random members of its family (eps "
                  "log-uniform on [1e-5, 1e-2], features perturbed entrywise by 0.2 N(0, 1)). "
                  "Tabular DPO cannot "
