@@ -13,11 +13,12 @@ reference with random log-odds errors ``log pi_ref = a r + sigma xi`` (``xi ~ N(
 compared pair per prompt rated by M Bradley-Terry raters; ``y_w`` is the majority choice. Exact
 population DPO (every rater's vote is a datapoint), tabular softmax, Adam.
 
-Their Section 5 scales the reference log-ratio by gamma, ``L^gamma_DPO = -log sigma(beta (log
-pi(y_w)/pi(y_l) - gamma log pi_ref(y_w)/pi_ref(y_l)))``, and finds that ranking accuracy and win
-rate (against the reference) trend together when the reference's influence is strong
-(gamma >= 1.25). Our gamma panel takes each gamma's exact optimum: in a tabular policy ``L^gamma`` only moves the two
-logits of each rated pair, in opposite directions, so its minimiser keeps their sum and sets
+Their Section 5 scales the reference log-ratio by gamma,
+``L^gamma_DPO = -log sigma(beta (log pi(y_w)/pi(y_l) - gamma log pi_ref(y_w)/pi_ref(y_l)))``, and
+finds that ranking accuracy and win rate (against the reference) trend together when the
+reference's influence is strong (gamma >= 1.25). Our gamma panel takes each gamma's exact optimum:
+in a tabular policy ``L^gamma`` only moves the two logits of each rated pair, in opposite
+directions, so its minimiser keeps their sum and sets
 ``log pi(y_w)/pi(y_l) = -gamma c + logit(alpha_hat)/beta`` (``alpha_hat`` the vote fraction):
 :func:`gamma_optimum`. The win rate is ``E_x E_{y ~ pi, y' ~ pi_ref} sigma(r(y) - r(y'))``.
 
