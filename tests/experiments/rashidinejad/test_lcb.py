@@ -11,7 +11,7 @@ from coverage_sim.experiments.verdict import AGREES
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
-    return quick_sweep(rn.EXPERIMENT, seeds=(0, 1))
+    return quick_sweep(rn.EXPERIMENT, seeds=(0, 1), workers=1)
 
 
 def _clauses(result):
