@@ -8,10 +8,22 @@ of raters preferring ``y_w`` (capped at ``1 - 1e-3``). Theorem 4.1: with
 ``-log sigma(beta h)`` is at most ``-log sigma(beta c)`` — a pair the reference ranks wrongly by a
 wide margin (large ``c > 0``) only flips once its loss is nearly 0.
 
-Our setting (science.md §4): X prompts with K responses each, a gold reward ``r ~ N(0, s^2)``, a
+Our setting: X prompts with K responses each, a gold reward ``r ~ N(0, s^2)``, a
 reference with random log-odds errors ``log pi_ref = a r + sigma xi`` (``xi ~ N(0, 1)``), one
 compared pair per prompt rated by M Bradley-Terry raters; ``y_w`` is the majority choice. Exact
 population DPO (every rater's vote is a datapoint), tabular softmax, Adam.
+
+Their Section 5 scales the reference log-ratio by gamma,
+``L^gamma_DPO = -log sigma(beta (log pi(y_w)/pi(y_l) - gamma log pi_ref(y_w)/pi_ref(y_l)))``, and
+finds that ranking accuracy and win rate (against the reference) trend together when the
+reference's influence is strong (gamma >= 1.25). Our gamma panel takes each gamma's exact optimum:
+in a tabular policy ``L^gamma`` only moves the two logits of each rated pair, in opposite
+directions, so its minimiser keeps their sum and sets
+``log pi(y_w)/pi(y_l) = -gamma c + logit(alpha_hat)/beta`` (``alpha_hat`` the vote fraction):
+:func:`gamma_optimum`. The win rate is ``E_x E_{y ~ pi, y' ~ pi_ref} sigma(r(y) - r(y'))``.
+
+Instances: each run draws ``instances`` problems from its seed (new gold rewards, references and
+votes), with rater counts cycling through ``rater_counts``.
 
 Conventions: DPO's ``-log sigma(beta h)`` with
 ``h = log pi(y_w)/pi_ref(y_w) - log pi(y_l)/pi_ref(y_l)``
@@ -30,15 +42,22 @@ from scipy.special import expit, log_expit
 from coverage_sim._validation import check_in_range, check_int, check_positive
 from coverage_sim.data import pairs_from_list
 from coverage_sim.env import Bandit
-from coverage_sim.experiments.registry import Experiment, register
+from coverage_sim.experiments.common import seed_streams
+from coverage_sim.experiments.registry import Experiment, check_tuple, register
+from coverage_sim.experiments.verdict import PARTLY, CheckResult, Effect, clause
 from coverage_sim.objectives import objective
-from coverage_sim.plotting import mean_band, metric_frame, new_figure
-from coverage_sim.train import train
+from coverage_sim.plotting import new_figure
+from coverage_sim.train import train_many
 
-__all__ = ["ChenConfig", "check", "make_problem", "plot", "run"]
+__all__ = ["ChenConfig", "check", "gamma_optimum", "ideal_ranking_accuracy", "make_problem",
+           "plot", "run", "win_rate"]
 
 #: Chen et al. replace a unanimous rater fraction alpha = 1 by 1 - 1e-3 in Corollary 3.3.
 _ALPHA_CAP = 1e-3
+#: Chen et al.'s gamma grid (their Section 5) and the gammas where they find ranking accuracy and
+#: win rate trending together.
+GAMMAS = tuple(float(g) for g in np.arange(0.0, 2.01, 0.25))
+STRONG_REFERENCE = 1.25
 
 
 @dataclass(frozen=True)
@@ -46,9 +65,12 @@ class ChenConfig:
     """Config of F12.
 
     Attributes:
+      instances: problems per run (each its own gold reward, reference and votes).
       n_prompts: X prompts (contexts), one rated pair each.
       n_responses: K responses per prompt.
-      n_raters: M Bradley-Terry raters per pair (odd, so the majority is defined).
+      n_raters: M Bradley-Terry raters per pair in :func:`make_problem` (odd, so the majority is
+        defined) when no count is given.
+      rater_counts: the instances' rater counts, cycled (odd).
       reward_scale: standard deviation of the gold reward.
       ref_signal: ``a`` in ``log pi_ref = a r + sigma xi``: how much the reference follows the
         reward.
@@ -62,28 +84,35 @@ class ChenConfig:
         has made this fraction of its total decrease (loss(0) - loss(final)).
       min_gap: smallest alignment gap ``R* - R`` at the practical budget that :func:`check` accepts
         as "large".
+      gammas: the reference scalings of the gamma panel (Chen et al.'s 0, 0.25, ..., 2).
     """
 
+    instances: int = 8
     n_prompts: int = 200
     n_responses: int = 8
     n_raters: int = 5
+    rater_counts: tuple[int, ...] = (1, 3, 5, 7)
     reward_scale: float = 1.0
     ref_signal: float = 1.0
     ref_noise: float = 10.0
     beta: float = 0.1
-    steps: int = 10000
-    lr: float = 0.02
+    steps: int = 2000
+    lr: float = 0.1
     record_points: int = 40
     budget_fraction: float = 0.5
     min_gap: float = 0.1
+    gammas: tuple[float, ...] = GAMMAS
 
     def __post_init__(self):
+        check_int(self.instances, "instances", minimum=1)
         check_int(self.n_prompts, "n_prompts", minimum=10)
         check_int(self.n_responses, "n_responses", minimum=2)
-        check_int(self.n_raters, "n_raters", minimum=1)
-        if self.n_raters % 2 == 0:
-            raise ValueError(f"n_raters must be odd (a majority winner per pair), got "
-                             f"{self.n_raters!r}")
+        for name, counts in (("n_raters", (self.n_raters,)), ("rater_counts",
+                                                               self.rater_counts)):
+            check_tuple(counts, name, lambda v, n: check_int(v, n, minimum=1))
+            if any(m % 2 == 0 for m in counts):
+                raise ValueError(f"{name} must be odd (a majority winner per pair), got "
+                                 f"{counts if name == 'rater_counts' else counts[0]!r}")
         check_positive(self.reward_scale, "reward_scale")
         check_positive(self.ref_signal, "ref_signal", allow_zero=True)
         check_positive(self.ref_noise, "ref_noise", allow_zero=True)
@@ -94,15 +123,23 @@ class ChenConfig:
         check_in_range(self.budget_fraction, "budget_fraction", 0.0, 1.0, low_open=True,
                        high_open=True)
         check_in_range(self.min_gap, "min_gap", 0.0, 1.0)
+        check_tuple(self.gammas, "gammas", lambda v, n: check_positive(v, n, allow_zero=True))
 
     @classmethod
     def quick(cls) -> ChenConfig:
-        return cls(n_prompts=100, steps=4000, lr=0.05, record_points=30)
+        """The full config: its clauses depend on the problems' size (the alignment gap at the
+        budget, the flipped fractions), and it runs in a couple of seconds."""
+        return cls()
 
 
-def make_problem(config: ChenConfig, rng: np.random.Generator):
-    """The random instance: env, training votes, majority pairs, and per-pair (w, l, alpha, c)."""
-    X, K, M = config.n_prompts, config.n_responses, config.n_raters
+def make_problem(config: ChenConfig, rng: np.random.Generator, n_raters: int | None = None):
+    """A random instance: env, training votes, majority pairs, and per-pair (w, l, alpha, c).
+
+    ``n_raters`` (odd) overrides ``config.n_raters``."""
+    X, K = config.n_prompts, config.n_responses
+    M = config.n_raters if n_raters is None else check_int(n_raters, "n_raters", minimum=1)
+    if M % 2 == 0:
+        raise ValueError(f"n_raters must be odd (a majority winner per pair), got {M!r}")
     reward = config.reward_scale * rng.standard_normal((X, K))
     logits = config.ref_signal * reward + config.ref_noise * rng.standard_normal((X, K))
     logits -= logits.max(axis=1, keepdims=True)
@@ -136,98 +173,177 @@ def ideal_ranking_accuracy(alpha, c, beta: float) -> float:
     return float(np.mean((np.log(a) - np.log1p(-a)) / beta > c))
 
 
+def gamma_optimum(ref, w, l, alpha, c, beta: float, gamma: float) -> np.ndarray:
+    """The tabular policy that minimises ``L^gamma_DPO`` from ``pi_ref``, one rated pair per prompt.
+
+    ``L^gamma`` depends on each prompt's logits only through ``theta_w - theta_l`` and moves them
+    in opposite directions, so its minimiser keeps ``theta_w + theta_l`` and the other logits at
+    ``log pi_ref`` and sets ``theta_w - theta_l = -gamma c + logit(alpha)/beta`` (alpha capped at
+    ``1 - 1e-3``, as in Corollary 3.3). ``gamma = 1`` is DPO's optimum, whose ranking accuracy is
+    ``R*``.
+
+    Args:
+      ref: ``(X, K)`` reference.
+      w, l: ``(X,)`` winner and loser of each prompt's pair.
+      alpha: ``(X,)`` fraction of raters preferring ``w``.
+      c: ``(X,)`` ``log pi_ref(l)/pi_ref(w)``.
+      beta: DPO's beta.
+      gamma: the reference scaling.
+
+    Returns:
+      ``(X, K)`` policy.
+
+    Examples:
+      >>> import numpy as np
+      >>> ref = np.array([[0.5, 0.25, 0.25]])
+      >>> p = gamma_optimum(ref, np.array([1]), np.array([0]), np.array([0.75]),
+      ...                   np.log(np.array([2.0])), beta=1.0, gamma=1.0)
+      >>> round(float(np.log(p[0, 1] / p[0, 0])), 6), round(float(np.log(3.0) - np.log(2.0)), 6)
+      (0.405465, 0.405465)
+    """
+    ref = np.asarray(ref, dtype=float)
+    idx = np.arange(ref.shape[0])
+    a = np.clip(alpha, 0.0, 1.0 - _ALPHA_CAP)
+    theta = np.log(ref)
+    total = theta[idx, w] + theta[idx, l]
+    gap = -gamma * np.asarray(c) + (np.log(a) - np.log1p(-a)) / beta
+    theta[idx, w], theta[idx, l] = (total + gap) / 2.0, (total - gap) / 2.0
+    theta -= theta.max(axis=1, keepdims=True)
+    p = np.exp(theta)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def win_rate(policy, ref, reward) -> float:
+    """``E_x E_{y ~ policy, y' ~ ref} sigma(r(y) - r(y'))`` (prompts weighted equally)."""
+    prefs = expit(reward[:, :, None] - reward[:, None, :])
+    return float(np.einsum("xi,xj,xij->x", policy, ref, prefs).mean())
+
+
+def _rater_count(config: ChenConfig, instance: int) -> int:
+    return config.rater_counts[instance % len(config.rater_counts)]
+
+
 def run(config: ChenConfig, seed: int) -> pd.DataFrame:
-    """R vs step, R*, and per-pair (c, alpha, pair loss, correctness) at the budget and the end."""
-    rng = np.random.default_rng(seed)
-    env, data, majority, w, l, alpha, c = make_problem(config, rng)
+    """Per instance: R vs step and R*, per-pair (c, alpha, pair loss, correctness) at the budget
+    and the end, and R and win rate of each gamma's optimum."""
+    problems = [make_problem(config, np.random.default_rng(s), _rater_count(config, b))
+                for b, s in enumerate(seed_streams(seed, config.instances))]
     beta = config.beta
-    r = train(env, objective("sigmoid", beta=beta), data, steps=config.steps, lr=config.lr,
-              optimizer="adam", seed=seed, record=config.record_points, eval_data=majority)
-    steps = r.history["step"].to_numpy()
-    loss = r.history["loss"].to_numpy()
-    target = loss[0] - config.budget_fraction * (loss[0] - loss[-1])
-    b = int(np.argmax(loss <= target))
-    r_star = ideal_ranking_accuracy(alpha, c, beta)
-    n = steps.size
-    frames = [pd.DataFrame({"pair": -1, "seed": seed, "step": steps, "metric": metric,
-                            "value": values}) for metric, values in (
-        ("ranking_accuracy", r.history["ranking_accuracy"].to_numpy()),
-        ("loss", loss),
-        ("ideal_ranking_accuracy", np.full(n, r_star)))]
-    frames.append(pd.DataFrame({"pair": [-1], "seed": seed, "step": int(steps[b]),
-                                "metric": "budget_step", "value": float(steps[b])}))
-    pairs = np.arange(len(w))
-    frames += [pd.DataFrame({"pair": pairs, "seed": seed, "step": 0, "metric": metric,
-                             "value": values}) for metric, values in (("c", c), ("alpha", alpha))]
-    ref_lp = np.log(env.ref2d)
-    for k in (b, n - 1):
-        lp = np.log(r.snapshots[k])
-        h = (lp[pairs, w] - ref_lp[pairs, w]) - (lp[pairs, l] - ref_lp[pairs, l])
-        frames.append(pd.DataFrame({"pair": pairs, "seed": seed, "step": int(steps[k]),
-                                    "metric": "pair_loss", "value": -log_expit(beta * h)}))
-        frames.append(pd.DataFrame({"pair": pairs, "seed": seed, "step": int(steps[k]),
-                                    "metric": "correct",
-                                    "value": (lp[pairs, w] >= lp[pairs, l]).astype(float)}))
+    runs = train_many([p[0] for p in problems], objective("sigmoid", beta=beta),
+                      [p[1] for p in problems], steps=config.steps, lr=config.lr,
+                      optimizer="adam", seed=seed, record=config.record_points, metrics=[])
+    frames = []
+    for b, ((env, _, _, w, l, alpha, c), r) in enumerate(zip(problems, runs)):
+        keys = {"instance": b, "n_raters": _rater_count(config, b)}
+        steps = r.history["step"].to_numpy()
+        loss = r.history["loss"].to_numpy()
+        target = loss[0] - config.budget_fraction * (loss[0] - loss[-1])
+        k_budget = int(np.argmax(loss <= target))
+        pairs = np.arange(len(w))
+        snaps = r.snapshots
+        accuracy = (snaps[:, pairs, w] >= snaps[:, pairs, l]).mean(axis=1)
+        n = steps.size
+        frames += [pd.DataFrame({**keys, "pair": -1, "gamma": 1.0, "seed": seed, "step": steps,
+                                 "metric": metric, "value": values}) for metric, values in (
+            ("ranking_accuracy", accuracy), ("loss", loss),
+            ("ideal_ranking_accuracy", np.full(n, ideal_ranking_accuracy(alpha, c, beta))))]
+        frames.append(pd.DataFrame({**keys, "pair": [-1], "gamma": 1.0, "seed": seed,
+                                    "step": int(steps[k_budget]), "metric": "budget_step",
+                                    "value": float(steps[k_budget])}))
+        frames += [pd.DataFrame({**keys, "pair": pairs, "gamma": 1.0, "seed": seed, "step": 0,
+                                 "metric": metric, "value": values})
+                   for metric, values in (("c", c), ("alpha", alpha))]
+        ref_lp = np.log(env.ref2d)
+        for k in (k_budget, n - 1):
+            lp = np.log(snaps[k])
+            h = (lp[pairs, w] - ref_lp[pairs, w]) - (lp[pairs, l] - ref_lp[pairs, l])
+            for metric, values in (("pair_loss", -log_expit(beta * h)),
+                                   ("correct", (lp[pairs, w] >= lp[pairs, l]).astype(float))):
+                frames.append(pd.DataFrame({**keys, "pair": pairs, "gamma": 1.0, "seed": seed,
+                                            "step": int(steps[k]), "metric": metric,
+                                            "value": values}))
+        reward = env.reward2d
+        for gamma in config.gammas:
+            pi = gamma_optimum(env.ref2d, w, l, alpha, c, beta, gamma)
+            frames.append(pd.DataFrame({**keys, "pair": -1, "gamma": gamma, "seed": seed,
+                                        "step": 0, "metric": ["gamma_ranking_accuracy",
+                                                              "gamma_win_rate"],
+                                        "value": [float(np.mean(pi[pairs, w] >= pi[pairs, l])),
+                                                  win_rate(pi, env.ref2d, reward)]}))
     return pd.concat(frames, ignore_index=True)
 
 
 def _pairs_at(table: pd.DataFrame, which: str) -> pd.DataFrame:
-    """Per-pair frame (seed, pair, c, alpha, pair_loss, correct) at the budget or the final step."""
+    """Per-pair frame (instance, seed, pair, c, alpha, pair_loss, correct) at the budget or the
+    final step."""
     pairs = table[table["pair"] >= 0]
+    index = ["instance", "seed", "pair"]
     static = pairs[pairs["metric"].isin(["c", "alpha"])].pivot_table(
-        index=["seed", "pair"], columns="metric", values="value")
+        index=index, columns="metric", values="value")
     dyn = pairs[pairs["metric"].isin(["pair_loss", "correct"])]
     picked = []
-    for seed, rows in dyn.groupby("seed"):
+    for _, rows in dyn.groupby(["instance", "seed"]):
         step = rows["step"].max() if which == "final" else rows["step"].min()
         picked.append(rows[rows["step"] == step])
-    dyn = pd.concat(picked).pivot_table(index=["seed", "pair"], columns="metric", values="value")
+    dyn = pd.concat(picked).pivot_table(index=index, columns="metric", values="value")
     return static.join(dyn).reset_index()
 
 
 def _aggregate(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    return metric_frame(table[table["pair"] == -1], metric)
+    rows = table[(table["pair"] == -1) & (table["metric"] == metric)]
+    return rows.rename(columns={"value": metric}).drop(columns="metric")
+
+
+def _gamma_curves(table: pd.DataFrame) -> dict:
+    """Per (instance, seed): (gammas, R, win rate) of the gamma optima, sorted by gamma."""
+    rows = table[table["metric"].isin(["gamma_ranking_accuracy", "gamma_win_rate"])]
+    wide = rows.pivot_table(index=["instance", "seed", "gamma"], columns="metric",
+                            values="value")
+    out = {}
+    for key, w in wide.groupby(level=["instance", "seed"]):
+        w = w.sort_index()
+        out[key] = (w.index.get_level_values("gamma").to_numpy(),
+                    w["gamma_ranking_accuracy"].to_numpy(), w["gamma_win_rate"].to_numpy())
+    return out
 
 
 def plot(table: pd.DataFrame, config: ChenConfig):
-    """(a) R vs step with R* and the budget; (b, c) pair loss vs c at the budget and at the end."""
+    """(a) R vs step with R* and the budget, every instance; (b, c) pair loss vs c at the budget
+    and at the end (the first instance with ``config.n_raters`` raters); (d) R vs win rate of the
+    gamma-scaled optima."""
     fig, axes = new_figure(ncols=2, nrows=2, width=3.5, height=2.6)
-    gs = axes[0, 0].get_gridspec()
-    axes[0, 0].remove()
-    axes[0, 1].remove()
-    ax = fig.add_subplot(gs[0, :])
+    first = table["instance"].min()
+    raters = table.drop_duplicates("instance").set_index("instance")["n_raters"]
+    shown = raters[raters == config.n_raters].index.min()
+    shown = first if pd.isna(shown) else shown
+    ax = axes[0, 0]
     acc = _aggregate(table, "ranking_accuracy")
-    mean_band(ax, acc, "step", "ranking_accuracy", label="ranking accuracy R of π_t", color="C0")
-    r_star = _aggregate(table, "ideal_ranking_accuracy").groupby("seed")["ideal_ranking_accuracy"]
-    r_star = r_star.first().mean()
-    ax.axhline(r_star, color="k", linestyle="--", linewidth=1.2,
-               label=f"idealized R* = {r_star:.2f} (Cor. 3.3)")
-    budget = _aggregate(table, "budget_step")["budget_step"].median()
-    acc_mean = acc.groupby("step")["ranking_accuracy"].mean()
-    r_budget = acc_mean[acc_mean.index <= budget].iloc[-1]
-    ax.axvline(budget, color="0.5", linestyle=":", linewidth=1.2)
-    ax.annotate(f"budget: loss {config.budget_fraction:.0%} of the way down\n"
-                f"R = {r_budget:.2f}, gap R* − R = {r_star - r_budget:.2f}",
-                (budget, r_budget), xytext=(6, -4), textcoords="offset points", ha="left",
-                va="top", fontsize=7, color="0.3")
-    loss = _aggregate(table, "loss").groupby("step")["loss"].mean()
-    twin = ax.twinx()
-    twin.plot(loss.index, loss.values, color="0.6", linewidth=1, linestyle="-.")
-    twin.set_ylabel("training loss", color="0.5")
-    twin.tick_params(axis="y", colors="0.5")
-    twin.grid(False)
-    ax.plot([], [], color="0.6", linewidth=1, linestyle="-.", label="DPO training loss (right)")
+    stars = _aggregate(table, "ideal_ranking_accuracy").groupby("instance")[
+        "ideal_ranking_accuracy"].first()
+    budgets = _aggregate(table, "budget_step").groupby("instance")["budget_step"].first()
+    for instance, rows in acc.groupby("instance"):
+        curve = rows.groupby("step")["ranking_accuracy"].mean()
+        bold = instance == first
+        line, = ax.plot(curve.index, curve.values, linewidth=1.5 if bold else 0.7,
+                        alpha=1.0 if bold else 0.5, color="C0",
+                        label="R of π_t (each instance)" if bold else None)
+        ax.plot([curve.index.max() * 1.15], [stars[instance]], marker="<", color="k",
+                markersize=4, linestyle="none",
+                label="idealized R* (Cor. 3.3)" if bold else None)
+        at = curve[curve.index <= budgets[instance]].iloc[-1]
+        ax.plot([budgets[instance]], [at], marker="o", color="C3", markersize=3.5,
+                linestyle="none", label="at the practical budget" if bold else None)
+    ax.axhline(stars[first], color="k", linestyle="--", linewidth=0.9)
     ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlim(0, acc["step"].max())
+    ax.set_xlim(0, acc["step"].max() * 1.3)
     ax.set_xlabel("Adam step (symlog)")
     ax.set_ylabel("ranking accuracy")
-    seeds = acc["seed"].nunique()
-    ax.set_title(f"(a) R vs step, mean ± s.e. over {seeds} seed{'s' if seeds > 1 else ''}, "
-                 f"β = {config.beta:g}")
-    ax.legend(loc="center left")
-    for axis, which, title in ((axes[1, 0], "budget", "(b) at the budget"),
-                               (axes[1, 1], "final", "(c) final (converged)")):
+    ax.set_title(f"(a) R vs step, {acc['instance'].nunique()} instances", fontsize=9)
+    ax.legend(loc="lower right", fontsize=6.5)
+    for axis, which, title in ((axes[0, 1], "budget", "(b) at the budget"),
+                               (axes[1, 0], "final", "(c) converged")):
         frame = _pairs_at(table, which)
+        frame = frame[frame["instance"] == shown]
         good = frame["correct"] > 0.5
         for mask, colour, label in ((good, "C2", "ranked correctly"),
                                     (~good, "C3", "ranked incorrectly")):
@@ -235,58 +351,123 @@ def plot(table: pd.DataFrame, config: ChenConfig):
                          color=colour, label=label, linewidths=0)
         grid = np.linspace(frame["c"].min(), frame["c"].max(), 400)
         axis.plot(grid, -log_expit(config.beta * grid), color="k", linewidth=1.2,
-                  label="−log σ(βc)")
+                  label="−log σ(βc) (Thm 4.1)")
         axis.axvline(0.0, color="0.6", linewidth=0.8)
         axis.set_yscale("log")
         axis.set_xlabel("c = log π_ref(y_l)/π_ref(y_w)  [nats]")
-        axis.set_title(f"{title}: {np.mean(good):.0%} correct")
-    axes[1, 0].set_ylabel("pair loss −log σ(βh)")
-    axes[1, 0].legend(loc="lower left", markerscale=2.5)
+        axis.set_ylabel("pair loss −log σ(βh)")
+        axis.set_title(f"{title}, {raters[shown]} raters: {np.mean(good):.0%} correct",
+                       fontsize=9)
+    axes[0, 1].legend(loc="lower left", markerscale=2.5, fontsize=6.5)
+    ax = axes[1, 1]
+    curves = _gamma_curves(table)
+    gammas = next(iter(curves.values()))[0]
+    mean_r = np.mean([v[1] for v in curves.values()], axis=0)
+    # win rates relative to gamma = 1's (DPO's optimum), in thousandths
+    mean_w = 1e3 * np.mean([v[2] - v[2][gammas == 1.0] for v in curves.values()], axis=0)
+    for key, (_, r, wr) in curves.items():
+        ax.plot(1e3 * (wr - wr[gammas == 1.0]), r, color="0.6", linewidth=0.6, alpha=0.6)
+    points = ax.scatter(mean_w, mean_r, c=gammas, cmap="viridis", s=22, zorder=3)
+    ax.plot(mean_w, mean_r, color="k", linewidth=1.0, zorder=2)
+    for g, x, y in zip(gammas, mean_w, mean_r):
+        if g in (0.0, 1.0, 2.0):
+            ax.annotate(f"γ = {g:g}", (x, y), xytext=(4, 2), textcoords="offset points",
+                        fontsize=7)
+    fig.colorbar(points, ax=ax, label="γ")
+    ax.set_xlabel("win rate vs π_ref − γ = 1's  (×10⁻³)")
+    ax.set_ylabel("ranking accuracy")
+    ax.set_title("(d) γ-scaled reference: optima (black: mean)", fontsize=9)
     return fig
 
 
-def check(table: pd.DataFrame, config: ChenConfig) -> None:
-    """Theorem 4.1 on every pair; R -> R* at convergence; a large gap and rare c > 0 flips at the
-    practical budget; R non-decreasing."""
+def check(table: pd.DataFrame, config: ChenConfig) -> CheckResult:
+    """Chen et al.'s claims on every instance.
+
+    Paper's clauses:
+
+    - ``theorem-4-1``: on every pair, at the budget and at the end, R = 1 iff the pair's DPO loss
+      is at most ``-log sigma(beta c)`` (their Theorem 4.1);
+    - ``alignment-gap``: at the practical budget ``R* - R >= min_gap`` (a large alignment gap);
+    - ``flips-rare``: fewer than half of the pairs the reference ranks wrongly (c > 0) are flipped
+      by the budget;
+    - ``hard-flip-last``: the pairs flipped by the budget have a smaller median c than those not
+      flipped (Theorem 4.1's difficulty);
+    - ``gamma-trend-together``: over the gamma-scaled optima with gamma >= 1.25, ranking accuracy
+      and win rate have a positive correlation (their Section 5, Fig. 10).
+
+    Our derived clause (claim C10, not the paper's): ``converges-to-r-star``: trained to
+    convergence, R is monotone in the step, equals R* within one pair and no longer changes over
+    the second half; pairs the reference ranks correctly (c <= 0) stay correct.
+
+    Effect: the alignment gap ``R* - R`` at the practical budget, per instance.
+    """
+    theorem, correct_kept = {}, {}
     for which in ("budget", "final"):
         frame = _pairs_at(table, which)
         predicted = frame["pair_loss"] <= -log_expit(config.beta * frame["c"]) + 1e-12
-        bad = (predicted != (frame["correct"] > 0.5)).sum()
-        assert bad == 0, f"Theorem 4.1 fails for {bad} pairs at the {which} step"
-        assert np.all(frame.loc[frame["c"] <= 0, "correct"] > 0.5), (
-            f"a pair pi_ref ranks correctly (c <= 0) became incorrect at the {which} step")
+        frame = frame.assign(ok=predicted == (frame["correct"] > 0.5),
+                             kept=(frame["c"] > 0) | (frame["correct"] > 0.5))
+        for key, rows in frame.groupby(["instance", "seed"]):
+            theorem[key] = theorem.get(key, True) and bool(rows["ok"].all())
+            correct_kept[key] = correct_kept.get(key, True) and bool(rows["kept"].all())
     acc = _aggregate(table, "ranking_accuracy")
-    r_star = _aggregate(table, "ideal_ranking_accuracy").groupby("seed")[
+    stars = _aggregate(table, "ideal_ranking_accuracy").groupby(["instance", "seed"])[
         "ideal_ranking_accuracy"].first()
-    budget = _aggregate(table, "budget_step").set_index("seed")["budget_step"]
-    n_pairs = table.loc[table["pair"] >= 0, "pair"].nunique()
-    budget_pairs = _pairs_at(table, "budget")
-    final_pairs = _pairs_at(table, "final")
-    gaps = []
-    for seed, rows in acc.groupby("seed"):
-        rows = rows.sort_values("step")
+    budgets = _aggregate(table, "budget_step").groupby(["instance", "seed"])["budget_step"].first()
+    budget_pairs = _pairs_at(table, "budget").groupby(["instance", "seed"])
+    keys = sorted(theorem)
+    gaps, gap_ok, rare, hard, converged, flips = [], [], [], [], [], []
+    for key in keys:
+        rows = acc[(acc["instance"] == key[0]) & (acc["seed"] == key[1])].sort_values("step")
         values = rows["ranking_accuracy"].to_numpy()
-        assert np.all(np.diff(values) >= -1e-12), f"R decreased during training (seed {seed})"
-        assert abs(values[-1] - r_star[seed]) <= 1.0 / n_pairs + 1e-12, (
-            f"final R = {values[-1]:.3f} differs from R* = {r_star[seed]:.3f} by more than one "
-            f"pair (seed {seed}): not converged to the DPO optimum")
+        n_pairs = len(budget_pairs.get_group(key))
         late = rows["step"].to_numpy() >= rows["step"].max() / 2
-        assert np.ptp(values[late]) == 0, (
-            f"R still changes over the second half of training (seed {seed}): not converged")
-        at_budget = rows.loc[rows["step"] == budget[seed], "ranking_accuracy"].iloc[0]
-        gaps.append(r_star[seed] - at_budget)
-    gap = float(np.mean(gaps))
-    assert gap >= config.min_gap, (
-        f"alignment gap R* - R at the practical budget is {gap:.3f} < {config.min_gap}")
-    pos = budget_pairs["c"] > 0
-    flipped = budget_pairs.loc[pos, "correct"] > 0.5
-    assert flipped.mean() < 0.5, (
-        f"{flipped.mean():.0%} of the pairs pi_ref ranks wrongly flipped by the budget: not rare")
-    c_pos = budget_pairs.loc[pos, "c"]
-    assert c_pos[flipped].median() < c_pos[~flipped].median(), (
-        "flipped pairs do not have smaller c than unflipped ones (Theorem 4.1's difficulty)")
-    final_flipped = (final_pairs.loc[final_pairs["c"] > 0, "correct"] > 0.5).mean()
-    assert final_flipped > flipped.mean(), "no further flips between the budget and convergence"
+        converged.append(bool(np.all(np.diff(values) >= -1e-12)
+                              and abs(values[-1] - stars[key]) <= 1.0 / n_pairs + 1e-12
+                              and np.ptp(values[late]) == 0 and correct_kept[key]))
+        at_budget = rows.loc[rows["step"] == budgets[key], "ranking_accuracy"].iloc[0]
+        gaps.append(float(stars[key] - at_budget))
+        gap_ok.append(gaps[-1] >= config.min_gap)
+        pairs = budget_pairs.get_group(key)
+        pos = pairs[pairs["c"] > 0]
+        flipped = pos["correct"] > 0.5
+        flips.append(float(flipped.mean()) if len(pos) else 0.0)
+        rare.append(bool(len(pos) and flipped.mean() < 0.5))
+        hard.append(bool(flipped.any() and (~flipped).any()
+                         and pos.loc[flipped, "c"].median() < pos.loc[~flipped, "c"].median()))
+    together, correlations = [], []
+    for key, (gammas, r, wr) in sorted(_gamma_curves(table).items()):
+        strong = gammas >= STRONG_REFERENCE
+        if strong.sum() < 3 or np.ptp(r[strong]) == 0 or np.ptp(wr[strong]) == 0:
+            correlations.append(float("nan"))
+            together.append(False)
+            continue
+        rho = float(np.corrcoef(r[strong], wr[strong])[0, 1])
+        correlations.append(rho)
+        together.append(rho > 0)
+    clauses = (
+        clause("theorem-4-1", "on every pair, at the budget and at the end, π ranks the pair "
+               "correctly iff its DPO loss ≤ −log σ(βc) (Theorem 4.1)",
+               [theorem[k] for k in keys]),
+        clause("alignment-gap", f"at the practical budget (loss {config.budget_fraction:.0%} of "
+               f"the way down) the alignment gap R* − R is at least {config.min_gap:g}", gap_ok,
+               "gaps " + ", ".join(f"{g:.2f}" for g in gaps)),
+        clause("flips-rare", "fewer than half of the pairs the reference ranks wrongly (c > 0) are "
+               "flipped by the budget", rare,
+               "flipped fractions " + ", ".join(f"{f:.2f}" for f in flips)),
+        clause("hard-flip-last", "pairs flipped by the budget have a smaller median c than those "
+               "not flipped", hard),
+        clause("gamma-trend-together", f"over the γ-scaled optima with γ ≥ {STRONG_REFERENCE:g}, "
+               "ranking accuracy and win rate vs π_ref are positively correlated (Fig. 10)",
+               together if together else [False],
+               "correlations " + ", ".join(f"{v:.2f}" for v in correlations)),
+        clause("converges-to-r-star", "derived (C10): trained to convergence, R rises "
+               "monotonically to R* (within one pair) and stays there, and pairs the reference "
+               "ranks correctly stay correct", converged, paper=False),
+    )
+    return CheckResult(clauses=clauses,
+                       effect=Effect("alignment gap R* − R at the practical budget", gaps),
+                       mode="exact")
 
 
 EXPERIMENT = register(Experiment(
@@ -297,14 +478,26 @@ EXPERIMENT = register(Experiment(
     claim=("Ranking accuracy of DPO-trained models stays far below the idealized ranking accuracy "
            "R* of the DPO/RLHF optimum (a large alignment gap): a pair the reference ranks wrongly "
            "flips only when its DPO loss drops below -log sigma(beta c) (Theorem 4.1), which is "
-           "tiny for large c, so flips are rare."),
+           "tiny for large c, so flips are rare. With the reference's log-ratio scaled by "
+           "gamma, ranking accuracy and win rate trend together when the reference's influence "
+           "is strong (gamma >= 1.25)."),
     differences=("The paper measures trained LLMs; we use a tabular contextual bandit with one "
                  "rated pair per prompt, a reference with wide random log-odds errors (sigma = 10 "
-                 "nats, like sequence log-probabilities) and exact population DPO. Trained to "
-                 "convergence, our R equals R* exactly (science.md claim C10) — the gap is an "
+                 "nats, like sequence log-probabilities) and exact population DPO. Instances: 8 "
+                 "random problems per run (rewards, references, votes), with 1, 3, 5 or 7 raters "
+                 "per pair. Trained to "
+                 "convergence, our R equals R* exactly (claim C10) — the gap is an "
                  "optimisation effect, so we report it at a 'practical budget', the step at which "
                  "the training loss has made half of its total decrease (an illustrative stand-in "
                  "for a few epochs of LLM training). The mechanism is Theorem 4.1: flipping needs "
                  "a "
-                 "margin h >= c, so pairs with large c flip last."),
-    config=ChenConfig, run=run, plot=plot, check=check, seeds=5))
+                 "margin h >= c, so pairs with large c flip last. The gamma panel uses each "
+                 "gamma's exact optimum (Chen et al. take each gamma's best checkpoint of an LLM), "
+                 "and the win rate of a tabular policy against pi_ref under the gold "
+                 "Bradley-Terry reward: our bandit has no generative degradation away from the "
+                 "reference."),
+    config=ChenConfig, run=run, plot=plot, check=check, seeds=1,
+    # with 5 or 7 raters the vote fractions are mild, R* is low and the gap at the budget small;
+    # the win rate of a tabular optimum moves by thousandths, and its trend with ranking accuracy
+    # over gamma >= 1.25 is not consistent (see the clauses' details)
+    expected_verdict=PARTLY, expected_failing=("alignment-gap", "gamma-trend-together")))

@@ -5,8 +5,8 @@ start distributions and the exact reset objective shared by F17 (``drpo-resets``
 
 Dataset Reset Policy Optimisation resets some of its rollouts to prefixes ``(x, y_{<h})`` of offline
 *preferred* responses (h uniform) besides the usual start state ``x``, so the learner sees states
-deep along good responses that its own rollouts from ``x`` would almost never reach
-(science.md §10). A start distribution ``rho`` over the prefixes ``h = 0..H-1`` is ``e_0`` for
+deep along good responses that its own rollouts from ``x`` would almost never reach. A start
+distribution ``rho`` over the prefixes ``h = 0..H-1`` is ``e_0`` for
 root-only policy gradient and uniform for dataset resets (:func:`start_distribution`);
 :func:`reset_objective` is the exact objective and its gradient for any token-sequence policy.
 """

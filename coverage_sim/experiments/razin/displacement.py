@@ -6,8 +6,8 @@ responses of opposite meaning. Their explanation: the gradient step on ``y+ > y-
 ``log pi(y+)`` through the similarity of the two responses' hidden embeddings (the CHES score
 ``<h(y-), h(y+)> - ||h(y+)||^2``); similar embeddings displace ``y+``.
 
-Three exact-gradient settings (science.md §10, claim C12; gradient descent, so that the flow
-formulas apply step by step):
+Three exact-gradient settings (claim C12; gradient descent, so that the flow formulas apply step
+by step):
 
 1. **tabular, single pair** ``y+ > y-`` among K responses:
    ``d log pi(y+) ∝ 1 - pi(y+) + pi(y-) > 0``: no displacement, ever;
@@ -19,6 +19,13 @@ formulas apply step by step):
    ``phi(y+)`` (CHES > 0): ``d log pi(y+) ∝ <phi(y+) - E_pi phi, phi(y+) - phi(y-)> < 0`` and the
    mass goes to ``y_opp`` with ``phi(y_opp) = -phi(y+)``. As a control, the same setting with a
    dissimilar ``phi(y-)`` (CHES < 0) is not displaced.
+
+Instances: each setting is a family, and the check evaluates every clause on every member: random
+references ``Dirichlet(1, ..., 1)`` for the tabular single pair; random references with
+``pi_ref(a) > pi_ref(c)`` (the premise, imposed by ordering the draw) for the overlapping pairs; and
+for the log-linear settings the configured features with ``phi(y-)`` and ``phi(o)`` perturbed by
+``feature_noise * N(0, 1)`` entrywise, all scaled by a random factor in [0.5, 1.5] (``y_opp`` stays
+``-phi(y+)``). Instance 0 is the configured setting itself.
 
 Convention: DPO is ``-log sigma(beta h)`` (TRL ``sigmoid``); all data are a single deterministic
 comparison per pair, as in the paper's single-example experiments.
@@ -40,12 +47,13 @@ from coverage_sim._validation import (
 )
 from coverage_sim.data import pairs_from_list
 from coverage_sim.env import Bandit
+from coverage_sim.experiments.policy_classes import check_policy_class, make_policy, train_each
 from coverage_sim.experiments.registry import Experiment, register
+from coverage_sim.experiments.verdict import CheckResult, Effect, clause
 from coverage_sim.objectives import objective
 from coverage_sim.plotting import new_figure
-from coverage_sim.experiments.policy_classes import check_policy_class, make_policy
 from coverage_sim.policies import LogLinear
-from coverage_sim.train import train
+from coverage_sim.train import train_many
 
 __all__ = ["SETTINGS", "RazinConfig", "check", "ches", "loglinear_rate", "plot", "run",
            "settings"]
@@ -73,6 +81,9 @@ class RazinConfig:
     """Config of F15.
 
     Attributes:
+      instances: members of each setting's family (instance 0 is the configured setting).
+      feature_noise: standard deviation of the perturbation of ``phi(y-)`` and ``phi(o)`` in the
+        log-linear families.
       beta: DPO's beta.
       steps: gradient-descent steps.
       lr: gradient-descent step size.
@@ -88,6 +99,8 @@ class RazinConfig:
         bandit MLP, arXiv:2404.14367, SFT'd to the reference; same gradient descent).
     """
 
+    instances: int = 8
+    feature_noise: float = 0.1
     beta: float = 0.1
     steps: int = 5000
     lr: float = 2.0
@@ -101,6 +114,8 @@ class RazinConfig:
     phi_other: tuple[float, ...] = (0.0, 1.0)
 
     def __post_init__(self):
+        check_int(self.instances, "instances", minimum=1)
+        check_positive(self.feature_noise, "feature_noise", allow_zero=True)
         check_positive(self.beta, "beta")
         check_int(self.steps, "steps", minimum=1)
         check_positive(self.lr, "lr")
@@ -148,88 +163,140 @@ def ches(phi_plus, phi_minus) -> float:
 
 def loglinear_rate(features, policy, plus: int, minus: int) -> float:
     """Sign-carrying factor of d log pi(y+)/dt under DPO gradient flow on a log-linear policy:
-    ``<phi(y+) - E_pi phi, phi(y+) - phi(y-)>`` (science.md §10, claim C12)."""
+    ``<phi(y+) - E_pi phi, phi(y+) - phi(y-)>`` (claim C12)."""
     features = np.asarray(features, float)
     mean = np.asarray(policy, float) @ features
     return float((features[plus] - mean) @ (features[plus] - features[minus]))
 
 
-def _problems(config: RazinConfig):
-    """(setting, env, data, policy, responses, index of y+, index of y-) of every setting."""
-    out = []
+def _family(config: RazinConfig, seed: int) -> list[dict]:
+    """Per instance: the single-pair and overlap references and the two log-linear feature sets."""
+    rng = np.random.default_rng([seed, 15])
     single = np.asarray(config.single_ref, float)
-    names = ("y+", "y−") + tuple(f"o{i}" for i in range(1, single.size - 1))
-    env = Bandit(reward=np.zeros(single.size), ref=single / single.sum(), name="razin-single")
+    out = [{"single": single / single.sum(), "overlap": np.asarray(config.overlap_ref, float),
+            "similar": config.features(True), "dissimilar": config.features(False)}]
+    for _ in range(config.instances - 1):
+        overlap = rng.dirichlet(np.ones(3))
+        if overlap[0] < overlap[2]:          # the premise pi_ref(a) > pi_ref(c)
+            overlap = overlap[::-1]
+        member = {"single": rng.dirichlet(np.ones(single.size)), "overlap": overlap}
+        scale = rng.uniform(0.5, 1.5)
+        for kind, similar in (("similar", True), ("dissimilar", False)):
+            phi = config.features(similar).copy()
+            phi[[1, 3]] += config.feature_noise * rng.standard_normal((2, phi.shape[1]))
+            member[kind] = scale * phi
+        out.append(member)
+    return out
+
+
+def _problems(config: RazinConfig, seed: int):
+    """Per setting: (setting, envs, datas, policy or per-instance policies, response names,
+    index of y+, index of y-, per-instance features or None)."""
+    family = _family(config, seed)
     ids = [s for s, _ in settings(config.policy)]
-    pair_policy = None if config.policy == "tabular" else make_policy(config.policy)
-    out.append((ids[0], env, pairs_from_list(env, [(0, 1)]), pair_policy, names, 0, 1))
-    env = Bandit(reward=np.zeros(3), ref=np.asarray(config.overlap_ref, float),
-                 name="razin-overlap")
-    out.append((ids[1], env, pairs_from_list(env, [(0, 1), (1, 2)]), pair_policy,
-                ("a", "b", "c"), 1, 2))
-    for setting, similar in (("loglinear-similar", True), ("loglinear-dissimilar", False)):
-        env = Bandit(reward=np.zeros(4), ref=np.full(4, 0.25), name=f"razin-{setting}")
-        out.append((setting, env, pairs_from_list(env, [(0, 1)]),
-                    LogLinear(config.features(similar)), ("y+", "y−", "y_opp", "o"), 0, 1))
+    pair_policy = make_policy(config.policy)
+    k = len(config.single_ref)
+    names = ("y+", "y−") + tuple(f"o{i}" for i in range(1, k - 1))
+    single = [Bandit(reward=np.zeros(k), ref=m["single"], name="razin-single") for m in family]
+    overlap = [Bandit(reward=np.zeros(3), ref=m["overlap"], name="razin-overlap")
+               for m in family]
+    out = [(ids[0], single, [pairs_from_list(e, [(0, 1)]) for e in single], pair_policy, names,
+            0, 1, None),
+           (ids[1], overlap, [pairs_from_list(e, [(0, 1), (1, 2)]) for e in overlap], pair_policy,
+            ("a", "b", "c"), 1, 2, None)]
+    for kind in ("similar", "dissimilar"):
+        envs = [Bandit(reward=np.zeros(4), ref=np.full(4, 0.25), name=f"razin-loglinear-{kind}")
+                for _ in family]
+        feats = [m[kind] for m in family]
+        out.append((f"loglinear-{kind}", envs, [pairs_from_list(e, [(0, 1)]) for e in envs],
+                    [LogLinear(f) for f in feats], ("y+", "y−", "y_opp", "o"), 0, 1, feats))
     return out
 
 
 def run(config: RazinConfig, seed: int) -> pd.DataFrame:
-    """log pi of every response over DPO gradient descent, per setting (exact, so seed-free)."""
+    """log pi of every response over DPO gradient descent, per setting and instance (exact; the
+    seed draws the families)."""
     frames = []
-    for setting, env, data, policy, names, plus, minus in _problems(config):
-        r = train(env, objective("sigmoid", beta=config.beta), data, steps=config.steps,
-                  lr=config.lr, optimizer="gd", seed=seed, policy=policy,
-                  record=config.record_points)
-        steps = r.history["step"].to_numpy()
-        logp = np.log(r.snapshots)
-        for i, name in enumerate(names):
-            frames.append(pd.DataFrame({"setting": setting, "response": name, "seed": seed,
-                                        "step": steps, "metric": "logp", "value": logp[:, i]}))
-        target = names[plus]
-        frames.append(pd.DataFrame({"setting": setting, "response": target, "seed": seed,
-                                    "step": steps, "metric": "logp_target",
-                                    "value": logp[:, plus]}))
-        if isinstance(policy, LogLinear):
-            rate = [loglinear_rate(policy.features, p, plus, minus) for p in r.snapshots]
-            frames.append(pd.DataFrame({"setting": setting, "response": target, "seed": seed,
-                                        "step": steps, "metric": "rate_factor", "value": rate}))
+    common = {"steps": config.steps, "lr": config.lr, "optimizer": "gd", "seed": seed,
+              "record": config.record_points}
+    for setting, envs, datas, policy, names, plus, minus, feats in _problems(config, seed):
+        obj = objective("sigmoid", beta=config.beta)
+        if isinstance(policy, list):
+            runs = train_many(envs, obj, datas, policy=policy, **common)
+        else:
+            runs = train_each(envs, obj, datas, policy=policy, **common)
+        for b, r in enumerate(runs):
+            steps = r.history["step"].to_numpy()
+            logp = np.log(r.snapshots)
+            keys = {"setting": setting, "instance": b}
+            for i, name in enumerate(names):
+                frames.append(pd.DataFrame({**keys, "response": name, "seed": seed,
+                                            "step": steps, "metric": "logp", "value": logp[:, i]}))
+            frames.append(pd.DataFrame({**keys, "response": names[plus], "seed": seed,
+                                        "step": steps, "metric": "logp_target",
+                                        "value": logp[:, plus]}))
+            if feats is not None:
+                rate = [loglinear_rate(feats[b], p, plus, minus) for p in r.snapshots]
+                frames.append(pd.DataFrame({**keys, "response": names[plus], "seed": seed,
+                                            "step": steps, "metric": "rate_factor",
+                                            "value": rate}))
+                frames.append(pd.DataFrame({**keys, "response": names[plus], "seed": seed,
+                                            "step": [0], "metric": "ches",
+                                            "value": ches(feats[b][plus], feats[b][minus])}))
     return pd.concat(frames, ignore_index=True)
 
 
-def _target(table: pd.DataFrame, setting: str) -> pd.Series:
+def _targets(table: pd.DataFrame, setting: str) -> dict:
+    """Per (instance, seed): log pi(y+) against step."""
     rows = table[(table["setting"] == setting) & (table["metric"] == "logp_target")]
+    if rows.empty:
+        raise AssertionError(f"no log pi(y+) rows for setting {setting!r}")
+    return {key: g.sort_values("step")["value"].to_numpy()
+            for key, g in rows.groupby(["instance", "seed"])}
+
+
+def _target(table: pd.DataFrame, setting: str, instance: int = 0) -> pd.Series:
+    """log pi(y+) against step of one instance (mean over seeds)."""
+    rows = table[(table["setting"] == setting) & (table["metric"] == "logp_target")
+                 & (table["instance"] == instance)]
     if rows.empty:
         raise AssertionError(f"no log pi(y+) rows for setting {setting!r}")
     return rows.groupby("step")["value"].mean()
 
 
 def plot(table: pd.DataFrame, config: RazinConfig):
-    """(a) change of log pi(y+) per setting; (b, c) where the mass goes when it is displaced."""
+    """(a) change of log pi(y+) per setting, every instance; (b, c) where the mass goes when it is
+    displaced (instance 0)."""
     fig, axes = new_figure(ncols=3, width=2.6, height=3.0)
     ax = axes[0, 0]
     styles = {"tabular-single": ("C0", "-"), "tabular-overlap": ("C1", "-"),
-              "loglinear-similar": ("C3", "-"), "loglinear-dissimilar": ("C3", "--")}
+              "loglinear-similar": ("C3", "-"), "loglinear-dissimilar": ("C2", "--")}
     labels = {"tabular-single": "tabular, one pair",
               "tabular-overlap": "tabular, a≻b, b≻c (y+ = b)",
               "loglinear-similar": "log-linear, similar φ", "loglinear-dissimilar":
               "log-linear, dissimilar φ"}
     for setting, title in settings(config.policy):
-        target = _target(table, setting)
         colour, ls = styles.get(setting, ("C0" if setting.endswith("single") else "C1", "-"))
-        ax.plot(target.index, target.values - target.values[0], color=colour, linestyle=ls,
-                label=labels.get(setting, title))
+        rows = table[(table["setting"] == setting) & (table["metric"] == "logp_target")]
+        for instance, g in rows.groupby("instance"):
+            target = g.groupby("step")["value"].mean()
+            first = instance == rows["instance"].min()
+            ax.plot(target.index, target.values - target.values[0], color=colour, linestyle=ls,
+                    linewidth=1.5 if first else 0.6, alpha=1.0 if first else 0.45,
+                    label=labels.get(setting, title) if first else None)
     ax.axhline(0.0, color="k", linewidth=0.8)
     ax.set_yscale("symlog", linthresh=1)
     ax.set_ylabel("log π_t(y+) − log π_0(y+)  [nats]")
-    ax.set_title("(a) chosen response's log-prob")
+    n = table["instance"].nunique()
+    ax.set_title(f"(a) chosen log-prob, {n} instances")
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=4, fontsize=8)
     colours = {"a": "C2", "b": "C0", "c": "C3", "y+": "C0", "y−": "C3", "y_opp": "C4", "o": "0.55"}
     overlap_id = settings(config.policy)[1][0]
     for ax, setting, title in ((axes[0, 1], overlap_id, "(b) a≻b, b≻c: π of each"),
                                (axes[0, 2], "loglinear-similar", "(c) similar φ: π of each")):
-        rows = table[(table["setting"] == setting) & (table["metric"] == "logp")]
+        rows = table[(table["setting"] == setting) & (table["metric"] == "logp")
+                     & (table["instance"] == table["instance"].min())]
         target = "b" if setting == overlap_id else "y+"
         for name, resp in rows.groupby("response", sort=False):
             mean = np.exp(resp.groupby("step")["value"].mean())
@@ -247,49 +314,91 @@ def plot(table: pd.DataFrame, config: RazinConfig):
     return fig
 
 
-def check(table: pd.DataFrame, config: RazinConfig) -> None:
-    """No displacement in the tabular single pair; displacement of the chosen response with
-    overlapping pairs and with similar log-linear features (sign = sign of the C12 rate).
+def check(table: pd.DataFrame, config: RazinConfig) -> CheckResult:
+    """Razin et al.'s claim on every instance of the log-linear families, and our exact tabular
+    analysis (claim C12) on every instance of the tabular ones.
 
-    With ``policy="mlp"`` the pair settings' claims are the tabular theorem's and are not asserted
-    (the capacity table, ``capacity-findings``, measures them); the log-linear ones are."""
-    if config.policy == "tabular":
-        _check_tabular(table)
-    _check_loglinear(table)
+    Paper's clauses (log-linear policy, single pair y+ > y-):
 
+    - ``likelihood-displacement``: with similar features (CHES > 0), log pi(y+) ends at least 1 nat
+      below its start;
+    - ``mass-to-opposite``: there the mass moves to a response never in the data, the opposite
+      y_opp (final pi(y_opp) > 0.5);
+    - ``low-ches-not-displaced``: with dissimilar features (CHES < 0), log pi(y+) ends above its
+      start.
 
-def _check_tabular(table: pd.DataFrame) -> None:
-    single = _target(table, "tabular-single").to_numpy()
-    rising = (np.diff(single) > 0) | (single[1:] > -1e-12)  # strictly up until it reaches log 1
-    assert rising.all(), "tabular single pair: log pi(y+) is not increasing"
-    assert single[-1] > single[0], "tabular single pair: log pi(y+) did not increase"
-    overlap = _target(table, "tabular-overlap").to_numpy()
-    assert np.all(np.diff(overlap) < 0), (
-        "overlapping pairs: log pi(b) is not decreasing although pi(a) > pi(c)")
-    assert overlap[-1] < overlap[0] - 1.0, (
-        f"overlapping pairs: log pi(b) fell only {overlap[0] - overlap[-1]:.3f} nats")
+    Our derived clauses (claim C12, not the paper's):
 
+    - ``c12-rate-sign``: between consecutive records of every log-linear instance, the change of
+      log pi(y+) has the sign of ``<phi(y+) - E_pi phi, phi(y+) - phi(y-)>`` at an end of the
+      interval (the sign of both ends when they agree);
+    - ``c12-tabular-single``: a tabular single pair is never displaced (log pi(y+) rises at every
+      record until it reaches 0) -- evaluated on the tabular policy only;
+    - ``c12-tabular-overlap``: with overlapping pairs a > b, b > c and pi_ref(a) > pi_ref(c),
+      log pi(b) falls at every record and by at least 1 nat -- tabular policy only.
 
-def _check_loglinear(table: pd.DataFrame) -> None:
-    similar = _target(table, "loglinear-similar").to_numpy()
-    assert similar[-1] < similar[0] - 1.0, (
-        f"log-linear similar features: log pi(y+) fell only {similar[0] - similar[-1]:.3f} nats")
-    control = _target(table, "loglinear-dissimilar").to_numpy()
-    assert control[-1] > control[0], "log-linear control (dissimilar features) was displaced"
-    for setting in ("loglinear-similar", "loglinear-dissimilar"):
-        rows = table[(table["setting"] == setting)]
-        rate = rows[rows["metric"] == "rate_factor"].groupby("step")["value"].mean()
-        logp = _target(table, setting)
-        change = np.diff(logp.to_numpy())
-        predicted = np.sign(rate.to_numpy()[:-1])
-        ok = (np.sign(change) == predicted) | (np.abs(change) < 1e-9)
-        assert ok.all(), (f"{setting}: sign of the change of log pi(y+) differs from the sign of "
-                          f"<phi+ - E phi, phi+ - phi-> at {int((~ok).sum())} records")
+    With ``policy="mlp"`` the two pair settings use the MLP and their clauses are not evaluated
+    (the capacity table, ``capacity-findings``, measures them).
+
+    Effect: change of log pi(y+) over training, similar minus dissimilar features (nats).
+    """
+    similar, dissimilar = _targets(table, "loglinear-similar"), _targets(table, "loglinear-"
+                                                                          "dissimilar")
+    keys = sorted(set(similar) & set(dissimilar))
+    displaced = [bool(similar[k][-1] < similar[k][0] - 1.0) for k in keys]
+    kept = [bool(dissimilar[k][-1] > dissimilar[k][0]) for k in keys]
     opp = table[(table["setting"] == "loglinear-similar") & (table["metric"] == "logp")
                 & (table["response"] == "y_opp")]
-    last = opp[opp["step"] == opp["step"].max()]["value"].mean()
-    assert last > np.log(0.5), (
-        f"log-linear similar: the mass did not move to y_opp (log pi = {last:.3f})")
+    opp_final = {key: g.sort_values("step")["value"].iloc[-1]
+                 for key, g in opp.groupby(["instance", "seed"])}
+    to_opp = [bool(opp_final[k] > np.log(0.5)) for k in keys]
+    ches_values = table[(table["setting"] == "loglinear-similar") & (table["metric"] == "ches")]
+    signs = []
+    for setting in ("loglinear-similar", "loglinear-dissimilar"):
+        rows = table[(table["setting"] == setting) & (table["metric"] == "rate_factor")]
+        rates = {key: g.sort_values("step")["value"].to_numpy()
+                 for key, g in rows.groupby(["instance", "seed"])}
+        for key, logp in _targets(table, setting).items():
+            # between two records the change has the sign of the rate at an end of the interval
+            # (when the rate keeps its sign across it, that sign)
+            change, rate = np.sign(np.diff(logp)), np.sign(rates[key])
+            ok = (change == rate[:-1]) | (change == rate[1:]) | (np.abs(np.diff(logp)) < 1e-9)
+            signs.append(bool(ok.all()))
+    changes = [(similar[k][-1] - similar[k][0]) - (dissimilar[k][-1] - dissimilar[k][0])
+               for k in keys]
+    clauses = [
+        clause("likelihood-displacement", "log-linear DPO with similar features (CHES > 0) "
+               "lowers log π(y+) by at least 1 nat", displaced,
+               "Δ log π(y+) " + ", ".join(f"{similar[k][-1] - similar[k][0]:.2f}" for k in keys)
+               + "; CHES " + ", ".join(f"{v:.2f}" for v in ches_values["value"])),
+        clause("mass-to-opposite", "there the mass moves to the opposite response y_opp, never "
+               "in the data (final π(y_opp) > 0.5)", to_opp),
+        clause("low-ches-not-displaced", "with dissimilar features (CHES < 0) log π(y+) ends "
+               "above its start", kept),
+        clause("c12-rate-sign", "derived (C12): the change of log π(y+) has the sign of "
+               "⟨φ(y+) − E_π φ, φ(y+) − φ(y−)⟩ between every two records, similar and dissimilar "
+               "features",
+               signs, paper=False),
+    ]
+    if config.policy == "tabular":
+        single = _targets(table, "tabular-single")
+        # strictly up until it reaches log 1 (where the increments round to 0)
+        never = [bool(((np.diff(v) > 0) | (v[1:] > -1e-12)).all() and v[-1] > v[0])
+                 for v in single.values()]
+        overlap = _targets(table, "tabular-overlap")
+        falls = [bool(np.all(np.diff(v) < 0) and v[-1] < v[0] - 1.0) for v in overlap.values()]
+        clauses += [
+            clause("c12-tabular-single", "derived (C12): tabular DPO on a single pair never "
+                   "lowers log π(y+) (random references)", never, paper=False),
+            clause("c12-tabular-overlap", "derived (C12): with overlapping pairs a ≻ b, b ≻ c and "
+                   "π_ref(a) > π_ref(c), log π(b) falls at every record, by at least 1 nat "
+                   "(random references)", falls,
+                   "Δ log π(b) " + ", ".join(f"{v[-1] - v[0]:.1f}" for v in overlap.values()),
+                   paper=False),
+        ]
+    return CheckResult(clauses=tuple(clauses),
+                       effect=Effect("Δ log π(y+), similar − dissimilar features (nats)",
+                                     changes), mode="exact")
 
 
 EXPERIMENT = register(Experiment(
@@ -306,5 +415,10 @@ EXPERIMENT = register(Experiment(
                  "chosen b of b > c is the rejected of a > b, and the normaliser rises because "
                  "pi(a) > pi(c)) or log-linear features with phi(y-) similar to phi(y+) "
                  "(CHES > 0, the paper's mechanism), where the mass goes to y_opp with "
-                 "phi(y_opp) = -phi(y+). A dissimilar-feature control is not displaced."),
+                 "phi(y_opp) = -phi(y+). A dissimilar-feature control is not displaced. Each "
+                 "setting is a family of 8 instances: the configured one, random Dirichlet "
+                 "references (with pi_ref(a) > pi_ref(c) for the overlap) and, for the log-linear "
+                 "settings, phi(y-) and phi(o) perturbed by 0.1 N(0, 1) and all features scaled "
+                 "by a random factor in [0.5, 1.5], drawn from the seed. The tabular settings test "
+                 "our derived claim C12, not the paper's."),
     config=RazinConfig, run=run, plot=plot, check=check, seeds=1))

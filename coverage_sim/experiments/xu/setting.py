@@ -1,5 +1,6 @@
 """The 3-arm out-of-distribution bandit of Xu et al. 2024 (arXiv:2404.10719), shared by F10
-(``song-coverage``, Song et al. 2024, arXiv:2406.01462) and F11 (``xu-ood``).
+(``song-coverage``, Song et al. 2024, arXiv:2406.01462) and F11 (``xu-ood``), and its family of
+instances.
 
 Both figures use the 3-arm out-of-distribution bandit of :func:`coverage_sim.xu_bandit`: arms
 ``y1, y2, y3`` with ``pi_ref = [(1-eps)/2, (1-eps)/2, eps]``, gold reward ``(1, 0, -3)``, and one
@@ -13,6 +14,11 @@ Conventions: DPO is ``-log sigma(beta h)`` (TRL ``sigmoid``); RLHF maximises
 gradient (the paper uses a REINFORCE estimate on online samples). Suboptimality is measured on the
 gold KL-regularised objective ``J(pi) = E_pi r* - beta KL(pi || pi_ref)``:
 ``J(pi*_beta) - J(pi) = beta KL(pi || pi*_beta) >= 0``.
+
+Instances (:func:`feature_family`): the checks of both figures run on a family of feature sets,
+the construction itself (instance 0) and random perturbations of it, ``phi + noise * N(0, 1)``
+entrywise; the perturbations keep ``phi(y3)`` only approximately equal to ``phi(y1) - phi(y2)``,
+so the family tests that the drift does not hinge on the exact identity.
 """
 
 from __future__ import annotations
@@ -23,9 +29,23 @@ import pandas as pd
 from coverage_sim import metrics
 from coverage_sim._validation import as_float_array, check_finite
 from coverage_sim.env import optimal_policy
-from coverage_sim.instances import XU_ARMS
+from coverage_sim.instances import XU_ARMS, xu_features
 
-__all__ = ["check_reward", "clipped_reward_model", "tidy_runs"]
+__all__ = ["check_reward", "clipped_reward_model", "feature_family", "tidy_runs"]
+
+
+def feature_family(instances: int, noise: float, seed: int) -> list[np.ndarray]:
+    """``instances`` feature sets ``(3, 2)``: :func:`~coverage_sim.xu_features` first, then
+    ``xu_features() + noise * N(0, 1)`` drawn from ``seed``.
+
+    Examples:
+      >>> family = feature_family(3, 0.2, seed=0)
+      >>> len(family), family[0].tolist()
+      (3, [[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+    """
+    rng = np.random.default_rng(seed)
+    base = xu_features()
+    return [base] + [base + noise * rng.standard_normal(base.shape) for _ in range(instances - 1)]
 
 
 def clipped_reward_model(features, pairs, bound: float, scale: float = 1e3) -> np.ndarray:

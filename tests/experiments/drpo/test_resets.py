@@ -5,31 +5,43 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from coverage_sim.experiments.drpo import resets as drpo
 from coverage_sim.experiments.drpo.setting import METHODS, RESETS, ROOT, start_distribution
-from coverage_sim.plotting import save_figure
-from coverage_sim.sweep import run_sweep
+from coverage_sim.experiments.verdict import AGREES
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    cfg = drpo.DRPOConfig.quick()
-    table = run_sweep(drpo.EXPERIMENT, cfg, [0], out=tmp_path_factory.mktemp("drpo"),
-                      workers=1, progress=False)
-    return cfg, table
+def quick(quick_sweep):
+    return quick_sweep(drpo.EXPERIMENT)
 
 
-def test_quick_agrees_and_numbers(quick, tmp_path, assert_drawn):
+def _clauses(result):
+    return {c.name: c for c in result.clauses}
+
+
+def test_quick_agrees_and_numbers(quick, save_plot):
     cfg, table = quick
-    drpo.check(table, cfg)
-    root, root_ok = drpo._solve_times(table, ROOT)
-    reset, reset_ok = drpo._solve_times(table, RESETS)
+    result = drpo.check(table, cfg)
+    assert result.verdict == AGREES
+    clauses = _clauses(result)
+    hard = [(v, h) for v in cfg.vocabs for h in cfg.horizons if cfg.hard(v, h)]
+    assert len(hard) == 7                                   # V^H >= 1000 with H <= 7
+    for name in ("resets-solve", "root-stalls", "exact-plateau-length"):
+        assert clauses[name].passes == clauses[name].instances == len(hard), name
+    # V = 4, H = 5 is the one hard lock where root-only needs less than 4x (3.6x)
+    assert clauses["resets-faster"].results == tuple((v, h) != (4, 5) for v, h in hard)
+    assert clauses["resets-polynomial"].passes == len(cfg.vocabs)
+    root, root_ok = drpo._solve_times(table, ROOT, 4)
+    reset, reset_ok = drpo._solve_times(table, RESETS, 4)
     assert reset_ok.all() and root_ok.all()
     assert 100 <= reset[6] <= 200 and 900 <= root[6] <= 1300     # H = 6, V = 4, lr = 1
     assert root[6] / reset[6] > 6
+    # both methods start at P(y*) = V^-H exactly, on every lock
+    first = table[(table["metric"] == "p_target") & (table["step"] == 0)]
+    np.testing.assert_allclose(first["value"], 1.0 / first["vocab"] ** first["horizon"],
+                               rtol=1e-12)
     # root-only: every position has the same probability (symmetric dynamics from uniform)
     toks = table[(table["metric"] == "p_token") & (table["method"] == ROOT)]
     spread = toks.groupby("step")["value"].agg(lambda v: v.max() - v.min())
@@ -39,10 +51,27 @@ def test_quick_agrees_and_numbers(quick, tmp_path, assert_drawn):
     mid = res[res["step"] == res["step"][res["step"] <= 60].max()]
     p = mid.sort_values("position")["value"].to_numpy()
     assert np.all(np.diff(p) > 0)
-    fig = drpo.plot(table, cfg)
-    assert_drawn(fig)
-    paths = save_figure(fig, tmp_path / "drpo")
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+    save_plot(drpo.EXPERIMENT, table, cfg)
+
+
+def test_numba_ascent_matches_the_numpy_gradient():
+    """train_locks (numba) == repeated lock_policy_gradient steps (numpy), mixed V and H."""
+    locks = [(ROOT, 3, 4), (RESETS, 3, 4), (RESETS, 5, 2), (ROOT, 4, 3)]
+    steps, lr = 25, 0.7
+    p_path, per_token, _ = drpo.train_locks(locks, lr, steps, [0, 10, steps], 2.0)
+    for b, (method, v, h) in enumerate(locks):
+        theta = np.zeros((1, h, v))
+        target = (np.arange(h) % v)[None]
+        rho = start_distribution(method, h)[None]
+        path = []
+        for t in range(steps + 1):
+            _, grad, p = drpo.lock_policy_gradient(theta, target, rho)
+            if t in (0, 10, steps):
+                path.append(p.prod())
+                if t == steps:
+                    np.testing.assert_allclose(per_token[-1, b, :h], p[0], rtol=1e-12)
+            theta = theta + lr * grad
+        np.testing.assert_allclose(p_path[:, b], path, rtol=1e-12)
 
 
 def _full_tree_J(logits, V, H, target, rho):
@@ -111,26 +140,71 @@ def test_mixed_horizon_batch_matches_single():
 
 def test_table_layout(quick):
     _cfg, table = quick
-    assert list(table.columns) == ["method", "horizon", "position", "seed", "step", "metric",
-                                   "value"]
+    assert list(table.columns) == ["method", "vocab", "horizon", "position", "seed", "step",
+                                   "metric", "value"]
     assert not table.isna().any().any()
 
 
 @pytest.mark.parametrize("field, value", [("vocab", 1), ("horizons", (2, 3)), ("lr", 0.0),
-                                          ("steps_shown", 10 ** 6), ("threshold", 1.0)])
+                                          ("steps_shown", 10 ** 6), ("threshold", 1.0),
+                                          ("vocabs", (3, 5)), ("hard_states", 1)])
 def test_invalid_config(field, value):
     with pytest.raises(ValueError, match=field):
         drpo.DRPOConfig(**{field: value})
 
 
-def test_check_fails_without_the_effect(quick):
+def test_train_locks_rejects_a_bad_record():
+    with pytest.raises(ValueError, match="record"):
+        drpo.train_locks([(ROOT, 3, 3)], 1.0, 10, [0, 20], 0.5)
+
+
+def _swap(table):
+    out = table.copy()
+    root, reset = out["method"] == ROOT, out["method"] == RESETS
+    out.loc[root, "method"], out.loc[reset, "method"] = RESETS, ROOT
+    return out
+
+
+def test_swapping_the_methods_fails_the_comparative_clauses(quick):
     cfg, table = quick
-    swapped = table.copy()
-    root, reset = swapped["method"] == ROOT, swapped["method"] == RESETS
-    swapped.loc[root, "method"], swapped.loc[reset, "method"] = RESETS, ROOT
-    with pytest.raises(AssertionError):
-        drpo.check(swapped, cfg)
-    same = table[table["method"] == RESETS]
-    no_effect = same.assign(method=ROOT)
-    with pytest.raises(AssertionError, match="root-only needs"):
-        drpo.check(pd.concat([same, no_effect], ignore_index=True), cfg)
+    result = drpo.check(_swap(table), cfg)
+    # within the quick budget root-only solves every hard lock too, so "resets solve" survives
+    # the swap; the comparisons do not
+    assert set(result.failing) == {"resets-faster", "root-stalls"}
+    assert result.effect.mean < 0
+
+
+def test_each_clause_fails_without_its_effect(quick):
+    cfg, table = quick
+    cases = {}
+    # resets that never solve (the budget runs out)
+    unsolved = table.copy()
+    sel = (unsolved["method"] == RESETS) & (unsolved["metric"] == "solved")
+    unsolved.loc[sel, "value"] = 0.0
+    cases["resets-solve"] = (unsolved, {"resets-polynomial"})   # no solved times to fit
+    # root-only only 2x slower: times halved... by making resets' times half of root-only's
+    slow = table.copy()
+    steps = slow["metric"] == "steps_to_solve"
+    root_times = table[steps & (table["method"] == ROOT)].set_index(["vocab", "horizon"])["value"]
+    sel = steps & (slow["method"] == RESETS)
+    slow.loc[sel, "value"] = [root_times[(v, h)] / 2 for v, h in
+                              slow.loc[sel, ["vocab", "horizon"]].to_numpy()]
+    cases["resets-faster"] = (slow, {"root-stalls", "resets-polynomial"})
+    # root-only that has already left its plateau: P(y*) 100x higher at every step
+    moving = table.copy()
+    sel = (moving["method"] == ROOT) & (moving["metric"] == "p_target")
+    moving.loc[sel, "value"] = np.minimum(100 * moving.loc[sel, "value"], 1.0)
+    cases["root-stalls"] = (moving, set())
+    # root-only times 3x the plateau length V^H/(H eta)
+    long = table.copy()
+    sel = steps & (long["method"] == ROOT)
+    long.loc[sel, "value"] *= 3.0
+    cases["exact-plateau-length"] = (long, set())
+    # resets whose iterations grow like H^4
+    steep = table.copy()
+    sel = steps & (steep["method"] == RESETS)
+    steep.loc[sel, "value"] = steep.loc[sel, "horizon"].astype(float) ** 4
+    cases["resets-polynomial"] = (steep, {"resets-faster", "root-stalls"})
+    for name, (broken, also) in cases.items():
+        failing = {c.name for c in drpo.check(broken, cfg).clauses if not c.holds}
+        assert name in failing and failing <= {name} | also, (name, failing)

@@ -6,21 +6,29 @@ import numpy as np
 import pytest
 
 from coverage_sim.experiments.rashidinejad import lcb as rn
-from coverage_sim.plotting import save_figure
-from coverage_sim.sweep import run_sweep
+from coverage_sim.experiments.verdict import AGREES
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    cfg = rn.RashidinejadConfig.quick()
-    table = run_sweep(rn.EXPERIMENT, cfg, [0, 1], out=tmp_path_factory.mktemp("rashidinejad"),
-                      workers=1, progress=False)
-    return cfg, table
+def quick(quick_sweep):
+    return quick_sweep(rn.EXPERIMENT, seeds=(0, 1), workers=1)
 
 
-def test_quick_agrees_and_numbers(quick, tmp_path, assert_drawn):
+def _clauses(result):
+    return {c.name: c for c in result.clauses}
+
+
+def test_quick_agrees_and_numbers(quick, save_plot):
     cfg, table = quick
-    rn.check(table, cfg)
+    result = rn.check(table, cfg)
+    assert result.verdict == AGREES and result.mode == "sampled"
+    clauses = _clauses(result)
+    assert not clauses["bc-chernoff-exponent"].paper
+    counts = {"expert-data": 2, "lcb-rate": 6, "lcb-upper-bound": 8, "bc-exponential": 2,
+              "bc-fails": 6, "greedy-fails": 8, "bc-chernoff-exponent": 1}
+    assert {n: (c.passes, c.instances) for n, c in clauses.items()} == {
+        n: (k, k) for n, k in counts.items()}
+    assert result.effect.ci[0] > 0.03
     n_max = max(cfg.ns)
     gap = rn.mean_gap(cfg)
     for instance in rn.INSTANCES:
@@ -41,10 +49,17 @@ def test_quick_agrees_and_numbers(quick, tmp_path, assert_drawn):
     # LCB's order in C*: the offset grows with C* (sqrt(C*/N))
     lcb_n = [rn._mean_curve(table, "two-arm", c, "LCB")[n_max] for c in (1.5, 2.0, 10.0, 100.0)]
     assert np.all(np.diff(lcb_n) > 0)
-    fig = rn.plot(table, cfg)
-    assert_drawn(fig)
-    paths = save_figure(fig, tmp_path / "rashidinejad")
-    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+    save_plot(rn.EXPERIMENT, table, cfg)
+
+
+def test_lcb_bound_formula():
+    cfg = rn.RashidinejadConfig()
+    n = np.array([100.0, 1e4])
+    expected = np.sqrt(2 * 10.0 * np.log(2 * 2 * n / cfg.delta) / n)
+    np.testing.assert_allclose(rn.lcb_bound(cfg, "two-arm", 10.0, n), expected)
+    arms = 2 + cfg.n_rare
+    np.testing.assert_allclose(rn.lcb_bound(cfg, "hard", 10.0, n),
+                               np.sqrt(2 * 10.0 * np.log(2 * arms * n / cfg.delta) / n))
 
 
 def test_table_layout(quick):
@@ -88,15 +103,42 @@ def test_invalid_config(field, value):
         rn.RashidinejadConfig(**{field: value})
 
 
-def test_check_fails_without_the_effect(quick):
+def _scale(table, factor, **where):
+    out = table.copy()
+    sel = np.ones(len(out), dtype=bool)
+    for key, value in where.items():
+        sel &= (out[key] == value).to_numpy()
+    out.loc[sel, "value"] = factor(out.loc[sel]) if callable(factor) else out.loc[sel, "value"] \
+        * factor
+    return out
+
+
+def test_swapping_lcb_and_greedy_fails(quick):
     cfg, table = quick
     swapped = table.copy()
     hard = swapped["instance"] == "hard"
     lcb, greedy = hard & (swapped["algorithm"] == "LCB"), hard & (swapped["algorithm"] == "greedy")
     swapped.loc[lcb, "algorithm"], swapped.loc[greedy, "algorithm"] = "greedy", "LCB"
-    with pytest.raises(AssertionError):
-        rn.check(swapped, cfg)
-    # BC that decays for C* >= 2 (effect removed): copy LCB's curve into BC's
+    failing = set(rn.check(swapped, cfg).failing)
+    assert {"greedy-fails", "lcb-rate", "lcb-upper-bound"} <= failing
+
+
+def test_each_clause_fails_without_its_effect(quick):
+    cfg, table = quick
+    cases = {}
+    # C* = 1: LCB errs a little
+    cases["expert-data"] = (_scale(table, lambda r: r["value"] + 0.01, c_star=1.0,
+                                   algorithm="LCB", metric="subopt"), set())
+    # LCB that decays like 1/N instead of 1/sqrt(N)
+    cases["lcb-rate"] = (_scale(table, lambda r: 0.05 * 10.0 / r["n_samples"], algorithm="LCB",
+                                metric="subopt"), {"expert-data", "bc-exponential"})
+    # LCB 20x worse: above its bound (and no longer far below greedy)
+    cases["lcb-upper-bound"] = (_scale(table, 20.0, algorithm="LCB", metric="subopt"),
+                                {"greedy-fails"})
+    # BC at C* = 1.5 that keeps erring at N >= 1000
+    cases["bc-exponential"] = (_scale(table, lambda r: np.maximum(r["value"], 1e-3),
+                                      c_star=1.5, algorithm="BC", metric="subopt"), set())
+    # BC that decays for C* >= 2 (effect removed): LCB's curve copied into BC's
     decaying = table.copy()
     for c_star in (2.0, 10.0, 100.0):
         sel = (decaying["instance"] == "two-arm") & (decaying["c_star"] == c_star) & (
@@ -104,5 +146,13 @@ def test_check_fails_without_the_effect(quick):
         bc = sel & (decaying["algorithm"] == "BC")
         decaying.loc[bc, "value"] = decaying.loc[sel & (decaying["algorithm"] == "LCB"),
                                                  "value"].to_numpy()
-    with pytest.raises(AssertionError, match="BC should be bad"):
-        rn.check(decaying, cfg)
+    cases["bc-fails"] = (decaying, set())
+    # greedy on the hard instance that decays like LCB
+    cases["greedy-fails"] = (_scale(table, 0.01, instance="hard", algorithm="greedy",
+                                    metric="subopt"), set())
+    # sizes only up to 100: BC's error exponent is still far from its Chernoff limit
+    cases["bc-chernoff-exponent"] = (table[table["n_samples"] <= 100],
+                                     {"lcb-rate", "bc-exponential", "greedy-fails"})
+    for name, (broken, also) in cases.items():
+        failing = {c.name for c in rn.check(broken, cfg).clauses if not c.holds}
+        assert name in failing and failing - {name} <= also, (name, failing)
