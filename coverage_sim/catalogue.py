@@ -144,17 +144,16 @@ EXPERIMENTS = (
         '2404.14367',
         'On-policy sampling wins when the optimum is far from the reference (100-arm bandit)',
         'coverage_sim.experiments.tajwar.peak',
-        True,
+        False,
         3.2,
         2.9),
     ExperimentEntry(
         'tajwar-efficiency',
         'F2',
         '2404.14367',
-        'On-policy data are more query- and KL-efficient; sample reuse trades queries for '
-        'staleness',
+        'On-policy data are more query-efficient; moderate sample reuse is best',
         'coverage_sim.experiments.tajwar.efficiency',
-        True,
+        False,
         5.3,
         1.4),
     ExperimentEntry(
@@ -163,7 +162,7 @@ EXPERIMENTS = (
         '2404.14367',
         'Pushing down the worst sample relocates mass to the optimum faster (Best-of-N)',
         'coverage_sim.experiments.tajwar.negative_gradient',
-        True,
+        False,
         5.6,
         1.0),
     ExperimentEntry(
@@ -212,6 +211,26 @@ EXPERIMENTS = (
         True,
         0.2,
         0.2),
+    ExperimentEntry(
+        'kl-estimators',
+        'F18',
+        '2402.03300',
+        'KL estimators k1, k2, k3 in the reward or in the loss: exact bias, variance and where '
+        'training ends',
+        'coverage_sim.experiments.estimators.kl_estimators',
+        True,
+        30.0,
+        30.0),
+    ExperimentEntry(
+        'group-baselines',
+        'F19',
+        '2402.14740',
+        'Group baselines (REINFORCE, batch mean, RLOO, GRPO, Dr. GRPO) against the exact RLHF '
+        'gradient as the group size varies',
+        'coverage_sim.experiments.estimators.group_baselines',
+        True,
+        30.0,
+        30.0),
     ExperimentEntry(
         'tajwar-tokens',
         'F3 (tokens)',
