@@ -145,8 +145,8 @@ EXPERIMENTS = (
         'On-policy sampling wins when the optimum is far from the reference (100-arm bandit)',
         'coverage_sim.experiments.tajwar.peak',
         False,
-        3.2,
-        2.9),
+        11.0,
+        2.4),
     ExperimentEntry(
         'tajwar-efficiency',
         'F2',
@@ -154,8 +154,8 @@ EXPERIMENTS = (
         'On-policy data are more query-efficient; moderate sample reuse is best',
         'coverage_sim.experiments.tajwar.efficiency',
         False,
-        5.3,
-        1.4),
+        2.8,
+        0.9),
     ExperimentEntry(
         'tajwar-negative-gradient',
         'F3',
@@ -163,8 +163,8 @@ EXPERIMENTS = (
         'Pushing down the worst sample relocates mass to the optimum faster (Best-of-N)',
         'coverage_sim.experiments.tajwar.negative_gradient',
         False,
-        5.6,
-        1.0),
+        3.3,
+        2.0),
     ExperimentEntry(
         'tajwar-mode-seeking',
         'F4',
@@ -172,7 +172,7 @@ EXPERIMENTS = (
         'Reverse KL (mode-seeking) empties the wrong region faster than forward KL',
         'coverage_sim.experiments.tajwar.mode_seeking',
         True,
-        0.2,
+        0.5,
         0.2),
     ExperimentEntry(
         'tang-pareto',
@@ -219,8 +219,8 @@ EXPERIMENTS = (
         'training ends',
         'coverage_sim.experiments.estimators.kl_estimators',
         True,
-        30.0,
-        30.0),
+        1.3,
+        0.5),
     ExperimentEntry(
         'group-baselines',
         'F19',
@@ -229,8 +229,8 @@ EXPERIMENTS = (
         'gradient as the group size varies',
         'coverage_sim.experiments.estimators.group_baselines',
         True,
-        30.0,
-        30.0),
+        3.9,
+        0.7),
     ExperimentEntry(
         'tajwar-tokens',
         'F3 (tokens)',

@@ -132,7 +132,8 @@ def _final(table, metric, **where) -> float:
 
 def _f1(kind, seed, config):
     cfg = PeakConfig(peaks=(70.0,), offsets=(0,), arms=("exact",), steps=config.peak_steps,
-                     record_every=max(config.peak_steps // 20, 1), policy=kind)
+                     record_every=max(config.peak_steps // 20, 1), policy=kind, dpo_beta=0.1,
+                     offline_gap=0.0)
     table = run_peak(cfg, seed)
     final = {(m, r): _final(table, "reward", method=m, regime=r)
              for m, r in {(m, r) for m, r in zip(table["method"], table["regime"])}}

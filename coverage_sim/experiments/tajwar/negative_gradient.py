@@ -144,7 +144,7 @@ def _train(envs, config: NegativeGradientConfig, regime: str, c: float, optimize
 def run(config: NegativeGradientConfig, seed: int) -> pd.DataFrame:
     """Mass near the optimum against step, Best-of-N with and without push-down, every variant,
     regime and instance."""
-    rec = log_record(config.steps, dense=20, num=50)
+    rec = log_record(config.steps)
     frames = []
     for centre in config.peaks:
         peaks = [centre + o for o in config.offsets]

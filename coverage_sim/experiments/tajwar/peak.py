@@ -95,6 +95,8 @@ class PeakConfig:
       n: responses per state (Tajwar: 10).
       dpo_beta: DPO beta in ``-log sigma(beta h)`` (Tajwar: 0.01).
       ipo_margin: Tajwar's IPO target margin ``m`` in ``(h - m)^2`` (TRL beta = 1/(2m)).
+      offline_gap: offline DPO/IPO drop pairs whose rewards differ by less than this (Tajwar:
+        0.2; 0 keeps every reference pair).
       pg_beta: KL strength of the policy gradient (tiny: Tajwar's REINFORCE has none).
       record_every: record every this many on-policy steps (offline sampled: every 10).
       policy: policy class of the exact arm, ``"tabular"``, ``"loglinear"`` or ``"mlp"``
@@ -110,6 +112,7 @@ class PeakConfig:
     n: int = PROTOCOL_N
     dpo_beta: float = PROTOCOL_DPO_BETA
     ipo_margin: float = PROTOCOL_IPO_MARGIN
+    offline_gap: float = PROTOCOL_GAP
     pg_beta: float = 1e-3
     record_every: int = 15
     policy: str = "tabular"
@@ -130,6 +133,7 @@ class PeakConfig:
         check_int(self.n, "n", minimum=2)
         check_positive(self.dpo_beta, "dpo_beta")
         check_positive(self.ipo_margin, "ipo_margin")
+        check_in_range(self.offline_gap, "offline_gap", 0.0, 1.0, high_open=True)
         check_positive(self.pg_beta, "pg_beta")
         check_int(self.record_every, "record_every", minimum=1)
         check_policy_class(self.policy)
@@ -152,7 +156,7 @@ def _sampled_arm(envs, lrs, config: PeakConfig, seed0: int) -> dict:
     rec_on = step_grid(config.steps, config.record_every)
     # Tajwar's offline data: 100 states x 10 responses, all 45 pairs per state, |dr| >= 0.2
     datas = [group_pairs(env, env.ref, PROTOCOL_OFFLINE_STATES, n,
-                         min_reward_gap=PROTOCOL_GAP, seed=seed0 + b)
+                         min_reward_gap=config.offline_gap, seed=seed0 + b)
              for b, env in enumerate(envs)]
     behaviour = [offline_pairs(env, env.ref, labels="deterministic") for env in envs]
     common = dict(seed=seed0, policy=policy, metrics=["reward"], progress=False)
@@ -193,7 +197,7 @@ def _exact_arm(envs, config: PeakConfig, seed: int) -> dict:
     tau = ipo_beta(config.ipo_margin)
     rec = step_grid(config.steps, config.record_every)
     policy = peak_policy(config.policy)
-    truncated = [gap_pairs(env, PROTOCOL_GAP) for env in envs]
+    truncated = [gap_pairs(env, config.offline_gap) for env in envs]
     full = [offline_pairs(env, env.ref, labels="deterministic") for env in envs]
     specs = {
         ("DPO", OFFLINE): (objective("sigmoid", beta=config.dpo_beta), truncated),
@@ -351,7 +355,7 @@ def _theory(centre: float, config: PeakConfig) -> dict:
     env = peak_env(centre)
     tau = ipo_beta(config.ipo_margin)
     return {"Best-of-N cap": float(best_of_n_policy(env.ref, env.reward, config.n) @ env.reward),
-            "IPO cap": float(ipo_fixed_point(env, gap_pairs(env, PROTOCOL_GAP), tau)
+            "IPO cap": float(ipo_fixed_point(env, gap_pairs(env, config.offline_gap), tau)
                              @ env.reward)}
 
 
@@ -383,7 +387,7 @@ def plot(table: pd.DataFrame, config: PeakConfig):
             ax.axhline(theory["Best-of-N cap"], color=METHOD_COLOURS["Best-of-N"], linestyle=":",
                        linewidth=1, label="offline Best-of-N cap (exact)")
             ax.axhline(theory["IPO cap"], color=METHOD_COLOURS["IPO"], linestyle=":",
-                       linewidth=1, label="offline IPO cap (exact, |Δr| ≥ 0.2)")
+                       linewidth=1, label=f"offline IPO cap (exact, |Δr| ≥ {config.offline_gap:g})")
             steps = np.arange(0, config.steps + 1, max(config.steps // 150, 1))
             lr = config.lr if arm != "protocol" else max(PROTOCOL_LRS.values())
             ax.plot(steps, sign_descent_limit(peak_env(peak), lr * steps), color="0.4",
