@@ -33,6 +33,9 @@ import coverage_sim.experiments.tang.ablations  # noqa: F401
 import coverage_sim.experiments.tang.classifier  # noqa: F401
 import coverage_sim.experiments.tang.best_of_2  # noqa: F401
 import coverage_sim.experiments.gorbatovski.moving_reference  # noqa: F401
+# estimator figures only an exact simulator can draw (F18, F19)
+import coverage_sim.experiments.estimators.kl_estimators  # noqa: F401
+import coverage_sim.experiments.estimators.group_baselines  # noqa: F401
 # the transformer versions register only when torch imports
 import coverage_sim.experiments.tajwar.tokens  # noqa: F401
 import coverage_sim.experiments.tajwar.token_peak  # noqa: F401

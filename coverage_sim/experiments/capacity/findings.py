@@ -138,8 +138,9 @@ def _final(table, metric, **where) -> float:
 
 
 def _f1(kind, seed, config):
-    cfg = PeakConfig(peaks=(70.0,), steps=config.peak_steps,
-                     record_every=max(config.peak_steps // 20, 1), policy=kind)
+    cfg = PeakConfig(peaks=(70.0,), offsets=(0,), arms=("exact",), steps=config.peak_steps,
+                     record_every=max(config.peak_steps // 20, 1), policy=kind, dpo_beta=0.1,
+                     offline_gap=0.0)
     table = run_peak(cfg, seed)
     final = {(m, r): _final(table, "reward", method=m, regime=r)
              for m, r in {(m, r) for m, r in zip(table["method"], table["regime"])}}
@@ -149,8 +150,9 @@ def _f1(kind, seed, config):
 
 
 def _f3(kind, seed, config):
-    cfg = NegativeGradientConfig(peaks=(70.0,), push_downs=(0.0, 0.5), regimes=(ON_POLICY,),
-                                 steps=config.push_steps, lr=0.01, optimizer="adam", policy=kind)
+    cfg = NegativeGradientConfig(peaks=(70.0,), offsets=(0,), variants=("large-c",),
+                                 regimes=(ON_POLICY,), steps=config.push_steps, adam_lr=0.01,
+                                 large_push_down=0.5, policy=kind)
     table = run_negative_gradient(cfg, seed)
     mass = table[table["metric"] == "mass_near_opt"]
     curves = {c: rows.groupby("step")["value"].mean() for c, rows in mass.groupby("push_down")}
