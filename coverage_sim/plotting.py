@@ -7,11 +7,15 @@ shared style, :func:`figure_legend` puts a legend below the panels that fits the
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # figures are files: never open a window (CI and notebooks run headless)
+# Figures are files: never open a window (CI and headless runs). Inside a Jupyter kernel the
+# inline backend is kept, so that a notebook that imports an experiment still shows its plots.
+if "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
