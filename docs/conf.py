@@ -68,7 +68,7 @@ nb_merge_streams = True
 nb_execution_excludepatterns = []
 
 # API reference from the docstrings (Google style: Args / Returns / Examples).
-autodoc_default_options = {"members": False, "show-inheritance": False}
+autodoc_default_options = {}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"

@@ -27,7 +27,8 @@ SUBMODULES = ["coverage_sim.metrics", "coverage_sim.preferences", "coverage_sim.
               "coverage_sim.torch_backend", "coverage_sim.transformer",
               "coverage_sim.transformer_stack", "coverage_sim.mlp", "coverage_sim.notebook",
               "coverage_sim.provenance"]
-#: A claim id in text: C1..C99 not inside a quoted colour name such as "C0" (matplotlib).
+#: A claim id in text: C and one or two digits, not inside a quoted colour name such as "C0"
+#: (matplotlib).
 CLAIM_ID = re.compile(r"""(?<!["'\w])C(\d{1,2})(?!["'\w])""")
 TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
 
@@ -130,6 +131,8 @@ PENDING_OUTSIDE_REFERENCES = {
     "coverage_sim/experiments/tajwar/setting.py", "coverage_sim/experiments/tang/pareto.py",
     "coverage_sim/experiments/tang/setting.py", "coverage_sim/experiments/xu/ood.py",
     "figures/README.md",
+    # being rewritten by another branch; its one reference is to the numba caching notes
+    "coverage_sim/_pair_kernels.py",
 }
 
 
