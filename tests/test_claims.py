@@ -1,4 +1,4 @@
-"""Property-based tests of the claims C1-C11, C15 and C17 (docs/theory.md, "Claims").
+"""Property-based tests of the claims C1-C12, C15 and C17 (docs/claims.md).
 
 C13 lives in tests/test_objectives.py and C14 in tests/test_best_of_n.py.
 
@@ -907,6 +907,80 @@ def test_c11_dpo_gradient_bounded_by_coverage(inst, beta, rare, frac):
     for x in xs:
         before = t[:, 0, 0] < t_min[x]
         assert np.all(moved[before, x, best[x]] < target[x, best[x]])
+
+
+# ---------------------------------------------------------------------------------------------
+# C12: likelihood displacement needs overlapping pairs or shared features
+# ---------------------------------------------------------------------------------------------
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _logp_rate(policy, env, params, data, beta, response):
+    """d log pi(response) / dt under gradient flow on the DPO loss, through the library's own
+    loss gradient and the policy's pull-back: -(d log pi_y / d params) . (dL / d params)."""
+    logp = policy.logp(env, params)
+    _, g_logp = cs.objective("sigmoid", beta=beta).loss_and_grad(env, logp, data)
+    g_params = policy.grad(env, params, g_logp)
+    onehot = np.zeros(env.n_responses)
+    onehot[response] = 1.0
+    d_logp_d_params = policy.grad(env, params, onehot)    # grad of log pi(y) itself
+    return -float(np.dot(d_logp_d_params, g_params)), np.exp(logp)
+
+
+@settings(max_examples=examples(25), **SETTINGS)
+@given(k=st.integers(3, 12), seed=st.integers(0, 2**32 - 1), beta=BETA,
+       scale=st.floats(0.0, 3.0))
+def test_c12_tabular_single_pair_is_never_displaced(k, seed, beta, scale):
+    """One pair, tabular softmax: d log pi(y+)/dt = beta sigma(-beta h) (1 - pi_+ + pi_-) > 0."""
+    rng = np.random.default_rng(seed)
+    env = cs.random_bandit(k, seed=seed)
+    theta = np.log(env.ref) + scale * rng.normal(size=k)
+    data = cs.pairs_from_list(env, [(0, 1)])
+    rate, pi = _logp_rate(TABULAR, env, theta, data, beta, response=0)
+    u = np.log(pi) - np.log(env.ref)
+    expected = beta * _sigmoid(-beta * (u[0] - u[1])) * (1.0 - pi[0] + pi[1])
+    assert rate == pytest.approx(expected, rel=1e-9)
+    assert rate > 0
+
+
+@settings(max_examples=examples(25), **SETTINGS)
+@given(k=st.integers(3, 12), seed=st.integers(0, 2**32 - 1), beta=BETA,
+       margin=st.floats(-3.0, 3.0))
+def test_c12_overlapping_pairs_displace_the_shared_chosen_response(k, seed, beta, margin):
+    """a > b and b > c with equal weights and equal margins h_ab = h_bc = m: d log pi(b)/dt =
+    (beta/2) sigma(-beta m) (pi_c - pi_a), negative exactly when pi_a > pi_c, although b is a
+    chosen response of one of the pairs."""
+    rng = np.random.default_rng(seed)
+    env = cs.random_bandit(k, seed=seed)
+    u = rng.normal(size=k)
+    u[:3] = [2 * margin, margin, 0.0]
+    theta = np.log(env.ref) + u
+    data = cs.pairs_from_list(env, [(0, 1), (1, 2)])
+    rate, pi = _logp_rate(TABULAR, env, theta, data, beta, response=1)
+    expected = 0.5 * beta * _sigmoid(-beta * margin) * (pi[2] - pi[0])
+    assert rate == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert (rate < 0) == (pi[0] > pi[2] * (1 + 1e-12))
+
+
+@settings(max_examples=examples(25), **SETTINGS)
+@given(k=st.integers(3, 12), d=st.integers(1, 5), seed=st.integers(0, 2**32 - 1), beta=BETA)
+def test_c12_loglinear_rate_sign_is_the_feature_inner_product(k, d, seed, beta):
+    """Log-linear policy pi ~ pi_ref e^{w . phi}: d log pi(y+)/dt =
+    beta sigma(-beta h) <phi+ - E_pi phi, phi+ - phi->, whose sign decides displacement."""
+    rng = np.random.default_rng(seed)
+    env = cs.random_bandit(k, seed=seed)
+    phi = rng.normal(size=(k, d))
+    policy = cs.LogLinear(phi)
+    w = rng.normal(size=d)
+    data = cs.pairs_from_list(env, [(0, 1)])
+    rate, pi = _logp_rate(policy, env, w, data, beta, response=0)
+    u = np.log(pi) - np.log(env.ref)
+    inner = float((phi[0] - pi @ phi) @ (phi[0] - phi[1]))
+    expected = beta * _sigmoid(-beta * (u[0] - u[1])) * inner
+    assert rate == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert np.sign(rate) == np.sign(inner) or abs(inner) < 1e-12
 
 
 # ---------------------------------------------------------------------------------------------
