@@ -76,9 +76,8 @@ def objectives(out: Path) -> None:
                 paper += f" ([arXiv:{spec.arxiv}](https://arxiv.org/abs/{spec.arxiv}))"
             params = ", ".join(f"`{k}` = {v!r}" for k, v in spec.defaults.items()) or "none"
             lines += [f"(objective-{name.replace('_', '-')})=", f"### {title}", "",
-                      f"*{paper}*", "", f"Parameters (defaults): {params}.",
-                      "" if spec.needs_data else "", ("Needs offline data." if spec.needs_data
-                                                      else "Needs no offline data."), "",
+                      f"*{paper}*", "", f"Parameters (defaults): {params}.", "",
+                      "Needs offline data." if spec.needs_data else "Needs no offline data.", "",
                       _plain(spec.convention), ""]
     _write_if_changed(out / "objectives.md", "\n".join(lines))
 
