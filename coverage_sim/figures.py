@@ -27,8 +27,8 @@ from coverage_sim.experiments import EXPERIMENTS, get_experiment
 from coverage_sim.experiments.registry import Experiment, assess
 from coverage_sim.experiments.verdict import AGREES, CheckResult
 from coverage_sim.plotting import save_figure
-from coverage_sim.sweep import atomic_write_text, collect, execute, experiment_cells, prepare
 from coverage_sim.provenance import source_revision
+from coverage_sim.sweep import atomic_write_text, collect, execute, experiment_cells, prepare
 from coverage_sim.train import package_versions
 
 __all__ = ["Verdict", "reproduce", "write_index"]
