@@ -9,7 +9,7 @@ with effective weights ``W' = (1 - eps) W + eps W^T`` (cDPO label smoothing) or
 
     dL/du_k = beta * sum_j S_kj sigma(z_kj) - d_k,   S = W + W^T,   d = beta * W' 1,
 
-so one step reads one K x K matrix (engineering.md §C). With ``w = exp(beta (u - c))`` (``c`` the
+so one step reads one K x K matrix (docs/theory.md, "Offline pairwise losses"). With ``w = exp(beta (u - c))`` (``c`` the
 midrange of ``u``), ``sigma(z_kj) = w_k / (w_k + w_j)``, so with ``q_kj = S_kj / (w_k + w_j)`` (symmetric)
 
     dL/du_k = beta * w_k * sum_j q_kj - d_k

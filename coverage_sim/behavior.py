@@ -1,4 +1,4 @@
-"""Behaviour policies ``mu``: the coverage dial of offline data (science.md §0, "Coverage knobs").
+"""Behaviour policies ``mu``: the coverage dial of offline data (docs/theory.md, "Coverage").
 
 * :func:`restrict_support` -- support truncation (``mu = 0`` outside ``S``), Song et al.
   (arXiv:2406.01462) partial coverage.
@@ -32,7 +32,7 @@ def restrict_support(policy, support) -> np.ndarray:
     """Truncate a policy to a support set and renormalise each row.
 
     ``mu(y|x) = policy(y|x) 1[y in S_x] / sum_{y' in S_x} policy(y'|x)``: the support-truncation
-    coverage knob (science.md §0; Song et al., arXiv:2406.01462).
+    coverage knob (docs/theory.md, "Coverage"; Song et al., arXiv:2406.01462).
 
     Args:
       policy: ``(K,)`` or ``(X, K)`` distribution(s).
@@ -109,7 +109,7 @@ def mixture(policy_a, policy_b, weight: float) -> np.ndarray:
 def quality_mixture(env, k: float, beta_q: float) -> np.ndarray:
     """Quality knob ``mu = (1 - k) pi_ref + k pi_q`` with ``pi_q = pi_ref e^{r/beta_q} / Z``.
 
-    science.md §0 coverage knobs; Tang et al. (arXiv:2405.08448) "data quality" ablation. ``k = 0``
+    The coverage dial (docs/theory.md); Tang et al. (arXiv:2405.08448) "data quality" ablation. ``k = 0``
     is ``pi_ref``; ``k = 1`` with small ``beta_q`` concentrates on high-reward responses. The
     support never leaves ``supp(pi_ref)``.
 
@@ -138,7 +138,7 @@ def replay(policies) -> np.ndarray:
     """Replay buffer policy ``(1/T) sum_t pi_t`` of a sequence of policies.
 
     Offline data on ``mu_replay`` is Tang et al.'s (arXiv:2405.08448) test of the coverage
-    hypothesis (science.md §1): same coverage as the online run, but off-policy.
+    hypothesis (figure F7 in docs/figures.md): same coverage as the online run, but off-policy.
 
     Args:
       policies: non-empty sequence of ``T`` policies, all of shape ``(K,)`` or all ``(X, K)``

@@ -1,7 +1,7 @@
 """Exact Best-of-N and best/worst-of-N pair distributions.
 
 * :func:`best_of_n_policy` -- the law of the highest-reward response among ``n`` i.i.d. draws from a
-  policy (Gao et al., arXiv:2210.10760; Beirami et al., arXiv:2401.01879; science.md §10).
+  policy (Gao et al., arXiv:2210.10760; Beirami et al., arXiv:2401.01879; claim C14 in docs/claims.md).
 * :func:`best_worst_of_n_pairs` / :func:`best_worst_pairs` -- the joint law of (best, worst) of
   ``n`` draws, i.e. the ``choose_type max_min`` pairs of RLHF Workflow (arXiv:2405.07863, §9).
 * :func:`best_of_n_kl_bound` -- ``log n - (n - 1)/n``.
@@ -56,8 +56,8 @@ def best_of_n_policy(policy, reward, n: int) -> np.ndarray:
     """Exact Best-of-N policy: the law of the highest-reward of ``n`` i.i.d. draws from ``policy``.
 
     Sort distinct reward values ascending with CDF ``F_g`` (policy mass of rewards ``<=`` the
-    ``g``-th value); the winning reward group has probability ``F_g^n - F_{g-1}^n`` (science.md
-    §10, [DER]; Gao et al., arXiv:2210.10760; Beirami et al., arXiv:2401.01879). Responses with
+    ``g``-th value); the winning reward group has probability ``F_g^n - F_{g-1}^n`` (claim C14;
+    Gao et al., arXiv:2210.10760; Beirami et al., arXiv:2401.01879). Responses with
     exactly equal (float) rewards are pooled and the group's probability is split in proportion to
     their policy mass (any tie-break that ignores the response identity gives this law). Responses
     with zero policy mass get 0. ``n = 1`` returns ``policy``.
@@ -84,7 +84,7 @@ def best_of_n_policy(policy, reward, n: int) -> np.ndarray:
 def best_worst_of_n_pairs(policy, reward, n: int, context_weights=None) -> np.ndarray:
     """Exact joint law of (best, worst) among ``n`` i.i.d. draws: RLHF Workflow ``max_min`` pairs.
 
-    RLHF Workflow (Dong et al., arXiv:2405.07863; science.md §9): draw ``n`` responses from
+    RLHF Workflow (Dong et al., arXiv:2405.07863; figure F16 in docs/figures.md): draw ``n`` responses from
     ``policy``, take the highest-reward one as ``y_w`` and the lowest as ``y_l``. Responses are
     ranked by a stable ascending sort on reward, so **ties are broken by index** (among equal
     rewards the larger index counts as better); a pair of tied responses then still forms a

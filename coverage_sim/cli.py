@@ -1,17 +1,22 @@
-"""Command line: ``coverage-sim list | run | plot | reproduce | objectives | instances | train``.
+"""Command line: ``coverage-sim list | config | run | plot | reproduce | objectives | instances | train``.
 
 - ``list``: the registered experiments (figure id, paper, one line each).
+- ``config ID``: an experiment's config fields, their defaults (full and ``--quick``) and meaning:
+  the keys ``run --set`` accepts.
 - ``run ID [--set key=value ...] [--seeds N] --out DIR``: run one experiment's seeds into DIR
   (config, seeds, versions and the tidy table; resumable), and check its claim.
 - ``plot DIR``: draw a finished run's figure into DIR (PNG and PDF).
-- ``reproduce [ID ...] [--quick]``: run, draw and check every figure into ``figures/``.
+- ``reproduce [ID ...] [--quick]``: run, draw and check every figure into ``figures/`` (with
+  ``--quick``, into ``runs/quick/figures/`` unless ``--figures`` says otherwise, so that a quick
+  run never overwrites the committed full-size figures).
 - ``objectives`` / ``instances``: the objective catalogue and the built-in instances.
 - ``train INSTANCE -o NAME [-o NAME ...]``: train objectives on an instance with exact gradients and
   print their final metrics side by side (``--out DIR``: history.csv and config.json per objective).
 
-Every file is written atomically. ``--help``, ``list``, ``objectives``, ``instances`` and usage
-errors answer at once: they read the static :mod:`coverage_sim.catalogue`, and numba, pandas,
-torch and the experiments are imported only by the commands that run something.
+Every file is written atomically, with the permissions the umask gives. ``--help``, ``list``,
+``objectives``, ``instances`` and usage errors answer at once: they read the static
+:mod:`coverage_sim.catalogue`, and numba, pandas, torch and the experiments are imported only by the
+commands that run something. Every error is one line on stderr and a non-zero exit status.
 """
 
 from __future__ import annotations
@@ -20,9 +25,15 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from coverage_sim import catalogue
+
+
+#: The label models of offline pairs (``coverage_sim.preferences.LABEL_MODELS``; a test keeps the
+#: two equal), spelled out so that ``--help`` needs no numpy import.
+LABEL_MODELS = ("bradley_terry", "deterministic")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,7 +119,7 @@ def _cmd_train(args) -> int:
     from coverage_sim.data import offline_pairs
     from coverage_sim.instances import make_instance
     from coverage_sim.objectives import OBJECTIVES, objective
-    from coverage_sim.sweep import atomic_write_text
+    from coverage_sim._files import atomic_write_text
     from coverage_sim.train import train
 
     env = make_instance(args.instance)
@@ -143,10 +154,81 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_list(_args) -> int:
-    width = max(len(e.id) for e in catalogue.EXPERIMENTS)
-    for e in sorted(catalogue.EXPERIMENTS, key=lambda e: catalogue.figure_key(e.figure, e.id)):
-        print(f"{e.figure:<4} {e.id:<{width}}  arXiv:{e.arxiv:<10}  {e.title}")
+    entries = sorted(catalogue.EXPERIMENTS, key=lambda e: catalogue.figure_key(e.figure, e.id))
+    fig_width = max(len(e.figure) for e in entries)
+    id_width = max(len(e.id) for e in entries)
+    arxiv_width = max(len(e.arxiv) for e in entries) + len("arXiv:")
+    for e in entries:
+        print(f"{e.figure:<{fig_width}}  {e.id:<{id_width}}  {'arXiv:' + e.arxiv:<{arxiv_width}}  "
+              f"{e.title}")
     return 0
+
+
+def _field_docs(config_class) -> dict[str, str]:
+    """``{field: text}`` from the ``Attributes:`` sections of a config class's docstring and of its
+    bases' (a field documented on a base keeps that text unless the subclass documents it)."""
+    import inspect
+    import re
+
+    docs = {}
+    for klass in reversed(config_class.__mro__):
+        doc = inspect.cleandoc(klass.__dict__.get("__doc__") or "")
+        if "Attributes:" not in doc:
+            continue
+        names, indent = [], 0
+        for line in doc.split("Attributes:", 1)[1].splitlines():
+            match = re.match(r"^( {1,4})(\w+(?:, \w+)*)(?: \([^)]*\))?: (.*)$", line)
+            if match and (not names or len(match.group(1)) == indent):
+                indent, names = len(match.group(1)), match.group(2).split(", ")
+                for name in names:
+                    docs[name] = match.group(3).strip()
+            elif names and re.match(rf"^ {{{indent + 1},}}\S", line):
+                for name in names:
+                    docs[name] += " " + line.strip()
+            elif line.strip() and not line.startswith(" "):
+                break   # the next section
+    # Plain text for a terminal: ``code`` -> code, :data:`NAME` -> NAME.
+    return {k: re.sub(r":\w+:`~?([^`]+)`", r"\1", v.replace("``", "")) for k, v in docs.items()}
+
+
+def _cmd_config(args) -> int:
+    import dataclasses
+
+    from coverage_sim.experiments import get_experiment
+
+    experiment = get_experiment(args.experiment)
+    full, quick = experiment.default_config(False), experiment.default_config(True)
+    docs = _field_docs(experiment.config)
+    print(f"{experiment.id} ({experiment.figure}): {experiment.title}")
+    print(f"config {experiment.config.__name__}; set a field with "
+          f"`coverage-sim run {experiment.id} --set KEY=VALUE` (VALUE as JSON)\n")
+    for field in dataclasses.fields(full):
+        default = json.dumps(_jsonable(getattr(full, field.name)))
+        quick_value = json.dumps(_jsonable(getattr(quick, field.name)))
+        kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__",
+                                                                      str(field.type))
+        line = f"{field.name} ({kind}) = {default}"
+        if quick_value != default:
+            line += f"   [--quick: {quick_value}]"
+        print(line)
+        text = docs.get(field.name)
+        if text:
+            print(textwrap.fill(text, width=96, initial_indent="    ", subsequent_indent="    "))
+    return 0
+
+
+def _jsonable(value):
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
 
 
 def _check_verdict(experiment, table, config) -> int:
@@ -193,9 +275,13 @@ def _cmd_reproduce(args) -> int:
 
     for ident in args.ids:
         get_experiment(ident)
-    _output_folder(args.figures, "--figures")
+    figures = args.figures
+    if figures is None:
+        # A quick run must not overwrite the committed full-size figures and their index.
+        figures = str(Path(args.runs) / "quick" / "figures") if args.quick else "figures"
     _output_folder(args.runs, "--runs")
-    verdicts = reproduce(args.ids or None, quick=args.quick, figures_dir=args.figures,
+    _output_folder(figures, "--figures")
+    verdicts = reproduce(args.ids or None, quick=args.quick, figures_dir=figures,
                          runs_dir=args.runs, workers=args.workers, scheduler=args.scheduler,
                          progress=not args.no_progress, device=args.device)
     unexpected = 0
@@ -206,7 +292,7 @@ def _cmd_reproduce(args) -> int:
             unexpected += 1
             note = f"  [UNEXPECTED: the registered verdict is {expected!r}]"
         print(f"{verdict.experiment:<28} {verdict.message}{note}")
-    print(f"figures, data and index in {args.figures}/")
+    print(f"figures, data and index in {figures}/")
     return 0 if unexpected == 0 else 1
 
 
@@ -227,82 +313,183 @@ def _truncate(ref, keep: float):
     return restrict_support(ref, mask.reshape(ref.shape))
 
 
+_DESCRIPTION = """\
+Exact simulator of online vs offline preference optimisation (RLHF, DPO, IPO, ...) under
+controllable data coverage.
+
+commands:
+  list         the registered experiments: figure, id, arXiv id, title
+  config ID    an experiment's config fields (the keys of `run --set`), defaults, meaning
+  run ID       run one experiment's seeds into a folder and check its claim (resumable)
+  plot DIR     draw a finished run folder's figure
+  reproduce    run, draw and check every figure into figures/
+  objectives   the objective catalogue: name, family, arXiv id, paper
+  instances    the built-in bandit instances
+  train        train objectives on an instance and compare their final metrics
+
+`coverage-sim COMMAND --help` describes a command's options."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keeps the descriptions' line breaks and appends each option's default, except where the
+    default is "nothing" (None, False, an empty list) or the help text states it already."""
+
+    def __init__(self, prog, **kwargs):
+        kwargs.setdefault("max_help_position", 24)
+        super().__init__(prog, **kwargs)
+
+    def _get_help_string(self, action):
+        nothing = action.default is None or action.default is False or action.default == []
+        if nothing or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="coverage-sim", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the registered experiments (figures)").set_defaults(
+    parser = _Parser(prog="coverage-sim", usage="coverage-sim [-h] COMMAND ...",
+                     description=_DESCRIPTION, formatter_class=_HelpFormatter)
+    # The commands are listed in the description, with their arguments; argparse's own list
+    # would repeat them.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help=argparse.SUPPRESS)
+
+    def command(name, help_text, description=None):
+        text = textwrap.fill(description or help_text[0].upper() + help_text[1:] + ".", 88)
+        return sub.add_parser(name, help=help_text, description=text,
+                              formatter_class=_HelpFormatter)
+
+    command("list", "list the registered experiments (figure, id, arXiv id, title)").set_defaults(
         func=_cmd_list)
+    cfg = command("config", "show an experiment's config fields: the keys of `run --set`",
+                  "Print an experiment's config fields with their type, default, quick default "
+                  "and meaning. These are the keys `coverage-sim run ID --set KEY=VALUE` accepts.")
+    cfg.add_argument("experiment", help="experiment id (see `coverage-sim list`)")
+    cfg.set_defaults(func=_cmd_config)
 
     def parallel_options(p):
         p.add_argument("--workers", type=_int_at_least(1), default=None,
-                       help="local processes (default: one per core)")
-        p.add_argument("--scheduler", default=None,
-                       help="dask.distributed scheduler address, e.g. tcp://host:8786")
+                       help="local worker processes (default: one per core)")
+        p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run on a dask.distributed cluster at ADDRESS, e.g. tcp://host:8786 "
+                            "(needs the cluster extra)")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    run = sub.add_parser("run", help="run one experiment's seeds into a folder")
+    run = command("run", "run one experiment's seeds into a folder and check its claim",
+                  "Run one experiment's seeds into a run folder (config.json, one CSV per seed, "
+                  "results.csv), then check the paper's claim on the table; the exit status is 0 "
+                  "when the verdict is the registered one. Re-running into the same folder "
+                  "resumes it. List the config keys of --set with `coverage-sim config ID`.")
     run.add_argument("experiment", help="experiment id (see `coverage-sim list`)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="config field, value as JSON, e.g. --set taus=[0.1,1]")
-    run.add_argument("--seeds", type=_int_at_least(1), default=None,
-                     help="number of seeds (default: the experiment's; at most 2 with --quick)")
-    run.add_argument("--quick", action="store_true", help="start from the quick config")
-    run.add_argument("--out", required=True, help="run folder (resumed if it exists)")
+                     help="override a config field, value as JSON, e.g. --set taus=[0.1,1]; "
+                          "repeatable; `coverage-sim config ID` lists the keys")
+    run.add_argument("--seeds", type=_int_at_least(1), default=None, metavar="N",
+                     help="run seeds 0..N-1 (default: the experiment's own seeds)")
+    run.add_argument("--quick", action="store_true",
+                     help="start from the experiment's quick config (seconds, not minutes)")
+    run.add_argument("--out", required=True, metavar="DIR",
+                     help="run folder (created; resumed if it holds this run)")
     run.add_argument("--device", default=None,
                      help="torch device of a transformer experiment, e.g. cuda (sets its config's "
                           "device field)")
     parallel_options(run)
     run.set_defaults(func=_cmd_run)
-    plot = sub.add_parser("plot", help="draw a finished run folder's figure")
-    plot.add_argument("folder")
+    plot = command("plot", "draw a finished run folder's figure",
+                   "Draw the figure of a finished run folder (written by `coverage-sim run`) into "
+                   "DIR/figure.png and DIR/figure.pdf, and print the check's verdict.")
+    plot.add_argument("folder", metavar="DIR",
+                      help="a finished run folder: holds config.json and results.csv")
     plot.set_defaults(func=_cmd_plot)
-    rep = sub.add_parser("reproduce", help="run, draw and check every figure into figures/")
-    rep.add_argument("ids", nargs="*", help="experiment ids (default: all)")
-    rep.add_argument("--quick", action="store_true", help="small versions (under 2 minutes)")
-    rep.add_argument("--figures", default="figures", help="output folder for figures")
-    rep.add_argument("--runs", default="runs", help="folder for resumable runs")
+    rep = command("reproduce", "run, draw and check every figure into figures/",
+                  "Run, draw and check the registered experiments (default: all) and write each "
+                  "figure (PNG, PDF), its data (CSV), its config and verdict (JSON) and the "
+                  "illustrated index README.md into the figures folder. Runs are resumable "
+                  "under --runs.")
+    rep.add_argument("ids", nargs="*", metavar="ID", help="experiment ids (default: all)")
+    rep.add_argument("--quick", action="store_true",
+                     help="small versions (about 2 minutes for all), written to "
+                          "RUNS/quick/figures unless --figures is given")
+    rep.add_argument("--figures", default=None, metavar="DIR",
+                     help="output folder for figures, data and index (default: figures, or "
+                          "RUNS/quick/figures with --quick)")
+    rep.add_argument("--runs", default="runs", metavar="DIR", help="folder for resumable runs")
     rep.add_argument("--device", default=None,
                      help="torch device of the transformer experiments, e.g. cuda (the others run "
                           "on the CPU as usual)")
     parallel_options(rep)
     rep.set_defaults(func=_cmd_reproduce)
-    sub.add_parser("objectives", help="list the objective catalogue").set_defaults(
-        func=_cmd_objectives)
-    sub.add_parser("instances", help="list the built-in instances").set_defaults(
-        func=_cmd_instances)
-    tr = sub.add_parser("train", help="train objectives on an instance and compare them")
+    command("objectives", "list the objective catalogue (name, family, arXiv id, paper)"
+            ).set_defaults(func=_cmd_objectives)
+    command("instances", "list the built-in instances").set_defaults(func=_cmd_instances)
+    tr = command("train", "train objectives on an instance and compare their final metrics",
+                 "Train one or more objectives on a built-in instance with exact gradients and "
+                 "print their final metrics side by side.")
     tr.add_argument("instance", help="instance name (see `coverage-sim instances`)")
-    tr.add_argument("-o", "--objective", action="append", required=True,
-                    help="objective name; repeat to compare several")
+    tr.add_argument("-o", "--objective", action="append", required=True, metavar="NAME",
+                    help="objective name (see `coverage-sim objectives`); repeat to compare "
+                         "several")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="objective parameter, e.g. beta=0.1 (applied where the objective has it)")
-    tr.add_argument("--steps", type=int, default=2000)
-    tr.add_argument("--lr", type=float, default=0.01)
-    tr.add_argument("--optimizer", default="adam", choices=["adam", "gd", "npg"])
-    tr.add_argument("--labels", default="bradley_terry", help="offline labels")
-    tr.add_argument("--n", type=int, default=None, help="offline pairs to sample (default exact)")
-    tr.add_argument("--coverage", type=float, default=None,
-                    help="offline data covers only the top fraction of pi_ref's mass")
-    tr.add_argument("--seed", type=_int_at_least(0), default=0)
-    tr.add_argument("--out", default=None, help="folder for history.csv and config.json")
+    tr.add_argument("--steps", type=int, default=2000, help="optimiser steps")
+    tr.add_argument("--lr", type=float, default=0.01, help="step size")
+    tr.add_argument("--optimizer", default="adam", choices=["adam", "gd", "npg"],
+                    help="Adam, plain gradient descent or natural policy gradient")
+    tr.add_argument("--labels", default="bradley_terry", choices=list(LABEL_MODELS),
+                    help="label model of the offline pairs")
+    tr.add_argument("--n", type=int, default=None,
+                    help="offline pairs to sample (default: exact mu x mu population)")
+    tr.add_argument("--coverage", type=float, default=None, metavar="FRACTION",
+                    help="offline data covers only the most likely responses holding this "
+                         "fraction of pi_ref's mass (default: full coverage)")
+    tr.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of every draw")
+    tr.add_argument("--out", default=None, metavar="DIR",
+                    help="folder for each objective's history.csv and config.json")
     tr.add_argument("--no-progress", action="store_true",
                     help="hide the progress bar (shown for runs longer than a few seconds)")
     tr.set_defaults(func=_cmd_train)
     return parser
 
 
+def _stdout_closed() -> int:
+    """The reader of our output went away (``coverage-sim objectives | head``): stop quietly.
+
+    Python's advice for SIGPIPE: point stdout at devnull so that the interpreter's final flush
+    does not raise a second BrokenPipeError, and exit with the shell's status for SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
+def _error(message, status: int) -> int:
+    text = " ".join(str(message).split()) or "unknown error"
+    print(f"coverage-sim: error: {text}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; bad input is one line on stderr and exit status 2, a run that
-    diverges one line and exit status 1 (never a traceback)."""
-    args = build_parser().parse_args(argv)
+    """Run the command line. Bad input is one line on stderr and exit status 2; a run that
+    diverges, a file that cannot be written or a missing optional dependency one line and exit
+    status 1; Ctrl-C one line and 130. Never a traceback."""
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        status = args.func(args)
+        sys.stdout.flush()   # a closed pipe raises here, inside the handler, not at exit
+        return status
+    except BrokenPipeError:
+        return _stdout_closed()
     except ValueError as exc:
-        print(f"coverage-sim: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc, 2)
     except FloatingPointError as exc:
-        print(f"coverage-sim: error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc, 1)
+    except ModuleNotFoundError as exc:
+        extra = " (pip install 'coverage-sim[torch]')" if exc.name == "torch" else ""
+        return _error(f"this command needs the package {exc.name!r}{extra}", 1)
+    except OSError as exc:
+        where = f" {exc.filename!s}" if exc.filename else ""
+        return _error(f"{exc.strerror or exc}:{where}" if where else (exc.strerror or exc), 1)
+    except KeyboardInterrupt:
+        return _error("interrupted (a resumable run continues where it stopped when run again)",
+                      130)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Coverage readouts of offline data (science.md §0, "Coverage coefficients").
+"""Coverage readouts of offline data (docs/theory.md, "Coverage").
 
 * :func:`concentrability` -- single-policy ``C* = max pi/mu`` (Rashidinejad et al.,
   arXiv:2103.12021; a bandit with ``pi = delta_{a*}`` gives ``1/mu(a*)``).
@@ -40,7 +40,7 @@ def _context_weights(context_weights, X: int) -> np.ndarray:
 def concentrability(target, behavior, context_weights=None) -> float:
     """Single-policy concentrability ``C* = max_{x, y: target > 0} target(y|x) / mu(y|x)``.
 
-    Rashidinejad et al. (arXiv:2103.12021), science.md §0. ``inf`` when the target puts mass on a
+    Rashidinejad et al. (arXiv:2103.12021; docs/theory.md, "Coverage"). ``inf`` when the target puts mass on a
     response the behaviour never plays. For a bandit and ``target = delta_{a*}``, ``C* = 1/mu(a*)``.
 
     Args:
@@ -125,8 +125,8 @@ def mass_in_support(policy, support_or_data, context_weights=None) -> float:
 def pair_concentrability(policy, data: PairData, diagonal: bool = True) -> float:
     """Pair concentrability ``C_pair(pi) = max_{x, i, j} pi(i|x) pi(j|x) / q(i, j | x)``.
 
-    science.md §0: ``q`` is the data's normalised pair distribution, ``pair_mass / sum`` per
-    context, which equals ``mu(i|x) mu(j|x)`` for ``mu x mu`` data, so ``C_pair`` is the science
+    docs/theory.md, "Coverage": ``q`` is the data's normalised pair distribution, ``pair_mass / sum`` per
+    context, which equals ``mu(i|x) mu(j|x)`` for ``mu x mu`` data, so ``C_pair`` is the guide's
     formula ``max pi(y) pi(y') / (mu(y) mu(y'))`` (including ``y = y'``, where it equals
     ``C*(pi)^2``). ``inf`` if a pair with positive policy mass is unobserved. Contexts with zero
     data weight are skipped.

@@ -2,10 +2,10 @@
 
 A dataset is stored as its (empirical or exact) joint distribution
 ``weights[x, i, j] = Pr(context x, winner y_w = i, loser y_l = j)``, shape ``(X, K, K)``, summing to
-1. Every population loss of the GPO family (science.md §0) is then
+1. Every population loss of the GPO family (docs/theory.md, "Objectives") is then
 ``L(pi) = sum_{x,i,j} weights[x, i, j] * f(beta * h_pi(x, i, j))``.
 
-Convention for pairs drawn from ``mu x mu`` (science.md §0, "Offline"): two responses
+Convention for pairs drawn from ``mu x mu`` (docs/theory.md, "Offline data"): two responses
 ``y, y' ~ mu(.|x)`` are drawn independently and ordered by a label drawn from ``P``, so for
 ``i != j``::
 
@@ -13,7 +13,7 @@ Convention for pairs drawn from ``mu x mu`` (science.md §0, "Offline"): two res
 
 (the factor 2 counts the draws ``(i, j)`` and ``(j, i)``), and the diagonal holds the draws
 ``y = y'``: ``weights[x, i, i] = rho(x) * mu(i|x)**2``. With this convention
-``-sum weights * log sigma(beta h)`` is exactly the population DPO loss of science.md §0, and
+``-sum weights * log sigma(beta h)`` is exactly the population DPO loss of docs/theory.md, and
 ``pair_mass / 2 = rho(x) mu(i|x) mu(j|x)`` recovers the ordered sampling distribution.
 """
 
@@ -237,7 +237,7 @@ def offline_pairs(env, behavior, labels="bradley_terry", n: int | None = None, s
                   label_noise: float = 0.0, reward=None) -> PairData:
     """Offline preference data from a behaviour policy: pairs ``(y, y') ~ mu x mu``, labels from P.
 
-    The offline regime of science.md §0 (Tang et al., arXiv:2405.08448; Song et al.,
+    The offline regime (docs/theory.md, "Offline data"; Tang et al., arXiv:2405.08448; Song et al.,
     arXiv:2406.01462). Zeros in ``behavior`` give partial coverage (the coverage dial of
     :mod:`coverage_sim.behavior`). With ``n=None`` the exact population
     ``weights[x,i,j] = 2 rho_x mu_i mu_j P_ij`` (``i != j``), ``rho_x mu_i^2`` (``i = j``) is
@@ -273,7 +273,7 @@ def policy_pairs(env, policy, labels="bradley_terry", reward=None, label_noise: 
                  ) -> PairData:
     """Exact on-policy pair distribution ``pi x pi`` (a snapshot of online data).
 
-    The online regime of science.md §0: pairs from the current policy ``pi_t`` (treated as
+    The online regime (docs/theory.md, "Online objectives"): pairs from the current policy ``pi_t`` (treated as
     stop-gradient), labelled by the gold or a proxy preference model. Identical to
     ``offline_pairs(env, policy, labels, n=None, ...)``.
 

@@ -27,6 +27,7 @@ from coverage_sim.experiments import EXPERIMENTS, get_experiment
 from coverage_sim.experiments.registry import Experiment, assess
 from coverage_sim.experiments.verdict import AGREES, CheckResult
 from coverage_sim.plotting import save_figure
+from coverage_sim.provenance import source_revision
 from coverage_sim.sweep import atomic_write_text, collect, execute, experiment_cells, prepare
 from coverage_sim.train import package_versions
 
@@ -104,7 +105,7 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
         manifest = {"experiment": exp.id, "figure": exp.figure, "paper": exp.paper,
                     "arxiv": exp.arxiv, "quick": quick, "config": cfg, "seeds": seeds,
                     "verdict": verdict.verdict, "check": verdict.result.to_dict(),
-                    "versions": package_versions()}
+                    "versions": package_versions(), "source": source_revision()}
         if exp.summary is not None:
             manifest["summary"] = exp.summary(table, config)
         atomic_write_text(figures / f"{exp.id}.json", json.dumps(manifest, indent=2))

@@ -1,4 +1,4 @@
-"""Factories for the seed papers' bandit instances (science.md §3, §5, §6, §12).
+"""Factories for the seed papers' bandit instances (docs/figures.md; the claims' shared strategy in docs/claims.md).
 
 * :func:`tajwar_reference`, :func:`tajwar_bandit` -- Tajwar et al. (arXiv:2404.14367): 100 arms,
   a tanh-Cauchy reference and a Gaussian-bump reward peaked at 70 ("not aligned") or 20.
@@ -48,7 +48,7 @@ def tajwar_reference(n_actions: int = 100) -> np.ndarray:
     """Exact bin masses of ``tanh(Cauchy(loc=-0.7, scale=0.4))`` over ``n`` equal bins on [-1, 1].
 
     Tajwar et al. (arXiv:2404.14367, repo ``bandit_experiment/``) build ``pi_data`` as a 100-bin
-    histogram of 10k samples; here (science.md §3, [DER]) the exact masses
+    histogram of 10k samples; here (derived for this project) the exact masses
     ``p_k = F(atanh(e_{k+1})) - F(atanh(e_k))`` with ``F(z) = 1/2 + arctan((z + 0.7)/0.4)/pi`` and
     edges ``e_k = -1 + 2k/n`` are used, so every bin has positive mass. For ``n = 100``: mode at
     bin 0 (0.078), bin 99 = 0.042, minimum about 0.0019.
@@ -108,7 +108,7 @@ def tajwar_bandit(peak: float = 70, width: float = 10.0, n_actions: int = 100) -
 def azar_bandit() -> Bandit:
     """Azar et al.'s 3-arm bandit: arms ``a, b, c`` (indices 0, 1, 2), uniform ``pi_ref``.
 
-    Azar et al. (arXiv:2310.12036, §5.1 illustrative example; science.md §5). The gold reward
+    Azar et al. (arXiv:2310.12036, §5.1 illustrative example; figure F5). The gold reward
     ``[1, 0, -1]`` is consistent with the total order ``a > b > c``; the paper's experiment only
     uses the order (the labels of :func:`azar_d1` are deterministic).
 
@@ -138,7 +138,7 @@ def _arm_index(v, names: tuple, what: str) -> int:
 def azar_d1(env: Bandit | None = None, drop=None) -> PairData:
     """Azar et al.'s dataset D1 = {(a, b), (b, c), (a, c)} (winner first), each with weight 1/3.
 
-    Azar et al. (arXiv:2310.12036; science.md §5): a total order observed once per pair, i.e.
+    Azar et al. (arXiv:2310.12036; figure F5, claims C6 and C7): a total order observed once per pair, i.e.
     deterministic empirical preferences, on which DPO overfits (claim C7) and IPO converges to
     logit gaps ``1/(3 tau)`` (claim C6). ``drop`` gives the paper's second kind of dataset with a
     pair or an action left unobserved; the remaining pairs are equally weighted.
@@ -202,7 +202,7 @@ def xu_bandit(eps: float = 1e-3, reward=(1.0, 0.0, -3.0)) -> Bandit:
     Xu et al. (arXiv:2404.10719, §4 synthetic example) and Song et al. (arXiv:2406.01462): arms
     ``y1, y2, y3``; the data (:func:`xu_pairs`) only compares ``y1 > y2``, and ``y3`` is rare under
     the reference and bad (``r*(y3) << r*(y1)``). ``eps = 0`` gives the exact set-valued claim of
-    science.md §6 (``pi_ref(y3) = 0``).
+    figure F11 (``pi_ref(y3) = 0``).
 
     Args:
       eps: reference mass of ``y3``, in ``[0, 1)``.
@@ -225,7 +225,7 @@ def xu_bandit(eps: float = 1e-3, reward=(1.0, 0.0, -3.0)) -> Bandit:
 def xu_features() -> np.ndarray:
     """Log-linear features ``phi`` of ``(y1, y2, y3)`` with ``phi(y3) = phi(y1) - phi(y2)``.
 
-    science.md §6(b)(ii) (Xu et al., arXiv:2404.10719; Song et al., arXiv:2406.01462): DPO on the
+    Figures F10 and F11 (Xu et al., arXiv:2404.10719; Song et al., arXiv:2406.01462): DPO on the
     single pair ``y1 > y2`` pushes ``w`` along ``phi(y1) - phi(y2)``, which is also ``phi(y3)``, so
     a log-linear policy ``pi ∝ exp(w . phi)`` moves mass to the unseen ``y3``.
 
@@ -264,7 +264,7 @@ def xu_pairs(env: Bandit | None = None) -> PairData:
 
 def random_bandit(n_responses: int, n_contexts: int = 1, seed=0, reward_scale: float = 3.0,
                   min_ref: float | None = None) -> Bandit:
-    """Random full-support bandit: the shared instance of the science.md §12 property tests.
+    """Random full-support bandit: the shared instance of the claims' property tests (docs/claims.md).
 
     Rewards are i.i.d. uniform on ``[-reward_scale, reward_scale]``; each context's reference is
     ``min_ref + (1 - K min_ref) * Dirichlet(1, ..., 1)``, so every entry is ``>= min_ref``; context

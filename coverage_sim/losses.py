@@ -527,7 +527,8 @@ def pair_loss(name: str, logp_w, logp_l, ref_logp_w, ref_logp_l, **params):
     (Mitchell 2023 note, no arXiv id), rDPO 2403.00409, EXO 2402.00856, NCA 2402.05369, BCO
     2404.04656, SPPO 2405.00675, AOT 2406.05882, APO 2408.06266, DiscoPOP 2406.08414,
     length-normalised DPO SimPO 2405.14734 / Tulu 3 2411.15124). Stable forms throughout
-    (log-sigmoid via logaddexp or ``torch.nn.functional.logsigmoid``), finite at |beta h| = 1e3.
+    (log-sigmoid via logaddexp or ``torch.nn.functional.logsigmoid``), finite at
+    ``|beta h| = 1e3``.
 
     Args:
       name: loss name, a key of :data:`PAIR_LOSSES`.

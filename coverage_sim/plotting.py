@@ -1,24 +1,30 @@
 """Shared figure style and small plotting helpers for the experiments.
 
 Every helper takes a tidy table and an ``Axes`` and draws on it; :func:`new_figure` applies the one
-shared style, :func:`save_figure` writes PNG and PDF atomically.
+shared style, :func:`figure_legend` puts a legend below the panels that fits the figure's width, and
+:func:`save_figure` writes PNG and PDF atomically, with every artist inside the image.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # figures are files: never open a window (CI and notebooks run headless)
+# Figures are files: never open a window (CI and headless runs). Inside a Jupyter kernel the
+# inline backend is kept, so that a notebook that imports an experiment still shows its plots.
+if "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["STYLE", "new_figure", "save_figure", "mean_band", "metric_frame", "effect_axes"]
+from coverage_sim._files import atomic_path  # noqa: E402
+
+__all__ = ["STYLE", "new_figure", "figure_legend", "save_figure", "mean_band", "metric_frame",
+           "effect_axes"]
 
 #: One style for every figure: readable at README size (about 700 px wide).
 STYLE = {
@@ -48,24 +54,55 @@ def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 3.4, height: fl
     return fig, axes
 
 
+def figure_legend(fig, handles, labels, *, ncol: int | None = None, **kwargs):
+    """A legend below the panels (``loc="outside lower center"``) in the shared style.
+
+    ``ncol=None`` picks the most columns (at most 4) whose widest row still fits the figure's
+    width, so that long labels wrap onto more rows instead of running off the image.
+    """
+    if ncol is None:
+        ncol = _fitting_columns(fig, labels, kwargs.get("fontsize", STYLE["legend.fontsize"]))
+    with plt.rc_context(STYLE):
+        return fig.legend(handles, labels, loc="outside lower center", ncol=ncol, **kwargs)
+
+
+def _fitting_columns(fig, labels, fontsize) -> int:
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+
+    font = FontProperties(size=fontsize)
+    # A legend entry: handle (2 em) + gap (0.8 em) + text; columns are 2 em apart.
+    widths = [TextPath((0, 0), str(label), prop=font).get_extents().width / 72.0
+              + 4.8 * fontsize / 72.0 for label in labels]
+    available = fig.get_figwidth() * 0.95
+    for ncol in range(min(4, max(len(labels), 1)), 1, -1):
+        rows = [widths[i:i + ncol] for i in range(0, len(widths), ncol)]
+        columns = [max(row[c] for row in rows if c < len(row)) for c in range(ncol)]
+        if sum(columns) <= available:
+            return ncol
+    return 1
+
+
 def save_figure(fig, stem: str | Path, formats=("png", "pdf")) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` atomically (temporary file + rename); returns the paths."""
+    """Write ``stem.png`` and ``stem.pdf`` atomically (temporary file + rename); returns the paths.
+
+    The saved image is cropped to the artists (``bbox_inches="tight"``), so a legend or label that
+    reaches past the figure's edge is enlarged into the image rather than cut off, and legends
+    added to the figure after :func:`new_figure` follow the shared style (no frame).
+    """
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    for legend in fig.legends:
+        legend.set_frame_on(STYLE["legend.frameon"])
     paths = []
     with plt.rc_context(STYLE):
         for fmt in formats:
             path = stem.with_suffix(f".{fmt}")
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{fmt}")
-            os.close(fd)
-            try:
+            with atomic_path(path, suffix=f".{fmt}") as tmp:
                 # No creation date: the same figure gives the same bytes (clean diffs in git).
                 metadata = {"CreationDate": None} if fmt == "pdf" else None
-                fig.savefig(tmp, format=fmt, metadata=metadata)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+                fig.savefig(tmp, format=fmt, metadata=metadata, bbox_inches="tight",
+                            pad_inches=0.04)
             paths.append(path)
     plt.close(fig)
     return paths

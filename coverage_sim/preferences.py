@@ -3,7 +3,7 @@
 Every label model returns an array of shape ``(X, K, K)`` (``X = 1`` for a plain bandit) with
 ``P + P^T = 1`` (so the diagonal is exactly 1/2), float64. These are the "general preferences" of
 Azar et al. (arXiv:2310.12036); Bradley-Terry is the special case ``P_ij = sigma(r_i - r_j)``
-(science.md §0).
+(docs/theory.md, "The bandit").
 
 Label models:
   * :func:`bradley_terry` -- ``sigma(scale * (r_i - r_j))``, the stochastic rater of DPO/RLHF.

@@ -2,7 +2,7 @@
 
 :func:`fit_bradley_terry` is the ridge-regularised Bradley-Terry maximum-likelihood reward model
 ``r_hat`` used as the proxy labeller of online methods (Tang et al., arXiv:2405.08448; Gao et al.,
-arXiv:2210.10760; science.md §0 "labels ... proxy r_hat (BT MLE on offline pairs)"), one free value
+arXiv:2210.10760; docs/theory.md, "The bandit"), one free value
 per response. :func:`fit_linear_bradley_terry` is its linear counterpart ``r_hat = phi . theta`` on
 given features, the reward-model class that matches a log-linear policy: it extrapolates to responses
 the data never shows.

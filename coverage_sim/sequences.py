@@ -453,7 +453,7 @@ class SequenceEnv:
 
 def tajwar_token_env(length: int = 9, vocab: int = 100, peak: float = 70.0, width: float = 10.0,
                      n_prompts: int = 1) -> SequenceEnv:
-    """Tajwar et al.'s token task (arXiv:2404.14367, ``transformer_*.py``; science.md §3).
+    """Tajwar et al.'s token task (arXiv:2404.14367, ``transformer_*.py``; figures F1 and F3 (tokens)).
 
     Per-token reference = :func:`~coverage_sim.instances.tajwar_reference` with ``vocab`` bins (the
     exact tanh-Cauchy bin masses; Tajwar's 100-bin histogram for ``vocab = 100``), i.i.d. over
@@ -494,7 +494,7 @@ def tajwar_token_env(length: int = 9, vocab: int = 100, peak: float = 70.0, widt
 
 def combination_lock(vocab: int = 4, length: int = 6, seed: int | None = 0,
                      secret=None) -> SequenceEnv:
-    """DR-PO's combination lock (Chang et al. 2024, arXiv:2404.08495; science.md §10, F17).
+    """DR-PO's combination lock (Chang et al. 2024, arXiv:2404.08495; figure F17).
 
     Reward 1 on one secret sequence ``y*`` and 0 elsewhere; uniform per-token reference, so
     ``pi_ref(y*) = vocab**-length``; one prompt. ``y*`` is ``numpy.random.default_rng(seed)

@@ -2,7 +2,8 @@
 
 A run folder holds::
 
-    config.json        experiment id, figure, paper, config, seeds and package versions
+    config.json        experiment id, figure, paper, config, seeds, package versions and the
+                       source's git commit (``"source"``: commit, dirty)
     seeds/seed-<s>.csv one tidy table per finished seed (written atomically as each finishes)
     results.csv        all seeds' tables, concatenated in seed order (written atomically)
 
@@ -21,33 +22,20 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from coverage_sim._files import atomic_write_text
 from coverage_sim.experiments.registry import (TABLE_COLUMNS, Experiment, config_from_overrides,
                                                config_to_dict, get_experiment)
+from coverage_sim.provenance import source_revision
 from coverage_sim.train import package_versions
 
 __all__ = ["atomic_write_text", "run_sweep", "prepare", "execute", "collect", "load_run",
            "seed_table", "experiment_cells"]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def seed_table(experiment_id: str, config: dict, seed: int, cell: str | None = None
@@ -88,7 +76,7 @@ def _unit_path(folder: Path, seed: int, cell: str | None = None) -> Path:
 def _manifest(experiment: Experiment, config: dict, seeds: list[int]) -> dict:
     return {"experiment": experiment.id, "figure": experiment.figure, "paper": experiment.paper,
             "arxiv": experiment.arxiv, "config": config, "seeds": seeds,
-            "versions": package_versions()}
+            "versions": package_versions(), "source": source_revision()}
 
 
 def _check_folder(folder: Path, experiment: Experiment, config: dict) -> None:

@@ -868,8 +868,8 @@ def train_policies(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, s
     (:mod:`coverage_sim.metrics` takes leading batch axes).
 
     Args:
-      envs, objectives, datas, steps, lr, optimizer, seed, policy, adam, progress, batch_size,
-        reuse, estimator: as :func:`train_many`.
+      envs, objectives, datas, steps, lr, optimizer, seed, policy: as :func:`train_many`.
+      adam, progress, batch_size, reuse, estimator: as :func:`train_many`.
       record: record schedule as in :func:`train` (default about 50 log-spaced steps); pass
         ``[steps]`` to keep only the final policy.
 

@@ -20,7 +20,8 @@
 #
 # **Papers.** Rafailov et al. 2023, *Direct Preference Optimization* (arXiv:2305.18290); Azar et
 # al. 2023, *A General Theoretical Paradigm to Understand Learning from Human Preferences*
-# (arXiv:2310.12036). These are claims **C1** and **C2** of `science.md`:
+# (arXiv:2310.12036). These are claims **C1** and **C2** of the
+# [claims page of the theory guide](../docs/claims.md):
 #
 # * **C1:** the exact policy gradient on the KL-regularised objective converges to
 #   $\pi^*_\beta = \pi_{\mathrm{ref}}\, e^{r/\beta} / Z$.
@@ -98,27 +99,39 @@ assert np.all(J(random_policies) < beta_log_Z), "a random policy beats pi*"
 # %% [markdown]
 # Turn the knob and watch $\pi^*_\beta$ move. The right panel shows the whole family
 # $\{\pi^*_b\}_{b>0}$ as a reward-versus-KL curve. No policy can lie above this curve: at a given
-# KL budget, $\pi^*_b$ has the highest expected reward. Your $\beta$ is the star.
+# KL budget, $\pi^*_b$ has the highest expected reward. Your $\beta$ is the star. In Jupyter (with
+# ipywidgets) the cell below shows a slider for $\beta$; run headless, it draws the parameter
+# cell's value.
 
 # %%
+from coverage_sim.notebook import explore
+
 betas = np.geomspace(1e-2, 1e2, 200)
 family = np.stack([cs.optimal_policy(env, b) for b in betas])
-fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.5))
-x = np.arange(K)
-ax0.bar(x - 0.2, env.ref, 0.4, label=r"$\pi_{\mathrm{ref}}$", color="0.6")
-ax0.bar(x + 0.2, pi_star, 0.4, label=rf"$\pi^*_\beta$, $\beta$ = {beta:g}", color="C0")
-ax0.set_xticks(x, [f"y{i}\nr={r:.1f}" for i, r in enumerate(env.reward)], fontsize=8)
-ax0.set_ylabel("probability")
-ax0.legend()
-ax0.set_title("reference and KL-regularised optimum")
-ax1.plot(metrics.kl_divergence(env, family, env.ref), metrics.expected_reward(env, family))
-ax1.plot(metrics.kl_divergence(env, pi_star, env.ref), metrics.expected_reward(env, pi_star),
-         "*", ms=14, color="C3", label=rf"$\beta$ = {beta:g}")
-ax1.set_xlabel(r"KL($\pi^*_b$ ‖ $\pi_{\mathrm{ref}}$)  [nats]")
-ax1.set_ylabel(r"$E_{\pi^*_b}\, r$")
-ax1.set_title(r"the family $\pi^*_b$, $b \in [0.01, 100]$")
-ax1.legend()
-fig.tight_layout()
+
+
+def show(beta):
+    pi_b = cs.optimal_policy(env, beta)
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.5))
+    x = np.arange(K)
+    ax0.bar(x - 0.2, env.ref, 0.4, label=r"$\pi_{\mathrm{ref}}$", color="0.6")
+    ax0.bar(x + 0.2, pi_b, 0.4, label=rf"$\pi^*_\beta$, $\beta$ = {beta:g}", color="C0")
+    ax0.set_xticks(x, [f"y{i}\nr={r:.1f}" for i, r in enumerate(env.reward)], fontsize=8)
+    ax0.set_ylabel("probability")
+    ax0.legend()
+    ax0.set_title("reference and KL-regularised optimum")
+    ax1.plot(metrics.kl_divergence(env, family, env.ref), metrics.expected_reward(env, family))
+    ax1.plot(metrics.kl_divergence(env, pi_b, env.ref), metrics.expected_reward(env, pi_b),
+             "*", ms=14, color="C3", label=rf"$\beta$ = {beta:g}")
+    ax1.set_xlabel(r"KL($\pi^*_b$ ‖ $\pi_{\mathrm{ref}}$)  [nats]")
+    ax1.set_ylabel(r"$E_{\pi^*_b}\, r$")
+    ax1.set_title(r"the family $\pi^*_b$, $b \in [0.01, 100]$")
+    ax1.legend()
+    fig.tight_layout()
+    plt.show()
+
+
+explore(show, beta=(beta, [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]))
 
 # %% [markdown]
 # ## 2. RLHF reaches $\pi^*$ by policy gradient

@@ -20,7 +20,7 @@
 #
 # **Papers.** Song et al. 2024, *The Importance of Online Data: Understanding Preference
 # Fine-tuning via Coverage* (arXiv:2406.01462); Xu et al. 2024, *Is DPO Superior to PPO for LLM
-# Alignment?* (arXiv:2404.10719). Claims **C3–C5** of `science.md`, figures F10 and F11:
+# Alignment?* (arXiv:2404.10719). Claims **C3–C5** of the [theory guide](../docs/claims.md), figures F10 and F11:
 #
 # * **C3:** the DPO loss only sees ratios *inside* the data's support. Mass moved outside it
 #   changes the loss by exactly 0, and the KL of such a policy is unbounded as the reference mass
@@ -201,33 +201,52 @@ fig.tight_layout()
 # `song.run` (F10, `coverage_sim.experiments.song.coverage`) repeats section 3 for $\varepsilon$
 # from $10^{-1}$ to $10^{-8}$, and we plot the final reverse KL. DPO's KL tracks
 # $\log(1/\varepsilon)$ (slope 1), so it is *unbounded* as coverage vanishes. RLHF and HyPO stay
-# flat, under their bounds. Your $\varepsilon$ is marked with stars.
+# flat, under their bounds. Your $\varepsilon$ is marked with stars; in Jupyter a slider moves it.
 
 # %%
 # the construction itself (the experiment also runs perturbed features), exact HyPO only
+from coverage_sim.notebook import explore
+
 config = song.SongConfig(instances=1, steps=2000)
 table = song.run(config, seed=0)
-final = table[(table["metric"] == "kl") & (table["method"] != song.HYPO)]
-
-fig, ax = plt.subplots(figsize=(6.5, 3.8))
-grid = np.array(sorted(final["eps"].unique()))
-ax.plot(grid, np.log(1 / grid), color="0.6", ls=":", lw=2.5, label=r"$\log(1/\varepsilon)$")
+final = table[(table["metric"] == "kl") & (table["method"] != song.HYPO)
+              & (table["step"] == table["step"].max())]
 styles = {("DPO", 0.0): ("C3", "DPO (log-linear)"), ("RLHF", 0.0): ("C0", "RLHF, |r̂| ≤ R")}
 styles.update({(song.HYPO_EXACT, lam): (c, f"HyPO, λ = {lam:g}")
                for lam, c in zip(config.lams, ("#a1d99b", "#41ab5d", "#00441b"))})
-for (method, lam), rows in final.groupby(["method", "lam"]):
-    rows = rows.sort_values("eps")
-    colour, label = styles[(method, lam)]
-    ax.plot(rows["eps"], rows["value"], "o-", ms=3, color=colour, label=label)
-for name, key in (("DPO, log-linear", ("DPO", 0.0)), ("RLHF, |r_hat| <= R", ("RLHF", 0.0))):
-    ax.plot(eps, runs[name].history["kl"].iloc[-1], "*", ms=14, color=styles[key][0], mec="k")
-ax.set_xscale("log")
-ax.invert_xaxis()
-ax.set_xlabel(r"coverage $\varepsilon = \pi_{\mathrm{ref}}(y_3)$")
-ax.set_ylabel(r"final KL($\pi$ ‖ $\pi_{\mathrm{ref}}$)")
-ax.set_title("DPO's drift grows without bound as coverage vanishes")
-ax.legend(fontsize=7)
-fig.tight_layout()
+
+
+def final_kls(eps):
+    """Final KL of log-linear DPO and of RLHF with the clipped reward model at this eps."""
+    env_e = cs.xu_bandit(eps)
+    dpo_run = cs.train(env_e, dpo, cs.xu_pairs(env_e), steps=steps, lr=0.05, policy=loglinear)
+    rlhf_run = cs.train(env_e, cs.objective("rlhf", beta=beta, reward=r_hat), steps=steps,
+                        lr=0.5, optimizer="npg", policy=loglinear)
+    return dpo_run.history["kl"].iloc[-1], rlhf_run.history["kl"].iloc[-1]
+
+
+def show(eps):
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    grid = np.array(sorted(final["eps"].unique()))
+    ax.plot(grid, np.log(1 / grid), color="0.6", ls=":", lw=2.5, label=r"$\log(1/\varepsilon)$")
+    for (method, lam), rows in final.groupby(["method", "lam"]):
+        rows = rows.sort_values("eps")
+        colour, label = styles[(method, lam)]
+        ax.plot(rows["eps"], rows["value"], "o-", ms=3, color=colour, label=label)
+    for kl, key in zip(final_kls(eps), (("DPO", 0.0), ("RLHF", 0.0))):
+        ax.plot(eps, kl, "*", ms=14, color=styles[key][0], mec="k")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel(r"coverage $\varepsilon = \pi_{\mathrm{ref}}(y_3)$")
+    ax.set_ylabel(r"final KL($\pi$ ‖ $\pi_{\mathrm{ref}}$)")
+    ax.set_title("DPO's drift grows without bound as coverage vanishes")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.show()
+
+
+# a slider for eps in Jupyter (with ipywidgets); headless, the parameter cell's value
+explore(show, eps=(eps, [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]))
 
 # %%
 dpo_final = final[final["method"] == "DPO"].sort_values("eps")

@@ -19,8 +19,8 @@
 # which pushes down the probability of bad samples, add to maximum likelihood on good ones?
 #
 # **Paper.** Tajwar et al. 2024, *Preference Fine-Tuning of LLMs Should Leverage Suboptimal,
-# On-Policy Data* (arXiv:2404.14367): their didactic 100-arm bandit, figures F1–F3 of
-# `science.md`.
+# On-Policy Data* (arXiv:2404.14367): their didactic 100-arm bandit, figures F1–F3 of the
+# [theory guide](../docs/figures.md).
 #
 # * **F1:** when the reward peak is far from $\pi_{\mathrm{ref}}$'s mass, on-policy methods (DPO,
 #   IPO, Best-of-N, policy gradient) reach far higher reward than offline ones. When the peak sits
@@ -57,6 +57,7 @@ from coverage_sim import metrics
 from coverage_sim.experiments.tajwar import negative_gradient
 from coverage_sim.experiments.tajwar import peak as peak_experiment
 from coverage_sim.experiments.tajwar.setting import refresh_train
+from coverage_sim.notebook import explore
 
 env = cs.tajwar_bandit(peak=peak)
 arms = np.arange(env.n_responses)
@@ -65,16 +66,26 @@ near = np.abs(arms - peak) <= 5
 print(f"{env}: E_ref r = {ref_reward:.3f}, pi_ref mass within 5 arms of the peak = "
       f"{env.ref[near].sum():.4f}")
 
-fig, ax = plt.subplots(figsize=(7, 3))
-ax.bar(arms, env.ref, width=1.0, color="0.6", label=r"$\pi_{\mathrm{ref}}$")
-ax.set_ylabel(r"$\pi_{\mathrm{ref}}(a)$")
-ax.set_xlabel("arm a")
-twin = ax.twinx()
-twin.plot(arms, env.reward, color="C3", label="reward r(a)")
-twin.set_ylabel("reward", color="C3")
-ax.set_title(rf"the bandit: peak at arm {peak}, "
-             rf"$E_{{\pi_{{\mathrm{{ref}}}}}} r$ = {ref_reward:.3f}")
-fig.tight_layout()
+
+def show(peak):
+    """The bandit for a reward peak at arm ``peak``: pi_ref's mass and the reward bump."""
+    env_p = cs.tajwar_bandit(peak=peak)
+    ref_r = float(metrics.expected_reward(env_p, env_p.ref))
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(arms, env_p.ref, width=1.0, color="0.6", label=r"$\pi_{\mathrm{ref}}$")
+    ax.set_ylabel(r"$\pi_{\mathrm{ref}}(a)$")
+    ax.set_xlabel("arm a")
+    twin = ax.twinx()
+    twin.plot(arms, env_p.reward, color="C3", label="reward r(a)")
+    twin.set_ylabel("reward", color="C3")
+    ax.set_title(rf"the bandit: peak at arm {peak}, "
+                 rf"$E_{{\pi_{{\mathrm{{ref}}}}}} r$ = {ref_r:.3f}")
+    fig.tight_layout()
+    plt.show()
+
+
+# a slider for the peak in Jupyter (with ipywidgets); headless, the parameter cell's value
+explore(show, peak=(peak, list(range(0, 100, 5))))
 
 # %% [markdown]
 # ## 1. Why offline data are slow to use: the coverage bound on the gradient

@@ -162,39 +162,57 @@ print(f"at the budget, {flipped.mean():.0%} of the pairs the reference ranks wro
 # generation. We average over 3 datasets.
 
 # %%
-tang_config = classifier.TangClassifierConfig(tau=tau)
-table = pd.concat([classifier.run(tang_config, seed) for seed in range(3)], ignore_index=True)
-runs_ = table[table["method"].isin(["online", "offline"])]
-curves = runs_.groupby(["method", "metric", "step"])["value"].mean()
+import functools
 
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-colours = {"online": "C0", "offline": "C3"}
-for method in ("online", "offline"):
-    for metric, ls, label in (("sign_accuracy", "-", "sign($h_\\pi$)"),
-                              ("ranking_accuracy", ":", "$\\pi(y_w) \\geq \\pi(y_l)$")):
-        cur = curves[(method, metric)]
-        axes[0].plot(cur.index, cur.values, color=colours[method], ls=ls,
-                     label=f"{method}, {label}")
-    win = curves[(method, "win_rate")]
-    axes[1].plot(win.index, win.values, color=colours[method], label=f"{method} IPO")
-    axes[2].plot(curves[(method, "sign_accuracy")].values, win.values, "-o", ms=3,
-                 color=colours[method], label=f"{method} IPO")
-    axes[2].plot(curves[(method, "sign_accuracy")].values[-1], win.values[-1], "*", ms=14,
-                 color=colours[method])
-for ax in axes[:2]:
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlim(0, None)
-    ax.set_xlabel("Adam step")
-axes[0].set_ylabel("held-out pairwise accuracy")
-axes[0].set_title(f"classification (τ = {tau:g})")
-axes[0].legend(fontsize=7)
-axes[1].set_ylabel(r"gold win rate vs $\pi_{\mathrm{ref}}$")
-axes[1].set_title("generation")
-axes[2].set_xlabel("accuracy of sign($h_\\pi$)")
-axes[2].set_ylabel("gold win rate")
-axes[2].set_title("trajectories (★ = end)")
-axes[2].legend(fontsize=8)
-fig.tight_layout()
+from coverage_sim.notebook import explore
+
+
+@functools.lru_cache(maxsize=None)
+def tang_runs(tau):
+    """Online and offline IPO at this tau over 3 datasets (cached: the slider revisits values)."""
+    config = classifier.TangClassifierConfig(tau=tau)
+    table = pd.concat([classifier.run(config, seed) for seed in range(3)], ignore_index=True)
+    return config, table[table["method"].isin(["online", "offline"])]
+
+
+def show(tau):
+    _, runs_tau = tang_runs(tau)
+    curves = runs_tau.groupby(["method", "metric", "step"])["value"].mean()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    colours = {"online": "C0", "offline": "C3"}
+    for method in ("online", "offline"):
+        for metric, ls, label in (("sign_accuracy", "-", "sign($h_\\pi$)"),
+                                  ("ranking_accuracy", ":", "$\\pi(y_w) \\geq \\pi(y_l)$")):
+            cur = curves[(method, metric)]
+            axes[0].plot(cur.index, cur.values, color=colours[method], ls=ls,
+                         label=f"{method}, {label}")
+        win = curves[(method, "win_rate")]
+        axes[1].plot(win.index, win.values, color=colours[method], label=f"{method} IPO")
+        axes[2].plot(curves[(method, "sign_accuracy")].values, win.values, "-o", ms=3,
+                     color=colours[method], label=f"{method} IPO")
+        axes[2].plot(curves[(method, "sign_accuracy")].values[-1], win.values[-1], "*", ms=14,
+                     color=colours[method])
+    for ax in axes[:2]:
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(0, None)
+        ax.set_xlabel("Adam step")
+    axes[0].set_ylabel("held-out pairwise accuracy")
+    axes[0].set_title(f"classification (τ = {tau:g})")
+    axes[0].legend(fontsize=7)
+    axes[1].set_ylabel(r"gold win rate vs $\pi_{\mathrm{ref}}$")
+    axes[1].set_title("generation")
+    axes[2].set_xlabel("accuracy of sign($h_\\pi$)")
+    axes[2].set_ylabel("gold win rate")
+    axes[2].set_title("trajectories (★ = end)")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+
+
+# a slider for tau in Jupyter (with ipywidgets; each new value trains for a few seconds);
+# headless, the parameter cell's value
+explore(show, tau=(tau, [0.005, 0.01, 0.02, 0.05, 0.1, 0.2]))
+tang_config, runs_ = tang_runs(tau)
 
 # %%
 late = runs_[runs_["step"] >= tang_config.late_fraction * tang_config.steps]

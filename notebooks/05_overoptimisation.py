@@ -19,7 +19,7 @@
 # how much data the proxy was fitted on?
 #
 # **Paper.** Gao, Schulman and Hilton 2022, *Scaling Laws for Reward Model Overoptimization*
-# (arXiv:2210.10760); figure F14 of `science.md`. Measured against
+# (arXiv:2210.10760); figure F14 of the [theory guide](../docs/figures.md). Measured against
 # $d = \sqrt{\mathrm{KL}(\pi\,\|\,\pi_{\mathrm{ref}})}$:
 #
 # * the **proxy** reward rises monotonically;
@@ -61,6 +61,7 @@ import pandas as pd
 import coverage_sim as cs
 from coverage_sim import metrics
 from coverage_sim.experiments.gao import overoptimization as gao
+from coverage_sim.notebook import explore
 
 # one instance (the experiment draws eight per run), one proxy data size; each seed a new dataset
 config = gao.GaoConfig(n_pairs=n_pairs, data_sizes=(n_pairs,), instances=1, fixed_instance=True)
@@ -113,22 +114,34 @@ bound = np.array([cs.best_of_n_kl_bound(int(n)) for n in ns])
 assert np.all(bon_kl <= bound + 1e-12), "Best-of-N exceeded the log N - (N-1)/N bound (C14)"
 
 bs = np.geomspace(config.beta_max, config.beta_min, 40)
-rl = np.stack([cs.optimal_policy(env, b, reward=r_hat) for b in bs])
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
-for ax, (name, pols) in zip(axes, (("Best-of-N", bon), ("KL-regularised optimum", rl))):
-    d = np.sqrt(np.maximum(metrics.kl_divergence(env, pols, env.ref), 0.0))
-    gold = metrics.expected_reward(env, pols) - metrics.expected_reward(env, env.ref)
-    proxy = metrics.expected_reward(env, pols, reward=r_hat) - \
-        metrics.expected_reward(env, env.ref, reward=r_hat)
-    ax.plot(d, proxy, "o-", ms=3, color="C1", label=r"proxy $\hat r$")
-    ax.plot(d, gold, "o-", ms=3, color="C0", label="gold $r^*$")
-    ax.axhline(0, color="0.6", lw=0.8)
-    ax.set_xlabel(r"$d = \sqrt{\mathrm{KL}(\pi\,\|\,\pi_{\mathrm{ref}})}$")
-    ax.set_title(f"{name} (seed 0)")
-axes[0].set_ylabel(r"reward gain over $\pi_{\mathrm{ref}}$")
-axes[0].legend()
-fig.tight_layout()
+
+def show(n_pairs):
+    """Gold and proxy gains of Best-of-N and of the KL-regularised optimum, for a proxy fitted on
+    ``n_pairs`` pairs (dataset seed 0)."""
+    data_n = cs.offline_pairs(env, env.ref, labels="bradley_terry", n=n_pairs, seed=0)
+    r_hat_n = cs.fit_bradley_terry(data_n, l2=config.l2)
+    bon_n = np.stack([cs.best_of_n_policy(env.ref, r_hat_n, int(n)) for n in ns])
+    rl_n = np.stack([cs.optimal_policy(env, b, reward=r_hat_n) for b in bs])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, (name, pols) in zip(axes, (("Best-of-N", bon_n), ("KL-regularised optimum", rl_n))):
+        d = np.sqrt(np.maximum(metrics.kl_divergence(env, pols, env.ref), 0.0))
+        gold = metrics.expected_reward(env, pols) - metrics.expected_reward(env, env.ref)
+        proxy = metrics.expected_reward(env, pols, reward=r_hat_n) - \
+            metrics.expected_reward(env, env.ref, reward=r_hat_n)
+        ax.plot(d, proxy, "o-", ms=3, color="C1", label=r"proxy $\hat r$")
+        ax.plot(d, gold, "o-", ms=3, color="C0", label="gold $r^*$")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xlabel(r"$d = \sqrt{\mathrm{KL}(\pi\,\|\,\pi_{\mathrm{ref}})}$")
+        ax.set_title(f"{name}, n = {n_pairs} pairs (seed 0)")
+    axes[0].set_ylabel(r"reward gain over $\pi_{\mathrm{ref}}$")
+    axes[0].legend()
+    fig.tight_layout()
+    plt.show()
+
+
+# a slider for n_pairs in Jupyter (with ipywidgets); headless, the parameter cell's value
+explore(show, n_pairs=(n_pairs, [100, 300, 1000, 3000, 10000, 100000]))
 
 # %% [markdown]
 # ## 3. Averaged over datasets, with Gao's functional forms

@@ -29,8 +29,8 @@
 #
 # * **One objective, three policies.** The KL-regularised objective is defined once, in the
 #   numba core. A tabular softmax over whole sequences, a tabular autoregressive policy and a
-#   causal transformer all reach the same $\pi^*_\beta$ with it (C1 of `science.md`, now for
-#   sequence policies).
+#   causal transformer all reach the same $\pi^*_\beta$ with it (C1 of the
+#   [theory guide](../docs/claims.md), now for sequence policies).
 # * **Coverage, for a transformer.** Offline DPO on data that never show a good *token* ends far
 #   below online DPO, for the transformer as for the tabular policies. Data that miss only the
 #   best *sequence* stall the tabular policies but not the transformer, which extrapolates.
@@ -85,6 +85,36 @@ print(f"best sequence {names[best]}: r = {reward[best]:.3f}, pi_ref = {ref[best]
       f"pi*_beta = {pi_star[0, best]:.3f}")
 print(f"E_ref r = {float(metrics.expected_reward(bandit, bandit.ref)):.3f},  "
       f"E_pi* r = {float(metrics.expected_reward(bandit, pi_star)):.3f}")
+
+# %% [markdown]
+# What the knob does to the target: $\pi^*_\beta$ over the 64 sequences against
+# $\pi_{\mathrm{ref}}$ (in Jupyter with ipywidgets, a slider; headless, the parameter cell's
+# value).
+
+# %%
+from coverage_sim.notebook import explore
+
+
+def show(beta):
+    target_2d = cs.optimal_policy(bandit, beta)
+    target = target_2d[0]
+    order = np.argsort(-reward)
+    fig, ax = plt.subplots(figsize=(9, 3))
+    x = np.arange(len(order))
+    ax.bar(x - 0.2, ref[order], 0.4, color="0.6", label=r"$\pi_{\mathrm{ref}}$")
+    ax.bar(x + 0.2, target[order], 0.4, color="C0", label=rf"$\pi^*_\beta$, $\beta$ = {beta:g}")
+    ax.set_yscale("log")
+    ax.set_ylim(1e-6, 1.5)
+    ax.set_xticks(x[::8], [names[i] for i in order[::8]], fontsize=8)
+    ax.set_xlabel("sequence, by decreasing reward")
+    ax.set_ylabel("probability")
+    ax.set_title(f"E_pi* r = {float(metrics.expected_reward(bandit, target_2d)):.3f}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+
+
+explore(show, beta=(beta, [0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]))
 
 # %% [markdown]
 # ## 1. Three policies over the same 64 sequences

@@ -56,7 +56,7 @@ n = "inf"                 # offline pairs: "inf" (exact mu x mu), "20", "100" or
 labels = "gold"           # "gold", "deterministic" or "proxy"
 pair = "online_dpo-dpo"   # "online_dpo-dpo", "online_ipo-ipo" or "rlhf-dpo"
 coefficient_index = 1     # 0..4: the offline method's beta (or tau), smallest first
-n_instances = 16          # instances of this notebook's own replication (seed 1; the atlas: seed 0)
+n_instances = 16          # own replication size (seed 1; the atlas: seed 0); not a slider
 
 # %%
 import dataclasses
@@ -68,6 +68,7 @@ import pandas as pd
 
 import coverage_sim as cs
 from coverage_sim.experiments.atlas import gap
+from coverage_sim.notebook import explore
 
 config = gap.GapAtlasConfig()          # the atlas's grid, instance family and optimiser
 SEED = 1                               # independent of the atlas's instances (seed 0)
@@ -183,13 +184,10 @@ def show(policy=policy, coverage=coverage, n=n, labels=labels, pair=pair,
     plt.show()
 
 
-try:
-    from ipywidgets import interact
-except ImportError:                    # no widgets: the parameter cell alone drives the notebook
-    show()
-else:
-    interact(show, policy=list(gap.POLICIES), coverage=list(config.coverages), n=list(SIZES),
-             labels=list(gap.LABELS), pair=list(gap.PAIRS), coefficient_index=(0, 4))
+# one control per axis in Jupyter (with ipywidgets); headless, the parameter cell's values
+explore(show, policy=(policy, list(gap.POLICIES)), coverage=(coverage, list(config.coverages)),
+        n=(n, list(SIZES)), labels=(labels, list(gap.LABELS)), pair=(pair, list(gap.PAIRS)),
+        coefficient_index=(coefficient_index, [0, 1, 2, 3, 4]))
 
 # %% [markdown]
 # ## 3. The chosen cell's gap on independent instances

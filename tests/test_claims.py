@@ -1,8 +1,8 @@
-"""Property-based tests of the science.md §12 claims C1-C11, C15 and C17.
+"""Property-based tests of the claims C1-C12, C15 and C17 (docs/claims.md).
 
 C13 lives in tests/test_objectives.py and C14 in tests/test_best_of_n.py.
 
-Every test draws instances from the §12 shared strategy: K in [2, 12], 1-3 contexts, rewards in
+Every test draws instances from the claims' shared strategy: K in [2, 12], 1-3 contexts, rewards in
 [-3, 3], a full-support pi_ref with every entry >= 1e-3, and beta in [0.05, 5]. The arrays come from
 ``cs.random_bandit(K, X, seed)``, the project's shared instance; hypothesis draws K, X, the seed and
 beta; the extremes (K = 2, one context, beta = 0.05) and (K = 12, three contexts, beta = 5) are
@@ -47,7 +47,7 @@ TABULAR = cs.TabularSoftmax()
 
 @st.composite
 def instances(draw, k_min=2, k_max=12, max_contexts=3, uniform_rho=False):
-    """``(env, rng)``: a §12 random bandit and a numpy generator for further per-example draws.
+    """``(env, rng)``: a random bandit of the shared strategy and a numpy generator for further per-example draws.
 
     ``uniform_rho=True`` keeps the rewards and reference but sets rho uniform. It is used by
     gradient-descent convergence tests: the population gradient of context x scales with rho_x
@@ -203,7 +203,7 @@ def test_c2_pi_star_is_stationary_for_offline_and_online_dpo(inst, beta):
     """At pi*, the exact theta-gradient of offline DPO (any full-support mu) and online DPO is 0.
 
     For DPO, sigma(beta h*_ij) = sigma(r_i - r_j) = P_ij on every pair. This holds in the full
-    §12 range, with random rho.
+    shared-strategy range, with random rho.
     """
     env, rng = inst
     opt = cs.optimal_policy(env, beta)
@@ -331,7 +331,7 @@ def test_c3_kl_of_dpo_minimisers_grows_like_log_one_over_eps(inst, beta, m):
 
 @pytest.mark.parametrize("beta", [0.05, 0.1])
 def test_c3_loglinear_dpo_kl_grows_like_log_one_over_eps(beta):
-    """The function-approximation version on Xu et al.'s bandit (science §2, §6, F10).
+    """The function-approximation version on Xu et al.'s bandit (claim C3; figures F10, F11).
 
     Log-linear DPO with phi(y3) = phi(y1) - phi(y2), trained on the single pair y1 > y2, gives the
     same parameters and the same DPO loss for every eps = pi_ref(y3): the loss gradient in w does
@@ -533,7 +533,7 @@ def test_c6_ipo_fixed_point_is_stationary(inst, tau, partial, kind):
     sum_j S_zj (u_z - u_j) = (1/(2 tau)) sum_j (W_zj - W_jz). With S_zj = 2 rho mu_z mu_j and
     W_zj - W_jz = 2 rho mu_z mu_j (2 P_zj - 1), this gives u_z - E_mu u = (2 P(z > mu) - 1)/(2 tau),
     i.e. u_z = P(z > mu)/tau + c on supp(mu), with P(z > mu) = sum_j mu_j P_zj including
-    P_zz = 1/2. Off supp(mu) the gradient is 0 whatever u is. Checked in the full §12 range, for
+    P_zz = 1/2. Off supp(mu) the gradient is 0 whatever u is. Checked in the full shared-strategy range, for
     BT, deterministic and arbitrary P, with full or partial support.
     """
     env, rng = inst
@@ -874,7 +874,7 @@ def test_c10_r_star_is_the_ranking_accuracy_of_pi_star_at_every_beta(inst, beta)
     """R*(beta) = ranking accuracy of pi*_beta on BT mu x mu data, at the drawn beta and on a grid over [0.05, 5].
 
     Grid points where a pair's log-ratio under pi*_beta is within 1e-9 of a tie are skipped. The
-    grid stays in the §12 range: below beta ~ 6/745, entries of pi*_beta underflow to 0.0. Two
+    grid stays in the shared-strategy range: below beta ~ 6/745, entries of pi*_beta underflow to 0.0. Two
     zeros then count as a correct ranking (0 >= 0) in ``ranking_accuracy``, while R*'s exact score
     says incorrect.
     """
@@ -932,7 +932,7 @@ def test_c11_dpo_gradient_bounded_by_coverage(inst, beta, rare, frac):
 
     The instance gives mu(z*|x) = ``rare`` to the best arm z* of every context. Plain gd runs at
     lr = frac/L for 300 steps, every step recorded. Every snapshot's exact theta-gradient is
-    checked against the bound (science.md states 2 beta mu(z); with contexts the exact bound has
+    checked against the bound (the claim states 2 beta mu(z); with contexts the exact bound has
     rho(x) <= 1 in front). Every logit's displacement theta_z(t) - theta_z(0) is checked against
     2 eta beta rho mu(z) t. theta is gauge-fixed by the conserved sum of logits: DPO's
     theta-gradient sums to 0. The consequence is tested last: for t < T_min the rare arm's logit
@@ -966,6 +966,80 @@ def test_c11_dpo_gradient_bounded_by_coverage(inst, beta, rare, frac):
     for x in xs:
         before = t[:, 0, 0] < t_min[x]
         assert np.all(moved[before, x, best[x]] < target[x, best[x]])
+
+
+# ---------------------------------------------------------------------------------------------
+# C12: likelihood displacement needs overlapping pairs or shared features
+# ---------------------------------------------------------------------------------------------
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _logp_rate(policy, env, params, data, beta, response):
+    """d log pi(response) / dt under gradient flow on the DPO loss, through the library's own
+    loss gradient and the policy's pull-back: -(d log pi_y / d params) . (dL / d params)."""
+    logp = policy.logp(env, params)
+    _, g_logp = cs.objective("sigmoid", beta=beta).loss_and_grad(env, logp, data)
+    g_params = policy.grad(env, params, g_logp)
+    onehot = np.zeros(env.n_responses)
+    onehot[response] = 1.0
+    d_logp_d_params = policy.grad(env, params, onehot)    # grad of log pi(y) itself
+    return -float(np.dot(d_logp_d_params, g_params)), np.exp(logp)
+
+
+@settings(max_examples=examples(25), **SETTINGS)
+@given(k=st.integers(3, 12), seed=st.integers(0, 2**32 - 1), beta=BETA,
+       scale=st.floats(0.0, 3.0))
+def test_c12_tabular_single_pair_is_never_displaced(k, seed, beta, scale):
+    """One pair, tabular softmax: d log pi(y+)/dt = beta sigma(-beta h) (1 - pi_+ + pi_-) > 0."""
+    rng = np.random.default_rng(seed)
+    env = cs.random_bandit(k, seed=seed)
+    theta = np.log(env.ref) + scale * rng.normal(size=k)
+    data = cs.pairs_from_list(env, [(0, 1)])
+    rate, pi = _logp_rate(TABULAR, env, theta, data, beta, response=0)
+    u = np.log(pi) - np.log(env.ref)
+    expected = beta * _sigmoid(-beta * (u[0] - u[1])) * (1.0 - pi[0] + pi[1])
+    assert rate == pytest.approx(expected, rel=1e-9)
+    assert rate > 0
+
+
+@settings(max_examples=examples(25), **SETTINGS)
+@given(k=st.integers(3, 12), seed=st.integers(0, 2**32 - 1), beta=BETA,
+       margin=st.floats(-3.0, 3.0))
+def test_c12_overlapping_pairs_displace_the_shared_chosen_response(k, seed, beta, margin):
+    """a > b and b > c with equal weights and equal margins h_ab = h_bc = m: d log pi(b)/dt =
+    (beta/2) sigma(-beta m) (pi_c - pi_a), negative exactly when pi_a > pi_c, although b is a
+    chosen response of one of the pairs."""
+    rng = np.random.default_rng(seed)
+    env = cs.random_bandit(k, seed=seed)
+    u = rng.normal(size=k)
+    u[:3] = [2 * margin, margin, 0.0]
+    theta = np.log(env.ref) + u
+    data = cs.pairs_from_list(env, [(0, 1), (1, 2)])
+    rate, pi = _logp_rate(TABULAR, env, theta, data, beta, response=1)
+    expected = 0.5 * beta * _sigmoid(-beta * margin) * (pi[2] - pi[0])
+    assert rate == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert (rate < 0) == (pi[0] > pi[2] * (1 + 1e-12))
+
+
+@settings(max_examples=examples(25), **SETTINGS)
+@given(k=st.integers(3, 12), d=st.integers(1, 5), seed=st.integers(0, 2**32 - 1), beta=BETA)
+def test_c12_loglinear_rate_sign_is_the_feature_inner_product(k, d, seed, beta):
+    """Log-linear policy pi ~ pi_ref e^{w . phi}: d log pi(y+)/dt =
+    beta sigma(-beta h) <phi+ - E_pi phi, phi+ - phi->, whose sign decides displacement."""
+    rng = np.random.default_rng(seed)
+    env = cs.random_bandit(k, seed=seed)
+    phi = rng.normal(size=(k, d))
+    policy = cs.LogLinear(phi)
+    w = rng.normal(size=d)
+    data = cs.pairs_from_list(env, [(0, 1)])
+    rate, pi = _logp_rate(policy, env, w, data, beta, response=0)
+    u = np.log(pi) - np.log(env.ref)
+    inner = float((phi[0] - pi @ phi) @ (phi[0] - phi[1]))
+    expected = beta * _sigmoid(-beta * (u[0] - u[1])) * inner
+    assert rate == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert np.sign(rate) == np.sign(inner) or abs(inner) < 1e-12
 
 
 # ---------------------------------------------------------------------------------------------

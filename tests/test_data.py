@@ -28,8 +28,8 @@ def test_exact_bt_weights_hand_computed():
     assert d.support.tolist() == [[True, True]]
 
 
-def test_population_dpo_loss_matches_science_formula():
-    """sum w * (-log sigma(beta h)) == science.md §0 exact population DPO loss."""
+def test_population_dpo_loss_matches_the_guide_formula():
+    """sum w * (-log sigma(beta h)) == the exact population DPO loss (docs/theory.md, "Objectives")."""
     env = random_bandit(5, n_contexts=2, seed=4)
     rng = np.random.default_rng(0)
     mu = rng.dirichlet(np.ones(5), size=2)
@@ -39,14 +39,14 @@ def test_population_dpo_loss_matches_science_formula():
     h = g[:, :, None] - g[:, None, :]
     ours = -(d.weights * log_expit(beta * h)).sum()
     P = expit(env.reward2d[:, :, None] - env.reward2d[:, None, :])
-    science = 0.0
+    formula = 0.0
     for x in range(2):
         for y in range(5):
             for yp in range(5):
-                science -= env.context_weights[x] * mu[x, y] * mu[x, yp] * (
+                formula -= env.context_weights[x] * mu[x, y] * mu[x, yp] * (
                     P[x, y, yp] * log_expit(beta * h[x, y, yp])
                     + P[x, yp, y] * log_expit(-beta * h[x, y, yp]))
-    np.testing.assert_allclose(ours, science, rtol=1e-13)
+    np.testing.assert_allclose(ours, formula, rtol=1e-13)
 
 
 @settings(max_examples=examples(30), deadline=None)

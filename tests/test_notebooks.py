@@ -1,8 +1,9 @@
 """The teaching notebooks in ``notebooks/``: they run headless, assert their claim, and stay paired.
 
 Every ``notebooks/*.py`` (jupytext py:percent, paired with an ``.ipynb``) is picked up
-automatically. Each runs in a fresh ``python3`` kernel under nbclient (engineering.md §B), with the
-kernel's working directory in ``tmp_path`` and ``MPLBACKEND=Agg``. Each notebook asserts its
+automatically. Each runs in a fresh ``python3`` kernel under nbclient, with the kernel's working
+directory in ``tmp_path``, ``MPLBACKEND=Agg`` and ``COVERAGE_SIM_HEADLESS=1`` (its knob is the plain
+parameter cell, not a slider). Each notebook asserts its
 paper's claim on the numbers it computes, so a notebook that runs but shows the wrong thing fails
 here, and a parameter that breaks a claim's premise must make that assertion fail. The ``.ipynb``
 must hold exactly the cells of the ``.py`` (regenerate with ``jupytext --to ipynb
@@ -34,6 +35,7 @@ def kernel_env(monkeypatch):
     """Environment inherited by the kernel: headless matplotlib, and this checkout importable
     from the kernel's working directory even without an (editable) install."""
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("COVERAGE_SIM_HEADLESS", "1")
     # The notebooks' linear algebra is tiny (K <= 200). On a busy 2-core machine (pytest -n 2)
     # OpenBLAS's second thread spin-waits and a 200x200 solve becomes ~500x slower (measured:
     # notebook 05 took 52 s instead of 5 s).
@@ -105,6 +107,14 @@ def test_notebook_structure(path):
         f"{path.name} needs one code cell tagged 'parameters' among its first four cells")
     code = "\n".join(c.source for c in cells if c.cell_type == "code")
     assert re.search(r"^\s*assert ", code, flags=re.MULTILINE), f"{path.name} asserts nothing"
+    # the knob drives a widget in a live kernel: explore(show, <knob>=(<knob>, choices))
+    knobs = [m.group(1) for m in re.finditer(r"^(\w+) = .*$", cells[params[0]].source,
+                                             flags=re.MULTILINE) if "not a slider" not in m.group(0)]
+    calls = re.findall(r"^explore\(show,(.*?)\)$", code, flags=re.MULTILINE | re.DOTALL)
+    assert calls, f"{path.name} never calls coverage_sim.notebook.explore on its knob"
+    for knob in knobs:
+        assert re.search(rf"\b{knob}=\({knob},", calls[0]), (
+            f"{path.name}: the knob {knob!r} of the parameter cell has no control in explore()")
     last = cells[-1]
     assert last.cell_type == "markdown" and "## Exercises" in last.source, (
         f"{path.name} must end with an '## Exercises' markdown cell")

@@ -2,7 +2,7 @@
 
 Oracles: torch autograd of ``population_loss`` on torch tensors (float64), central finite
 differences of the kernel's own loss, the numpy ``population_loss`` for values, TRL's batch mean for
-AOT, and the closed-form population DPO gradient of engineering.md §C.
+AOT, and the closed-form population DPO gradient (docs/theory.md, "Offline pairwise losses").
 
 The population tests run over CASES: every registered loss with non-default parameters, plus TRL's
 modifiers (f-divergence scores, WPO weights) and combined losses (list-valued ``loss_type``).
@@ -316,7 +316,7 @@ def test_gradient_is_added_into_grad_out():
 
 
 def test_dpo_gradient_closed_form():
-    # engineering.md §C with W = rho mu(i) mu(j) P_ij, P Bradley-Terry:
+    # the closed form of docs/theory.md with W = rho mu(i) mu(j) P_ij, P Bradley-Terry:
     # dL/dlp[x,k] = beta rho mu_k sum_j mu_j (sigma(beta h_kj) - P_kj).
     rng = np.random.default_rng(11)
     X, K, beta = 2, 6, 0.8

@@ -19,7 +19,8 @@ PUBLIC_MODULES = ["coverage_sim", "coverage_sim.env", "coverage_sim.policies",
                   "coverage_sim.coverage", "coverage_sim.reward_model", "coverage_sim.cli",
                   "coverage_sim.sequences", "coverage_sim.transformer",
                   "coverage_sim.torch_backend", "coverage_sim.sampling", "coverage_sim.gradients",
-                  "coverage_sim.transformer_stack", "coverage_sim.mlp"]
+                  "coverage_sim.transformer_stack", "coverage_sim.mlp", "coverage_sim.notebook",
+                  "coverage_sim.provenance"]
 ARXIV_ID = re.compile(r"^\d{4}\.\d{4,5}$")
 
 
