@@ -5,7 +5,8 @@ These are the fast path; the reference definitions are :func:`coverage_sim.losse
 to 1e-12, gradients against torch autograd to 1e-10 relative max-norm).
 
 Everything is float64. Pass C-contiguous float64 arrays and a Python ``int`` code so that each
-kernel compiles for one signature only (engineering.md §E).
+kernel compiles for one signature only (numba compiles, and caches, one machine-code version
+per argument-type signature; a cold clone pays each one).
 
 Loss codes (keep in sync with ``coverage_sim.losses.PAIR_LOSSES``): the module constants
 ``SIGMOID = 0`` ... ``SIGMOID_NORM = 14``. Parameter vector ``prm`` (length ``N_PRM = 7``):

@@ -1,4 +1,4 @@
-"""Registered experiments: the reproduced figures F1-F17 (science.md §11).
+"""Registered experiments: the reproduced figures F1-F19 and the gap atlas (docs/figures.md).
 
 One experiment per module, grouped by paper (``<paper>/<figure>.py``: config, run, plot and check
 side by side); code a paper's experiments share is in its ``setting.py``, code shared across papers
