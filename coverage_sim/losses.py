@@ -723,7 +723,7 @@ def wpo_weights(lp) -> np.ndarray:
 def ld_sequence_logps(token_logps_w, mask_w, token_logps_l, mask_l, ld_alpha: float):
     """LD-DPO's sequence log-probs of a batch of pairs (Liu et al. 2024, arXiv:2409.06411).
 
-    The first l_p = min(|y_w|, |y_l|) completion tokens of each response count fully and the
+    The first l_p = ``min(|y_w|, |y_l|)`` completion tokens of each response count fully and the
     longer response's tail beyond l_p is weighted by ``ld_alpha``:
     log pi(y) = sum_{t <= l_p} log p_t + ld_alpha * sum_{t > l_p} log p_t, as TRL's
     ``DPOTrainer._compute_loss`` (and ``compute_ref_log_probs`` for the reference) with
