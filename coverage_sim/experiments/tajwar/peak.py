@@ -52,8 +52,8 @@ from coverage_sim.plotting import new_figure
 from coverage_sim.sampling import group_pairs
 from coverage_sim.train import train_many
 
-__all__ = ["ARMS", "EXPERIMENT", "METHODS", "PeakConfig", "check", "final_rewards", "plot", "run",
-           "steps_to", "summary"]
+__all__ = ["ARMS", "EXPERIMENT", "METHODS", "PeakConfig", "RUN_METRICS", "check", "final_rewards",
+           "plot", "run", "steps_to", "summary"]
 
 #: The arms: Tajwar's sampled protocol (their learning rates), the same with lr 0.01 for every
 #: method, and exact population gradients (lr 0.01).
@@ -73,6 +73,9 @@ _FAR = 0.1
 _WIDE, _SIMILAR = 0.3, 0.1
 #: Reward level of the steps-to-reach numbers in the text.
 REACH = 0.9
+#: Metrics ``run`` can record at every recorded step: the expected reward ``E_pi r`` (always; the
+#: check and the plots read it) and ``KL(pi || pi_ref)`` in nats (reward-against-KL plots).
+RUN_METRICS = ("reward", "kl")
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class PeakConfig:
       record_every: record every this many on-policy steps (offline sampled: every 10).
       policy: policy class of the exact arm, ``"tabular"``, ``"loglinear"`` or ``"mlp"``
         (``tajwar.setting.peak_policy``); the sampled arms need ``"tabular"`` or ``"loglinear"``.
+      metrics: recorded metrics, a subset of ``RUN_METRICS`` holding ``"reward"``; add ``"kl"``
+        for ``KL(pi_t || pi_ref)`` (not needed by the check).
     """
 
     peaks: tuple[float, ...] = (70.0, 20.0)
@@ -116,6 +121,7 @@ class PeakConfig:
     pg_beta: float = 1e-3
     record_every: int = 15
     policy: str = "tabular"
+    metrics: tuple[str, ...] = ("reward",)
 
     def __post_init__(self):
         check_tuple(self.peaks, "peaks", lambda v, name: check_in_range(v, name, 0.0, 99.0))
@@ -139,6 +145,10 @@ class PeakConfig:
         check_policy_class(self.policy)
         if self.policy == "mlp" and set(self.arms) & set(_SAMPLED_ARMS):
             raise ValueError("policy='mlp' runs the exact arm only: set arms=('exact',)")
+        check_tuple(self.metrics, "metrics", lambda v, name: check_choice(v, name, RUN_METRICS))
+        if "reward" not in self.metrics:
+            raise ValueError(f"metrics must hold 'reward' (the check reads it), got "
+                             f"{self.metrics!r}")
 
     @classmethod
     def quick(cls) -> PeakConfig:
@@ -226,7 +236,8 @@ def _exact_arm(envs, config: PeakConfig, seed: int) -> dict:
 
 
 def run(config: PeakConfig, seed: int) -> pd.DataFrame:
-    """Reward against step for the 7 method x regime pairs, every arm, centre and instance."""
+    """Reward (and every other metric in ``config.metrics``) against step for the 7 method x regime
+    pairs, every arm, centre and instance."""
     k = len(config.offsets)
     frames = []
     for centre in config.peaks:
@@ -240,10 +251,12 @@ def run(config: PeakConfig, seed: int) -> pd.DataFrame:
                 result = _sampled_arm(envs, lrs, config, seed * k)
             for (method, regime), (rec, snaps) in result.items():
                 for i, (peak, env) in enumerate(zip(peaks, envs)):
+                    columns = {"reward": metrics.expected_reward(env, snaps[i])}
+                    if "kl" in config.metrics:
+                        columns["kl"] = metrics.kl_divergence(env, snaps[i], env.ref)
                     frames += tidy_rows(
                         {"centre": centre, "instance": i, "peak": peak, "arm": arm,
-                         "method": method, "regime": regime}, seed, rec,
-                        {"reward": metrics.expected_reward(env, snaps[i])})
+                         "method": method, "regime": regime}, seed, rec, columns)
     return pd.concat(frames, ignore_index=True)
 
 

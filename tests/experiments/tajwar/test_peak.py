@@ -136,6 +136,38 @@ def test_config_rejects_bad_values():
         peak.PeakConfig(arms=("sampled",))
     with pytest.raises(ValueError, match="peaks \\+ offsets"):
         peak.PeakConfig(offsets=(0, 40))
+    with pytest.raises(ValueError, match="metrics"):
+        peak.PeakConfig(metrics=("reward", "entropy"))
+    with pytest.raises(ValueError, match="metrics"):
+        peak.PeakConfig(metrics=("kl",))        # the check reads the reward
+
+
+def test_kl_option_records_kl_without_changing_the_reward():
+    """``metrics=("reward", "kl")`` adds KL(pi_t || pi_ref) rows: 0 at pi_ref, positive once a
+    method moves, on-policy REINFORCE's equal to ``cs.train``'s own KL record of the same run, and
+    never better than the Gibbs bound E_pi r - b KL <= b log E_ref e^{r/b} (which an understated KL
+    breaks); the reward rows are those of the default run."""
+    base = dict(peaks=(70.0,), offsets=(0,), arms=("exact",), steps=150, record_every=30)
+    plain = peak.run(peak.PeakConfig(**base), seed=0)
+    both = peak.run(peak.PeakConfig(**base, metrics=("reward", "kl")), seed=0)
+    assert set(plain["metric"]) == {"reward"}
+    keys = ["method", "regime", "step"]
+    reward = both[both["metric"] == "reward"].set_index(keys)["value"].sort_index()
+    kl = both[both["metric"] == "kl"].set_index(keys)["value"].sort_index()
+    pd.testing.assert_series_equal(reward, plain.set_index(keys)["value"].sort_index())
+    assert kl.index.equals(reward.index)
+    assert np.allclose(kl.xs(0, level="step"), 0.0, atol=1e-12)
+    last = kl.xs(150, level="step")
+    assert (last > 1e-3).all(), last
+    env = cs.tajwar_bandit(peak=70)
+    record = sorted(set(kl.index.get_level_values("step")))
+    pg = cs.train(env, cs.objective("rlhf", beta=1e-3), steps=150, lr=0.01, record=record,
+                  metrics=["kl"], progress=False)
+    np.testing.assert_allclose(kl.xs(("PG", "on-policy")).to_numpy(), pg.history["kl"],
+                               rtol=1e-9, atol=1e-12)
+    for b in (0.01, 0.1, 1.0):
+        log_partition = b * np.log(env.ref @ np.exp(env.reward / b))
+        assert np.all(reward - b * kl <= log_partition + 1e-9), b
 
 
 def test_table_has_no_missing_values(quick):
