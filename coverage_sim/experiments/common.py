@@ -1,6 +1,7 @@
 """Helpers shared by experiments of several papers: the optional torch dependency of the transformer
 experiments (``tajwar-tokens``, ``tang-transformer``, ``drpo-transformer``, ...), seed streams,
-curve read-outs, and clauses evaluated per seed (:func:`seed_clause`).
+curve read-outs, clauses evaluated per seed (:func:`seed_clause`), and the validation of a family of
+reward peaks on a 100-arm bandit (:func:`check_peak_family`).
 
 Torch is an optional dependency: :data:`HAVE_TORCH` says whether it imports, and the transformer
 experiments register only when it does (their configs, checks and plots are always importable).
@@ -15,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from coverage_sim._validation import check_int
-from coverage_sim.experiments.registry import mean_ci
+from coverage_sim._validation import check_in_range, check_int
+from coverage_sim.experiments.registry import check_tuple, mean_ci
 from coverage_sim.experiments.verdict import Clause, clause
 
 try:  # torch is a test/extra dependency; without it the transformer experiments are not registered
@@ -27,8 +28,8 @@ except ImportError:  # pragma: no cover - exercised only without torch
     torch = None
     HAVE_TORCH = False
 
-__all__ = ["HAVE_TORCH", "check_device", "require_torch", "seed_clause", "seed_streams",
-           "steps_to_reach"]
+__all__ = ["HAVE_TORCH", "check_device", "check_peak_family", "require_torch", "seed_clause",
+           "seed_streams", "steps_to_reach"]
 
 
 def require_torch():
@@ -53,6 +54,43 @@ def check_device(value, name: str = "device") -> str:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"{name}={value!r} but torch sees no CUDA device; use 'cpu'")
     return value
+
+
+def check_peak_family(peaks, offsets, name: str = "peaks", arms: int = 100, *,
+                      single: bool = False) -> None:
+    """Validate an instance family of reward peaks ``c + o`` on an ``arms``-arm bandit (Tajwar et
+    al.'s 100-arm bandit, arXiv:2404.14367, and the estimator experiments built on it).
+
+    Args:
+      peaks: the family's centres, a non-empty tuple of numbers each in ``[0, arms - 1]`` (with
+        ``single``: one such number).
+      offsets: non-empty tuple of whole-number offsets ``>= -(arms - 1)``.
+      name: the config field holding ``peaks`` (used in error messages: ``name``,
+        ``"<name> + offsets"``).
+      arms: number of arms; every ``c + o`` must lie in ``[0, arms - 1]``.
+      single: ``peaks`` is a single centre (a config's ``peak`` field), not a tuple.
+
+    Returns:
+      None; raises ``ValueError`` naming the field, the value and what is allowed.
+
+    Examples:
+      >>> from coverage_sim.experiments.common import check_peak_family
+      >>> check_peak_family((70.0, 20.0), (-4, 0, 4))
+      >>> check_peak_family(98.0, (0, 2), name="peak", single=True)
+      Traceback (most recent call last):
+      ...
+      ValueError: peak + offsets must lie in [0.0, 99.0], got 100.0
+    """
+    top = float(arms - 1)
+    if single:
+        centres = (check_in_range(peaks, name, 0.0, top),)
+    else:
+        check_tuple(peaks, name, lambda v, field: check_in_range(v, field, 0.0, top))
+        centres = peaks
+    check_tuple(offsets, "offsets", lambda v, field: check_int(v, field, minimum=-(arms - 1)))
+    for c in centres:
+        for o in offsets:
+            check_in_range(c + o, f"{name} + offsets", 0.0, top)
 
 
 def seed_streams(seed: int, n: int) -> list[int]:

@@ -26,8 +26,9 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from coverage_sim._validation import check_in_range, check_int, check_positive
+from coverage_sim._validation import check_int, check_positive
 from coverage_sim.env import optimal_policy
+from coverage_sim.experiments.common import check_peak_family
 from coverage_sim.experiments.estimators.setting import (evaluation_logits, exact_parts,
                                                          instance_envs, tv)
 from coverage_sim.experiments.registry import Experiment, check_tuple, register, tidy_rows
@@ -115,10 +116,7 @@ class GroupBaselinesConfig:
     record_every: int = 25
 
     def __post_init__(self):
-        check_in_range(self.peak, "peak", 0.0, 99.0)
-        check_tuple(self.offsets, "offsets", lambda v, name: check_int(v, name, minimum=-99))
-        for o in self.offsets:
-            check_in_range(self.peak + o, "peak + offsets", 0.0, 99.0)
+        check_peak_family(self.peak, self.offsets, name="peak", single=True)
         check_positive(self.beta, "beta")
         check_int(self.eval_steps, "eval_steps", minimum=1)
         check_tuple(self.group_sizes, "group_sizes",

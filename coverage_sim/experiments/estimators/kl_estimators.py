@@ -32,11 +32,12 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim import metrics
-from coverage_sim._validation import check_in_range, check_int, check_positive
+from coverage_sim._validation import check_int, check_positive
 from coverage_sim.env import optimal_policy
+from coverage_sim.experiments.common import check_peak_family
 from coverage_sim.experiments.estimators.setting import (evaluation_logits, exact_parts,
                                                          forward_kl_optimum, instance_envs, tv)
-from coverage_sim.experiments.registry import Experiment, check_tuple, register, tidy_rows
+from coverage_sim.experiments.registry import Experiment, register, tidy_rows
 from coverage_sim.experiments.verdict import CheckResult, Effect, clause
 from coverage_sim.gradients import batch_gradient, gradient, sampled_gradients
 from coverage_sim.objectives import objective
@@ -136,10 +137,7 @@ class KLEstimatorsConfig:
     record_every: int = 25
 
     def __post_init__(self):
-        check_in_range(self.peak, "peak", 0.0, 99.0)
-        check_tuple(self.offsets, "offsets", lambda v, name: check_int(v, name, minimum=-99))
-        for o in self.offsets:
-            check_in_range(self.peak + o, "peak + offsets", 0.0, 99.0)
+        check_peak_family(self.peak, self.offsets, name="peak", single=True)
         check_positive(self.beta, "beta")
         check_int(self.eval_steps, "eval_steps", minimum=1)
         check_int(self.group_size, "group_size", minimum=2)

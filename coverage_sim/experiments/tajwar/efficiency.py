@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from coverage_sim import metrics
-from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
+from coverage_sim._validation import check_choice, check_int, check_positive
 from coverage_sim.data import offline_pairs
 from coverage_sim.env import optimal_policy
+from coverage_sim.experiments.common import check_peak_family
 from coverage_sim.experiments.registry import Experiment, check_tuple, register, tidy_rows
 from coverage_sim.experiments.tajwar.setting import (
     ARXIV, METHOD_COLOURS, OFFLINE, ON_POLICY, PAPER, PROTOCOL_DPO_BETA, PROTOCOL_GAP,
@@ -77,10 +78,7 @@ class EfficiencyConfig:
     frontier_points: int = 80
 
     def __post_init__(self):
-        check_in_range(self.peak, "peak", 0.0, 99.0)
-        check_tuple(self.offsets, "offsets", lambda v, name: check_int(v, name, minimum=-99))
-        for o in self.offsets:
-            check_in_range(self.peak + o, "peak + offsets", 0.0, 99.0)
+        check_peak_family(self.peak, self.offsets, name="peak", single=True)
         check_tuple(self.methods, "methods", lambda v, name: check_choice(v, name, METHODS))
         check_tuple(self.reuses, "reuses", lambda v, name: check_int(v, name, minimum=1))
         if len(self.reuses) < 3 or list(self.reuses) != sorted(set(self.reuses)):

@@ -25,6 +25,7 @@ import pandas as pd
 
 from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
 from coverage_sim.data import offline_pairs, policy_pairs
+from coverage_sim.experiments.common import check_peak_family
 from coverage_sim.experiments.policy_classes import check_policy_class
 from coverage_sim.experiments.registry import Experiment, check_tuple, register, tidy_rows
 from coverage_sim.experiments.tajwar.setting import (ARXIV, OFFLINE, ON_POLICY, PAPER,
@@ -87,11 +88,7 @@ class NegativeGradientConfig:
     policy: str = "tabular"
 
     def __post_init__(self):
-        check_tuple(self.peaks, "peaks", lambda v, name: check_in_range(v, name, 0.0, 99.0))
-        check_tuple(self.offsets, "offsets", lambda v, name: check_int(v, name, minimum=-99))
-        for c in self.peaks:
-            for o in self.offsets:
-                check_in_range(c + o, "peaks + offsets", 0.0, 99.0)
+        check_peak_family(self.peaks, self.offsets)
         check_tuple(self.variants, "variants", lambda v, name: check_choice(v, name, VARIANTS))
         check_tuple(self.regimes, "regimes",
                     lambda v, name: check_choice(v, name, (OFFLINE, ON_POLICY)))

@@ -10,21 +10,19 @@ import pytest
 from coverage_sim.experiments.azar import ipo_vs_dpo as az
 from coverage_sim.experiments.verdict import AGREES, DISAGREES
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
     return quick_sweep(az.EXPERIMENT)
 
 
-def _clauses(result):
-    return {c.name: c for c in result.clauses}
-
-
 def test_quick_run_agrees_on_every_instance(quick, save_plot):
     cfg, table = quick
     result = az.check(table, cfg)
     assert result.verdict == AGREES and result.mode == "exact"
-    clauses = _clauses(result)
+    clauses = clauses_by_name(result)
     assert set(clauses) == {"dpo-one-hot", "dpo-never-converges", "ipo-interior",
                             "ipo-closed-form", "ipo-toward-uniform", "gd-exact-fixed-point"}
     assert not clauses["gd-exact-fixed-point"].paper
@@ -104,7 +102,7 @@ def test_each_clause_fails_without_its_effect(quick):
     cases["gd-exact-fixed-point"] = pd.concat(
         [table[~gd_ipo], adam_ipo.assign(optimizer=az.EXACT_OPTIMIZER)], ignore_index=True)
     for name, broken in cases.items():
-        clauses = _clauses(az.check(broken, cfg))
+        clauses = clauses_by_name(az.check(broken, cfg))
         assert not clauses[name].holds, name
         if name not in ("ipo-toward-uniform",):
             # the control breaks only its own clause

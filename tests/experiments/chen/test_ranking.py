@@ -14,21 +14,19 @@ from coverage_sim.experiments.common import seed_streams
 from coverage_sim.experiments.verdict import PARTLY
 from coverage_sim.policies import TabularSoftmax
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
     return quick_sweep(chen.EXPERIMENT)
 
 
-def _clauses(result):
-    return {c.name: c for c in result.clauses}
-
-
 def test_quick_clauses_and_numbers(quick, save_plot):
     cfg, table = quick
     result = chen.check(table, cfg)
     assert result.verdict == PARTLY
-    assert {n: (c.passes, c.instances) for n, c in _clauses(result).items()} == {
+    assert {n: (c.passes, c.instances) for n, c in clauses_by_name(result).items()} == {
         "theorem-4-1": (8, 8), "alignment-gap": (5, 8), "flips-rare": (8, 8),
         "hard-flip-last": (8, 8), "gamma-trend-together": (6, 8), "converges-to-r-star": (8, 8)}
     assert result.effect.ci[0] > 0.05

@@ -11,21 +11,19 @@ from coverage_sim.experiments.drpo import resets as drpo
 from coverage_sim.experiments.drpo.setting import METHODS, RESETS, ROOT, start_distribution
 from coverage_sim.experiments.verdict import AGREES
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
     return quick_sweep(drpo.EXPERIMENT)
 
 
-def _clauses(result):
-    return {c.name: c for c in result.clauses}
-
-
 def test_quick_agrees_and_numbers(quick, save_plot):
     cfg, table = quick
     result = drpo.check(table, cfg)
     assert result.verdict == AGREES
-    clauses = _clauses(result)
+    clauses = clauses_by_name(result)
     hard = [(v, h) for v in cfg.vocabs for h in cfg.horizons if cfg.hard(v, h)]
     assert len(hard) == 7                                   # V^H >= 1000 with H <= 7
     for name in ("resets-solve", "root-stalls", "exact-plateau-length"):

@@ -17,14 +17,12 @@ from coverage_sim.experiments.estimators import group_baselines as gb
 from coverage_sim.experiments.estimators.setting import exact_parts
 from coverage_sim.experiments.verdict import AGREES
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
     return quick_sweep(gb.EXPERIMENT)
-
-
-def _by_name(result):
-    return {c.name: c for c in result.clauses}
 
 
 def _instance(k, seed, spread):
@@ -118,7 +116,7 @@ def test_every_clause_fails_on_swapped_or_altered_data(quick):
     cfg, table = quick
 
     def clauses_of(frame):
-        return _by_name(gb.check(frame, cfg))
+        return clauses_by_name(gb.check(frame, cfg))
 
     def swapped(a, b):
         out = table.copy()

@@ -16,14 +16,12 @@ from coverage_sim.experiments.estimators import kl_estimators as kl
 from coverage_sim.experiments.estimators.setting import exact_parts
 from coverage_sim.experiments.verdict import AGREES
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
     return quick_sweep(kl.EXPERIMENT)
-
-
-def _by_name(result):
-    return {c.name: c for c in result.clauses}
 
 
 @settings(max_examples=examples(30), deadline=None)
@@ -86,7 +84,7 @@ def test_identity_and_training_clauses_fail_when_estimators_swap(quick):
     def swapped(a, b):
         out = table.copy()
         out["estimator"] = table["estimator"].replace({a: b, b: a})
-        return _by_name(kl.check(out, cfg))
+        return clauses_by_name(kl.check(out, cfg))
     clauses = swapped("k1 in loss", "k2 in loss")
     assert not clauses["identity-k1-loss"].holds and not clauses["identity-k2-loss"].holds
     assert not clauses["k1-loss-no-penalty"].holds

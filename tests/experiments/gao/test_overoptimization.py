@@ -11,14 +11,12 @@ from coverage_sim.best_of_n import best_of_n_kl_bound
 from coverage_sim.experiments.gao import overoptimization as gao
 from coverage_sim.experiments.verdict import PARTLY
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
     return quick_sweep(gao.EXPERIMENT)
-
-
-def _clauses(result):
-    return {c.name: c for c in result.clauses}
 
 
 def _metric(table, method, metric, instance=0, n_pairs=1000):
@@ -31,7 +29,7 @@ def test_quick_clauses_and_numbers(quick, save_plot):
     cfg, table = quick
     result = gao.check(table, cfg)
     assert result.verdict == PARTLY
-    clauses = _clauses(result)
+    clauses = clauses_by_name(result)
     assert {n: (c.passes, c.instances) for n, c in clauses.items()} == {
         "proxy-monotone": (8, 8), "gold-hump": (2, 8), "gao-fit": (6, 8),
         "peak-moves-right": (5, 7), "bon-kl-below-formula": (8, 8)}
@@ -162,7 +160,7 @@ def test_each_clause_fails_without_its_effect(quick):
         failing = {c.name for c in gao.check(broken, cfg).clauses if not c.holds}
         assert name in failing and failing - {name} <= also | _FAILING_QUICK, (name, failing)
     # and the hump clause passes on data that have the effect on every instance
-    clauses = _clauses(gao.check(humped, cfg))
+    clauses = clauses_by_name(gao.check(humped, cfg))
     assert clauses["gold-hump"].passes == cfg.instances
 
 

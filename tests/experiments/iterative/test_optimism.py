@@ -13,6 +13,8 @@ from coverage_sim.experiments.iterative import optimism as it
 from coverage_sim.experiments.verdict import PARTLY
 from coverage_sim.sweep import run_sweep
 
+from experiments.helpers import clause_passes
+
 CLAUSES = ("online-beats-offline", "optimism-helps-far", "optimism-helps-more-far",
            "optimism-beyond-smaller-beta", "beyond-smaller-beta-more-far")
 
@@ -25,15 +27,11 @@ def quick(tmp_path_factory):
     return cfg, table
 
 
-def _passes(result):
-    return {c.name: c.passes for c in result.clauses}
-
-
 def test_quick_numbers_and_verdict(quick, save_plot):
     cfg, table = quick
     result = it.check(table, cfg)
     assert result.verdict == PARTLY and result.failing == ("beyond-smaller-beta-more-far",)
-    assert _passes(result) == dict(zip(CLAUSES, (8, 8, 7, 8, 6)))
+    assert clause_passes(result) == dict(zip(CLAUSES, (8, 8, 7, 8, 6)))
     assert list(table.columns) == ["instance", "group", "peak", "method", "alpha", "beta", "seed",
                                    "step", "metric", "value"]
     assert not table.isna().any().any()
@@ -110,7 +108,7 @@ def test_full_run_verdict():
     cfg = it.IterativeConfig()
     result = it.check(it.run(cfg, 0), cfg)
     assert result.verdict == PARTLY and result.failing == ("beyond-smaller-beta-more-far",)
-    assert _passes(result) == dict(zip(CLAUSES, (8, 7, 7, 7, 4)))
+    assert clause_passes(result) == dict(zip(CLAUSES, (8, 7, 7, 7, 4)))
     assert 0.0 < result.effect.mean < 0.1
 
 

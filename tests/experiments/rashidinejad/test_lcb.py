@@ -8,21 +8,19 @@ import pytest
 from coverage_sim.experiments.rashidinejad import lcb as rn
 from coverage_sim.experiments.verdict import AGREES
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
     return quick_sweep(rn.EXPERIMENT, seeds=(0, 1), workers=1)
 
 
-def _clauses(result):
-    return {c.name: c for c in result.clauses}
-
-
 def test_quick_agrees_and_numbers(quick, save_plot):
     cfg, table = quick
     result = rn.check(table, cfg)
     assert result.verdict == AGREES and result.mode == "sampled"
-    clauses = _clauses(result)
+    clauses = clauses_by_name(result)
     assert not clauses["bc-chernoff-exponent"].paper
     counts = {"expert-data": 2, "lcb-rate": 6, "lcb-upper-bound": 8, "bc-exponential": 2,
               "bc-fails": 6, "greedy-fails": 8, "bc-chernoff-exponent": 1}

@@ -9,21 +9,19 @@ import pytest
 from coverage_sim.experiments.razin import displacement as razin
 from coverage_sim.experiments.verdict import AGREES, DISAGREES
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
     return quick_sweep(razin.EXPERIMENT)
 
 
-def _clauses(result):
-    return {c.name: c for c in result.clauses}
-
-
 def test_quick_agrees_and_numbers(quick, save_plot):
     cfg, table = quick
     result = razin.check(table, cfg)
     assert result.verdict == AGREES
-    clauses = _clauses(result)
+    clauses = clauses_by_name(result)
     assert {n for n, c in clauses.items() if c.paper} == {
         "likelihood-displacement", "mass-to-opposite", "low-ches-not-displaced"}
     for name, c in clauses.items():

@@ -12,21 +12,19 @@ from coverage_sim.experiments.verdict import AGREES
 from coverage_sim.experiments.xu.setting import clipped_reward_model
 from coverage_sim.metrics import kl_divergence
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def song(quick_sweep):
     return quick_sweep(coverage.EXPERIMENT)
 
 
-def _clauses(result):
-    return {c.name: c for c in result.clauses}
-
-
 def test_song_quick_agrees_and_numbers(song, save_plot):
     cfg, table = song
     result = coverage.check(table, cfg)
     assert result.verdict == AGREES and result.mode == "exact+sampled"
-    clauses = _clauses(result)
+    clauses = clauses_by_name(result)
     assert not clauses["hypo-exact-kl-bounded"].paper
     assert all(c.instances == cfg.instances for c in clauses.values())
     for name in ("rlhf-kl-bounded", "hypo-kl-bounded", "hypo-exact-kl-bounded"):

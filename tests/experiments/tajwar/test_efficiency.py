@@ -10,14 +10,12 @@ import pytest
 from coverage_sim.experiments.tajwar import efficiency
 from coverage_sim.experiments.verdict import PARTLY
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
     return quick_sweep(efficiency.EXPERIMENT)
-
-
-def _by_name(result):
-    return {c.name: c for c in result.clauses}
 
 
 def test_quick_queries_and_numbers(quick, save_plot):
@@ -51,11 +49,11 @@ def test_query_efficiency_clause_holds_when_queries_are_cheaper_and_fails_on_our
     """Negative control both ways: on our data on-policy needs more than 1000 queries to reach the
     offline result; counting every on-policy query as a tenth makes the clause hold."""
     cfg, table = quick
-    assert not _by_name(efficiency.check(table, cfg))["query-efficient"].holds
+    assert not clauses_by_name(efficiency.check(table, cfg))["query-efficient"].holds
     cheap = table.copy()
     rows = (cheap["regime"] == "on-policy") & (cheap["metric"] == "queries")
     cheap.loc[rows, "value"] /= 10
-    assert _by_name(efficiency.check(cheap, cfg))["query-efficient"].holds
+    assert clauses_by_name(efficiency.check(cheap, cfg))["query-efficient"].holds
 
 
 def test_budget_clause_fails_when_offline_reaches_the_top(quick):
@@ -63,7 +61,7 @@ def test_budget_clause_fails_when_offline_reaches_the_top(quick):
     better = table.copy()
     rows = (better["regime"] == "offline") & (better["metric"] == "reward") & (better["step"] > 0)
     better.loc[rows, "value"] = 1.0
-    assert not _by_name(efficiency.check(better, cfg))["beats-offline-at-budget"].holds
+    assert not clauses_by_name(efficiency.check(better, cfg))["beats-offline-at-budget"].holds
 
 
 def test_moderate_reuse_clause_fails_when_the_best_reuse_swaps_with_the_largest(quick):
@@ -74,8 +72,8 @@ def test_moderate_reuse_clause_fails_when_the_best_reuse_swaps_with_the_largest(
     reversed_ = table.copy()
     on = reversed_["regime"] == "on-policy"
     reversed_.loc[on, "reuse"] = reversed_.loc[on, "reuse"].map(flip)
-    assert _by_name(efficiency.check(table, cfg))["moderate-reuse-best"].holds
-    assert not _by_name(efficiency.check(reversed_, cfg))["moderate-reuse-best"].holds
+    assert clauses_by_name(efficiency.check(table, cfg))["moderate-reuse-best"].holds
+    assert not clauses_by_name(efficiency.check(reversed_, cfg))["moderate-reuse-best"].holds
 
 
 def test_config_rejects_bad_values():

@@ -14,6 +14,8 @@ from coverage_sim.experiments.registry import mean_curve
 from coverage_sim.experiments.tajwar import negative_gradient
 from coverage_sim.experiments.verdict import PARTLY
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
@@ -41,16 +43,12 @@ def test_push_down_gradient_is_best_minus_c_worst_of_n_by_enumeration():
     assert np.allclose(g_best - c * g_worst, -q_best + c * q_worst, atol=1e-12)
 
 
-def _by_name(result):
-    return {c.name: c for c in result.clauses}
-
-
 def test_negative_gradient_quick_numbers_and_verdict(quick, save_plot):
     cfg, table = quick
     result = negative_gradient.EXPERIMENT.check(table, cfg)
     assert result.verdict == PARTLY and result.mode == "exact"
     assert result.failing == negative_gradient.EXPERIMENT.expected_failing == ("faster-offline",)
-    clauses = _by_name(result)
+    clauses = clauses_by_name(result)
     # Tajwar's c = 0.05 with Adam: offline it helps at the near peaks and slightly hurts at the far
     # ones; gradient descent with c = 0.5 helps everywhere
     assert clauses["faster-offline"].results == (True,) * 3 + (False,) * 3   # peaks 19-21, 69-71
@@ -72,7 +70,7 @@ def test_faster_clauses_fail_when_push_down_labels_are_swapped(quick):
     swapped.loc[pushed, "push_down"] = 0.0
     swapped.loc[~pushed, "push_down"] = swapped.loc[~pushed, "variant"].map(
         {v: cfg.setting(v)[2] for v in negative_gradient.VARIANTS})
-    clauses = _by_name(negative_gradient.check(swapped, cfg))
+    clauses = clauses_by_name(negative_gradient.check(swapped, cfg))
     for name, c in clauses.items():
         if name.startswith("faster-on-policy") or name.startswith("faster-offline (gradient"):
             assert not c.holds, name
@@ -82,7 +80,7 @@ def test_complementary_clause_fails_when_regimes_are_swapped(quick):
     cfg, table = quick
     swapped = table.copy()
     swapped["regime"] = swapped["regime"].map({"offline": "on-policy", "on-policy": "offline"})
-    clauses = _by_name(negative_gradient.check(swapped, cfg))
+    clauses = clauses_by_name(negative_gradient.check(swapped, cfg))
     assert not any(c.holds for n, c in clauses.items() if n.startswith("complementary"))
 
 

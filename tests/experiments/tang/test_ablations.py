@@ -11,15 +11,12 @@ import pytest
 from coverage_sim.experiments.tang import ablations
 from coverage_sim.experiments.verdict import PARTLY
 
+from experiments.helpers import clause_passes, clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
-    config, table = quick_sweep(ablations.EXPERIMENT, seeds=(0,), workers=1)
-    return config, table
-
-
-def _clauses(result):
-    return {c.name: c for c in result.clauses}
+    return quick_sweep(ablations.EXPERIMENT, seeds=(0,), workers=1)
 
 
 def test_ablations_quick(quick, save_plot):
@@ -27,7 +24,7 @@ def test_ablations_quick(quick, save_plot):
     result = ablations.check(table, cfg)
     assert result.verdict == PARTLY
     assert set(result.failing) == {"on-policy-data-helps", "pairs-carry-gap-proxy"}
-    passes = {name: c.passes for name, c in _clauses(result).items()}
+    passes = clause_passes(result)
     assert passes == {"replay-lags": 8, "quality-lags": 7, "on-policy-data-helps": 4,
                       "on-policy-data-short": 8, "pairs-carry-gap-gold": 8,
                       "pairs-carry-gap-proxy": 0}
@@ -61,8 +58,8 @@ def _swap(table, a, b):
 ])
 def test_swapping_the_compared_methods_fails_the_clause(quick, a, b, name):
     cfg, table = quick
-    assert _clauses(ablations.check(table, cfg))[name].holds
-    assert _clauses(ablations.check(_swap(table, a, b), cfg))[name].passes == 0
+    assert clauses_by_name(ablations.check(table, cfg))[name].holds
+    assert clauses_by_name(ablations.check(_swap(table, a, b), cfg))[name].passes == 0
 
 
 def test_failing_clauses_can_hold(quick):
@@ -72,12 +69,12 @@ def test_failing_clauses_can_hold(quick):
     cfg, table = quick
     fake = table[table["method"] != "proxy_labels"]
     fake = pd.concat([fake, table[table["method"] == "offline"].assign(method="proxy_labels")])
-    assert _clauses(ablations.check(fake, cfg))["pairs-carry-gap-proxy"].holds
+    assert clauses_by_name(ablations.check(fake, cfg))["pairs-carry-gap-proxy"].holds
     better = table[table["method"] != "on_policy"]
     better = pd.concat([better, table[(table["method"] == "online")
                                       & ~table["metric"].str.startswith("mu_")]
                         .assign(method="on_policy")])
-    assert _clauses(ablations.check(better, cfg))["on-policy-data-helps"].holds
+    assert clauses_by_name(ablations.check(better, cfg))["on-policy-data-helps"].holds
 
 
 def test_full_run_verdict():
@@ -86,7 +83,7 @@ def test_full_run_verdict():
     result = ablations.check(table, cfg)
     assert result.verdict == PARTLY
     assert set(result.failing) == {"on-policy-data-helps", "pairs-carry-gap-proxy"}
-    passes = {name: c.passes for name, c in _clauses(result).items()}
+    passes = clause_passes(result)
     assert passes == {"replay-lags": 8, "quality-lags": 8, "on-policy-data-helps": 6,
                       "on-policy-data-short": 7, "pairs-carry-gap-gold": 8,
                       "pairs-carry-gap-proxy": 0}

@@ -12,22 +12,19 @@ import coverage_sim as cs
 from coverage_sim.experiments.tang import best_of_2
 from coverage_sim.experiments.verdict import PARTLY
 
+from experiments.helpers import clause_passes
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
-    config, table = quick_sweep(best_of_2.EXPERIMENT, seeds=(0,), workers=1)
-    return config, table
-
-
-def _passes(result):
-    return {c.name: c.passes for c in result.clauses}
+    return quick_sweep(best_of_2.EXPERIMENT, seeds=(0,), workers=1)
 
 
 def test_best_of_2_quick(quick, save_plot):
     cfg, table = quick
     result = best_of_2.check(table, cfg)
     assert result.verdict == PARTLY and result.failing == ("online-wins-at-matched-kl",)
-    assert _passes(result) == {"online-wins-at-matched-kl": 0, "online-wins-at-end": 8}
+    assert clause_passes(result) == {"online-wins-at-matched-kl": 0, "online-wins-at-end": 8}
     lo, hi = result.effect.ci
     assert -0.01 < lo and hi < 0.01              # no gap at matched KL: a null effect, both ways
     gold = table[table["method"] == "best_of_2_gold"].pivot_table(
@@ -44,7 +41,7 @@ def test_best_of_2_quick(quick, save_plot):
 
 def test_swapped_methods_fail_both_clauses(quick, swap_methods):
     cfg, table = quick
-    assert _passes(best_of_2.check(swap_methods(table), cfg)) == {
+    assert clause_passes(best_of_2.check(swap_methods(table), cfg)) == {
         "online-wins-at-matched-kl": 0, "online-wins-at-end": 0}
 
 
@@ -54,7 +51,7 @@ def test_matched_kl_clause_can_hold(quick):
     raised = table.copy()
     mask = (raised["method"] == "online") & (raised["metric"] == "win_rate")
     raised.loc[mask, "value"] += 0.05
-    assert _passes(best_of_2.check(raised, cfg))["online-wins-at-matched-kl"] == 8
+    assert clause_passes(best_of_2.check(raised, cfg))["online-wins-at-matched-kl"] == 8
 
 
 def test_deterministic_and_seed_dependent():
@@ -69,7 +66,7 @@ def test_full_run_verdict():
     cfg = best_of_2.TangBestOf2Config()
     result = best_of_2.check(best_of_2.run(cfg, 0), cfg)
     assert result.verdict == PARTLY and result.failing == ("online-wins-at-matched-kl",)
-    assert _passes(result) == {"online-wins-at-matched-kl": 0, "online-wins-at-end": 8}
+    assert clause_passes(result) == {"online-wins-at-matched-kl": 0, "online-wins-at-end": 8}
 
 
 @pytest.mark.parametrize("kwargs, field", [

@@ -9,22 +9,19 @@ import pytest
 from coverage_sim.experiments.tang import classifier
 from coverage_sim.experiments.verdict import PARTLY
 
+from experiments.helpers import clause_passes
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
-    config, table = quick_sweep(classifier.EXPERIMENT, seeds=(0,), workers=1)
-    return config, table
-
-
-def _passes(result):
-    return {c.name: c.passes for c in result.clauses}
+    return quick_sweep(classifier.EXPERIMENT, seeds=(0,), workers=1)
 
 
 def test_classifier_quick(quick, save_plot):
     cfg, table = quick
     result = classifier.check(table, cfg)
     assert result.verdict == PARTLY and result.failing == ("offline-worse-generator",)
-    assert _passes(result) == {"offline-better-classifier": 8, "offline-worse-generator": 6}
+    assert clause_passes(result) == {"offline-better-classifier": 8, "offline-worse-generator": 6}
     late = classifier.late_means(table, cfg)
     ref = table[table["method"] == "reference"].pivot_table(index="instance", columns="metric",
                                                             values="value")
@@ -44,7 +41,7 @@ def test_swapped_methods_fail_both_clauses(quick, swap_methods):
     cfg, table = quick
     result = classifier.check(swap_methods(table), cfg)
     # the swap passes exactly the tasks where the original failed
-    assert _passes(result) == {"offline-better-classifier": 0, "offline-worse-generator": 2}
+    assert clause_passes(result) == {"offline-better-classifier": 0, "offline-worse-generator": 2}
     assert not any(c.holds for c in result.clauses)
 
 
@@ -54,14 +51,14 @@ def test_generator_clause_can_hold(quick):
     lowered = table.copy()
     mask = (lowered["method"] == "offline") & (lowered["metric"] == "win_rate")
     lowered.loc[mask, "value"] -= 0.1
-    assert _passes(classifier.check(lowered, cfg))["offline-worse-generator"] == 8
+    assert clause_passes(classifier.check(lowered, cfg))["offline-worse-generator"] == 8
 
 
 def test_full_run_verdict():
     cfg = classifier.TangClassifierConfig()
     result = classifier.check(classifier.run(cfg, 0), cfg)
     assert result.verdict == PARTLY and result.failing == ("offline-worse-generator",)
-    assert _passes(result) == {"offline-better-classifier": 8, "offline-worse-generator": 6}
+    assert clause_passes(result) == {"offline-better-classifier": 8, "offline-worse-generator": 6}
 
 
 @pytest.mark.parametrize("kwargs, field", [

@@ -11,15 +11,12 @@ from coverage_sim.experiments.tang import pareto
 from coverage_sim.experiments.tang.setting import final_points
 from coverage_sim.experiments.verdict import PARTLY
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def quick(quick_sweep):
-    config, table = quick_sweep(pareto.EXPERIMENT, seeds=(0,), workers=1)
-    return config, table
-
-
-def _clauses(result):
-    return {c.name: c for c in result.clauses}
+    return quick_sweep(pareto.EXPERIMENT, seeds=(0,), workers=1)
 
 
 def test_pareto_quick(quick, save_plot):
@@ -32,7 +29,7 @@ def test_pareto_quick(quick, save_plot):
     assert np.allclose(start, 0.5)     # every run starts at pi_ref
     result = pareto.check(table, cfg)
     assert result.verdict == PARTLY and result.failing == ("offline-saturates",)
-    clauses = _clauses(result)
+    clauses = clauses_by_name(result)
     assert clauses["online-above-offline"].passes == 8
     assert clauses["offline-saturates"].passes == 4
     assert 0.03 < result.effect.mean < 0.12 and result.effect.ci[0] > 0
@@ -76,7 +73,7 @@ def test_saturation_clause_can_hold(quick):
                     & (flat["tau"] == tau) & (flat["metric"] == "win_rate")
                     & (flat["step"] == cfg.steps))
             flat.loc[mask, "value"] = level
-    assert _clauses(pareto.check(flat, cfg))["offline-saturates"].passes == 8
+    assert clauses_by_name(pareto.check(flat, cfg))["offline-saturates"].passes == 8
 
 
 def test_full_run_verdict():
@@ -84,7 +81,7 @@ def test_full_run_verdict():
     cfg = pareto.TangParetoConfig()
     result = pareto.check(pareto.run(cfg, 0), cfg)
     assert result.verdict == PARTLY and result.failing == ("offline-saturates",)
-    clauses = _clauses(result)
+    clauses = clauses_by_name(result)
     assert clauses["online-above-offline"].passes == 7
     assert clauses["offline-saturates"].passes == 4
 

@@ -12,21 +12,19 @@ from coverage_sim.experiments.verdict import AGREES, DISAGREES
 from coverage_sim.experiments.xu import ood
 from coverage_sim.experiments.xu.setting import clipped_reward_model, feature_family
 
+from experiments.helpers import clauses_by_name
+
 
 @pytest.fixture(scope="module")
 def xu(quick_sweep):
     return quick_sweep(ood.EXPERIMENT)
 
 
-def _clauses(result):
-    return {c.name: c for c in result.clauses}
-
-
 def test_xu_quick_agrees_on_every_instance(xu, save_plot):
     cfg, table = xu
     result = ood.check(table, cfg)
     assert result.verdict == AGREES
-    clauses = _clauses(result)
+    clauses = clauses_by_name(result)
     assert not clauses["tabular-dpo-control"].paper
     assert all(c.passes == c.instances == cfg.instances for c in clauses.values())
     assert result.effect.ci[0] > 0.9            # DPO's pi(y3) ~ 1, RLHF's ~ 2 eps
@@ -99,7 +97,7 @@ def test_each_clause_fails_without_its_effect(xu):
         [table[~tab], table[table["method"] == "DPO (log-linear)"].assign(method="DPO (tabular)")],
         ignore_index=True)
     for name, broken in cases.items():
-        clauses = _clauses(ood.check(broken, cfg))
+        clauses = clauses_by_name(ood.check(broken, cfg))
         assert not clauses[name].holds, name
         assert [c.name for c in clauses.values() if not c.holds] == [name]
 
