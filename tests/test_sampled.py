@@ -259,6 +259,15 @@ def test_min_reward_gap_drops_pairs_but_keeps_the_nominal_weight():
     assert 0 < b.n_pairs < 600 and np.allclose(b.pair_weight, 1 / 600)
 
 
+def test_min_reward_gap_keeps_the_pairs_whose_gap_equals_it():
+    # rewards exact in binary: the gaps 0.5 equal the threshold and are kept, the ties dropped
+    env = cs.Bandit(reward=[1.0, 0.5, 0.0], ref=[0.4, 0.3, 0.3])
+    obj = cs.objective("online_dpo", labels="deterministic")
+    b = cs.draw_batch(env, obj, np.zeros(3), batch_size=200, group_size=3, min_reward_gap=0.5)
+    gaps = env.reward[b.pair_winner] - env.reward[b.pair_loser]
+    assert set(np.round(gaps, 12)) == {0.5, 1.0}
+
+
 def test_best_worst_pairs_are_the_extremes_of_each_group():
     obj = cs.objective("online_dpo", labels="deterministic")
     env = cs.Bandit(reward=[0.0, 1.0, 2.0, 3.0, 4.0], ref=np.full(5, 0.2))

@@ -41,9 +41,11 @@ from mutants import MUTANTS, SUBSETS  # noqa: E402
 
 #: numba modules, and the numba modules whose cached compiled code inlines them.
 NUMBA_DEPENDENTS = {
-    "_dpo_fast": ["_dpo_fast", "_engine"],
-    "_pair_kernels": ["_pair_kernels", "_engine"],
-    "_engine": ["_engine"],
+    "_dpo_fast": ["_dpo_fast", "_engine", "_sampled"],
+    "_pair_kernels": ["_pair_kernels", "_engine", "_sampled"],
+    "_engine": ["_engine", "_sampled"],
+    "_rng": ["_rng", "_sampled"],
+    "_sampled": ["_sampled"],
 }
 
 
