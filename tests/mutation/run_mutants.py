@@ -46,6 +46,7 @@ NUMBA_DEPENDENTS = {
     "_engine": ["_engine", "_sampled"],
     "_rng": ["_rng", "_sampled"],
     "_sampled": ["_sampled"],
+    "_metric_kernels": ["_metric_kernels"],
 }
 
 
