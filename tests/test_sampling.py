@@ -121,6 +121,20 @@ def test_minibatches_of_finite_group_data_are_unbiased_for_that_data():
     assert agrees, f"largest z = {zmax:.2f}"
 
 
+def test_best_worst_pairs_of_two_are_unbiased_where_rewards_tie():
+    # G = 2, deterministic labels: best vs worst is the drawn pair itself, ties included (then
+    # labelled by a fair coin), so it estimates the all-pairs gradient. Here two of three
+    # responses tie, so tied pairs carry much of the gradient.
+    env = cs.Bandit(reward=[1.0, 1.0, 0.0], ref=[0.4, 0.4, 0.2])
+    logits = np.log(env.ref) + np.array([0.8, -0.6, 0.0])
+    obj = cs.objective("online_dpo", beta=0.5, labels="deterministic")
+    exact = cs.gradient(env, obj, logits)[1]
+    _, grads = cs.sampled_gradients(env, obj, logits, batch_size=4, draws=N_DRAWS, seed=0,
+                                    group_size=2, pairs="best_worst")
+    se = grads.std(axis=0, ddof=1) / np.sqrt(N_DRAWS)
+    assert np.all(np.abs(grads.mean(axis=0) - exact) <= Z_MAX * se)
+
+
 def test_min_reward_gap_is_unbiased_for_the_truncated_population():
     obj = cs.objective("online_dpo", beta=0.5, labels="deterministic")
     _, truncated = cs.gradient(ENV, obj, LOGITS, min_reward_gap=0.6)
@@ -329,6 +343,18 @@ def test_train_many_equals_train_problem_by_problem_whatever_the_threads(name, d
             assert np.array_equal(batched.snapshots, single.snapshots)
             assert batched.history.equals(single.history)
             assert np.array_equal(batched.params, single.params)
+
+
+def test_train_many_counts_each_problems_own_draws():
+    # best-of-n problems with different n draw B n responses per batch each (all scored)
+    kw = dict(steps=6, lr=0.05, batch_size=5, record=[0, 3, 6])
+    objs = [cs.objective("best_of_n", n=2), cs.objective("best_of_n", n=5)]
+    runs = cs.train_many(ENV, objs, DATA, seed=4, **kw)
+    for b, (obj, n) in enumerate(zip(objs, (2, 5))):
+        expected = 5 * n * np.array([0, 3, 6])
+        assert np.array_equal(runs[b].history["samples"], expected)
+        assert np.array_equal(runs[b].history["queries"], expected)
+        assert runs[b].history.equals(cs.train(ENV, obj, DATA, seed=4 + b, **kw).history)
 
 
 def test_history_counts_samples_and_queries_and_config_records_the_estimator():
