@@ -300,6 +300,18 @@ def test_best_of_n_ties_are_split_uniformly():
     assert (b.samples, b.queries) == (60000, 60000)
 
 
+def test_kto_batch_reference_point_pairs_each_context_with_the_previous_response():
+    # TRL's KL dataset: the batch's completions shifted by one, (x_i, y_{i-1}), cyclically
+    env = cs.Bandit(reward=[[1.0, 0.0, -1.0], [0.5, 0.0, 2.0]], ref=[[0.5, 0.3, 0.2]] * 2)
+    data = cs.unpaired_data(env, env.ref, labels="bradley_terry")
+    b = cs.draw_batch(env, cs.objective("kto"), np.zeros((2, 3)), data, batch_size=50,
+                      kl_estimator="k1")
+    assert np.array_equal(b.mismatched_context, b.unpaired_context)
+    assert np.array_equal(b.mismatched_response, np.roll(b.unpaired_response, 1))
+    assert np.allclose(b.mismatched_weight, 1 / 50)
+    assert not np.array_equal(b.mismatched_response, b.unpaired_response)
+
+
 def test_policy_samples_carry_their_advantages_and_old_log_probs():
     logits = np.array([0.3, -0.2, 0.0, 0.1])
     b = cs.draw_batch(ENV3, cs.objective("rlhf", beta=0.5), logits, batch_size=7, group_size=3,

@@ -18,6 +18,8 @@ function in *another* module keeps its stale compiled copy). Here the faults are
 list of realistic mistakes, and numba's cache is isolated per fault: a warm cache of the unmutated
 code (built by a baseline run, which must pass) is copied for each fault, minus the entries of the
 mutated module and of every jitted module that calls it, so those compile afresh from the mutant.
+
+Kill rates per module, measured: ``README.md`` next to this script.
 """
 
 from __future__ import annotations
