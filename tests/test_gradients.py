@@ -148,6 +148,20 @@ def test_min_reward_gap_is_the_exact_truncated_pair_measure():
         cs.gradient(env, "rlhf", logits, min_reward_gap=0.5)
 
 
+def test_min_reward_gap_keeps_pairs_whose_gap_equals_it():
+    # Tajwar et al.'s filter drops gaps *below* the threshold: with rewards 1, 0.5, 0 (exact in
+    # binary) every pair of distinct responses has a gap >= 0.5, so nothing is truncated (the
+    # diagonal, gap 0, carries no DPO gradient)
+    env = cs.Bandit(reward=[1.0, 0.5, 0.0], ref=[0.4, 0.3, 0.3])
+    obj = cs.objective("online_dpo", labels="deterministic")
+    logits = np.array([0.2, -0.1, 0.0])
+    full = cs.gradient(env, obj, logits)
+    at_gap = cs.gradient(env, obj, logits, min_reward_gap=0.5)
+    assert at_gap[1] == pytest.approx(full[1], rel=1e-12, abs=0)
+    above = cs.gradient(env, obj, logits, min_reward_gap=0.75)   # drops (0, 1) and (1, 2)
+    assert _relmax(above[1], full[1]) > 0.1
+
+
 def test_sampled_gradient_is_the_gradient_of_the_drawn_batch():
     for name, data, est in (("sigmoid", DATA, {}), ("rlhf", None, dict(group_size=3)),
                             ("online_dpo", None, dict(group_size=4, pairs="all")),

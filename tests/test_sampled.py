@@ -259,6 +259,15 @@ def test_min_reward_gap_drops_pairs_but_keeps_the_nominal_weight():
     assert 0 < b.n_pairs < 600 and np.allclose(b.pair_weight, 1 / 600)
 
 
+def test_min_reward_gap_keeps_the_pairs_whose_gap_equals_it():
+    # rewards exact in binary: the gaps 0.5 equal the threshold and are kept, the ties dropped
+    env = cs.Bandit(reward=[1.0, 0.5, 0.0], ref=[0.4, 0.3, 0.3])
+    obj = cs.objective("online_dpo", labels="deterministic")
+    b = cs.draw_batch(env, obj, np.zeros(3), batch_size=200, group_size=3, min_reward_gap=0.5)
+    gaps = env.reward[b.pair_winner] - env.reward[b.pair_loser]
+    assert set(np.round(gaps, 12)) == {0.5, 1.0}
+
+
 def test_best_worst_pairs_are_the_extremes_of_each_group():
     obj = cs.objective("online_dpo", labels="deterministic")
     env = cs.Bandit(reward=[0.0, 1.0, 2.0, 3.0, 4.0], ref=np.full(5, 0.2))
@@ -289,6 +298,18 @@ def test_best_of_n_ties_are_split_uniformly():
     freq = np.bincount(b.response, minlength=3) / b.response.size
     assert np.all(np.abs(freq - q) <= 5 * np.sqrt(q * (1 - q) / b.response.size))
     assert (b.samples, b.queries) == (60000, 60000)
+
+
+def test_kto_batch_reference_point_pairs_each_context_with_the_previous_response():
+    # TRL's KL dataset: the batch's completions shifted by one, (x_i, y_{i-1}), cyclically
+    env = cs.Bandit(reward=[[1.0, 0.0, -1.0], [0.5, 0.0, 2.0]], ref=[[0.5, 0.3, 0.2]] * 2)
+    data = cs.unpaired_data(env, env.ref, labels="bradley_terry")
+    b = cs.draw_batch(env, cs.objective("kto"), np.zeros((2, 3)), data, batch_size=50,
+                      kl_estimator="k1")
+    assert np.array_equal(b.mismatched_context, b.unpaired_context)
+    assert np.array_equal(b.mismatched_response, np.roll(b.unpaired_response, 1))
+    assert np.allclose(b.mismatched_weight, 1 / 50)
+    assert not np.array_equal(b.mismatched_response, b.unpaired_response)
 
 
 def test_policy_samples_carry_their_advantages_and_old_log_probs():

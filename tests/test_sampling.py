@@ -121,6 +121,20 @@ def test_minibatches_of_finite_group_data_are_unbiased_for_that_data():
     assert agrees, f"largest z = {zmax:.2f}"
 
 
+def test_best_worst_pairs_of_two_are_unbiased_where_rewards_tie():
+    # G = 2, deterministic labels: best vs worst is the drawn pair itself, ties included (then
+    # labelled by a fair coin), so it estimates the all-pairs gradient. Here two of three
+    # responses tie, so tied pairs carry much of the gradient.
+    env = cs.Bandit(reward=[1.0, 1.0, 0.0], ref=[0.4, 0.4, 0.2])
+    logits = np.log(env.ref) + np.array([0.8, -0.6, 0.0])
+    obj = cs.objective("online_dpo", beta=0.5, labels="deterministic")
+    exact = cs.gradient(env, obj, logits)[1]
+    _, grads = cs.sampled_gradients(env, obj, logits, batch_size=4, draws=N_DRAWS, seed=0,
+                                    group_size=2, pairs="best_worst")
+    se = grads.std(axis=0, ddof=1) / np.sqrt(N_DRAWS)
+    assert np.all(np.abs(grads.mean(axis=0) - exact) <= Z_MAX * se)
+
+
 def test_min_reward_gap_is_unbiased_for_the_truncated_population():
     obj = cs.objective("online_dpo", beta=0.5, labels="deterministic")
     _, truncated = cs.gradient(ENV, obj, LOGITS, min_reward_gap=0.6)
@@ -331,6 +345,18 @@ def test_train_many_equals_train_problem_by_problem_whatever_the_threads(name, d
             assert np.array_equal(batched.params, single.params)
 
 
+def test_train_many_counts_each_problems_own_draws():
+    # best-of-n problems with different n draw B n responses per batch each (all scored)
+    kw = dict(steps=6, lr=0.05, batch_size=5, record=[0, 3, 6])
+    objs = [cs.objective("best_of_n", n=2), cs.objective("best_of_n", n=5)]
+    runs = cs.train_many(ENV, objs, DATA, seed=4, **kw)
+    for b, (obj, n) in enumerate(zip(objs, (2, 5))):
+        expected = 5 * n * np.array([0, 3, 6])
+        assert np.array_equal(runs[b].history["samples"], expected)
+        assert np.array_equal(runs[b].history["queries"], expected)
+        assert runs[b].history.equals(cs.train(ENV, obj, DATA, seed=4 + b, **kw).history)
+
+
 def test_history_counts_samples_and_queries_and_config_records_the_estimator():
     run = cs.train(ENV, "online_dpo", steps=9, lr=0.05, batch_size=4, reuse=2,
                    estimator=dict(group_size=3), record=list(range(10)))
@@ -383,6 +409,34 @@ def test_clipping_zeroes_the_gradient_of_samples_outside_the_trust_region():
             np.testing.assert_allclose(grad, expected, rtol=1e-12, atol=1e-15)
 
 
+def test_plug_in_loss_of_old_samples_is_importance_weighted():
+    # the policy samples of pi_old, evaluated at another policy pi, estimate the population loss
+    # at pi through r = pi / pi_old: on the exact pi_old measure that is the exact loss at pi
+    # (k1 and k3 are both unbiased for the value of KL(pi || pi_ref), wherever they sit)
+    obj = cs.objective("rlhf", beta=0.5)
+    moved = LOGITS + np.array([[0.3, -0.2, 0.1, 0.0, -0.4], [0.2, 0.0, -0.3, 0.5, 0.1]])
+    exact_loss = cs.gradient(ENV, obj, moved)[0]
+    for kl_estimator, kl_in in itertools.product(("k1", "k3"), ("reward", "loss")):
+        batch = cs.population_batch(ENV, obj, LOGITS, kl_estimator=kl_estimator, kl_in=kl_in)
+        loss = cs.batch_gradient(ENV, obj, moved, batch)[0]
+        assert loss == pytest.approx(exact_loss, rel=1e-12), (kl_estimator, kl_in)
+
+
+@pytest.mark.parametrize("sequence", [False, True], ids=["engine-loop", "python-loop"])
+def test_iterative_dpo_restarts_adam_with_each_dataset(sequence):
+    # steps_per_iteration = 1: every update is the first Adam step of a fresh optimiser, whose
+    # bias-corrected size is lr |g| / (|g| + eps) per coordinate: lr, or 0 where g = 0 (eps tiny)
+    obj = cs.objective("iterative_dpo", beta=0.5, n=3, steps_per_iteration=1)
+    lock = cs.combination_lock(vocab=3, length=2, secret=[2, 0])
+    env, policy = (lock.bandit, cs.AutoregressiveTabular(lock)) if sequence else (ENV, None)
+    lr = 0.05
+    params = [cs.train(env, obj, policy=policy, steps=s, lr=lr, batch_size=4, seed=3,
+                       adam=(0.9, 0.999, 1e-300)).params for s in range(1, 6)]
+    size = np.abs(np.diff(params, axis=0)) / lr      # updates 2..5 (update 1 is t = 1 anyway)
+    assert np.all((size < 1e-9) | (np.abs(size - 1.0) < 1e-9)), size
+    assert (size > 0.5).any()
+
+
 def test_sampled_training_of_a_sequence_policy_draws_the_engine_batches():
     lock = cs.combination_lock(vocab=3, length=2, secret=[2, 0])
     env = lock.bandit
@@ -418,6 +472,7 @@ def test_estimator_defaults_are_the_unbiased_ones():
 @pytest.mark.parametrize("name,data,samples,queries", [
     ("nash_md", None, 2, 2),        # y ~ pi and y' ~ pi_mix, both scored
     ("xpo", None, 2, 2),            # y ~ pi and y' ~ pi_ref, both scored
+    ("vpo", None, 3, 2),            # G = 2 responses ~ pi, scored; one y ~ pi_ref (linear term)
     ("kto", DATA, 1, 0),            # one example each; its label comes with the data
     ("rpo", DATA, 2, 0)])
 def test_new_objectives_count_their_draws(name, data, samples, queries):
@@ -447,6 +502,17 @@ def test_new_objectives_count_their_draws(name, data, samples, queries):
 def test_options_an_objective_does_not_support_are_refused(objective, options, word):
     with pytest.raises(ValueError, match=word):
         Estimator(**options).resolve(cs.objective(objective))
+
+
+def test_sampling_stream_is_the_first_seedsequence_child():
+    # documented: the stream is SeedSequence(seed)'s first child, so that it is independent of
+    # numpy.random.default_rng(seed) (the policy's initialisation), which uses the root itself
+    for seed in (0, 5, 2**40):
+        child = np.random.SeedSequence(seed).spawn(1)[0]
+        assert np.array_equal(cs.sampling.sampling_stream(seed),
+                              child.generate_state(4, np.uint64))
+        assert not np.array_equal(cs.sampling.sampling_stream(seed),
+                                  np.random.SeedSequence(seed).generate_state(4, np.uint64))
 
 
 def test_group_pairs_builds_tajwars_offline_data_in_one_call():
