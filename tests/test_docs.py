@@ -118,14 +118,9 @@ def test_figure_sections_cover_every_registered_experiment():
     assert not missing, f"experiments without a section in docs/figures.md: {missing}"
 
 
-#: Files that still cite the internal notes the guide replaced: only the figure index, which
-#: ``coverage-sim reproduce`` regenerates from the experiments' own texts.
-PENDING_OUTSIDE_REFERENCES = {"figures/README.md"}
-
-
 def test_nothing_in_the_repository_points_outside_it():
-    """No file cites the internal notes the theory guide replaces (``science.md`` and its
-    siblings) or a path outside the checkout."""
+    """No file cites the internal notes the theory guide replaces or a path outside the
+    checkout."""
     outside = re.compile(r"science\.md|engineering\.md|layout\.md|\.\./shared|shared/docs")
     tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True,
                              text=True, check=False).stdout.split()
@@ -139,10 +134,7 @@ def test_nothing_in_the_repository_points_outside_it():
             citing.add(name)
     this_file = str(Path(__file__).relative_to(ROOT))
     citing.discard(this_file)
-    assert citing <= PENDING_OUTSIDE_REFERENCES, sorted(citing - PENDING_OUTSIDE_REFERENCES)
-    assert PENDING_OUTSIDE_REFERENCES <= citing, (
-        "cleaned files still listed as pending: "
-        f"{sorted(PENDING_OUTSIDE_REFERENCES - citing)}")
+    assert not citing, sorted(citing)
 
 
 def test_docs_build_with_warnings_as_errors(tmp_path):
