@@ -81,3 +81,15 @@ def test_cli_list_and_reproduce_one(tmp_path, capsys):
     assert (tmp_path / "f" / "azar-ipo-vs-dpo.png").exists()
     assert main(["plot", str(tmp_path / "r" / "quick" / "azar-ipo-vs-dpo")]) == 0
     assert (tmp_path / "r" / "quick" / "azar-ipo-vs-dpo" / "figure.png").exists()
+
+
+def test_index_marks_a_manifest_from_an_earlier_version_as_stale(tmp_path):
+    # Figures folders written before checks had clauses hold the check as a sentence; a partial
+    # reproduce must still write the index, listing such a figure as stale instead of crashing.
+    from coverage_sim.figures import write_index
+
+    (tmp_path / "tang-scaling.json").write_text(json.dumps(
+        {"experiment": "tang-scaling", "agrees": False, "check": "a sentence: does not agree"}))
+    index = write_index(tmp_path).read_text()
+    assert "stale: rerun `coverage-sim reproduce tang-scaling`" in index
+    assert "](tang-scaling.png)" not in index
