@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -162,12 +163,12 @@ def write_index(figures_dir: str | Path, *, quick: bool = False) -> Path:
              "|---|---|---|---|---|---|---|"]
     for exp, manifest in entries:
         check = manifest["check"]
-        lines.append(f"| {exp.figure} | [`{exp.id}`](#{_anchor(exp)}) | {exp.paper.split(',')[0]} "
+        lines.append(f"| {exp.figure} | [`{exp.id}`](#{_anchor(exp)}) | {short_citation(exp.paper)} "
                      f"(arXiv:{exp.arxiv}) | **{check['verdict']}** | "
                      f"{check['pass_fraction']:.0%} of {check['instances']} | "
                      f"{_effect_cell(check)} | {check['mode']} |")
     for exp in stale:
-        lines.append(f"| {exp.figure} | `{exp.id}` | {exp.paper.split(',')[0]} "
+        lines.append(f"| {exp.figure} | `{exp.id}` | {short_citation(exp.paper)} "
                      f"(arXiv:{exp.arxiv}) | stale: rerun `coverage-sim reproduce {exp.id}` "
                      f"| — | — | — |")
     lines.append("")
@@ -185,6 +186,19 @@ def write_index(figures_dir: str | Path, *, quick: bool = False) -> Path:
     path = figures / "README.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def short_citation(paper: str) -> str:
+    """The first author and year of an experiment's ``paper`` string: ``"Azar et al. 2023"`` from
+    ``"Azar et al. 2023, A General ..."`` or ``"Gao et al. 2022"`` from ``"Gao, Schulman, Hilton
+    2022, ..."``; a single author stays alone (``"Schulman 2020"``). The string itself when it
+    names no year."""
+    match = re.match(r"\s*([^\W\d][\w'-]*)(.*?)\b((?:19|20)\d\d)\b", paper)
+    if match is None:
+        return paper
+    author, between, year = match.groups()
+    several = "et al." in between or "," in between
+    return f"{author} et al. {year}" if several else f"{author} {year}"
 
 
 def _anchor(exp: Experiment) -> str:

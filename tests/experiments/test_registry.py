@@ -93,3 +93,17 @@ def test_index_marks_a_manifest_from_an_earlier_version_as_stale(tmp_path):
     index = write_index(tmp_path).read_text()
     assert "stale: rerun `coverage-sim reproduce tang-scaling`" in index
     assert "](tang-scaling.png)" not in index
+
+
+@pytest.mark.parametrize("paper, short", [
+    ("Azar et al. 2023, A General Theoretical Paradigm", "Azar et al. 2023"),
+    ("Gao, Schulman, Hilton 2022, Scaling Laws for Reward Model Overoptimization", "Gao et al. 2022"),
+    ("Schulman 2020, Approximating KL divergence (note)", "Schulman 2020"),
+    ("Ahmadian et al. 2024 (RLOO); Shao et al. 2024 (GRPO, arXiv:2402.03300)",
+     "Ahmadian et al. 2024"),
+    ("An anonymous note", "An anonymous note"),
+])
+def test_short_citation_is_first_author_and_year(paper, short):
+    from coverage_sim.figures import short_citation
+
+    assert short_citation(paper) == short

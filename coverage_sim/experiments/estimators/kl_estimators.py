@@ -338,8 +338,8 @@ EXPERIMENT = register(Experiment(
     id="kl-estimators", figure="F18",
     title="KL estimators k1, k2, k3 in the reward or in the loss: exact bias, variance and where "
           "training ends",
-    paper=("Schulman 2020, Approximating KL divergence (note); k3 in the loss as in Shao et al. "
-           "2024, DeepSeekMath (GRPO)"),
+    paper=("Shao et al. 2024, DeepSeekMath (GRPO: k3 in the loss); the estimators k1, k2, k3 of "
+           "Schulman 2020, Approximating KL divergence (note)"),
     arxiv="2402.03300",
     claim=("The expected gradient of k1 in the loss carries no KL term, k2 in the loss and k1 in "
            "the reward are unbiased for the reverse-KL gradient, k3 in the loss is the forward "
