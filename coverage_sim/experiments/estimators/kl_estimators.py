@@ -291,10 +291,12 @@ def plot(table: pd.DataFrame, config: KLEstimatorsConfig):
             ax.plot(np.full(len(values), j + offset), values[name], "k.", markersize=2)
             if metric == "rel_bias" and values[name].max() < 1e-9:
                 ax.text(j + offset, 0.03, "0", ha="center", fontsize=7)
-    ax.set_xticks(x, [n.replace(" in ", "\nin ") for n in names], fontsize=6.5)
+    # "k1\nreward" rather than "k1 in reward": the full label is wider than a bar pair
+    ax.set_xticks(x, [n.replace(" in ", "\n") for n in names], fontsize=6.5)
     ax.set_ylabel("relative to the exact gradient |g|")
     ax.set_title("(a) bias and spread")
-    ax.legend(fontsize=6, loc="lower left")
+    ax.set_ylim(0, 1.35 * ax.get_ylim()[1])   # head room for the legend above the bars
+    ax.legend(fontsize=6, loc="upper left")
     central = len(config.offsets) // 2
     env = instance_envs(config.peak, [config.offsets[central]])[0]
     star = optimal_policy(env, config.beta)
