@@ -8,8 +8,9 @@ call, how many cores are free right now, and uses at most that many threads:
 
 - ``COVERAGE_SIM_THREADS=n`` fixes the count (``1``: never parallel inside one call);
 - otherwise :func:`free_cores` = usable cores minus the other processes running at this instant
-  (``/proc/loadavg``'s runnable count, the lesser of two reads 0.5 ms apart, so that a brief
-  spike does not count; where that file does not exist, the usable cores).
+  (``/proc/loadavg``'s runnable count less this process's own running threads, the lesser of two
+  reads 0.5 ms apart, so that a brief spike does not count; where that file does not exist, the
+  usable cores).
 
 Coarse-grained work (``train_many``'s one region over a batch, a pool of processes) keeps every
 thread: each thread then gets its fair share of a busy machine and nothing waits per step.
@@ -44,22 +45,44 @@ def _runnable() -> int | None:
         return None
 
 
+def _own_runnable() -> int:
+    """This process's threads that are running or runnable right now (at least 1: the caller).
+
+    Counted so that our own thread pools are not mistaken for other processes: after a parallel
+    region, numba's and torch's OpenMP workers spin for a while before they sleep, and
+    ``/proc/loadavg`` counts them."""
+    running = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                stat = fh.read()
+        except OSError:  # the thread ended between the listing and the read
+            continue
+        # the state follows the parenthesised command name, which may itself hold spaces
+        running += stat[stat.rfind(")") + 2:stat.rfind(")") + 3] == "R"
+    return max(1, running)
+
+
 def free_cores(samples: int = 2, gap: float = 0.0005) -> int:
     """Usable cores not running another process at this instant (at least 1).
 
-    The least runnable count of ``samples`` reads ``gap`` seconds apart, minus this process.
+    The least count of ``samples`` reads ``gap`` seconds apart of the runnable tasks system-wide
+    minus this process's own running threads.
     """
     cores = usable_cores()
-    counts = []
+    others = []
     for i in range(samples):
         n = _runnable()
         if n is None:
             return cores
-        counts.append(n)
+        others.append(max(0, n - _own_runnable()))
         if i + 1 < samples:
             time.sleep(gap)
-    others = max(0, min(counts) - 1)
-    return max(1, min(cores, cores - others))
+    return max(1, min(cores, cores - min(others)))
 
 
 def thread_budget(wanted: int | None = None) -> int:

@@ -11,6 +11,7 @@ from coverage_sim.train import _row_threads
 
 def test_free_cores_subtracts_other_running_processes(monkeypatch):
     monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(_threads, "_own_runnable", lambda: 1)
     counts = iter([3, 5])                                   # us + 2 others, then a spike
     monkeypatch.setattr(_threads, "_runnable", lambda: next(counts))
     assert _threads.free_cores(gap=0.0) == 1                # the lesser read: 2 others
@@ -18,6 +19,24 @@ def test_free_cores_subtracts_other_running_processes(monkeypatch):
     assert _threads.free_cores(gap=0.0) == 2
     monkeypatch.setattr(_threads, "_runnable", lambda: None)  # no /proc/loadavg
     assert _threads.free_cores(gap=0.0) == 2
+
+
+def test_free_cores_does_not_count_our_own_spinning_workers(monkeypatch):
+    # After a parallel region numba's OpenMP worker spins before it sleeps, and /proc/loadavg
+    # counts it: it must not make the next call of the same process go serial.
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(_threads, "_runnable", lambda: 2)
+    monkeypatch.setattr(_threads, "_own_runnable", lambda: 2)   # us + our own worker
+    assert _threads.free_cores(gap=0.0) == 2
+    monkeypatch.setattr(_threads, "_runnable", lambda: 3)       # ... and one other process
+    assert _threads.free_cores(gap=0.0) == 1
+
+
+def test_own_runnable_counts_this_process_threads():
+    import threading
+
+    # the calling thread is running; the count never exceeds this process's threads
+    assert 1 <= _threads._own_runnable() <= max(threading.active_count(), 1) + numba.get_num_threads()
 
 
 def test_environment_fixes_the_budget(monkeypatch):
