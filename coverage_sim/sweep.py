@@ -19,6 +19,7 @@ run's.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from coverage_sim._files import atomic_write_text
+from coverage_sim._progress import ENV_PROGRESS
 from coverage_sim.experiments.registry import (TABLE_COLUMNS, Experiment, config_from_overrides,
                                                config_to_dict, get_experiment)
 from coverage_sim.provenance import source_revision
@@ -55,11 +57,28 @@ def _worker_init():
     # One thread per worker process for every inner pool (numba, a training call's own choice,
     # BLAS): the pool already uses every core.
     os.environ["COVERAGE_SIM_THREADS"] = "1"
+    # The sweep's own bar reports progress; a training call's bar in a worker would interleave
+    # with it (and ignore --no-progress).
+    os.environ[ENV_PROGRESS] = "0"
     import numba
     from threadpoolctl import threadpool_limits
 
     numba.set_num_threads(1)
     threadpool_limits(1)
+
+
+@contextlib.contextmanager
+def _inner_bars_hidden():
+    """Hide the automatic bars of the training calls inside a unit (the sweep has its own)."""
+    before = os.environ.get(ENV_PROGRESS)
+    os.environ[ENV_PROGRESS] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[ENV_PROGRESS]
+        else:
+            os.environ[ENV_PROGRESS] = before
 
 
 def experiment_cells(experiment: Experiment, config) -> list[str] | None:
@@ -156,8 +175,9 @@ def execute(units: list, *, workers: int | None = None, scheduler: str | None = 
             return
         workers = min(workers or os.cpu_count() or 1, max(len(units), 1))
         if workers <= 1:
-            for unit in units:
-                finish(unit, seed_table(*work(unit)))
+            with _inner_bars_hidden():
+                for unit in units:
+                    finish(unit, seed_table(*work(unit)))
             return
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:

@@ -181,3 +181,21 @@ def test_register_needs_cells_and_run_cell_together():
                             claim="-", differences="-", config=_SlowConfig, run=_slow_run,
                             plot=lambda t, c: None, check=lambda t, c: None,
                             cells=lambda c: ["a"]))
+
+
+def test_units_run_with_the_training_calls_bars_hidden(monkeypatch):
+    # the sweep shows its own bar; an automatic bar of a training call inside a unit would
+    # interleave with it, and --no-progress must hide everything
+    from coverage_sim._progress import ENV_PROGRESS, wants_progress
+    from coverage_sim.sweep import _inner_bars_hidden
+
+    monkeypatch.delenv(ENV_PROGRESS, raising=False)
+    assert wants_progress(None, expected_seconds=1e9)
+    with _inner_bars_hidden():
+        assert not wants_progress(None, expected_seconds=1e9)
+        assert wants_progress(True, expected_seconds=0.0)      # an explicit request still shows
+    assert ENV_PROGRESS not in os.environ                       # restored as it was
+    monkeypatch.setenv(ENV_PROGRESS, "1")
+    with _inner_bars_hidden():
+        assert not wants_progress(None, expected_seconds=0.0)
+    assert os.environ[ENV_PROGRESS] == "1"
