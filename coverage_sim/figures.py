@@ -15,24 +15,29 @@ pass fraction, and where our setting differs.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from tqdm.auto import tqdm
+
 from coverage_sim import _catalogue_render, catalogue
 from coverage_sim.catalogue import figure_key
 from coverage_sim.experiments import EXPERIMENTS, get_experiment
-from coverage_sim.experiments.registry import Experiment, assess
+from coverage_sim.experiments.registry import Experiment, assess, config_from_overrides
 from coverage_sim.experiments.verdict import AGREES, CheckResult
 from coverage_sim.plotting import save_figure
 from coverage_sim.provenance import source_revision
-from coverage_sim.sweep import atomic_write_text, collect, execute, experiment_cells, prepare
+from coverage_sim.sweep import (atomic_write_text, collect, execute, experiment_cells, prepare,
+                                process_pool)
 from coverage_sim.train import package_versions
 
-__all__ = ["Verdict", "reproduce", "write_index"]
+__all__ = ["Verdict", "reproduce", "write_figure", "write_index", "short_citation"]
 
 
 @dataclass(frozen=True)
@@ -96,23 +101,61 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
     costs = [expected.get(unit[0], _catalogue_render.DEFAULT_SECONDS) for unit in units]
     execute(units, workers=workers, scheduler=scheduler, progress=progress, desc="reproduce",
             costs=costs)
-    verdicts = []
-    for exp, config, cfg, folder, seeds in plans:
-        table = collect(folder, seeds, experiment_cells(exp, config))
-        verdict = Verdict(exp.id, assess(exp, table, config))
-        save_figure(exp.plot(table, config), figures / exp.id)
-        data = table if exp.figure_table is None else exp.figure_table(table, config)
-        atomic_write_text(figures / f"{exp.id}.csv", data.to_csv(index=False))
-        manifest = {"experiment": exp.id, "figure": exp.figure, "paper": exp.paper,
-                    "arxiv": exp.arxiv, "quick": quick, "config": cfg, "seeds": seeds,
-                    "verdict": verdict.verdict, "check": verdict.result.to_dict(),
-                    "versions": package_versions(), "source": source_revision()}
-        if exp.summary is not None:
-            manifest["summary"] = exp.summary(table, config)
-        atomic_write_text(figures / f"{exp.id}.json", json.dumps(manifest, indent=2))
-        verdicts.append(verdict)
+    # Drawing and checking take about a second or two per figure (matplotlib's text layout
+    # dominates): spread them over the same number of processes as the runs.
+    jobs = [(exp.id, cfg, str(folder), seeds, str(figures), quick)
+            for exp, config, cfg, folder, seeds in plans]
+    n_procs = min(workers or os.cpu_count() or 1, len(jobs))
+    bar = tqdm(total=len(jobs), disable=not progress, desc="figures")
+    try:
+        if n_procs <= 1:
+            results = {}
+            for job in jobs:
+                results[job[0]] = write_figure(*job)
+                bar.update()
+        else:
+            with process_pool(n_procs) as pool:
+                futures = {pool.submit(write_figure, *job): job[0] for job in jobs}
+                results = {}
+                for future in cf.as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update()
+    finally:
+        bar.close()
+    verdicts = [results[job[0]] for job in jobs]
     write_index(figures, quick=quick)
     return verdicts
+
+
+def write_figure(experiment_id: str, config: dict, folder: str | Path, seeds: list[int],
+                 figures_dir: str | Path, quick: bool = False) -> Verdict:
+    """Collect a finished run folder, check it, and write the figure (PNG, PDF), its data (CSV)
+    and its manifest (config, seeds, verdict, full check, versions, source) into ``figures_dir``.
+
+    Args:
+      experiment_id: the registered experiment.
+      config: its config as a JSON-ready dict (as in the run folder's ``config.json``).
+      folder: the run folder, every unit of ``seeds`` finished.
+      seeds: the seeds to collect.
+      figures_dir: output folder.
+      quick: whether the config is the quick one (recorded in the manifest).
+    """
+    exp = get_experiment(experiment_id)
+    cfg = config_from_overrides(exp, config)
+    figures = Path(figures_dir)
+    table = collect(Path(folder), seeds, experiment_cells(exp, cfg))
+    verdict = Verdict(exp.id, assess(exp, table, cfg))
+    save_figure(exp.plot(table, cfg), figures / exp.id)
+    data = table if exp.figure_table is None else exp.figure_table(table, cfg)
+    atomic_write_text(figures / f"{exp.id}.csv", data.to_csv(index=False))
+    manifest = {"experiment": exp.id, "figure": exp.figure, "paper": exp.paper,
+                "arxiv": exp.arxiv, "quick": quick, "config": config, "seeds": seeds,
+                "verdict": verdict.verdict, "check": verdict.result.to_dict(),
+                "versions": package_versions(), "source": source_revision()}
+    if exp.summary is not None:
+        manifest["summary"] = exp.summary(table, cfg)
+    atomic_write_text(figures / f"{exp.id}.json", json.dumps(manifest, indent=2))
+    return verdict
 
 
 def _effect_cell(check: dict) -> str:

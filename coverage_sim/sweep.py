@@ -37,7 +37,7 @@ from coverage_sim.provenance import source_revision
 from coverage_sim.train import package_versions
 
 __all__ = ["atomic_write_text", "run_sweep", "prepare", "execute", "collect", "load_run",
-           "seed_table", "experiment_cells"]
+           "seed_table", "experiment_cells", "process_pool"]
 
 
 def seed_table(experiment_id: str, config: dict, seed: int, cell: str | None = None
@@ -65,6 +65,13 @@ def _worker_init():
 
     numba.set_num_threads(1)
     threadpool_limits(1)
+
+
+def process_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes for a sweep's work: one thread each for every inner
+    pool (numba, BLAS, a training call's own choice) and no training-call bars in them."""
+    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_worker_init)
 
 
 @contextlib.contextmanager
@@ -179,8 +186,7 @@ def execute(units: list, *, workers: int | None = None, scheduler: str | None = 
                 for unit in units:
                     finish(unit, seed_table(*work(unit)))
             return
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+        with process_pool(workers) as pool:
             futures = {pool.submit(seed_table, *work(u)): u for u in units}
             for future in cf.as_completed(futures):
                 finish(futures[future], future.result())
