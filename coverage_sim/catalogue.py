@@ -235,8 +235,8 @@ EXPERIMENTS = (
         'Transfer: on-policy sampling wins when the optimum is far from the reference, on '
         "Tajwar's token task with gpt-nano",
         'coverage_sim.experiments.tajwar.token_peak',
-        30.0,
-        30.0),
+        60.0,
+        18.0),
     ExperimentEntry(
         'tang-transformer',
         'F6 (transformer)',
@@ -252,8 +252,8 @@ EXPERIMENTS = (
         '2405.08448',
         'Scaling the policy: the online/offline IPO gap against transformer size',
         'coverage_sim.experiments.tang.scaling',
-        30.0,
-        30.0),
+        45.0,
+        8.0),
     ExperimentEntry(
         'drpo-transformer',
         'F17 (transformer)',
@@ -277,8 +277,8 @@ EXPERIMENTS = (
         '2406.01462',
         'The gap atlas: online minus offline over coverage, β, n, labels and policy class',
         'coverage_sim.experiments.atlas.gap',
-        30.0,
-        30.0),
+        220.0,
+        50.0),
 )
 
 OBJECTIVES = (

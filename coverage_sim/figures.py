@@ -88,7 +88,7 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
     runs = Path(runs_dir) / "quick" if quick else Path(runs_dir)
     figures = Path(figures_dir)
     expected = {e.id: (e.quick_seconds if quick else e.seconds) for e in catalogue.EXPERIMENTS}
-    plans, units = [], []
+    plans, units, costs = [], [], []
     for exp in selected:
         config = exp.default_config(quick)
         if device is not None and "device" in {f.name for f in dataclasses.fields(config)}:
@@ -96,9 +96,12 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
         folder, cfg, seeds, pending = prepare(exp, config, exp.default_seeds(quick), runs / exp.id)
         plans.append((exp, config, cfg, folder, seeds))
         units += pending
-    # Expected seconds per seed from the catalogue: the longest seeds start first and the bar's
-    # remaining time counts cost, not seeds (the seeds differ in cost by a factor of about 1000).
-    costs = [expected.get(unit[0], _catalogue_render.DEFAULT_SECONDS) for unit in units]
+        # Expected seconds per seed from the catalogue, shared by a seed's cells: the longest
+        # units start first and the bar's remaining time counts cost, not units (they differ in
+        # cost by a factor of about 1000).
+        per_unit = (expected.get(exp.id, _catalogue_render.DEFAULT_SECONDS)
+                    / len(experiment_cells(exp, config) or [None]))
+        costs += [per_unit] * len(pending)
     execute(units, workers=workers, scheduler=scheduler, progress=progress, desc="reproduce",
             costs=costs)
     # Drawing and checking take about a second or two per figure (matplotlib's text layout

@@ -107,3 +107,29 @@ def test_short_citation_is_first_author_and_year(paper, short):
     from coverage_sim.figures import short_citation
 
     assert short_citation(paper) == short
+
+
+def test_reproduce_shares_a_seeds_expected_cost_among_its_cells(monkeypatch, tmp_path):
+    # The catalogue's seconds are per seed; an experiment split into cells (the atlas: 58) must
+    # not weigh each cell as a whole seed, or it would start first and swamp the bar's estimate.
+    import coverage_sim.figures as figures
+    from coverage_sim.catalogue import EXPERIMENTS as CATALOGUE
+    from coverage_sim.sweep import experiment_cells
+
+    seen = {}
+
+    def fake_execute(units, *, costs, **kwargs):
+        seen["units"], seen["costs"] = units, costs
+        raise StopIteration
+
+    monkeypatch.setattr(figures, "execute", fake_execute)
+    with pytest.raises(StopIteration):
+        figures.reproduce(["gap-atlas", "azar-ipo-vs-dpo"], quick=True,
+                          figures_dir=tmp_path / "f", runs_dir=tmp_path / "r", progress=False)
+    seconds = {e.id: e.quick_seconds for e in CATALOGUE}
+    exp = EXPERIMENTS["gap-atlas"]
+    n_cells = len(experiment_cells(exp, exp.config.quick()))
+    assert n_cells > 1
+    for unit, cost in zip(seen["units"], seen["costs"]):
+        expected = seconds[unit[0]] / (n_cells if unit[0] == "gap-atlas" else 1)
+        assert cost == pytest.approx(expected)
