@@ -291,18 +291,43 @@ def summary(table: pd.DataFrame, config: CapacityConfig) -> str:
     return "\n".join(lines)
 
 
+#: effect metric -> its name on the figure (panel titles)
+_EFFECT_LABELS = {"lead": "on-policy lead", "auc_gain": "push-down gain",
+                  "ipo_error": "IPO gap error", "gap": "win-rate gap",
+                  "pi_y3": r"DPO's $\pi(y_3)$", "displacement": r"min $\Delta\log\pi(y^+)$"}
+
+
+def _display_exponent(values: np.ndarray) -> int:
+    """Power of ten to divide a panel's values by, so that its tick labels need no offset text
+    (matplotlib's own threshold: ``|value| < 1e-4`` or ``>= 1e5``); 0 for ordinary scales."""
+    finite = np.abs(values[np.isfinite(values)])
+    largest = finite.max() if finite.size else 0.0
+    if largest == 0.0 or 1e-4 <= largest < 1e5:
+        return 0
+    return int(np.floor(np.log10(largest)))
+
+
 def plot(table: pd.DataFrame, config: CapacityConfig):
     """One panel per finding: the effect per policy class (seeds as dots, mean with 95% CI), with
     the verdict above each class."""
     findings = [f for f in FINDINGS if f in set(table["finding"])]
-    fig, axes = new_figure(ncols=3, nrows=int(np.ceil(len(findings) / 3)), width=2.7,
+    ncols = 3
+    fig, axes = new_figure(ncols=ncols, nrows=int(np.ceil(len(findings) / ncols)), width=2.7,
                            height=2.4)
     colours = {"holds": "C2", "partly": "C1", "fails": "C3"}
-    for ax, finding in zip(axes.ravel(), findings):
+    for index, (ax, finding) in enumerate(zip(axes.ravel(), findings)):
+        metric = FINDINGS[finding][1]
+        values = {kind: _values(table, finding, kind, metric) for kind in POLICY_CLASSES}
+        # A tiny scale (F5's errors ~1e-16) goes into the y-label instead of an offset text,
+        # which matplotlib would draw over the verdicts above the panel.
+        exponent = _display_exponent(np.concatenate(list(values.values())))
+        scale = 10.0 ** -exponent
         for i, kind in enumerate(POLICY_CLASSES):
-            vals = _values(table, finding, kind, FINDINGS[finding][1])
+            vals = values[kind] * scale
             if not len(vals):
-                ax.text(i, 0, "n/a", ha="center", va="center", fontsize=7, color="0.5")
+                ax.text(i, 0.5, "n/a", transform=ax.get_xaxis_transform(), ha="center",
+                        va="center", fontsize=7, color="0.5",
+                        bbox=dict(facecolor="white", edgecolor="none", pad=1.5), zorder=4)
                 continue
             verdict, effect = _verdict(table, finding, kind)
             ax.scatter(np.full(vals.size, i), vals, s=8, color=colours[verdict], zorder=2)
@@ -315,7 +340,12 @@ def plot(table: pd.DataFrame, config: CapacityConfig):
         ax.axhline(0.0, color="k", linewidth=0.6)
         ax.set_xticks(range(len(POLICY_CLASSES)), ["tabular", "log-linear", "MLP"], fontsize=7)
         ax.set_xlim(-0.5, len(POLICY_CLASSES) - 0.5)
-        ax.set_title(f"{finding}: {FINDINGS[finding][1]}", fontsize=8, pad=10)
+        ax.tick_params(axis="y", labelsize=7)
+        if exponent:
+            ax.set_ylabel(rf"effect ($\times 10^{{{exponent}}}$)", fontsize=8)
+        elif index % ncols == 0:
+            ax.set_ylabel("effect", fontsize=8)
+        ax.set_title(f"{finding}: {_EFFECT_LABELS.get(metric, metric)}", fontsize=8, pad=10)
     for ax in axes.ravel()[len(findings):]:
         ax.set_visible(False)
     return fig

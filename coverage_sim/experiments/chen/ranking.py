@@ -326,7 +326,7 @@ def plot(table: pd.DataFrame, config: ChenConfig):
         bold = instance == first
         line, = ax.plot(curve.index, curve.values, linewidth=1.5 if bold else 0.7,
                         alpha=1.0 if bold else 0.5, color="C0",
-                        label="R of π_t (each instance)" if bold else None)
+                        label=r"R of $\pi_t$ (each instance)" if bold else None)
         ax.plot([curve.index.max() * 1.15], [stars[instance]], marker="<", color="k",
                 markersize=4, linestyle="none",
                 label="idealized R* (Cor. 3.3)" if bold else None)
@@ -339,7 +339,9 @@ def plot(table: pd.DataFrame, config: ChenConfig):
     ax.set_xlabel("Adam step (symlog)")
     ax.set_ylabel("ranking accuracy")
     ax.set_title(f"(a) R vs step, {acc['instance'].nunique()} instances", fontsize=9)
-    ax.legend(loc="lower right", fontsize=6.5)
+    # upper left, under R*'s dashed line: every instance is still near R(pi_ref) there (lower
+    # right hid their curves)
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.94), fontsize=6.5, frameon=False)
     for axis, which, title in ((axes[0, 1], "budget", "(b) at the budget"),
                                (axes[1, 0], "final", "(c) converged")):
         frame = _pairs_at(table, which)
@@ -354,8 +356,8 @@ def plot(table: pd.DataFrame, config: ChenConfig):
                   label="−log σ(βc) (Thm 4.1)")
         axis.axvline(0.0, color="0.6", linewidth=0.8)
         axis.set_yscale("log")
-        axis.set_xlabel("c = log π_ref(y_l)/π_ref(y_w)  [nats]")
-        axis.set_ylabel("pair loss −log σ(βh)")
+        axis.set_xlabel(r"$c = \log \pi_{\rm ref}(y_l) / \pi_{\rm ref}(y_w)$  [nats]")
+        axis.set_ylabel(r"pair loss $-\log\sigma(\beta h)$")
         axis.set_title(f"{title}, {raters[shown]} raters: {np.mean(good):.0%} correct",
                        fontsize=9)
     axes[0, 1].legend(loc="lower left", markerscale=2.5, fontsize=6.5)
@@ -371,10 +373,13 @@ def plot(table: pd.DataFrame, config: ChenConfig):
     ax.plot(mean_w, mean_r, color="k", linewidth=1.0, zorder=2)
     for g, x, y in zip(gammas, mean_w, mean_r):
         if g in (0.0, 1.0, 2.0):
-            ax.annotate(f"γ = {g:g}", (x, y), xytext=(4, 2), textcoords="offset points",
-                        fontsize=7)
+            # gamma = 2 ends the curve on the left: its label goes above-left, off the mean line
+            # (and above the per-instance curves, which run below it)
+            left = g == 2.0
+            ax.annotate(f"γ = {g:g}", (x, y), xytext=(-5, 4) if left else (4, 2),
+                        textcoords="offset points", fontsize=7, ha="right" if left else "left")
     fig.colorbar(points, ax=ax, label="γ")
-    ax.set_xlabel("win rate vs π_ref − γ = 1's  (×10⁻³)")
+    ax.set_xlabel(r"win rate vs $\pi_{\rm ref}$ − γ = 1's  ($\times 10^{-3}$)")
     ax.set_ylabel("ranking accuracy")
     ax.set_title("(d) γ-scaled reference: optima (black: mean)", fontsize=9)
     return fig

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 from numba import njit
 
 from coverage_sim._validation import check_in_range, check_int, check_positive
@@ -51,7 +52,7 @@ from coverage_sim.experiments.drpo.setting import (ARXIV, METHODS, PAPER, RESETS
                                                     start_distribution)
 from coverage_sim.experiments.registry import Experiment, check_tuple, register
 from coverage_sim.experiments.verdict import CheckResult, Effect, clause
-from coverage_sim.plotting import new_figure
+from coverage_sim.plotting import figure_legend, new_figure
 from coverage_sim.train import log_schedule
 
 __all__ = ["EXPERIMENT", "DRPOConfig", "check", "lock_policy_gradient", "plot", "run",
@@ -308,13 +309,23 @@ def _solve_times(table, method, vocab):
 def plot(table: pd.DataFrame, config: DRPOConfig):
     """(a) P(y*) vs iteration and (b) per-token on-path probabilities on the main lock; (c)
     iterations to solve vs H for every vocabulary, with the theory ``V^H / (H lr)``."""
-    fig, axes = new_figure(ncols=3, width=2.55, height=2.8)
+    # 3.05 in a panel: room for (c)'s legend on its right with panels as wide as before
+    fig, axes = new_figure(ncols=3, width=3.05, height=2.8)
     V, H = config.vocab, config.horizon
     ax = axes[0, 0]
+    curves = {}
     for method in METHODS:
         c = _select(table, "p_target", method, V, H)
-        c = c[(c.index >= 1) & (c.index <= config.steps_shown)]
+        curves[method] = c = c[(c.index >= 1) & (c.index <= config.steps_shown)]
         ax.plot(c.index, c.values, color=_COLOURS[method], label=method)
+    # the methods are named on their curves (the 3-line legend would be crossed by them; the
+    # colours are in (c)'s legend too): resets left of their rise, root only left of its jump
+    ax.text(1.3, 2e-2, "dataset resets", color=_COLOURS[RESETS], fontsize=7, ha="left",
+            va="center")
+    root = curves[ROOT]
+    jump = root.index[root.values > 10.0 * float(V) ** -H]
+    ax.text(0.7 * (jump[0] if len(jump) else root.index[-1]), 3e-3, "root only",
+            color=_COLOURS[ROOT], fontsize=7, ha="right", va="center")
     ax.axhline(float(V) ** -H, color="grey", linestyle=":", linewidth=1.0,
                label=f"$V^{{-H}}$ = {float(V) ** -H:.1e}")
     ax.set_xscale("log")
@@ -323,7 +334,8 @@ def plot(table: pd.DataFrame, config: DRPOConfig):
     ax.set_xlabel("iteration (exact PG step)")
     ax.set_ylabel(r"$P(y^*)$ from the root")
     ax.set_title(f"combination lock V = {V}, H = {H}", fontsize=8.5)
-    ax.legend(fontsize=6.5, loc="center left", frameon=False)
+    ax.legend(handles=ax.get_lines()[len(METHODS):], fontsize=7, loc="upper left",
+              frameon=False)
 
     ax = axes[0, 1]
     cmap = [f"C{i}" for i in range(10)]
@@ -339,7 +351,8 @@ def plot(table: pd.DataFrame, config: DRPOConfig):
     ax.set_xlabel("iteration (exact PG step)")
     ax.set_ylabel(r"$\pi(y^*_h \mid y^*_{<h})$")
     ax.set_title("per-token: resets learn the end first", fontsize=8.5)
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(0.0, 0.62), frameon=False)
+    # below the figure, under (b): inside, the curves cross every free corner of the panel
+    figure_legend(fig, *ax.get_legend_handles_labels(), ncol=H + 1, fontsize=7)
 
     ax = axes[0, 2]
     markers = dict(zip(sorted(config.vocabs), ("^", "s", "o", "D", "v")))
@@ -362,9 +375,12 @@ def plot(table: pd.DataFrame, config: DRPOConfig):
                           linestyle="none", label="budget, not solved"))
     ax.set_yscale("log")
     ax.set_xlabel("lock length H")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"iterations to $P(y^*) \\geq {config.threshold:g}$")
     ax.set_title(f"scaling with H (η = {config.lr:g})", fontsize=8.5)
-    ax.legend(handles=handles, fontsize=6, loc="upper left", frameon=False)
+    # outside on the right: inside, the 7 entries cover the steep V = 5 / V = 4 lines
+    ax.legend(handles=handles, fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              frameon=False)
     return fig
 
 

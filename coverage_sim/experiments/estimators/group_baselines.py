@@ -35,7 +35,7 @@ from coverage_sim.experiments.registry import Experiment, check_tuple, register,
 from coverage_sim.experiments.verdict import CheckResult, Effect, clause
 from coverage_sim.gradients import gradient, sampled_gradients
 from coverage_sim.objectives import objective
-from coverage_sim.plotting import new_figure
+from coverage_sim.plotting import figure_legend, new_figure
 from coverage_sim.train import train_many
 
 __all__ = ["BASELINES", "EXPERIMENT", "GroupBaselinesConfig", "check", "plot", "run",
@@ -285,9 +285,9 @@ def plot(table: pd.DataFrame, config: GroupBaselinesConfig):
         ax.set_xlabel("group size G")
         ax.set_title(title, fontsize=9)
     floor = _grid(table, "rel_std", "rloo", 0).mean() / np.sqrt(config.draws)
-    axes[0, 0].plot(floor.index, floor.values, ":", color="k", linewidth=1,
-                    label="Monte Carlo floor (RLOO)")
-    axes[0, 0].legend(fontsize=5.5)
+    # dashed, not dotted: the shared legend tells it from pi*_beta's dotted lines in (c, d)
+    axes[0, 0].plot(floor.index, floor.values, "--", color="k", linewidth=0.9,
+                    label="(a) Monte Carlo floor (RLOO)")
     central = len(config.offsets) // 2
     shown = 4 if 4 in sizes else sizes[len(sizes) // 2]
     ax = axes[0, 2]
@@ -299,11 +299,11 @@ def plot(table: pd.DataFrame, config: GroupBaselinesConfig):
                 label=_LEGEND.get(baseline, _NAMES[baseline]))
     env = instance_envs(config.peak, [config.offsets[central]])[0]
     star = float(env.reward2d[0] @ optimal_policy(env, config.beta))
-    ax.axhline(star, color="k", linestyle=":", linewidth=1, label="π*_β")
+    ax.axhline(star, color="k", linestyle=":", linewidth=1,
+               label=r"$\pi^*_\beta$: (c) its reward, (d) its KL")
     ax.set_xlabel(f"step (Adam lr {config.lr:g}, {config.samples} samples)")
     ax.set_ylabel("reward  $E_\\pi r$")
     ax.set_title(f"(c) training, G = {shown}", fontsize=9)
-    ax.legend(fontsize=5.5)
     ax = axes[0, 3]
     for baseline in ("none", "mean", "rloo", "grpo"):
         values = _grid(table, "kl", baseline)
@@ -315,13 +315,21 @@ def plot(table: pd.DataFrame, config: GroupBaselinesConfig):
              for b in config.beta * g / (g - 1)]
     star_kl = optimal_policy(env, config.beta)
     ax.axhline(float(star_kl @ np.log(star_kl / env.ref2d[0])), color=cmap(0.9), linestyle=":",
-               linewidth=1, label="KL of π*_β")
-    ax.plot(g, kl_of, "s:", color=cmap(0.5), markersize=3, label="KL of π* at βG/(G−1)")
+               linewidth=1)
+    ax.plot(g, kl_of, "s:", color=cmap(0.5), markersize=3,
+            label=r"(d) KL of $\pi^*$ at $\beta G/(G-1)$")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("group size G")
-    ax.set_ylabel("final KL(π‖π_ref) (nats)")
+    ax.set_ylabel(r"final KL$(\pi \,\|\, \pi_{\rm ref})$ (nats)")
     ax.set_title("(d) where training ends", fontsize=9)
-    ax.legend(fontsize=5.5)
+    # one legend below the panels: inside, each panel's legend covered its curves
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for other in (axes[0, 2], axes[0, 3]):
+        extra = [(h, lab) for h, lab in zip(*other.get_legend_handles_labels())
+                 if lab not in labels]
+        handles += [h for h, _ in extra]
+        labels += [lab for _, lab in extra]
+    figure_legend(fig, handles, labels, ncol=4, fontsize=7)
     return fig
 
 

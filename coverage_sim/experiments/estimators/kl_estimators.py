@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from matplotlib.legend_handler import HandlerTuple
 
 from coverage_sim import metrics
 from coverage_sim._validation import check_int, check_positive
@@ -41,7 +42,7 @@ from coverage_sim.experiments.registry import Experiment, register, tidy_rows
 from coverage_sim.experiments.verdict import CheckResult, Effect, clause
 from coverage_sim.gradients import batch_gradient, gradient, sampled_gradients
 from coverage_sim.objectives import objective
-from coverage_sim.plotting import new_figure
+from coverage_sim.plotting import figure_legend, new_figure
 from coverage_sim.sampling import population_batch
 from coverage_sim.train import train_many
 
@@ -272,6 +273,10 @@ def check(table: pd.DataFrame, config: KLEstimatorsConfig) -> CheckResult:
     return CheckResult(clauses=tuple(clauses), effect=effect, mode="exact+sampled")
 
 
+#: axis label of KL(pi || pi_ref) in panels (b) and (c)
+_KL_LABEL = r"KL$(\pi \,\|\, \pi_{\rm ref})$ (nats)"
+
+
 def plot(table: pd.DataFrame, config: KLEstimatorsConfig):
     """(a) exact relative bias and sampled relative standard deviation of each estimator (bars:
     mean over instances; dots: instances); (b) KL(pi || pi_ref) along sampled training (central
@@ -293,10 +298,10 @@ def plot(table: pd.DataFrame, config: KLEstimatorsConfig):
                 ax.text(j + offset, 0.03, "0", ha="center", fontsize=7)
     # "k1\nreward" rather than "k1 in reward": the full label is wider than a bar pair
     ax.set_xticks(x, [n.replace(" in ", "\n") for n in names], fontsize=6.5)
-    ax.set_ylabel("relative to the exact gradient |g|")
+    ax.set_ylabel("relative to the exact |g|")   # shorter than the panel, legend below
     ax.set_title("(a) bias and spread")
     ax.set_ylim(0, 1.35 * ax.get_ylim()[1])   # head room for the legend above the bars
-    ax.legend(fontsize=6, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left")
     central = len(config.offsets) // 2
     env = instance_envs(config.peak, [config.offsets[central]])[0]
     star = optimal_policy(env, config.beta)
@@ -308,31 +313,39 @@ def plot(table: pd.DataFrame, config: KLEstimatorsConfig):
         curve = curves[curves["estimator"] == name].groupby("step")["value"].mean()
         ax.plot(curve.index, curve.values, color=_COLOURS.get(est, "k"),
                 linestyle=":" if est[1] is None else "-", label=name)
-    for p, style, text in ((star, "--", "π*_β"), (fwd, "-.", "forward-KL optimum")):
-        value = float(metrics.kl_divergence(env, p, env.ref))
-        ax.axhline(value, color="0.4", linestyle=style, linewidth=0.9, label=f"KL of {text}")
+    optimum_lines = [ax.axhline(float(metrics.kl_divergence(env, p, env.ref)), color="0.4",
+                                linestyle=style, linewidth=0.9)
+                     for p, style in ((star, "--"), (fwd, "-."))]
     ax.set_xlabel(f"step (Adam lr {config.lr:g}, {config.batch_size}x{config.group_size} "
                   "samples)")
-    ax.set_ylabel("KL(π‖π_ref) (nats)")
+    ax.set_ylabel(_KL_LABEL)
     ax.set_title(f"(b) training, peak {config.peak + config.offsets[central]:g}")
-    ax.legend(fontsize=5.5, ncol=2, loc="lower right")
+    curve_handles, curve_labels = ax.get_legend_handles_labels()
     ax = axes[0, 2]
     betas = np.geomspace(0.02, 5.0, 60)
     front = np.stack([optimal_policy(env, b) for b in betas])
     ax.plot(metrics.kl_divergence(env, front, env.ref), metrics.expected_reward(env, front),
-            color="0.6", linewidth=3, alpha=0.5, label="π*_β' frontier")
+            color="0.6", linewidth=3, alpha=0.5, label=r"$\pi^*_{\beta'}$ frontier")
     final_r = _per_instance(table, "reward")
     final_kl = _per_instance(table, "kl")
     for est in ESTIMATORS:
         ax.plot(final_kl[label(est)], final_r[label(est)], "o", color=_COLOURS[est],
                 markersize=3, label=label(est))
-    for p, marker, text in ((star, "*", "π*_β"), (fwd, "X", "forward-KL opt.")):
-        ax.plot(metrics.kl_divergence(env, p, env.ref), metrics.expected_reward(env, p), marker,
-                color="k", markersize=8, label=text)
-    ax.set_xlabel("KL(π‖π_ref) (nats)")
+    optimum_markers = [ax.plot(metrics.kl_divergence(env, p, env.ref),
+                               metrics.expected_reward(env, p), marker, color="k",
+                               markersize=8)[0]
+                       for p, marker in ((star, "*"), (fwd, "X"))]
+    ax.set_xlabel(_KL_LABEL)
     ax.set_ylabel("reward  $E_\\pi r$")
     ax.set_title("(c) where training ends")
-    ax.legend(fontsize=5.5, loc="lower right")
+    # One legend below (b) and (c) for both: inside, it covered (b)'s rising curves and was too
+    # small to read in (c). Each optimum shows its KL line in (b) and its marker in (c).
+    frontier = ax.get_legend_handles_labels()
+    handles = curve_handles + [tuple(pair) for pair in zip(optimum_lines, optimum_markers)]
+    labels = curve_labels + [r"$\pi^*_\beta$: KL (b), point (c)",
+                             "forward-KL optimum: KL (b), point (c)"]
+    figure_legend(fig, handles + frontier[0][:1], labels + frontier[1][:1], ncol=5,
+                  fontsize=7, handler_map={tuple: HandlerTuple(ndivide=None)})
     return fig
 
 

@@ -57,10 +57,11 @@ __all__ = ["EXPERIMENT", "IterativeConfig", "METHODS", "beta_frontier", "check",
 OFFLINE, ITERATIVE, ONLINE_DPO, VPO, RLHF, OPTIMUM = ("offline", "iterative", "online_dpo",
                                                       "vpo", "rlhf", "optimum")
 METHODS = (OFFLINE, ITERATIVE, ONLINE_DPO, VPO, RLHF)
-_LABELS = {OFFLINE: "offline DPO (best/worst of 8 from π_ref, same number of groups)",
-           ITERATIVE: "iterative DPO (best/worst of 8 from π_t)",
+_LABELS = {OFFLINE: r"offline DPO (best/worst of 8 from $\pi_{\rm ref}$, same number of groups)",
+           ITERATIVE: r"iterative DPO (best/worst of 8 from $\pi_t$)",
            ONLINE_DPO: "online DPO (VPO, α = 0)", VPO: "online DPO + optimism (VPO)",
-           RLHF: "online RLHF (REINFORCE, gold reward)", OPTIMUM: "E r* under π*_β (theory)"}
+           RLHF: "online RLHF (REINFORCE, gold reward)",
+           OPTIMUM: r"$E\,r^*$ under $\pi^*_\beta$ (theory)"}
 _STYLE = {OFFLINE: dict(color="C3", linestyle="--"), ITERATIVE: dict(color="C2"),
           ONLINE_DPO: dict(color="C4"), VPO: dict(color="C5"),
           RLHF: dict(color="C0", linestyle=":")}
@@ -294,20 +295,26 @@ def plot(table: pd.DataFrame, config: IterativeConfig):
     sweep = f[f["method"] == ONLINE_DPO].groupby("beta")[["kl", "gold"]].mean().sort_values("kl")
     ax.plot(sweep["kl"], sweep["gold"], "-o", ms=3, label="online DPO, β sweep",
             **_STYLE[ONLINE_DPO])
-    for beta in (max(config.betas), min(config.betas)):
+    # The largest beta ends lowest and leftmost: its label goes right of the point, level with
+    # it (below it would cross the x-axis, above it the rising sweep line).
+    for beta, offset, va in ((max(config.betas), (6, -2), "center"),
+                             (min(config.betas), (3, -9), "baseline")):
         row = sweep.loc[beta]
-        ax.annotate(f"β={beta:g}", (row["kl"], row["gold"]), fontsize=6, xytext=(3, -9),
-                    textcoords="offset points")
+        ax.annotate(f"β={beta:g}", (row["kl"], row["gold"]), fontsize=6.5, xytext=offset,
+                    textcoords="offset points", va=va)
     vpo = f[f["method"] == VPO].groupby("alpha")[["kl", "gold"]].mean()
     ax.plot(vpo["kl"], vpo["gold"], "*", ms=8, label=f"VPO, α sweep at β = {config.beta:g}",
             color=_STYLE[VPO]["color"])
+    # alpha labels up-left of their stars: the sweep rises to the right (it crossed labels
+    # placed right of a star) and the largest alphas sit at the right edge of the panel
     for alpha, row in vpo.iterrows():
-        ax.annotate(f"α={alpha:g}", (row["kl"], row["gold"]), fontsize=6, xytext=(2, 3),
-                    textcoords="offset points")
-    ax.set_xlabel("KL(π ‖ π_ref) at the end [nats]")
+        ax.annotate(f"α={alpha:g}", (row["kl"], row["gold"]), fontsize=6.5, xytext=(-4, 3),
+                    textcoords="offset points", ha="right")
+    ax.set_xlabel(r"KL$(\pi \,\|\, \pi_{\rm ref})$ at the end [nats]")
     ax.set_ylabel("final gold reward")
     ax.set_title("(c) far peak: α vs smaller β")
-    ax.legend(loc="lower right", fontsize=6.5)
+    # frameless: a framed box reached over the largest beta's label
+    ax.legend(loc="lower right", fontsize=6.5, frameon=False, handlelength=1.4)
     eff = unit_effects(table, config)
     shown = [Effect("online − offline (min)", tuple(eff["online_margin"])),
              Effect("VPO − online DPO, far", tuple(eff["gain_far"])),

@@ -286,12 +286,13 @@ def plot(table: pd.DataFrame, config: RazinConfig):
                     label=labels.get(setting, title) if first else None)
     ax.axhline(0.0, color="k", linewidth=0.8)
     ax.set_yscale("symlog", linthresh=1)
-    ax.set_ylabel("log π_t(y+) − log π_0(y+)  [nats]")
+    ax.set_ylabel(r"$\log\pi_t(y^+) - \log\pi_0(y^+)$  [nats]")
     n = table["instance"].nunique()
     ax.set_title(f"(a) chosen log-prob, {n} instances")
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=4, fontsize=8)
     colours = {"a": "C2", "b": "C0", "c": "C3", "y+": "C0", "y−": "C3", "y_opp": "C4", "o": "0.55"}
+    display = {"y_opp": r"$y_{\rm opp}$"}   # response names as the legend shows them
     overlap_id = settings(config.policy)[1][0]
     for ax, setting, title in ((axes[0, 1], overlap_id, "(b) a≻b, b≻c: π of each"),
                                (axes[0, 2], "loglinear-similar", "(c) similar φ: π of each")):
@@ -300,13 +301,17 @@ def plot(table: pd.DataFrame, config: RazinConfig):
         target = "b" if setting == overlap_id else "y+"
         for name, resp in rows.groupby("response", sort=False):
             mean = np.exp(resp.groupby("step")["value"].mean())
+            shown = display.get(name, name)
             ax.plot(mean.index, mean.values, color=colours.get(name, "0.5"),
                     linewidth=2.4 if name == target else 1.2,
-                    label=f"{name} (chosen)" if name == target else name)
+                    label=f"{shown} (chosen)" if name == target else shown)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel("π_t(y)")
+        ax.set_ylabel(r"$\pi_t(y)$")
         ax.set_title(title)
-        ax.legend(loc="center right", fontsize=7)
+        # (c): upper left, before y_opp's rise (center right covered it); (b): a's curve is
+        # above and b's, c's below the center right
+        ax.legend(loc="upper left" if setting == "loglinear-similar" else "center right",
+                  fontsize=7)
     for ax in axes[0]:
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(0, config.steps)
