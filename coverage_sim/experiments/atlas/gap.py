@@ -856,6 +856,7 @@ def plot(table: pd.DataFrame, config: GapAtlasConfig, *, pair: str = "online_dpo
     outside the data support; (c) against C*/n on full-support data; (d) the best-point gap with
     gold vs proxy labels."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from coverage_sim.plotting import STYLE
 
@@ -868,7 +869,12 @@ def plot(table: pd.DataFrame, config: GapAtlasConfig, *, pair: str = "online_dpo
         top.colorbar(mappable, ax=top.axes, shrink=0.6, label=f"{_METRIC_NAMES[metric]} "
                      "(online − offline) at matched KL")
         top.suptitle(f"(a) {_PAIR_NAMES[pair]}, {policy} policy: {_METRIC_NAMES[metric]} at the "
-                     f"offline method's KL (dot: 95% CI excludes 0; line: zero gap)", fontsize=9)
+                     "offline method's KL", fontsize=9)
+        # The heatmaps' key, below them (in the title it ran edge to edge).
+        top.legend([Line2D([], [], color="k", marker=".", ms=2.5, linestyle="none"),
+                    Line2D([], [], color="k", linewidth=1.0)],
+                   ["cell whose 95% CI excludes 0", "zero-gap contour"],
+                   loc="outside lower center", ncol=2, fontsize=7.5, frameon=False)
         axes = bottom.subplots(1, 3)
         _plot_support_collapse(axes[0], matched, table, policy, metric)
         _plot_sample_collapse(axes[1], matched, table, policy, metric)
@@ -896,6 +902,8 @@ def _plot_support_collapse(ax, matched, table, policy, metric):
 
 
 def _plot_sample_collapse(ax, matched, table, policy, metric):
+    from matplotlib.ticker import LogLocator
+
     data = _with_predictors(matched[(matched["policy"] == policy) & (matched["metric"] == metric)
                                     & np.isfinite(matched["n"]) & (matched["labels"] == "gold")],
                             table)
@@ -906,6 +914,7 @@ def _plot_sample_collapse(ax, matched, table, policy, metric):
         ax.scatter(rows["ratio"], rows["gap"], s=9, color=_PAIR_COLOURS[pair], alpha=0.8,
                    linewidths=0)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(numticks=12))  # every decade, also on a narrow panel
     online = cells[cells["pair"] != "rlhf-dpo"]
     if len(online) > 1 and (online["ratio"] > 0).all():
         # the offline statistical rate's shape sqrt(C*/n) (Rashidinejad et al. 2103.12021), its
@@ -914,10 +923,11 @@ def _plot_sample_collapse(ax, matched, table, policy, metric):
         c = float(root @ online["gap"].to_numpy() / (root @ root))
         xs = np.geomspace(online["ratio"].min(), online["ratio"].max(), 50)
         ax.plot(xs, c * np.sqrt(xs), "--", color="0.3", linewidth=1,
-                label=f"{c:.2f}·√(C*/n) (shape of the rate; c fitted)")
+                label=f"{c:.2f}·√(C*/n), c fitted")
         ax.legend(loc="upper left", fontsize=7)
     ax.axhline(0.0, color="k", linewidth=0.8)
     ax.set_xlabel("C*(target, μ) / n")
+    ax.set_ylabel(_METRIC_NAMES[metric])  # its scale is not (b)'s
     ax.set_title("(c) full support, finite n, gold", fontsize=9)
 
 

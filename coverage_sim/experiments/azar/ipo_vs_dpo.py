@@ -159,8 +159,10 @@ def plot(table: pd.DataFrame, config: AzarConfig):
     """(a) DPO and (b) IPO action probabilities against step (Adam, the paper's taus) with IPO's
     fixed points; (c) IPO's logit gap against tau on every instance with the theory 1/(3 tau)."""
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     fig, axes = new_figure(ncols=3, width=2.75, height=2.8)
+    fig.get_layout_engine().set(wspace=0.06)  # room between (b) and (c)'s y label
     shown = sorted(set(config.plotted_taus) & set(config.taus)) or [min(config.taus)]
     styles = dict(zip(shown, ("-", "--", ":", "-.")))
     colours = dict(zip(AZAR_ARMS, ("C0", "C1", "C2")))
@@ -199,7 +201,11 @@ def plot(table: pd.DataFrame, config: AzarConfig):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("τ (one instance each)")
-    ax.set_ylabel("final logit gap θ_a − θ_b")
+    ax.set_ylabel(r"final logit gap $\theta_a-\theta_b$")
+    # Plain numbers on the log axis ("3", not "3 x 10^0", which crowds the tick column).
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_title(f"(c) IPO gap, {len(config.taus)} instances")
     ax.legend(loc="upper right", fontsize=7)
     return fig

@@ -41,7 +41,7 @@ from coverage_sim.experiments.registry import (Experiment, check_tuple, mean_cur
 from coverage_sim.experiments.verdict import DISAGREES, CheckResult, Effect, clause
 from coverage_sim.instances import tajwar_bandit
 from coverage_sim.objectives import objective
-from coverage_sim.plotting import new_figure
+from coverage_sim.plotting import figure_legend, new_figure
 from coverage_sim.train import train_many
 
 __all__ = ["EXPERIMENT", "MovingReferenceConfig", "check", "final_rewards", "gap_closed", "plot",
@@ -183,13 +183,16 @@ def plot(table: pd.DataFrame, config: MovingReferenceConfig):
         moving = method not in (OFFLINE, ONLINE)
         mass = mean_curve(table, ("reference" if moving else "policy") + "_mass_near_optimum",
                           peak=peak, method=method)
-        axes[0, 1].plot(mass.index, mass.values, color=colour, linestyle=ls,
-                        label=f"{method}: {'reference' if moving else 'policy'}")
+        axes[0, 1].plot(mass.index, mass.values, color=colour, linestyle=ls)
         finals = [_final(table, "reward", p, method) for p in peaks]
-        axes[0, 2].plot(peaks, finals, color=colour, linestyle=ls, marker="o", markersize=3,
-                        label=method)
+        axes[0, 2].plot(peaks, finals, color=colour, linestyle=ls, marker="o", markersize=3)
     ref = mean_curve(table, "reference_mass_near_optimum", peak=peak, method=OFFLINE)
-    axes[0, 1].axhline(ref.iloc[0], color="0.6", linewidth=0.8, label="π_ref")
+    axes[0, 1].axhline(ref.iloc[0], color="0.6", linewidth=0.8, label=r"$\pi_{\rm ref}$")
+    # Which distribution the middle panel measures; the space above the pi_ref line on the right
+    # is empty (the moving references stay above it, the policies far above).
+    axes[0, 1].text(0.97, 0.05, "dashed: TR-DPO's current reference\nsolid: the DPO policy",
+                    transform=axes[0, 1].transAxes, ha="right", va="bottom", fontsize=7,
+                    color="0.3")
     axes[0, 0].set_ylabel(f"reward (peak {peak:g})")
     axes[0, 1].set_ylabel(f"mass on r ≥ {config.good_reward:g} (peak {peak:g})")
     axes[0, 1].set_yscale("log")
@@ -200,8 +203,10 @@ def plot(table: pd.DataFrame, config: MovingReferenceConfig):
     axes[0, 0].set_title("evaluation reward")
     axes[0, 1].set_title("mass near the optimum")
     axes[0, 2].set_title("every instance")
-    axes[0, 0].legend(fontsize=7, loc="best")
-    axes[0, 1].legend(fontsize=6, loc="best")
+    # One legend below the panels (same colours in all three): inside, any corner hides a curve.
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    extra_handles, extra_labels = axes[0, 1].get_legend_handles_labels()
+    figure_legend(fig, handles + extra_handles, labels + extra_labels, ncol=5, fontsize=7.5)
     return fig
 
 

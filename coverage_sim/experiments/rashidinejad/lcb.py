@@ -267,7 +267,7 @@ def _draw_panel(ax, table, sub, instance, alg, colours, gap, ns, config):
     for c_star, rows in frame.groupby("c_star"):
         rows = rows[rows.groupby("n_samples")["subopt"].transform("mean") > 0]
         if not rows.empty:
-            mean_band(ax, rows, "n_samples", "subopt", label=f"C* = {c_star:g}",
+            mean_band(ax, rows, "n_samples", "subopt", label=f"$C^* = {c_star:g}$",
                       color=colours[c_star], marker="o", markersize=2.5)
     if alg == "BC" and instance == "two-arm":
         exact = metric_frame(table, "subopt_exact")
@@ -282,8 +282,6 @@ def _draw_panel(ax, table, sub, instance, alg, colours, gap, ns, config):
             if c_star > 1:
                 ax.plot(ns, lcb_bound(config, instance, c_star, ns), color=colours[c_star],
                         linestyle=":", linewidth=1.0)
-        ax.plot([], [], color="black", linestyle=":",
-                label=r"LCB bound $\sqrt{2C^*\log(2|A|N/\delta)/N}$")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(1e-6, 1.0)
@@ -293,6 +291,9 @@ def _draw_panel(ax, table, sub, instance, alg, colours, gap, ns, config):
 
 def plot(table: pd.DataFrame, config: RashidinejadConfig):
     """2 x 3 grid: rows = instance (two-arm, hard), columns = LCB, BC, greedy; colour = C*."""
+    from matplotlib.legend_handler import HandlerTuple
+    from matplotlib.lines import Line2D
+
     fig, axes = new_figure(ncols=3, nrows=2, width=2.45, height=2.25, sharex=True, sharey=True)
     sub = metric_frame(table, "subopt")
     colours = {c: f"C{i}" for i, c in enumerate(sorted(config.c_stars))}
@@ -304,7 +305,7 @@ def plot(table: pd.DataFrame, config: RashidinejadConfig):
         for ax in axes[r]:
             if r == len(INSTANCES) - 1:
                 ax.set_xlabel("dataset size N")
-    axes[0, 0].text(0.03, 0.03, "C* = 1: subopt = 0 for every N\n(all methods, not drawn)",
+    axes[0, 0].text(0.03, 0.03, "$C^* = 1$: subopt = 0 for every N\n(all methods, not drawn)",
                     transform=axes[0, 0].transAxes, fontsize=7, va="bottom")
     axes[0, 2].text(0.97, 0.97, "grey line: E[gap]", transform=axes[0, 2].transAxes, fontsize=7,
                     ha="right", va="top")
@@ -314,8 +315,14 @@ def plot(table: pd.DataFrame, config: RashidinejadConfig):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
+    # The LCB bounds are drawn in their C*'s colour: their legend entry shows those colours
+    # (a tuple handle), not the black dots of the exact BC curve.
+    handles.append(tuple(Line2D([], [], color=colours[c], linestyle=":", linewidth=1.0)
+                         for c in sorted(config.c_stars) if c > 1))
+    labels.append(r"LCB bound $\sqrt{2C^*\log(2|A|N/\delta)/N}$ (colour: $C^*$)")
     fig.supylabel(r"E[subopt] = E[$r(a^*) - r(\hat a)$]  (mean ± s.e. over seeds)", fontsize=9)
-    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=7.5, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=7.5, frameon=False,
+               handler_map={tuple: HandlerTuple(ndivide=None, pad=0.0)}, handlelength=3.0)
     return fig
 
 

@@ -294,9 +294,9 @@ def plot(table: pd.DataFrame, config: EfficiencyConfig):
     ax.set_xlabel("reward-model queries")
     ax.set_ylabel("evaluation reward  $E_\\pi r$")
     ax.set_title(f"(a) {shown}, peak {config.peak + config.offsets[central]:g}")
-    ax.legend(loc="upper left", fontsize=6, ncol=2, handlelength=1.2, columnspacing=0.8,
-              borderaxespad=0.2)
-    ax.set_ylim(-0.02, 1.45)  # headroom for the legend
+    ax.legend(loc="upper left", fontsize=7, ncol=2, handlelength=1.2, columnspacing=0.6,
+              handletextpad=0.4, borderaxespad=0.2)
+    ax.set_ylim(-0.02, 1.5)  # headroom for the legend
     ax.set_yticks(np.linspace(0, 1, 6))
     ax = axes[0, 1]
     for method in methods:
@@ -306,13 +306,19 @@ def plot(table: pd.DataFrame, config: EfficiencyConfig):
             ax.plot(cols, at_budget.loc[i, cols], ".", color=METHOD_COLOURS[method], alpha=0.35,
                     markersize=4)
         ax.plot(cols, at_budget[cols].mean(), "o-", color=METHOD_COLOURS[method],
-                label=f"{method}, mean")
+                label=method, markersize=5)
+    # The faint dots are the instances; label the lowest one (empty lower right corner).
+    lowest = min(budget_rewards(table, m)[max(cols)].min() for m in methods)
+    ax.annotate("one instance", (max(cols), lowest), xytext=(-6, 0), textcoords="offset points",
+                ha="right", va="center", fontsize=7, color="0.4")
     ax.set_xscale("log")
     ax.set_xlabel("gradient steps per on-policy batch")
     ax.set_ylabel(f"reward after {config.budget} queries")
     ax.set_title("(b) sample reuse at a fixed budget")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(loc="lower center", fontsize=6.5)
+    # Upper left is empty: the means sit near 0 up to 5 steps and near 1 from 15 on.
+    ax.legend(loc="upper left", fontsize=7, handlelength=1.5, borderaxespad=0.2,
+              title="mean", title_fontsize=7)
     ax = axes[0, 2]
     front = _wide(table, method="frontier").reset_index().sort_values("kl")
     ax.plot(front["kl"], front["reward"], color="0.55", linewidth=3, alpha=0.6, zorder=0)
@@ -332,7 +338,7 @@ def plot(table: pd.DataFrame, config: EfficiencyConfig):
     ax.legend(styles, [f"on-policy, {PROTOCOL_REUSE} steps/batch", "offline (1000 queries)",
                        "exact frontier $\\pi^*_\\beta$"], loc="lower right", fontsize=6.5)
     ax.set_xlim(0, max(front["kl"].max(), 1.0) * 1.05)
-    ax.set_xlabel("KL($\\pi\\,\\|\\,\\pi_{ref}$) (nats)")
+    ax.set_xlabel("KL($\\pi\\,\\|\\,\\pi_{\\rm ref}$) (nats)")
     ax.set_ylabel("evaluation reward")
     ax.set_title("(c) reward vs KL")
     return fig

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import matplotlib.lines
 import numpy as np
 import pandas as pd
 
@@ -31,7 +32,7 @@ from coverage_sim.experiments.tajwar.setting import ARXIV, PAPER, log_record
 from coverage_sim.experiments.verdict import CheckResult, Effect, clause
 from coverage_sim.instances import tajwar_reference
 from coverage_sim.objectives import objective
-from coverage_sim.plotting import new_figure
+from coverage_sim.plotting import figure_legend, new_figure
 from coverage_sim.train import train_many
 
 __all__ = ["EXPERIMENT", "ModeSeekingConfig", "OPTIMIZERS", "bimodal_target", "check", "plot",
@@ -214,7 +215,7 @@ def check(table: pd.DataFrame, config: ModeSeekingConfig) -> CheckResult:
 def plot(table: pd.DataFrame, config: ModeSeekingConfig):
     """Central instance: (a) mass on the wrong region; (b) mass on each target mode; forward vs
     reverse KL, solid = Adam, dashed = gradient descent (own step axis)."""
-    fig, axes = new_figure(ncols=2, width=3.4, height=2.9)
+    fig, axes = new_figure(ncols=2, width=3.4, height=3.3)
     central = len(config.offsets) // 2
     rows = table[(table["instance"] == central) & table["metric"].isin(_CURVES)]
     colours = {"forward KL": "C0", "reverse KL": "C3"}
@@ -224,26 +225,37 @@ def plot(table: pd.DataFrame, config: ModeSeekingConfig):
     modes, _ = config.instance(central)
     for (optimizer, name), group in rows.groupby(["optimizer", "objective"]):
         wide = group.pivot_table(index="step", columns="metric", values="value", aggfunc="mean")
-        tag = f"{name.split()[0]}, {optimizer.upper()}"
         axes[0, 0].plot(wide.index, wide["wrong_mass"], color=colours[name],
-                        linestyle=styles[optimizer],
-                        label=labels[name] if optimizer == "adam" else tag)
-        for k, centre in enumerate(modes):
+                        linestyle=styles[optimizer])
+        for k in range(len(modes)):
             axes[0, 1].plot(wide.index, wide[f"mode_{k}_mass"], color=colours[name],
-                            linestyle=styles[optimizer], alpha=1.0 if k else 0.55,
-                            label=f"{tag}, mode at {centre:g}")
+                            linestyle=styles[optimizer], alpha=1.0 if k else 0.55)
     target = float(rows.loc[rows["metric"] == "target_wrong_mass", "value"].iloc[0])
-    axes[0, 0].axhline(target, color="k", linestyle=":", linewidth=1, label="target p")
+    axes[0, 0].axhline(target, color="k", linestyle=":", linewidth=1)
     for ax in axes[0]:
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(0, config.steps * 1.1)
         ax.set_xlabel(f"step (Adam lr {config.adam_lr:g}; GD lr {config.gd_lr:g})")
     axes[0, 0].set_ylabel(f"π mass > {config.radius} arms from both modes")
     axes[0, 0].set_title("(a) mass on the wrong region")
-    axes[0, 0].legend(fontsize=6.5, loc="upper right")
     axes[0, 1].set_ylabel(f"π mass within {config.radius} arms of the mode")
     axes[0, 1].set_title("(b) mass on each target mode")
-    axes[0, 1].legend(fontsize=5.5, ncol=2)
+    # One legend below both panels, one entry per visual channel (colour = objective, line
+    # style = optimiser, shade = mode), so that no legend hides the curves, in particular
+    # reverse KL's overshoot on the covered mode in (b).
+    line = matplotlib.lines.Line2D
+    handles = [line([], [], color=colours[name]) for name in labels]
+    names = list(labels.values())
+    handles += [line([], [], color="k", linestyle=styles["adam"]),
+                line([], [], color="k", linestyle=styles["gd"])]
+    names += ["Adam", "gradient descent (GD)"]
+    handles += [line([], [], color="0.3", alpha=0.55 if k == 0 else 1.0)
+                for k in range(len(modes))]
+    names += [f"(b) mode at {centre:g}{' (pale)' if k == 0 else ''}"
+              for k, centre in enumerate(modes)]
+    handles.append(line([], [], color="k", linestyle=":", linewidth=1))
+    names.append("(a) target p")
+    figure_legend(fig, handles, names, ncol=4, fontsize=7)
     return fig
 
 

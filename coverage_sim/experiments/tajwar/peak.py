@@ -59,9 +59,9 @@ __all__ = ["ARMS", "EXPERIMENT", "METHODS", "PeakConfig", "RUN_METRICS", "check"
 #: method, and exact population gradients (lr 0.01).
 ARMS = ("protocol", "lr-0.01", "exact")
 _SAMPLED_ARMS = ("protocol", "lr-0.01")
-_ARM_TITLES = {"protocol": "Tajwar protocol (sampled, their lrs)",
-               "lr-0.01": "sampled protocol, Adam lr 0.01 for all",
-               "exact": "exact population, Adam lr 0.01"}
+_ARM_TITLES = {"protocol": "Tajwar protocol\n(sampled, their lrs)",
+               "lr-0.01": "sampled protocol,\nAdam lr 0.01 for all",
+               "exact": "exact population,\nAdam lr 0.01"}
 #: (method, regime) pairs, in plotting order.
 METHODS = (("DPO", OFFLINE), ("IPO", OFFLINE), ("Best-of-N", OFFLINE),
            ("DPO", ON_POLICY), ("IPO", ON_POLICY), ("Best-of-N", ON_POLICY), ("PG", ON_POLICY))
@@ -406,17 +406,26 @@ def plot(table: pd.DataFrame, config: PeakConfig):
             ax.plot(steps, sign_descent_limit(peak_env(peak), lr * steps), color="0.4",
                     linewidth=0.8, linestyle="-.",
                     label="Adam speed limit (every logit ±lr per step)")
-            ax.set_title(f"reward peak at arm {peak:g}" if i == 0 else f"peak {peak:g}",
-                         fontsize=10 if i == 0 else 7)
+            ax.set_title(f"reward peak at arm {peak:g}", fontsize=8.5)
             if j == 0:
-                ax.set_ylabel(f"{_ARM_TITLES[arm]}\n$E_\\pi r$", fontsize=7)
+                ax.set_ylabel(f"{_ARM_TITLES[arm]}\n$E_\\pi r$", fontsize=8)
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlim(0, config.steps)
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
             if i == len(arms) - 1:
                 ax.set_xlabel("gradient step (Adam)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False, fontsize=6.5)
+    # Three columns (offline | on-policy | theory): pad the shorter ones with blank entries,
+    # since the legend fills column by column.
+    blank = matplotlib.lines.Line2D([], [], alpha=0.0)
+    groups = [[k for k, lab in enumerate(labels) if lab.endswith(f", {regime}")]
+              for regime in (OFFLINE, ON_POLICY)]
+    groups.append([k for k in range(len(labels)) if k not in groups[0] + groups[1]])
+    depth = max(len(g) for g in groups)
+    order = [k for g in groups for k in g + [None] * (depth - len(g))]
+    fig.legend([blank if k is None else handles[k] for k in order],
+               ["" if k is None else labels[k] for k in order],
+               loc="outside lower center", ncol=3, frameon=False, fontsize=7)
     return fig
 
 

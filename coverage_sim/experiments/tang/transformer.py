@@ -185,7 +185,7 @@ def plot(table: pd.DataFrame, config: TangTransformerConfig):
     faint: checkpoints; dots: final points per tau); (c) the effects per seed (:func:`seed_effects`)
     with their means and 95% CIs."""
     fig, axes = new_figure(ncols=3, width=2.9, height=3.0)
-    titles = {"transformer": f"(a) {config.size}, exact ({config.vocab}^{config.length} "
+    titles = {"transformer": f"(a) {config.size}, exact (${config.vocab}^{{{config.length}}}$ "
                              f"sequences, n = {config.n_pairs})",
               "tabular": "(b) tabular softmax, same data (bandit)"}
     for ax, policy in zip(axes[0, :2], _POLICIES):
@@ -200,8 +200,8 @@ def plot(table: pd.DataFrame, config: TangTransformerConfig):
                       label=_METHODS[method], color=colour)
             pts = final_points(rows, method).groupby("tau")[["kl", "win_rate"]].mean()
             ax.plot(pts["kl"], pts["win_rate"], "o", ms=3, color=colour)
-        ax.set_xlabel("KL(π ‖ π_ref)  [nats]")
-        ax.set_ylabel("gold win rate vs π_ref")
+        ax.set_xlabel(r"KL($\pi\,\|\,\pi_{\rm ref}$)  [nats]")
+        ax.set_ylabel(r"gold win rate vs $\pi_{\rm ref}$")
         ax.set_title(titles[policy], fontsize=8.5)
     ax = axes[0, 2]
     for i, policy in enumerate(_POLICIES):
@@ -216,9 +216,12 @@ def plot(table: pd.DataFrame, config: TangTransformerConfig):
             ax.errorbar(x, mean, yerr=[[mean - lo], [hi - mean]] if np.isfinite(lo) else None,
                         fmt=marker, color="C0" if policy == "transformer" else "0.3", capsize=3)
     ax.axhline(0.0, color="k", linewidth=0.8)
-    ax.set_xticks(range(6), ["gap\ntransf.", "gap\ntabular", "decline\ntransf.",
-                             "decline\ntabular", "gap ckpt\ntransf.", "gap ckpt\ntabular"],
-                  fontsize=6)
+    # Two-level x labels: the policy under each point, the effect under each pair.
+    ax.set_xticks(range(6), ["transf.", "tabular"] * 3, fontsize=7)
+    groups = ax.secondary_xaxis("bottom")
+    groups.set_xticks([0.5, 2.5, 4.5], ["gap", "decline", "gap (ckpts)"], fontsize=8)
+    groups.tick_params(length=0, pad=14)
+    groups.spines["bottom"].set_visible(False)
     ax.set_ylabel("win rate")
     ax.set_title("(c) effects per seed, mean and 95% CI", fontsize=8.5)
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=2)

@@ -181,14 +181,14 @@ def plot(table: pd.DataFrame, config: XuConfig):
     for i, name in enumerate(names):
         probs = _final_policy(table, name)
         bars = ax_bar.bar(x + (i - (len(names) - 1) / 2) * width, probs, width, color=colours[name],
-                          label=name)
+                          label=r"$\pi_{\rm ref}$" if name == "π_ref" else name)
         for rect, p in zip(bars, probs):
             ax_bar.annotate(f"{p:.2g}" if p >= 0.005 else f"{p:.0e}",
                             (rect.get_x() + rect.get_width() / 2, p), xytext=(0, 1),
-                            textcoords="offset points", ha="center", va="bottom", fontsize=6,
+                            textcoords="offset points", ha="center", va="bottom", fontsize=7.5,
                             rotation=90)
     ax_bar.set_xticks(x, [f"{a}\n(r* = {r:g})" for a, r in zip(XU_ARMS, config.reward)])
-    ax_bar.set_ylim(0, 1.2)
+    ax_bar.set_ylim(0, 1.25)  # room for the value labels above the bars at 1
     ax_bar.set_ylabel("final probability")
     ax_bar.set_title(f"(a) final π, ε = {config.eps:g}; data y1 ≻ y2 only")
     eps = table.drop_duplicates("instance").set_index("instance")["eps"]
@@ -202,14 +202,14 @@ def plot(table: pd.DataFrame, config: XuConfig):
                       label=name if first else None)
     ax_t.axhline(1.0, color="0.6", linestyle="--", linewidth=1.2)
     ax_t.axhline(NEAR_FACTOR, color="C0", linestyle=":", linewidth=1.0,
-                 label=f"{NEAR_FACTOR:g} π_ref(y3)")
+                 label=f"{NEAR_FACTOR:g} " + r"$\pi_{\rm ref}(\mathrm{y3})$")
     ax_t.set_xscale("symlog", linthresh=1)
     ax_t.set_xlim(0, config.steps)
     ax_t.set_yscale("log")
     # tabular DPO's pi(y3) keeps falling (the normaliser grows): clip the axis below
     ax_t.set_ylim(1e-3, None)
     ax_t.set_xlabel("optimiser step (symlog)")
-    ax_t.set_ylabel("π(y3) / π_ref(y3)")
+    ax_t.set_ylabel(r"$\pi(\mathrm{y3})\,/\,\pi_{\rm ref}(\mathrm{y3})$")
     n = table["instance"].nunique()
     ax_t.set_title(f"(b) unseen y3, {n} instance{'s' if n > 1 else ''}")
     ax_t.legend(loc="upper left", fontsize=7)
