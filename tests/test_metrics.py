@@ -375,3 +375,14 @@ def test_win_rate_against_another_policy():
     # pi = delta_0 against delta_1: sigma(r_0 - r_1)
     assert M.win_rate(env, [1.0, 0.0], against=[0.0, 1.0]) == pytest.approx(s, rel=1e-14)
     assert M.win_rate(env, [1.0, 0.0]) == pytest.approx(0.5 * 0.5 + 0.5 * s, rel=1e-14)
+
+
+def test_win_rate_of_a_batch_against_a_batch_of_opponents(env3):
+    # a batch of opponents (one per policy) takes the pairwise path, not the fixed-opponent one:
+    # each row must equal the single-policy win rate, and pi beats a worse opponent
+    policies = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    opponents = np.array([[0.0, 0.1, 0.9], [0.5, 0.25, 0.25]])
+    batched = M.win_rate(env3, policies, against=opponents)
+    single = [M.win_rate(env3, p, against=q) for p, q in zip(policies, opponents)]
+    np.testing.assert_allclose(batched, single, rtol=1e-14)
+    assert batched[0] > 0.5 > batched[1]
