@@ -188,8 +188,10 @@ MUTANTS = [
       "grad_out[x, i] += reward_coef * rho[x] * p * R[x, i]"),
     M("_engine", "engine-npg-rho", "tabular natural gradient ignores rho",
       "out[x * k + i] = grad_lp[x, i] / (rho[x] * pi)", "out[x * k + i] = grad_lp[x, i] / pi"),
-    M("_engine", "engine-fisher-uncentred", "log-linear Fisher matrix not centred",
-      "* da * (features[x, i, b] - mean[b])", "* da * features[x, i, b]"),
+    # Centring one side of the Fisher sum already centres it (sum_i pi_i (f_i - mean) = 0), so the
+    # fault leaves both sides uncentred: E[f f^T] instead of the covariance.
+    M("_engine", "engine-fisher-uncentred", "log-linear Fisher matrix E[f f^T], not the covariance",
+      "* da * (features[x, i, b] - mean[b])", "* features[x, i, a] * features[x, i, b]"),
     M("_engine", "engine-adam-bias-step", "Adam bias correction with t - 1",
       "c1 = 1.0 - adam_b1 ** t", "c1 = 1.0 - adam_b1 ** s"),
     M("_engine", "engine-adam-second-moment", "Adam second moment with (1 - beta1)",
