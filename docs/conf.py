@@ -82,6 +82,7 @@ nitpicky = False
 
 html_theme = "furo"
 html_title = f"coverage_sim {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_show_sourcelink = True
 suppress_warnings = ["mystnb.unknown_mime_type"]
