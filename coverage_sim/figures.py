@@ -15,7 +15,6 @@ pass fraction, and where our setting differs.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import json
 import os
@@ -34,7 +33,7 @@ from coverage_sim.experiments.verdict import AGREES, CheckResult
 from coverage_sim.plotting import save_figure
 from coverage_sim.provenance import source_revision
 from coverage_sim.sweep import (atomic_write_text, collect, execute, experiment_cells, prepare,
-                                process_pool)
+                                run_local)
 from coverage_sim.train import package_versions
 
 __all__ = ["Verdict", "reproduce", "write_figure", "write_index", "short_citation"]
@@ -108,21 +107,15 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
     # dominates): spread them over the same number of processes as the runs.
     jobs = [(exp.id, cfg, str(folder), seeds, str(figures), quick)
             for exp, config, cfg, folder, seeds in plans]
-    n_procs = min(workers or os.cpu_count() or 1, len(jobs))
     bar = tqdm(total=len(jobs), disable=not progress, desc="figures")
+    results = {}
+
+    def done(job, verdict: Verdict) -> None:
+        results[job[0]] = verdict
+        bar.update()
+
     try:
-        if n_procs <= 1:
-            results = {}
-            for job in jobs:
-                results[job[0]] = write_figure(*job)
-                bar.update()
-        else:
-            with process_pool(n_procs) as pool:
-                futures = {pool.submit(write_figure, *job): job[0] for job in jobs}
-                results = {}
-                for future in cf.as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update()
+        run_local(write_figure, jobs, min(workers or os.cpu_count() or 1, len(jobs)), done)
     finally:
         bar.close()
     verdicts = [results[job[0]] for job in jobs]

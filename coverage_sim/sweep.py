@@ -37,7 +37,7 @@ from coverage_sim.provenance import source_revision
 from coverage_sim.train import package_versions
 
 __all__ = ["atomic_write_text", "run_sweep", "prepare", "execute", "collect", "load_run",
-           "seed_table", "experiment_cells", "process_pool"]
+           "seed_table", "experiment_cells", "run_local"]
 
 
 def seed_table(experiment_id: str, config: dict, seed: int, cell: str | None = None
@@ -67,11 +67,24 @@ def _worker_init():
     threadpool_limits(1)
 
 
-def process_pool(workers: int) -> cf.ProcessPoolExecutor:
-    """A pool of ``workers`` spawned processes for a sweep's work: one thread each for every inner
-    pool (numba, BLAS, a training call's own choice) and no training-call bars in them."""
-    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_worker_init)
+def run_local(fn, jobs: list, workers: int, on_done, args=tuple) -> None:
+    """Call ``fn(*args(job))`` for every job in ``workers`` spawned processes (in this process
+    when ``workers <= 1``), and ``on_done(job, result)`` here as each one finishes.
+
+    The workers run every inner pool (numba, BLAS, a training call's own choice) on one thread,
+    and no training call inside a job shows its own progress bar (nor does one in this process):
+    the caller reports progress in ``on_done``.
+    """
+    if workers <= 1:
+        with _inner_bars_hidden():
+            for job in jobs:
+                on_done(job, fn(*args(job)))
+        return
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                initializer=_worker_init) as pool:
+        futures = {pool.submit(fn, *args(job)): job for job in jobs}
+        for future in cf.as_completed(futures):
+            on_done(futures[future], future.result())
 
 
 @contextlib.contextmanager
@@ -181,15 +194,7 @@ def execute(units: list, *, workers: int | None = None, scheduler: str | None = 
                     finish(futures[future], future.result())
             return
         workers = min(workers or os.cpu_count() or 1, max(len(units), 1))
-        if workers <= 1:
-            with _inner_bars_hidden():
-                for unit in units:
-                    finish(unit, seed_table(*work(unit)))
-            return
-        with process_pool(workers) as pool:
-            futures = {pool.submit(seed_table, *work(u)): u for u in units}
-            for future in cf.as_completed(futures):
-                finish(futures[future], future.result())
+        run_local(seed_table, units, workers, finish, args=work)
     finally:
         bar.close()
 
