@@ -367,7 +367,8 @@ def bench_batch(quick: bool) -> dict:
         th = thetas0.copy()
         t0 = time.perf_counter()
         _engine.run_batch(th, p0.policy.kind, features, bases, rlps, stacked, _engine.ADAM, lrs,
-                          *ADAM, steps, rec, out_lp, out_loss, no_sync, no_mix, no_refs)
+                          *ADAM, steps, rec, out_lp, out_loss, no_sync, no_mix, no_refs,
+                          numba.get_num_threads())
         return th, time.perf_counter() - t0
 
     run(1)  # compile / load from cache
@@ -692,7 +693,7 @@ def main(argv=None) -> int:
     if not args.no_batch:
         batch = bench_batch(args.quick)
         print(f"batched: {BATCH} independent problems x {RUN_STEPS:,} steps at K={BATCH_K} "
-              f"(_engine.run_batch, prange over the batch, {numba.get_num_threads()} threads): "
+              f"(_engine.run_batch, whole problems per thread, {numba.get_num_threads()} threads): "
               f"{batch['seconds']:.2f} s (compile excluded; matches run_one to "
               f"{batch['batch_vs_single_err']:.0e})")
 

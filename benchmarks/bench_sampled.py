@@ -172,7 +172,7 @@ def fmt_time(seconds: float) -> str:
 
 def batched(repeats: int) -> tuple[float, float]:
     """256 independent RLHF-RLOO problems x 1000 steps at K = 100, B = 16 through train_many's kernel
-    (prange over problems): (seconds, max |theta - run_one_sampled| over 3 problems)."""
+    (whole problems per thread): (seconds, max |theta - run_one_sampled| over 3 problems)."""
     env = cs.random_bandit(BATCHED_K, seed=0, min_ref=0.1 / BATCHED_K)
     obj = cs.objective("rlhf", beta=BETA)
     est = sampling.Estimator().resolve(obj)
@@ -192,7 +192,7 @@ def batched(repeats: int) -> tuple[float, float]:
             states, _engine.ADAM, np.full(n, LR), *ADAM, BATCHED_STEPS, 1, False, empty,
             np.zeros((n, 0, 1, k)), np.zeros((n, 0)), np.zeros((n, 0), np.int64),
             np.zeros((n, 0), np.int64), np.zeros(n, np.int64), np.ones(n),
-            np.zeros((n, 0, 1, k)))
+            np.zeros((n, 0, 1, k)), numba.get_num_threads())
         return time.perf_counter() - t0, thetas
 
     run()  # compile / load
@@ -258,7 +258,7 @@ def main(argv=None) -> int:
               f"{per_step / ours:.3g} | {per_step / tor:.3g} | {err:.0e} |")
     print()
     print(f"batched: {BATCHED_PROBLEMS} rlhf-rloo problems x {BATCHED_STEPS} steps at "
-          f"K={BATCHED_K}, B={BATCHED_B} (run_batch_sampled, prange over problems, "
+          f"K={BATCHED_K}, B={BATCHED_B} (run_batch_sampled, whole problems per thread, "
           f"{numba.config.NUMBA_NUM_THREADS} threads): {fmt_time(batch_s)} = "
           f"{fmt_time(batch_s / (BATCHED_PROBLEMS * BATCHED_STEPS))} per problem-step "
           f"(matches run_one_sampled to {batch_err:.0e})")

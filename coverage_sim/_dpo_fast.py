@@ -643,11 +643,14 @@ def dpo_fast_grad_parallel(sym, d, active, u_in, beta, grad_out, kernel):
             continue
         if spread <= _RANGE_TWO_ROWS:
             four = spread <= _RANGE_FOUR_ROWS
+            # prange's index is unsigned; np.int64 keeps the helpers to the one (int64)
+            # specialisation that the serial kernels compile.
             for c in prange(n_blocks):
-                _block(sym[x], bounds, c, w, acc, four, kernel)
+                _block(sym[x], bounds, np.int64(c), w, acc, four, kernel)
             _finish(bounds, w, acc, active[x], d[x], beta, grad_out[x], sym[x], kernel, u)
         else:
-            for i in prange(k):
+            for row in prange(k):
+                i = np.int64(row)
                 if active[x, i]:
                     g = beta * _exact_row(sym[x], i, u, beta, kernel) - d[x, 0, i]
                     grad_out[x, i] += _small_tail(g, sym[x], i, u, beta, kernel, d[x])
@@ -887,8 +890,8 @@ def dpo_fast_loss_parallel(sym, weights, active, u_in, beta, eps, robust, kernel
         if spread < 0.0:
             continue
         sorted_v = _prepare(sym[x], u, w, spread, kernel)
-        for c in prange(n_blocks):
-            _loss_block(sym[x], weights[x], bounds, c, n_blocks, u, w, sorted_v, beta, spread,
+        for c in prange(n_blocks):   # np.int64: as in dpo_fast_grad_parallel
+            _loss_block(sym[x], weights[x], bounds, np.int64(c), n_blocks, u, w, sorted_v, beta, spread,
                         kernel, eps != 0.0, parts)
         loss += _combine(parts, beta, eps, robust)
     return loss

@@ -51,12 +51,13 @@ arXiv:2404.09656): every ``ref_sync_every`` updates, log pi_ref <- normalise(alp
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from coverage_sim._dpo_fast import (_exp_inplace, dpo_fast_grad_parallel, dpo_fast_grad_ws,
                                     dpo_fast_loss_parallel, dpo_fast_loss_ws, dpo_fast_workspace)
 from coverage_sim._pair_kernels import (KTO, N_PRM, P_LABEL_SMOOTHING, ROBUST,
                                         population_pairwise_sum, unpaired_value_grad)
+from coverage_sim._threads import for_each
 
 TABULAR = 0
 LOGLINEAR = 1
@@ -243,11 +244,11 @@ def _unpaired_term(code, uprm, U, M, lp, rlp, grad_out, want_loss):
                 continue
             u = lp[x, i] - rlp[x, i]
             if d_mass != 0.0:
-                v, g = unpaired_value_grad(code, True, u, z0, beta)
+                v, g = unpaired_value_grad(code, np.bool_(True), u, z0, beta)   # not literals:
                 grad_out[x, i] += d_mass * g
                 loss += d_mass * v
             if u_mass != 0.0:
-                v, g = unpaired_value_grad(code, False, u, z0, beta)
+                v, g = unpaired_value_grad(code, np.bool_(False), u, z0, beta)  # one compile
                 grad_out[x, i] += u_mass * g
                 loss += u_mass * v
     return loss
@@ -450,7 +451,6 @@ def mix_reference(ref_lp, lp, alpha):
             ref_lp[x, i] -= norm
 
 
-@njit(**_JIT)
 def run_one(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, adam_b2, adam_eps,
             steps, record_steps, out_lp, out_loss, parallel_rows):
     """Fused exact-gradient loop with a fixed reference; updates ``theta`` in place and fills the
@@ -460,15 +460,16 @@ def run_one(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, ada
     ``[0, steps]``): ``out_lp[r]`` = log pi and ``out_loss[r]`` = loss. A moving reference
     (TR-DPO) runs through :func:`run_chunk`.
     """
-    m = np.zeros(theta.size)
-    v = np.zeros(theta.size)
+    # A Python wrapper, not a jitted one: its constants (last=True, t0=0, ...) would be numba
+    # literals and compile a second specialisation of the whole engine beside the one that
+    # chunked runs and train_many use (about 40 s of a cold compile).
     n_ctx, k = rlp.shape
     run_chunk(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, adam_b2, adam_eps,
-              steps, True, record_steps, out_lp, out_loss, parallel_rows, m, v, 0, rlp, 0, 1.0,
-              np.zeros((0, n_ctx, k)))
+              steps, True, record_steps, out_lp, out_loss, bool(parallel_rows),
+              np.zeros(theta.size), np.zeros(theta.size), 0, rlp, 0, 1.0, np.zeros((0, n_ctx, k)))
 
 
-@njit(**_JIT)
+@njit(nogil=True, **_JIT)
 def run_chunk(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, adam_b2, adam_eps,
               steps, last, record_steps, out_lp, out_loss, parallel_rows, m, v, t0, ref,
               ref_sync_every, ref_mix_alpha, out_rlp):
@@ -526,43 +527,48 @@ def run_chunk(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, a
                      features, lp, grad_lp, rho)
 
 
-@njit(**_JIT)
 def run_batch(theta, kind, features, base, rlp, stacked_terms, optimizer, lr, adam_b1, adam_b2,
               adam_eps, steps, record_steps, out_lp, out_loss, ref_sync_every, ref_mix_alpha,
-              out_rlp):
-    """:func:`run_one` over a leading batch axis of independent problems, split over threads.
+              out_rlp, threads=1):
+    """:func:`run_one` over a leading batch axis of independent problems, whole problems per
+    thread (``threads`` Python threads; the jitted loop releases the GIL).
 
     ``stacked_terms``: the ``N_TERMS`` term arrays of the problems stacked along a new axis 0
     (:func:`stack_terms`); ``ref_sync_every`` (B,) int64 (0: a fixed reference), ``ref_mix_alpha``
     (B,), ``out_rlp`` (B, R, X, K) (R = 0 to skip recording the reference).
     """
-    m = np.zeros(theta.shape)
-    v = np.zeros(theta.shape)
-    refs = rlp.copy()
     run_batch_chunk(theta, kind, features, base, rlp, stacked_terms, optimizer, lr, adam_b1,
-                    adam_b2, adam_eps, steps, True, record_steps, out_lp, out_loss, m, v, 0, refs,
-                    ref_sync_every, ref_mix_alpha, out_rlp)
+                    adam_b2, adam_eps, steps, True, record_steps, out_lp, out_loss,
+                    np.zeros(theta.shape), np.zeros(theta.shape), 0, rlp.copy(), ref_sync_every,
+                    ref_mix_alpha, out_rlp, threads)
 
 
-@njit(parallel=True, **_JIT)
 def run_batch_chunk(theta, kind, features, base, rlp, stacked_terms, optimizer, lr, adam_b1,
                     adam_b2, adam_eps, steps, last, record_steps, out_lp, out_loss, m, v, t0, refs,
-                    ref_sync_every, ref_mix_alpha, out_rlp):
+                    ref_sync_every, ref_mix_alpha, out_rlp, threads=1):
     """:func:`run_chunk` over a leading batch axis (``m``, ``v`` shaped like ``theta``; ``refs``
-    (B, X, K) the problems' current references, moved in place by those that sync)."""
-    for b in prange(theta.shape[0]):
-        run_chunk(theta[b], kind, features[b], base[b], rlp[b], _terms_at(stacked_terms, b),
+    (B, X, K) the problems' current references, moved in place by those that sync), whole
+    problems per thread (:func:`coverage_sim._threads.for_each`).
+
+    Python threads over the one compiled :func:`run_chunk`, not a numba ``prange``: a parallel
+    kernel would be a second top-level compile of the whole engine (about 25 s in a fresh clone,
+    in every process that trains a batch), and problems take far longer than a call's dispatch
+    (a few microseconds).
+    """
+    last, t0 = bool(last), int(t0)
+
+    def one(b):
+        run_chunk(theta[b], kind, features[b], base[b], rlp[b], terms_at(stacked_terms, b),
                   optimizer, lr[b], adam_b1, adam_b2, adam_eps, steps, last, record_steps,
                   out_lp[b], out_loss[b], False, m[b], v[b], t0, refs[b], ref_sync_every[b],
                   ref_mix_alpha[b], out_rlp[b])
 
+    for_each(one, theta.shape[0], threads)
 
-@njit(**_JIT)
-def _terms_at(st, b):
+
+def terms_at(stacked_terms, b: int) -> tuple:
     """Problem ``b`` of a stacked term tuple (every entry with a leading batch axis)."""
-    return (st[0][b], st[1][b], st[2][b], st[3][b], st[4][b], st[5][b], st[6][b], st[7][b],
-            st[8][b], st[9][b], st[10][b], st[11][b], st[12][b], st[13][b], st[14][b], st[15][b],
-            st[16][b], st[17][b], st[18][b], st[19][b], st[20][b])
+    return tuple(entry[b] for entry in stacked_terms)
 
 
 def stack_terms(all_terms: list) -> tuple:

@@ -40,16 +40,17 @@ Batch buffers: see :func:`alloc_buffers`.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from coverage_sim._engine import (ADAM, NASH_MD, TABULAR, _backprop_into, _softmax_into,
-                                  _terms_at, apply_update, mix_reference)
+                                  apply_update, mix_reference, terms_at)
 from coverage_sim._pair_kernels import (AOT, AOT_UNPAIRED, APO_ZERO, KTO, P_BETA, P_DIVERGENCE,
                                         P_LABEL_SMOOTHING, P_USE_WEIGHTING, REVERSE_KL, SFT,
                                         _loss_on_scores, _sigmoid, aot_unpaired_marginals,
                                         log_sq_norm, pair_value_grad, pair_value_grad_sum,
                                         quantile_coupling_loss, unpaired_value_grad)
 from coverage_sim._rng import uniform
+from coverage_sim._threads import for_each
 
 _JIT = dict(cache=True, error_model="numpy")
 
@@ -347,7 +348,7 @@ def build_static(rho, plan):
     use_q = (ints[I_LIN] == LIN_DRAW or ints[I_LIN] == LIN_GROUP
              or ints[I_LIN] == LIN_REF_DRAWS)
     n_tab = tab_p.shape[0] if (ints[I_PAIRS] == PAIRS_DATA or ints[I_UNPAIRED] != 0) else 0
-    ctx = _table(rho.reshape(1, n_ctx), 1, n_ctx)
+    ctx = _table(rho.reshape(1, n_ctx), np.int64(1), n_ctx)   # not a literal: one compile
     lctx = _table(lin_rho.reshape(1, n_ctx), 1 if ints[I_LIN] == LIN_DRAW else 0, n_ctx)
     q = _table(lin_q, n_ctx if use_q else 0, k)
     tab = build_alias(tab_p[:n_tab], tab_flat[:n_tab])
@@ -1077,9 +1078,12 @@ def sampled_gradients(lp, rlp, terms, plan, state, out_loss, out_grad):
     for r in range(out_grad.shape[0]):
         draw_batch(terms, plan, static, lp, pi, rlp, state, ws, buf)
         grad_lp[:] = 0.0
+        # np.bool_ / np.int64, not literals: numba would compile the batch objective and the
+        # backprop a second time for the constants (the training loops pass variables).
         out_loss[r] = batch_loss_grad(terms, ints[I_KL_EST], ints[I_KL_IN], flts[F_CLIP], lp, pi,
-                                      rlp, buf, grad_lp, True)
-        _backprop_into(TABULAR, empty_features, pi, grad_lp, out_grad[r].reshape(n_ctx * k))
+                                      rlp, buf, grad_lp, np.bool_(True))
+        _backprop_into(np.int64(TABULAR), empty_features, pi, grad_lp,
+                       out_grad[r].reshape(n_ctx * k))
 
 
 @njit(**_JIT)
@@ -1092,7 +1096,7 @@ def draw_one(lp, rlp, terms, plan, state):
     return buf
 
 
-@njit(**_JIT)
+@njit(nogil=True, **_JIT)
 def run_one_sampled(theta, kind, features, base, rlp, terms, plan, state, optimizer, lr, adam_b1,
                     adam_b2, adam_eps, steps, reuse, reset_each_batch, record_steps, out_lp,
                     out_loss, out_samples, out_queries, ref_sync_every, ref_mix_alpha, out_rlp):
@@ -1166,13 +1170,14 @@ def run_one_sampled(theta, kind, features, base, rlp, terms, plan, state, optimi
                      kind, features, lp, grad_lp, rho)
 
 
-@njit(parallel=True, **_JIT)
 def run_batch_sampled(theta, kind, features, base, rlp, stacked_terms, ints, flts, rank_reward,
                       lin_q, lin_c, lin_rho, tab_p, tab_flat, mis_p, mis_flat, states, optimizer,
                       lr, adam_b1, adam_b2, adam_eps, steps, reuse, reset_each_batch, record_steps,
                       out_lp, out_loss, out_samples, out_queries, ref_sync_every, ref_mix_alpha,
-                      out_rlp):
-    """:func:`run_one_sampled` over a leading batch axis of independent problems, one stream each.
+                      out_rlp, threads=1):
+    """:func:`run_one_sampled` over a leading batch axis of independent problems, one stream each,
+    whole problems per thread (``threads`` Python threads; the jitted loop releases the GIL, and
+    one compiled loop serves single and batched runs, as :func:`coverage_sim._engine.run_batch`).
 
     ``stacked_terms``: the term tuples stacked along axis 0
     (:func:`coverage_sim._engine.stack_terms`); ``ref_sync_every`` (B,), ``ref_mix_alpha`` (B,)
@@ -1181,11 +1186,15 @@ def run_batch_sampled(theta, kind, features, base, rlp, stacked_terms, ints, flt
     Problem ``b`` reads only row ``b`` of every stacked array and its own ``states[b]``, so its
     result does not depend on the thread count or on the other problems.
     """
-    for b in prange(theta.shape[0]):
+    reuse, reset_each_batch = int(reuse), bool(reset_each_batch)
+
+    def one(b):
         plan = (ints[b], flts[b], rank_reward[b], lin_q[b], lin_c[b], lin_rho[b], tab_p[b],
                 tab_flat[b], mis_p[b], mis_flat[b])
-        run_one_sampled(theta[b], kind, features[b], base[b], rlp[b],
-                        _terms_at(stacked_terms, b), plan, states[b], optimizer, lr[b], adam_b1,
-                        adam_b2, adam_eps, steps, reuse, reset_each_batch, record_steps, out_lp[b],
-                        out_loss[b], out_samples[b], out_queries[b], ref_sync_every[b],
-                        ref_mix_alpha[b], out_rlp[b])
+        run_one_sampled(theta[b], kind, features[b], base[b], rlp[b], terms_at(stacked_terms, b),
+                        plan, states[b], optimizer, lr[b], adam_b1, adam_b2, adam_eps, steps,
+                        reuse, reset_each_batch, record_steps, out_lp[b], out_loss[b],
+                        out_samples[b], out_queries[b], ref_sync_every[b], ref_mix_alpha[b],
+                        out_rlp[b])
+
+    for_each(one, theta.shape[0], threads)

@@ -12,18 +12,22 @@ call, how many cores are free right now, and uses at most that many threads:
   reads 0.5 ms apart, so that a brief spike does not count; where that file does not exist, the
   usable cores).
 
-Coarse-grained work (``train_many``'s one region over a batch, a pool of processes) keeps every
-thread: each thread then gets its fair share of a busy machine and nothing waits per step.
+Coarse-grained work (``train_many``'s whole problems per thread, :func:`for_each`; a pool of
+processes) keeps every thread: each thread then gets its fair share of a busy machine and nothing
+waits per step.
 ``NUMBA_NUM_THREADS``, ``OMP_NUM_THREADS`` and torch's own settings cap the pools as usual.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import os
+import threading
 import time
 
-__all__ = ["usable_cores", "free_cores", "thread_budget", "numba_threads", "torch_threads"]
+__all__ = ["usable_cores", "free_cores", "thread_budget", "numba_threads", "torch_threads",
+           "for_each"]
 
 ENV_THREADS = "COVERAGE_SIM_THREADS"
 
@@ -129,3 +133,33 @@ def torch_threads(n: int | None):
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def for_each(fn, n: int, threads: int) -> None:
+    """Call ``fn(b)`` for every ``b`` in ``range(n)`` on ``threads`` Python threads.
+
+    Each thread takes the next index when it finishes one, so uneven problems balance and no
+    thread waits for another until the end. The threads overlap only where ``fn`` releases the GIL
+    (a numba function compiled with ``nogil=True``). The first exception raised by ``fn`` is raised
+    here once every thread has stopped.
+    """
+    threads = max(1, min(int(threads), n))
+    if threads == 1:
+        for b in range(n):
+            fn(b)
+        return
+    indices = iter(range(n))
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                b = next(indices, None)
+            if b is None:
+                return
+            fn(b)
+
+    with cf.ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(worker) for _ in range(threads)]
+    for future in futures:
+        future.result()

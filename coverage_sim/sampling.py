@@ -969,11 +969,11 @@ def _pad_stack(arrays: list[np.ndarray]) -> np.ndarray:
 
 def train_many_sampled(env_list, obj_list, data_list, policy, thetas, features, bases, rlps, opt,
                        lrs, adam, steps, rec, batch_size, reuse, est_list, seed, ref_taus,
-                       ref_alphas, out_rlp):
+                       ref_alphas, out_rlp, threads=1):
     """Batched sampled runs (problem ``b`` with the sampling stream of ``seed + b``): updates
     ``thetas`` in place and returns ``(out_lp, out_loss, out_samples, out_queries)``; TR-DPO's
     references (``ref_taus`` (B,) > 0 for those that move, mixing ``ref_alphas`` (B,)) are recorded
-    into ``out_rlp`` (B, R or 0, X, K)."""
+    into ``out_rlp`` (B, R or 0, X, K). Whole problems run on ``threads`` threads."""
     periods = {o.refresh_every for o in obj_list}
     if len(periods) > 1:
         raise ValueError(f"iterative_dpo problems batched together must share steps_per_iteration, "
@@ -994,5 +994,5 @@ def train_many_sampled(env_list, obj_list, data_list, policy, thetas, features, 
     b1, b2, eps = adam
     _s.run_batch_sampled(thetas, policy.kind, features, bases, rlps, terms, *plans, states, opt,
                          lrs, b1, b2, eps, steps, period, reset, rec, out_lp, out_loss,
-                         out_samples, out_queries, ref_taus, ref_alphas, out_rlp)
+                         out_samples, out_queries, ref_taus, ref_alphas, out_rlp, threads)
     return out_lp, out_loss, out_samples, out_queries

@@ -752,7 +752,7 @@ def _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, re
         out_lp, out_loss, n_samples, n_queries = sampling.train_many_sampled(
             env_list, obj_list, data_list, policy, thetas, features, bases, rlps, opt, lrs,
             (b1, b2, eps), steps, rec, sampled[0][0], sampled[0][1], [t[2] for t in sampled],
-            seed, ref_taus, ref_alphas, out_rlp)
+            seed, ref_taus, ref_alphas, out_rlp, min(n, numba.get_num_threads()))
         return batch(out_lp, out_loss, [{"samples": n_samples[b], "queries": n_queries[b]}
                                         for b in range(n)], out_rlp if moving else None)
     all_terms = [o.terms(e, d) for o, e, d in zip(obj_list, env_list, data_list)]
@@ -789,7 +789,7 @@ def _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, re
             _engine.run_batch_chunk(
                 thetas, policy.kind, features, bases, rlps, stacked, opt, lrs, b1, b2, eps,
                 stop - first, last, rec[i0:i1] - first, lp_chunk, loss_chunk, m, v, first, refs,
-                ref_taus, ref_alphas, rlp_chunk)
+                ref_taus, ref_alphas, rlp_chunk, threads)
             if not whole:
                 out_lp[:, i0:i1], out_loss[:, i0:i1] = lp_chunk, loss_chunk
                 if moving:
@@ -808,7 +808,7 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
                eval_data: PairData | str | None = None, adam=_ADAM_DEFAULTS,
                metrics: Sequence[str] | None = None, progress: bool | None = None,
                batch_size: int | None = None, reuse: int = 1, estimator=None) -> list[Run]:
-    """Train many independent problems at once, with a numba ``prange`` over the batch.
+    """Train many independent problems at once, whole problems spread over threads.
 
     Any of ``envs``, ``objectives``, ``datas``, ``lr`` and ``policy`` may be a single value (shared)
     or a list (one per problem); lists must have one common length B. All problems must have the
@@ -816,9 +816,10 @@ def train_many(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, steps
     policies one kind and one parameter count (e.g. log-linear policies with each instance's own
     features of one dimension). Exact iterative DPO is not batched (its pairs are rebuilt in Python
     between iterations); sampled iterative DPO is. ``record``, ``eval_data``, ``metrics`` and
-    ``progress`` are as in :func:`train`. The batch is split over all numba threads (whole problems
-    per thread, so a busy machine slows it down without making threads wait for each other at
-    every step).
+    ``progress`` are as in :func:`train`. The batch is split over as many threads as numba's
+    (``numba.get_num_threads()``), each running the compiled training loop of :func:`train` on
+    whole problems with the GIL released, so a busy machine slows it down without making threads
+    wait for each other at every step.
 
     ``batch_size``, ``reuse`` and ``estimator`` (shared by all problems) select sampled training as
     in :func:`train`; problem ``b`` draws from the sampling stream of ``seed + b``, so it equals
@@ -862,7 +863,7 @@ def train_policies(envs: Bandit | Sequence[Bandit], objectives, datas=None, *, s
     """:func:`train_many` without the per-problem results: only the recorded log-policies.
 
     The lean batched path for sweeps of many small problems (e.g. the gap atlas trains tens of
-    thousands): the same batch of problems, seeds and numba ``prange`` engine as :func:`train_many`,
+    thousands): the same batch of problems, seeds and threaded engine as :func:`train_many`,
     but no :class:`Run`, history ``DataFrame``, metrics or config per problem, so the Python cost per
     problem is only compiling its objective. Compute the metrics you need on the returned array
     (:mod:`coverage_sim.metrics` takes leading batch axes).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import pytest
 
@@ -65,3 +67,33 @@ def test_numba_threads_context_restores_the_count():
     with _threads.numba_threads(1) as n:
         assert n == 1 == numba.get_num_threads()
     assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize("n, threads", [(0, 2), (1, 3), (7, 1), (7, 2), (7, 16)])
+def test_for_each_calls_every_index_once(n, threads):
+    seen = []
+    _threads.for_each(seen.append, n, threads)
+    assert sorted(seen) == list(range(n))
+
+
+def test_for_each_runs_the_calls_concurrently():
+    # Two calls that each wait for the other: a serial loop would break the barrier (timeout).
+    barrier = threading.Barrier(2, timeout=10)
+    _threads.for_each(lambda b: barrier.wait(), 2, 2)
+
+
+def test_for_each_raises_the_first_error():
+    def fn(b):
+        if b == 3:
+            raise ValueError("problem 3")
+
+    with pytest.raises(ValueError, match="problem 3"):
+        _threads.for_each(fn, 6, 2)
+
+
+def test_batched_loops_release_the_gil():
+    # train_many's threads overlap only inside loops compiled with nogil
+    from coverage_sim import _engine, _sampled
+
+    assert _engine.run_chunk.targetoptions["nogil"] is True
+    assert _sampled.run_one_sampled.targetoptions["nogil"] is True

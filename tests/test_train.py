@@ -617,3 +617,32 @@ def test_tr_dpo_without_a_sync_in_range_is_dpo_and_batches(env, data):
         single = cs.train(env, obj, data, steps=50, lr=0.05)
         np.testing.assert_allclose(run.snapshots, single.snapshots, rtol=0, atol=1e-14)
         np.testing.assert_allclose(run.references, single.references, rtol=0, atol=1e-14)
+
+
+_ONE_COMPILED_LOOP = """
+import numpy as np
+import coverage_sim as cs
+from coverage_sim import _engine, _sampled
+env = cs.tajwar_bandit(n_actions=12)
+data = cs.offline_pairs(env, env.ref)
+kw = dict(steps=30, lr=0.01)
+cs.train(env, "dpo", data, progress=False, **kw)                       # one fused call
+cs.train(env, "ipo", data, progress=True, **kw)                        # chunked, with a bar
+cs.train(env, cs.objective("dpo", sync_ref_model=True, ref_model_sync_steps=4), data, **kw)
+cs.train_many(env, "online_dpo", lr=[0.01, 0.02], steps=30)            # threads over problems
+cs.train(env, "dpo", data, batch_size=4, **kw)
+cs.train_many(env, "rlhf", lr=[0.01, 0.02], steps=30, batch_size=4)
+print(len(_engine.run_chunk.signatures), len(_sampled.run_one_sampled.signatures))
+"""
+
+
+def test_single_chunked_and_batched_runs_share_one_compiled_loop():
+    # Each extra specialisation of a training loop recompiles the whole engine under it (tens of
+    # seconds in a fresh clone, in every worker process): a literal constant passed between jitted
+    # functions, or a batch path with its own parallel kernel, would add one.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _ONE_COMPILED_LOOP], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]

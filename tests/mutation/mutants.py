@@ -208,7 +208,8 @@ MUTANTS = [
       "t = alpha * lp[x, i] + (1.0 - alpha) * ref_lp[x, i]",
       "t = (1.0 - alpha) * lp[x, i] + alpha * ref_lp[x, i]"),
     M("_engine", "engine-batch-kl-coef", "batched runs share the first KL coefficient",
-      "st[9][b], st[10][b]", "st[9][b], st[10][0]"),
+      "return tuple(entry[b] for entry in stacked_terms)",
+      "return tuple(entry[0 if i == 10 else b] for i, entry in enumerate(stacked_terms))"),
     # ------------------------------------------------------------------ objectives
     M("objectives", "obj-awr-temperature", "AWR weights exp(r beta) for exp(r / beta)",
       "weights = np.exp(reward / beta)", "weights = np.exp(reward * beta)"),
