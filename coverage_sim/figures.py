@@ -1,7 +1,7 @@
 """Reproduce the registered figures: run every experiment, draw it, check its claim, index it.
 
 :func:`reproduce` runs the experiments' seeds as one pool of work (so single-seed experiments still use
-every core), then for each experiment writes into the figures folder::
+every core), and as each experiment's last seed comes in writes into the figures folder::
 
     <id>.png, <id>.pdf   the figure
     <id>.csv             the tidy table behind it (or its summary, ``Experiment.figure_table``)
@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from tqdm.auto import tqdm
-
 from coverage_sim import _catalogue_render, catalogue
 from coverage_sim.catalogue import figure_key
 from coverage_sim.experiments import EXPERIMENTS, get_experiment
@@ -32,9 +30,10 @@ from coverage_sim.experiments.registry import Experiment, assess, config_from_ov
 from coverage_sim.experiments.verdict import AGREES, CheckResult
 from coverage_sim.plotting import save_figure
 from coverage_sim.provenance import source_revision
-from coverage_sim.sweep import (atomic_write_text, collect, execute, experiment_cells, prepare,
-                                run_local)
+from coverage_sim.sweep import (UnitRecorder, atomic_write_text, collect, execute,
+                                experiment_cells, prepare, run_queue, seed_table, unit_args)
 from coverage_sim.train import package_versions
+from coverage_sim.warmup import GROUPS, warm_up
 
 __all__ = ["Verdict", "reproduce", "write_figure", "write_index", "short_citation"]
 
@@ -69,6 +68,10 @@ def _figure_key(experiment: Experiment):
     return figure_key(experiment.figure, experiment.id)
 
 
+#: Expected seconds to draw, check and save one figure (the progress bar's weight for it).
+FIGURE_SECONDS = 1.5
+
+
 def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
               figures_dir: str | Path = "figures", runs_dir: str | Path = "runs",
               workers: int | None = None, scheduler: str | None = None,
@@ -79,6 +82,12 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
     figures, their data and the index go to ``figures_dir``. ``device`` (e.g. ``"cuda"``) is set in
     the config of every experiment that has a ``device`` field (the torch experiments); the others
     run as usual.
+
+    Locally one pool of ``workers`` processes (default one per core) does everything: it first
+    compiles numba's kernels, one group per process (:mod:`coverage_sim.warmup`; a fresh clone
+    would otherwise compile the same kernels in every process at once), then runs the units, most
+    expensive first, and draws each experiment's figure as soon as its last unit is in. With a
+    ``scheduler`` the units run on that dask cluster and the figures here afterwards.
 
     Returns:
       One :class:`Verdict` per experiment, in figure order.
@@ -93,7 +102,7 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
         if device is not None and "device" in {f.name for f in dataclasses.fields(config)}:
             config = dataclasses.replace(config, device=device)
         folder, cfg, seeds, pending = prepare(exp, config, exp.default_seeds(quick), runs / exp.id)
-        plans.append((exp, config, cfg, folder, seeds))
+        plans.append((exp.id, cfg, str(folder), seeds, str(figures), quick))
         units += pending
         # Expected seconds per seed from the catalogue, shared by a seed's cells: the longest
         # units start first and the bar's remaining time counts cost, not units (they differ in
@@ -101,26 +110,57 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
         per_unit = (expected.get(exp.id, _catalogue_render.DEFAULT_SECONDS)
                     / len(experiment_cells(exp, config) or [None]))
         costs += [per_unit] * len(pending)
-    execute(units, workers=workers, scheduler=scheduler, progress=progress, desc="reproduce",
-            costs=costs)
-    # Drawing and checking take about a second or two per figure (matplotlib's text layout
-    # dominates): spread them over the same number of processes as the runs.
-    jobs = [(exp.id, cfg, str(folder), seeds, str(figures), quick)
-            for exp, config, cfg, folder, seeds in plans]
-    bar = tqdm(total=len(jobs), disable=not progress, desc="figures")
     results = {}
-
-    def done(job, verdict: Verdict) -> None:
-        results[job[0]] = verdict
-        bar.update()
-
-    try:
-        run_local(write_figure, jobs, min(workers or os.cpu_count() or 1, len(jobs)), done)
-    finally:
-        bar.close()
-    verdicts = [results[job[0]] for job in jobs]
+    if scheduler is not None:
+        execute(units, scheduler=scheduler, progress=progress, desc="reproduce", costs=costs)
+        with UnitRecorder([], progress=progress, desc="figures",
+                          extra=FIGURE_SECONDS * len(plans)) as record:
+            for job in plans:
+                results[job[0]] = write_figure(*job)
+                record.advance(FIGURE_SECONDS, f"figure {job[0]}")
+    else:
+        _reproduce_locally(plans, units, costs, workers, progress, results)
     write_index(figures, quick=quick)
-    return verdicts
+    return [results[job[0]] for job in plans]
+
+
+def _reproduce_locally(plans: list, units: list, costs: list, workers: int | None,
+                       progress: bool, results: dict) -> None:
+    """:func:`reproduce`'s one local pool: kernel warm-up, units, and each figure (``plans``, the
+    :func:`write_figure` arguments) once its experiment's units are in; verdicts into ``results``."""
+    workers = min(workers or os.cpu_count() or 1, max(len(units) + len(plans), 1))
+    left = {job[0]: 0 for job in plans}
+    for unit in units:
+        left[unit[0]] += 1
+    figure_task = {job[0]: (write_figure, job, ("figure", job[0])) for job in plans}
+    # Kernels are worth compiling up front only where several processes would each compile them.
+    groups = GROUPS if workers > 1 and len(units) > 1 else ()
+    warming = [len(groups)]
+    record = UnitRecorder(units, costs, progress=progress, desc="reproduce",
+                          extra=FIGURE_SECONDS * len(plans))
+
+    def main_work() -> list:
+        ready = [figure_task[i] for i, n in left.items() if n == 0]
+        return ready + [(seed_table, unit_args(u), ("unit", u)) for u in record.units]
+
+    def on_done(key, result) -> list:
+        kind, item = key
+        if kind == "warm":
+            warming[0] -= 1
+            record.advance(0.0, f"compiled kernels: {item}")
+            return main_work() if warming[0] == 0 else []
+        if kind == "unit":
+            record.finish(item, result)
+            left[item[0]] -= 1
+            return [figure_task[item[0]]] if left[item[0]] == 0 else []
+        results[item] = result
+        record.advance(FIGURE_SECONDS, f"figure {item}")
+        return []
+
+    if groups:
+        record.advance(0.0, "compiling numba kernels")
+    with record:
+        run_queue([(warm_up, (g,), ("warm", g)) for g in groups] or main_work(), workers, on_done)
 
 
 def write_figure(experiment_id: str, config: dict, folder: str | Path, seeds: list[int],

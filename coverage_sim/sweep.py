@@ -18,6 +18,7 @@ run's.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import contextlib
 import json
@@ -37,7 +38,8 @@ from coverage_sim.provenance import source_revision
 from coverage_sim.train import package_versions
 
 __all__ = ["atomic_write_text", "run_sweep", "prepare", "execute", "collect", "load_run",
-           "seed_table", "experiment_cells", "run_local"]
+           "seed_table", "experiment_cells", "run_local", "run_queue", "unit_args",
+           "UnitRecorder"]
 
 
 def seed_table(experiment_id: str, config: dict, seed: int, cell: str | None = None
@@ -75,16 +77,42 @@ def run_local(fn, jobs: list, workers: int, on_done, args=tuple) -> None:
     and no training call inside a job shows its own progress bar (nor does one in this process):
     the caller reports progress in ``on_done``.
     """
+    def done(job, result):
+        on_done(job, result)
+        return ()
+
+    run_queue([(fn, args(job), job) for job in jobs], workers, done)
+
+
+def run_queue(tasks: Iterable[tuple], workers: int, on_done) -> None:
+    """Run ``(fn, args, key)`` tasks as :func:`run_local` does, with follow-ups.
+
+    ``on_done(key, result)`` runs here as each task finishes and returns the tasks that finished
+    one makes ready (e.g. an experiment's figure once its last unit is in); they run before the
+    tasks still queued. Only ``workers`` tasks are in flight at a time, so that a follow-up does not
+    wait behind the whole queue.
+    """
+    queue = collections.deque(tasks)
+
+    def follow(key, result):
+        queue.extendleft(reversed(list(on_done(key, result))))
+
     if workers <= 1:
         with _inner_bars_hidden():
-            for job in jobs:
-                on_done(job, fn(*args(job)))
+            while queue:
+                fn, fn_args, key = queue.popleft()
+                follow(key, fn(*fn_args))
         return
     with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                 initializer=_worker_init) as pool:
-        futures = {pool.submit(fn, *args(job)): job for job in jobs}
-        for future in cf.as_completed(futures):
-            on_done(futures[future], future.result())
+        running = {}
+        while queue or running:
+            while queue and len(running) < workers:
+                fn, fn_args, key = queue.popleft()
+                running[pool.submit(fn, *fn_args)] = key
+            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for future in finished:
+                follow(running.pop(future), future.result())
 
 
 @contextlib.contextmanager
@@ -160,27 +188,7 @@ def execute(units: list, *, workers: int | None = None, scheduler: str | None = 
     the progress bar, so that its remaining time is the expected cost left, not a count of seeds.
     A scheduler that cannot be reached is a ``ValueError`` naming it.
     """
-    if costs is None:
-        costs = [1.0] * len(units)
-    if len(costs) != len(units):
-        raise ValueError(f"costs must have one entry per unit ({len(units)}), got {len(costs)}")
-    order = sorted(range(len(units)), key=lambda i: -costs[i])
-    units, costs = [units[i] for i in order], [float(costs[i]) for i in order]
-    weight = {(u[0], u[2], str(u[3]), u[4]): c for u, c in zip(units, costs)}
-    bar = tqdm(total=sum(costs), disable=not progress, desc=desc,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
-    done = [0]
-
-    def work(unit) -> tuple:
-        return unit[0], unit[1], unit[2], unit[4]
-
-    def finish(unit, table: pd.DataFrame) -> None:
-        atomic_write_text(_unit_path(unit[3], unit[2], unit[4]), table.to_csv(index=False))
-        done[0] += 1
-        bar.set_postfix_str(f"{done[0]}/{len(units)} units, last {unit[0]}", refresh=False)
-        bar.update(weight[unit[0], unit[2], str(unit[3]), unit[4]])
-
-    try:
+    with UnitRecorder(units, costs, progress=progress, desc=desc) as record:
         if scheduler is not None:
             from distributed import Client, as_completed
 
@@ -189,14 +197,66 @@ def execute(units: list, *, workers: int | None = None, scheduler: str | None = 
             except (OSError, TimeoutError) as exc:
                 raise ValueError(f"scheduler {scheduler!r}: cannot connect ({exc})") from exc
             with client:
-                futures = {client.submit(seed_table, *work(u), pure=False): u for u in units}
+                futures = {client.submit(seed_table, *unit_args(u), pure=False): u
+                           for u in record.units}
                 for future in as_completed(futures):
-                    finish(futures[future], future.result())
+                    record.finish(futures[future], future.result())
             return
         workers = min(workers or os.cpu_count() or 1, max(len(units), 1))
-        run_local(seed_table, units, workers, finish, args=work)
-    finally:
-        bar.close()
+        run_local(seed_table, record.units, workers, record.finish, args=unit_args)
+
+
+def unit_args(unit) -> tuple:
+    """The :func:`seed_table` arguments of a unit of :func:`prepare`."""
+    return unit[0], unit[1], unit[2], unit[4]
+
+
+class UnitRecorder:
+    """A sweep's units, most expensive first, and its progress bar (a context manager).
+
+    :meth:`finish` writes a finished unit's table atomically and advances the bar by the unit's
+    expected cost (``costs``, default 1 each), so that the bar's remaining time is the expected cost
+    left; ``extra`` adds the cost of other work reported with :meth:`advance` (e.g. reproduce's
+    figures).
+    """
+
+    def __init__(self, units: list, costs: list[float] | None = None, *, progress: bool = True,
+                 desc: str = "seeds", extra: float = 0.0):
+        if costs is None:
+            costs = [1.0] * len(units)
+        if len(costs) != len(units):
+            raise ValueError(f"costs must have one entry per unit ({len(units)}), "
+                             f"got {len(costs)}")
+        order = sorted(range(len(units)), key=lambda i: -costs[i])
+        self.units = [units[i] for i in order]
+        self._weight = {self._key(units[i]): float(costs[i]) for i in order}
+        self._done = 0
+        self.bar = tqdm(total=sum(self._weight.values()) + extra, disable=not progress,
+                        desc=desc, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} "
+                                              "[{elapsed}<{remaining}]")
+
+    @staticmethod
+    def _key(unit) -> tuple:
+        return unit[0], unit[2], str(unit[3]), unit[4]
+
+    def finish(self, unit, table: pd.DataFrame) -> None:
+        """Write ``unit``'s table and advance the bar."""
+        atomic_write_text(_unit_path(unit[3], unit[2], unit[4]), table.to_csv(index=False))
+        self._done += 1
+        self.advance(self._weight[self._key(unit)],
+                     f"{self._done}/{len(self.units)} units, last {unit[0]}")
+
+    def advance(self, cost: float, note: str) -> None:
+        """Advance the bar by ``cost`` and show ``note`` beside it (at once when ``cost`` is 0:
+        the bar then has no update to redraw it)."""
+        self.bar.set_postfix_str(note, refresh=cost == 0)
+        self.bar.update(cost)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
 
 
 def collect(folder: Path, seeds: list[int], cells: list[str] | None = None) -> pd.DataFrame:

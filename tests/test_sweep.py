@@ -199,3 +199,24 @@ def test_units_run_with_the_training_calls_bars_hidden(monkeypatch):
     with _inner_bars_hidden():
         assert not wants_progress(None, expected_seconds=0.0)
     assert os.environ[ENV_PROGRESS] == "1"
+
+
+def _tasks(*values):
+    return [(abs, (v,), f"t{abs(v)}") for v in values]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_queue_runs_follow_ups_before_the_queued_tasks(workers):
+    from coverage_sim.sweep import run_queue
+
+    order = []
+
+    def on_done(key, result):
+        order.append((key, result))
+        return _tasks(-10) if key == "t1" else []   # t1 makes t10 ready
+
+    run_queue(_tasks(-1, -2, -3), workers, on_done)
+    assert sorted(order) == [("t1", 1), ("t10", 10), ("t2", 2), ("t3", 3)]
+    if workers == 1:
+        # in order, the follow-up ahead of the tasks still queued
+        assert [key for key, _ in order] == ["t1", "t10", "t2", "t3"]
