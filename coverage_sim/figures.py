@@ -31,7 +31,8 @@ from coverage_sim.experiments.verdict import AGREES, CheckResult
 from coverage_sim.plotting import save_figure
 from coverage_sim.provenance import source_revision
 from coverage_sim.sweep import (UnitRecorder, atomic_write_text, collect, execute,
-                                experiment_cells, prepare, run_queue, seed_table, unit_args)
+                                experiment_cells, prepare, run_local, run_queue, seed_table,
+                                unit_args)
 from coverage_sim.train import package_versions
 from coverage_sim.warmup import GROUPS, warm_up
 
@@ -83,10 +84,10 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
     the config of every experiment that has a ``device`` field (the torch experiments); the others
     run as usual.
 
-    Locally one pool of ``workers`` processes (default one per core) does everything: it first
-    compiles numba's kernels, one group per process (:mod:`coverage_sim.warmup`; a fresh clone
-    would otherwise compile the same kernels in every process at once), then runs the units, most
-    expensive first, and draws each experiment's figure as soon as its last unit is in. With a
+    Locally one pool of ``workers`` processes (default one per core) does everything: for more
+    than one experiment it first compiles numba's kernels, one group per process
+    (:mod:`coverage_sim.warmup`; a fresh clone would otherwise compile the same kernels in every
+    process at once), then runs the units, most expensive first, and draws each experiment's figure as soon as its last unit is in. With a
     ``scheduler`` the units run on that dask cluster and the figures here afterwards.
 
     Returns:
@@ -115,9 +116,11 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
         execute(units, scheduler=scheduler, progress=progress, desc="reproduce", costs=costs)
         with UnitRecorder([], progress=progress, desc="figures",
                           extra=FIGURE_SECONDS * len(plans)) as record:
-            for job in plans:
-                results[job[0]] = write_figure(*job)
+            def done(job, verdict: Verdict) -> None:
+                results[job[0]] = verdict
                 record.advance(FIGURE_SECONDS, f"figure {job[0]}")
+
+            run_local(write_figure, plans, min(workers or os.cpu_count() or 1, len(plans)), done)
     else:
         _reproduce_locally(plans, units, costs, workers, progress, results)
     write_index(figures, quick=quick)
@@ -133,9 +136,11 @@ def _reproduce_locally(plans: list, units: list, costs: list, workers: int | Non
     for unit in units:
         left[unit[0]] += 1
     figure_task = {job[0]: (write_figure, job, ("figure", job[0])) for job in plans}
-    # Kernels are worth compiling up front only where several processes would each compile them.
-    groups = GROUPS if workers > 1 and len(units) > 1 else ()
-    warming = [len(groups)]
+    # Compiling every kernel group up front pays where several processes would each compile the
+    # same kernels (several experiments, most of them on the engine); one experiment compiles only
+    # what it uses, in at most as many processes as it has units.
+    groups = GROUPS if workers > 1 and len(units) > 1 and len(plans) > 1 else ()
+    warming = len(groups)
     record = UnitRecorder(units, costs, progress=progress, desc="reproduce",
                           extra=FIGURE_SECONDS * len(plans))
 
@@ -144,11 +149,12 @@ def _reproduce_locally(plans: list, units: list, costs: list, workers: int | Non
         return ready + [(seed_table, unit_args(u), ("unit", u)) for u in record.units]
 
     def on_done(key, result) -> list:
+        nonlocal warming
         kind, item = key
         if kind == "warm":
-            warming[0] -= 1
+            warming -= 1
             record.advance(0.0, f"compiled kernels: {item}")
-            return main_work() if warming[0] == 0 else []
+            return main_work() if warming == 0 else []
         if kind == "unit":
             record.finish(item, result)
             left[item[0]] -= 1
