@@ -59,5 +59,8 @@ def warm_up(group: str) -> float:
         logits = np.zeros(env.n_responses)
         cs.train(env, "dpo", data, steps=2, lr=0.1, batch_size=2, metrics=[], progress=False)
         cs.sampled_gradients(env, "rlhf", logits, batch_size=2, draws=1)
+        options = dict(group_size=2, kl_estimator="k3", kl_in="reward")
+        cs.batch_gradient(env, "rlhf", logits,
+                          cs.population_batch(env, "rlhf", logits, **options))
         cs.gradient(env, "dpo", logits, data)
     return time.perf_counter() - start

@@ -118,11 +118,11 @@ def test_reproduce_shares_a_seeds_expected_cost_among_its_cells(monkeypatch, tmp
 
     seen = {}
 
-    def fake_execute(units, *, costs, **kwargs):
+    def fake_pool(plans, units, costs, *args):
         seen["units"], seen["costs"] = units, costs
         raise StopIteration
 
-    monkeypatch.setattr(figures, "execute", fake_execute)
+    monkeypatch.setattr(figures, "_reproduce_locally", fake_pool)
     with pytest.raises(StopIteration):
         figures.reproduce(["gap-atlas", "azar-ipo-vs-dpo"], quick=True,
                           figures_dir=tmp_path / "f", runs_dir=tmp_path / "r", progress=False)
