@@ -891,7 +891,7 @@ def dpo_fast_loss_parallel(sym, weights, active, u_in, beta, eps, robust, kernel
             continue
         sorted_v = _prepare(sym[x], u, w, spread, kernel)
         for c in prange(n_blocks):   # np.int64: as in dpo_fast_grad_parallel
-            _loss_block(sym[x], weights[x], bounds, np.int64(c), n_blocks, u, w, sorted_v, beta, spread,
-                        kernel, eps != 0.0, parts)
+            _loss_block(sym[x], weights[x], bounds, np.int64(c), n_blocks, u, w, sorted_v, beta,
+                        spread, kernel, eps != 0.0, parts)
         loss += _combine(parts, beta, eps, robust)
     return loss

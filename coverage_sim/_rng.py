@@ -1,10 +1,10 @@
 """A small explicit PRNG for numba loops: xoshiro256** (Blackman and Vigna, arXiv:1805.01407).
 
 The sampled mode draws its batches inside fused numba loops, including batches of independent
-problems spread over threads, and a run must be bit-identical whatever the thread count. That needs one
-explicit stream per problem whose state is plain data. numba 0.68 can take ``np.random.Generator``
-objects into jitted code (a reflected list of them even works inside ``prange``), but we do not use
-them, because:
+problems spread over threads, and a run must be bit-identical whatever the thread count. That
+needs one explicit stream per problem whose state is plain data. numba 0.68 can take
+``np.random.Generator`` objects into jitted code (a reflected list of them even works inside
+``prange``), but we do not use them, because:
 
 * a per-problem state here is one row of a ``(B, 4)`` uint64 array, which slices, stacks and copies
   like any other engine buffer; a list of Python Generator objects crossing into ``prange`` relies on

@@ -87,8 +87,9 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
     Locally one pool of ``workers`` processes (default one per core) does everything: for more
     than one experiment it first compiles numba's kernels, one group per process
     (:mod:`coverage_sim.warmup`; a fresh clone would otherwise compile the same kernels in every
-    process at once), then runs the units, most expensive first, and draws each experiment's figure as soon as its last unit is in. With a
-    ``scheduler`` the units run on that dask cluster and the figures here afterwards.
+    process at once), then runs the units, most expensive first, and draws each experiment's
+    figure as soon as its last unit is in. With a ``scheduler`` the units run on that dask cluster
+    and the figures here afterwards.
 
     Returns:
       One :class:`Verdict` per experiment, in figure order.
@@ -130,7 +131,8 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
 def _reproduce_locally(plans: list, units: list, costs: list, workers: int | None,
                        progress: bool, results: dict) -> None:
     """:func:`reproduce`'s one local pool: kernel warm-up, units, and each figure (``plans``, the
-    :func:`write_figure` arguments) once its experiment's units are in; verdicts into ``results``."""
+    :func:`write_figure` arguments) once its experiment's units are in; verdicts into
+    ``results``."""
     workers = min(workers or os.cpu_count() or 1, max(len(units) + len(plans), 1))
     left = {job[0]: 0 for job in plans}
     for unit in units:

@@ -748,11 +748,12 @@ def _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, re
     ref_alphas = np.array([s_[1] for s_ in syncs], dtype=np.float64)
     n_ctx, k = env_list[0].n_contexts, env_list[0].n_responses
     out_rlp = np.empty((n, rec.size if moving else 0, n_ctx, k))
+    threads = min(n, numba.get_num_threads())   # whole problems per thread
     if batch_size is not None:
         out_lp, out_loss, n_samples, n_queries = sampling.train_many_sampled(
             env_list, obj_list, data_list, policy, thetas, features, bases, rlps, opt, lrs,
             (b1, b2, eps), steps, rec, sampled[0][0], sampled[0][1], [t[2] for t in sampled],
-            seed, ref_taus, ref_alphas, out_rlp, min(n, numba.get_num_threads()))
+            seed, ref_taus, ref_alphas, out_rlp, threads)
         return batch(out_lp, out_loss, [{"samples": n_samples[b], "queries": n_queries[b]}
                                         for b in range(n)], out_rlp if moving else None)
     all_terms = [o.terms(e, d) for o, e, d in zip(obj_list, env_list, data_list)]
@@ -765,13 +766,12 @@ def _train_batch(envs, objectives, datas, steps, lr, optimizer, seed, policy, re
     out_loss = np.empty((n, rec.size))
     cost_plan = plan_list[0] if plans else (None, ())
     step_ns, record_ns = _step_ns(all_terms[0], env_list[0], features[0], cost_plan)
-    threads = min(n, numba.get_num_threads())
     work = _Work(progress, f"train_many {obj_list[0].name} (B={n}, K={k})", n * step_ns,
                  n * record_ns, n * _finish_ns(env_list[0], cost_plan), steps, rec.size, threads)
     with work:
-        # One parallel region over the whole batch (per chunk when a bar is shown): each thread
-        # runs whole problems, so a busy machine slows it down but never makes threads wait per
-        # step; all numba threads are used.
+        # One pass of the threads over the whole batch (per chunk when a bar is shown): each
+        # thread runs whole problems, so a busy machine slows it down but never makes threads
+        # wait per step.
         m, v = np.zeros(thetas.shape), np.zeros(thetas.shape)
         refs = rlps.copy()   # the current references, moved in place by TR-DPO's problems
         first = 0

@@ -1,4 +1,4 @@
-"""The numba kernels' compile structure: one specialisation per loop (a fresh clone compiles cold)."""
+"""The numba kernels' compile structure: one specialisation per loop (fresh clones compile cold)."""
 
 from __future__ import annotations
 
