@@ -8,7 +8,8 @@
 - ``plot DIR``: draw a finished run's figure into DIR (PNG and PDF).
 - ``reproduce [ID ...] [--quick]``: run, draw and check every figure into ``figures/`` (with
   ``--quick``, into ``runs/quick/figures/`` unless ``--figures`` says otherwise, so that a quick
-  run never overwrites the committed full-size figures).
+  run never overwrites the committed full-size figures; PNG and PDF, a quick run PNG only, or the
+  ``--formats`` given).
 - ``objectives`` / ``instances``: the objective catalogue and the built-in instances.
 - ``train INSTANCE -o NAME [-o NAME ...]``: train objectives on an instance with exact gradients and
   print their final metrics side by side (``--out DIR``: history.csv and config.json per objective).
@@ -283,7 +284,8 @@ def _cmd_reproduce(args) -> int:
     _output_folder(figures, "--figures")
     verdicts = reproduce(args.ids or None, quick=args.quick, figures_dir=figures,
                          runs_dir=args.runs, workers=args.workers, scheduler=args.scheduler,
-                         progress=not args.no_progress, device=args.device)
+                         progress=not args.no_progress, device=args.device,
+                         formats=None if args.formats is None else args.formats.split(","))
     unexpected = 0
     for verdict in verdicts:
         expected = get_experiment(verdict.experiment).expected(quick=args.quick)[0]
@@ -402,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(func=_cmd_plot)
     rep = command("reproduce", "run, draw and check every figure into figures/",
                   "Run, draw and check the registered experiments (default: all) and write each "
-                  "figure (PNG, PDF), its data (CSV), its config and verdict (JSON) and the "
+                  "figure (PNG, PDF; PNG only with --quick), its data (CSV), its config and "
+                  "verdict (JSON) and the "
                   "illustrated index README.md into the figures folder. Runs are resumable "
                   "under --runs.")
     rep.add_argument("ids", nargs="*", metavar="ID", help="experiment ids (default: all)")
@@ -414,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output folder for figures, data and index (default: figures, or "
                           "RUNS/quick/figures with --quick)")
     rep.add_argument("--runs", default="runs", metavar="DIR", help="folder for resumable runs")
+    rep.add_argument("--formats", default=None, metavar="LIST",
+                     help="comma-separated image formats of each figure (default: png,pdf; "
+                          "png with --quick)")
     rep.add_argument("--device", default=None,
                      help="torch device of the transformer experiments, e.g. cuda (the others run "
                           "on the CPU as usual)")

@@ -3,7 +3,7 @@
 :func:`reproduce` runs the experiments' seeds as one pool of work (so single-seed experiments still use
 every core), and as each experiment's last seed comes in writes into the figures folder::
 
-    <id>.png, <id>.pdf   the figure
+    <id>.png, <id>.pdf   the figure (the PNG only with ``quick``, unless ``formats`` says otherwise)
     <id>.csv             the tidy table behind it (or its summary, ``Experiment.figure_table``)
     <id>.json            experiment, config, seeds, package versions and the check's result
 
@@ -36,7 +36,8 @@ from coverage_sim.sweep import (UnitRecorder, atomic_write_text, collect, execut
 from coverage_sim.train import package_versions
 from coverage_sim.warmup import GROUPS, warm_up
 
-__all__ = ["Verdict", "reproduce", "write_figure", "write_index", "short_citation"]
+__all__ = ["FORMATS", "QUICK_FORMATS", "Verdict", "check_formats", "reproduce", "write_figure",
+           "write_index", "short_citation"]
 
 
 @dataclass(frozen=True)
@@ -72,17 +73,39 @@ def _figure_key(experiment: Experiment):
 #: Expected seconds to draw, check and save one figure (the progress bar's weight for it).
 FIGURE_SECONDS = 1.5
 
+#: The formats :func:`reproduce` saves a figure in: PNG and PDF by default; a quick run's figures
+#: are previews, so it writes the PNG only (the PDF pass is about 40% of drawing a figure: 16 of
+#: the 27 quick figures' 40 CPU-seconds, measured 2026-12-04).
+FORMATS = ("png", "pdf")
+QUICK_FORMATS = ("png",)
+
+
+def check_formats(formats) -> tuple[str, ...]:
+    """``formats`` as a tuple of image formats matplotlib writes (``"png"``, ``"pdf"``, ``"svg"``,
+    ...); raises ValueError naming the parameter when it is empty or names an unknown format."""
+    from matplotlib.figure import Figure
+
+    supported = Figure().canvas.get_supported_filetypes()
+    out = tuple(formats)
+    bad = [f for f in out if f not in supported]
+    if not out or bad:
+        raise ValueError(f"formats must be a non-empty list of image formats matplotlib writes "
+                         f"({', '.join(sorted(supported))}), got {list(out)!r}")
+    return out
+
 
 def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
               figures_dir: str | Path = "figures", runs_dir: str | Path = "runs",
               workers: int | None = None, scheduler: str | None = None,
-              progress: bool = True, device: str | None = None) -> list[Verdict]:
+              progress: bool = True, device: str | None = None,
+              formats: Iterable[str] | None = None) -> list[Verdict]:
     """Run, plot, save and check the experiments ``ids`` (default: all).
 
     Runs go to ``runs_dir/<id>`` (``runs_dir/quick/<id>`` with ``quick``) and resume from there;
     figures, their data and the index go to ``figures_dir``. ``device`` (e.g. ``"cuda"``) is set in
     the config of every experiment that has a ``device`` field (the torch experiments); the others
-    run as usual.
+    run as usual. ``formats``: the image formats of each figure (default :data:`FORMATS`, with
+    ``quick`` :data:`QUICK_FORMATS`).
 
     Locally one pool of ``workers`` processes (default one per core) does everything: for more
     than one experiment it first compiles numba's kernels, one group per process
@@ -95,6 +118,7 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
       One :class:`Verdict` per experiment, in figure order.
     """
     selected = sorted((get_experiment(i) for i in (ids or EXPERIMENTS)), key=_figure_key)
+    formats = check_formats((QUICK_FORMATS if quick else FORMATS) if formats is None else formats)
     runs = Path(runs_dir) / "quick" if quick else Path(runs_dir)
     figures = Path(figures_dir)
     expected = {e.id: (e.quick_seconds if quick else e.seconds) for e in catalogue.EXPERIMENTS}
@@ -104,7 +128,7 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
         if device is not None and "device" in {f.name for f in dataclasses.fields(config)}:
             config = dataclasses.replace(config, device=device)
         folder, cfg, seeds, pending = prepare(exp, config, exp.default_seeds(quick), runs / exp.id)
-        plans.append((exp.id, cfg, str(folder), seeds, str(figures), quick))
+        plans.append((exp.id, cfg, str(folder), seeds, str(figures), quick, formats))
         units += pending
         # Expected seconds per seed from the catalogue, shared by a seed's cells: the longest
         # units start first and the bar's remaining time counts cost, not units (they differ in
@@ -172,9 +196,11 @@ def _reproduce_locally(plans: list, units: list, costs: list, workers: int | Non
 
 
 def write_figure(experiment_id: str, config: dict, folder: str | Path, seeds: list[int],
-                 figures_dir: str | Path, quick: bool = False) -> Verdict:
-    """Collect a finished run folder, check it, and write the figure (PNG, PDF), its data (CSV)
-    and its manifest (config, seeds, verdict, full check, versions, source) into ``figures_dir``.
+                 figures_dir: str | Path, quick: bool = False,
+                 formats: Iterable[str] = FORMATS) -> Verdict:
+    """Collect a finished run folder, check it, and write the figure (``formats``: PNG and PDF by
+    default), its data (CSV) and its manifest (config, seeds, verdict, full check, versions,
+    source) into ``figures_dir``.
 
     Args:
       experiment_id: the registered experiment.
@@ -183,13 +209,14 @@ def write_figure(experiment_id: str, config: dict, folder: str | Path, seeds: li
       seeds: the seeds to collect.
       figures_dir: output folder.
       quick: whether the config is the quick one (recorded in the manifest).
+      formats: the image formats of the figure (see :func:`check_formats`).
     """
     exp = get_experiment(experiment_id)
     cfg = config_from_overrides(exp, config)
     figures = Path(figures_dir)
     table = collect(Path(folder), seeds, experiment_cells(exp, cfg))
     verdict = Verdict(exp.id, assess(exp, table, cfg))
-    save_figure(exp.plot(table, cfg), figures / exp.id)
+    save_figure(exp.plot(table, cfg), figures / exp.id, formats=check_formats(formats))
     data = table if exp.figure_table is None else exp.figure_table(table, cfg)
     atomic_write_text(figures / f"{exp.id}.csv", data.to_csv(index=False))
     manifest = {"experiment": exp.id, "figure": exp.figure, "paper": exp.paper,

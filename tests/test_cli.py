@@ -271,7 +271,12 @@ def test_every_error_is_one_line_without_traceback(main, capsys, monkeypatch, er
     (["plot", "{tmp}/missing"], "not a finished run folder"),
     (["plot", "{tmp}"], "not a finished run folder"),
     (["reproduce", "no-such-experiment", "--quick"], "no-such-experiment"),
-], ids=["config-unknown", "plot-missing", "plot-not-a-run", "reproduce-unknown"])
+    (["reproduce", "azar-ipo-vs-dpo", "--quick", "--figures", "{tmp}/f", "--formats", "png,docx"],
+     "formats"),
+    (["reproduce", "azar-ipo-vs-dpo", "--quick", "--figures", "{tmp}/f", "--formats", ""],
+     "formats"),
+], ids=["config-unknown", "plot-missing", "plot-not-a-run", "reproduce-unknown",
+        "reproduce-format-unknown", "reproduce-formats-empty"])
 def test_more_bad_input_is_one_line_and_exit_2(main, capsys, tmp_path, argv, needle):
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err

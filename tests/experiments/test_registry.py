@@ -51,9 +51,10 @@ def test_quick_reproduction_agrees_with_the_paper(quick_figures, experiment_id):
     expected_verdict, expected_failing = exp.expected(quick=True)
     assert verdict.verdict == expected_verdict, verdict.message
     assert set(verdict.result.failing) == set(expected_failing), verdict.message
-    for suffix in (".png", ".pdf", ".csv", ".json"):
+    for suffix in (".png", ".csv", ".json"):
         path = folder / f"{experiment_id}{suffix}"
         assert path.exists() and path.stat().st_size > 0, path
+    assert not (folder / f"{experiment_id}.pdf").exists()   # a quick run's figures: PNG only
     table = pd.read_csv(folder / f"{experiment_id}.csv")
     assert list(table.columns[-len(TABLE_COLUMNS):]) == list(TABLE_COLUMNS)
     assert table["value"].notna().all()
@@ -77,8 +78,10 @@ def test_cli_list_and_reproduce_one(tmp_path, capsys):
     listed = capsys.readouterr().out
     assert all(exp_id in listed for exp_id in IDS)
     assert main(["reproduce", "azar-ipo-vs-dpo", "--quick", "--figures", str(tmp_path / "f"),
-                 "--runs", str(tmp_path / "r"), "--no-progress", "--workers", "1"]) == 0
-    assert (tmp_path / "f" / "azar-ipo-vs-dpo.png").exists()
+                 "--runs", str(tmp_path / "r"), "--no-progress", "--workers", "1",
+                 "--formats", "pdf,svg"]) == 0
+    written = {p.suffix for p in (tmp_path / "f").glob("azar-ipo-vs-dpo.*")}
+    assert written == {".pdf", ".svg", ".csv", ".json"}
     assert main(["plot", str(tmp_path / "r" / "quick" / "azar-ipo-vs-dpo")]) == 0
     assert (tmp_path / "r" / "quick" / "azar-ipo-vs-dpo" / "figure.png").exists()
 
@@ -133,3 +136,19 @@ def test_reproduce_shares_a_seeds_expected_cost_among_its_cells(monkeypatch, tmp
     for unit, cost in zip(seen["units"], seen["costs"]):
         expected = seconds[unit[0]] / (n_cells if unit[0] == "gap-atlas" else 1)
         assert cost == pytest.approx(expected)
+
+
+def test_a_full_reproduction_saves_png_and_pdf(tmp_path):
+    (verdict,) = reproduce(["azar-ipo-vs-dpo"], figures_dir=tmp_path / "f",
+                           runs_dir=tmp_path / "r", workers=1, progress=False)
+    assert verdict.verdict == EXPERIMENTS["azar-ipo-vs-dpo"].expected(quick=False)[0]
+    written = {p.suffix for p in (tmp_path / "f").glob("azar-ipo-vs-dpo.*")}
+    assert written == {".png", ".pdf", ".csv", ".json"}
+
+
+@pytest.mark.parametrize("formats", [(), ("png", "docx"), "png"])
+def test_unknown_or_no_image_formats_are_refused_before_any_run(tmp_path, formats):
+    with pytest.raises(ValueError, match="formats must be a non-empty list"):
+        reproduce(["azar-ipo-vs-dpo"], quick=True, figures_dir=tmp_path / "f",
+                  runs_dir=tmp_path / "r", workers=1, progress=False, formats=formats)
+    assert not (tmp_path / "r").exists()
