@@ -3,8 +3,11 @@ experiments (``tajwar-tokens``, ``tang-transformer``, ``drpo-transformer``, ...)
 curve read-outs, clauses evaluated per seed (:func:`seed_clause`), and the validation of a family of
 reward peaks on a 100-arm bandit (:func:`check_peak_family`).
 
-Torch is an optional dependency: :data:`HAVE_TORCH` says whether it imports, and the transformer
-experiments register only when it does (their configs, checks and plots are always importable).
+Torch is an optional dependency: :data:`HAVE_TORCH` says whether it is installed, and the
+transformer experiments register only when it is (their configs, checks and plots are always
+importable). Their modules import torch inside the functions that run it, so that importing the
+registry (every CLI command that runs something, the parent process of ``reproduce``) does not pay
+torch's import (about 2 s).
 Each torch run uses one thread with deterministic algorithms
 (:func:`coverage_sim.torch_backend.reproducible`, restored afterwards): the reproduce pool already
 runs one seed per core, a batch-1 gpt-nano is faster single-threaded, and a fixed thread count is
@@ -13,6 +16,8 @@ what makes a run bit-identical on one machine.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pandas as pd
 
@@ -20,13 +25,17 @@ from coverage_sim._validation import check_in_range, check_int
 from coverage_sim.experiments.registry import check_tuple, mean_ci
 from coverage_sim.experiments.verdict import Clause, clause
 
-try:  # torch is a test/extra dependency; without it the transformer experiments are not registered
-    import torch
 
-    HAVE_TORCH = True
-except ImportError:  # pragma: no cover - exercised only without torch
-    torch = None
-    HAVE_TORCH = False
+def _torch_installed() -> bool:
+    # torch is a test/extra dependency; without it the transformer experiments are not registered
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # pragma: no cover - a blocked or broken installation
+        return False
+
+
+#: Whether torch is installed (found without importing it).
+HAVE_TORCH = _torch_installed()
 
 __all__ = ["HAVE_TORCH", "check_device", "check_peak_family", "require_torch", "seed_clause",
            "seed_streams", "steps_to_reach"]
@@ -45,7 +54,9 @@ def check_device(value, name: str = "device") -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a torch device string such as 'cpu' or 'cuda', got "
                          f"{value!r}")
-    if HAVE_TORCH:
+    if HAVE_TORCH and value != "cpu":   # the default needs no torch import to be valid
+        import torch
+
         try:
             device = torch.device(value)
         except (RuntimeError, TypeError) as exc:

@@ -34,6 +34,21 @@ def test_registered_with_torch_and_importable_without():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_the_registry_and_its_default_configs_do_not_import_torch():
+    # reproduce's parent process and every CLI command import the registry and build configs;
+    # torch (about 2 s) is imported only by the functions that run a transformer.
+    pytest.importorskip("torch")
+    code = textwrap.dedent("""
+        import sys
+        from coverage_sim.experiments import EXPERIMENTS
+        for exp in EXPERIMENTS.values():
+            exp.default_config(True), exp.default_config(False)
+        assert "tajwar-tokens" in EXPERIMENTS and "torch" not in sys.modules, sorted(
+            m for m in sys.modules if m.startswith("torch"))[:5]
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 def test_check_peak_family_accepts_the_edges_of_the_bandit():
     assert check_peak_family((70.0, 20.0), (-4, -3, 0, 4)) is None
     assert check_peak_family(4.0, (-4, 95), name="peak", single=True) is None   # peaks 0 and 99

@@ -38,17 +38,6 @@ from coverage_sim.plotting import new_figure
 from coverage_sim.sequences import AutoregressiveTabular, combination_lock
 from coverage_sim.train import log_schedule
 
-if HAVE_TORCH:
-    import torch
-
-    from coverage_sim.torch_backend import reproducible
-    from coverage_sim.transformer import (
-        CausalTransformer,
-        TransformerConfig,
-        sft_to_reference,
-        token_logp,
-    )
-
 __all__ = ["EXPERIMENT", "DRPOTransformerConfig", "check", "plot", "run"]
 
 _ROOT, _RESETS = "root only", "dataset resets"
@@ -159,6 +148,11 @@ def _train_tabular_lock(env, method, steps, lr, record):
 
 def _train_transformer_lock(env, method, config, init_seed, record):
     """Exact gradient ascent on J for gpt-nano (SGD with gradient-norm clipping)."""
+    import torch
+
+    from coverage_sim.transformer import (CausalTransformer, TransformerConfig, sft_to_reference,
+                                          token_logp)
+
     H = env.length
     target = np.array(env.secret)
     model = CausalTransformer(TransformerConfig(vocab=env.vocab, n_prompts=1, length=H),
@@ -195,6 +189,8 @@ def run(config: DRPOTransformerConfig, seed: int) -> pd.DataFrame:
     every H); the transformer's initialisation comes from the seed as well.
     """
     require_torch()
+    from coverage_sim.torch_backend import reproducible
+
     record = log_schedule(config.max_steps, config.record_points)
     (init_seed,) = seed_streams(seed, 1)
     frames = []

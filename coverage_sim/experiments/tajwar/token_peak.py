@@ -43,12 +43,6 @@ from coverage_sim.experiments.verdict import PARTLY, CheckResult, Effect
 from coverage_sim.plotting import mean_band, new_figure
 from coverage_sim.sequences import tajwar_token_env
 
-if HAVE_TORCH:
-    import torch
-
-    from coverage_sim.torch_backend import (BestOfNLoss, PairwiseLoss, draw_batch,
-                                            reproducible, sampled_backward)
-
 __all__ = ["EXPERIMENT", "TajwarTokenPeakConfig", "check", "plot", "run"]
 
 METHODS = ("Best-of-N", "IPO")
@@ -96,6 +90,8 @@ class TajwarTokenPeakConfig(TokenTaskConfig):
 
 
 def _loss(method: str, regime: str, config: TajwarTokenPeakConfig):
+    from coverage_sim.torch_backend import BestOfNLoss, PairwiseLoss
+
     online = regime == ON_POLICY
     if method == "Best-of-N":
         return BestOfNLoss(config.n, online=online)
@@ -117,6 +113,10 @@ def run(config: TajwarTokenPeakConfig, seed: int) -> pd.DataFrame:
     current policy every ``reuse`` steps.
     """
     require_torch()
+    import torch
+
+    from coverage_sim.torch_backend import draw_batch, reproducible, sampled_backward
+
     env = tajwar_token_env(length=config.length, vocab=config.vocab, peak=config.peak,
                            width=config.width)
     tables = token_tables(env, config.peak, config.near)

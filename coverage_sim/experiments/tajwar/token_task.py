@@ -16,14 +16,8 @@ import numpy as np
 from dataclasses import dataclass
 
 from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import HAVE_TORCH, check_device
+from coverage_sim.experiments.common import check_device
 from coverage_sim.sequences import SequenceEnv
-
-if HAVE_TORCH:
-    import torch
-
-    from coverage_sim.transformer import (CausalTransformer, TransformerConfig, sample,
-                                          sft_to_reference, token_logp)
 
 __all__ = ["DTYPES", "TokenTaskConfig", "sft_base_model", "token_metrics", "token_tables",
            "torch_dtype"]
@@ -91,6 +85,8 @@ class TokenTaskConfig:
 
 def torch_dtype(name: str):
     """``torch.float32`` or ``torch.float64`` for ``"float32"`` / ``"float64"``."""
+    import torch
+
     return torch.float32 if name == "float32" else torch.float64
 
 
@@ -118,6 +114,10 @@ def token_metrics(model, tables, n_eval: int, generator) -> dict:
     ``mass near = E_y[(1/L) sum_t p_t . near]`` and ``KL(pi || pi_ref) = E_y[sum_t KL(p_t ||
     ref_t)]`` (chain rule): unbiased, with lower variance than scoring the sampled tokens.
     """
+    import torch
+
+    from coverage_sim.transformer import sample, token_logp
+
     bump, near, ref_logp = tables
     with torch.no_grad():
         prompts = torch.zeros(n_eval, dtype=torch.long, device=model.device)
@@ -136,6 +136,10 @@ def sft_base_model(env: SequenceEnv, *, init_seed: int, sft_seed: int, dtype: st
                    sft_steps: int, sft_lr: float, sft_batch: int, device="cpu"):
     """A gpt-nano initialised from ``init_seed`` and SFT'd to ``pi_ref`` by ``sft_steps`` sampled
     forward-KL Adam steps (:func:`coverage_sim.transformer.sft_to_reference`) on ``device``."""
+    import torch
+
+    from coverage_sim.transformer import CausalTransformer, TransformerConfig, sft_to_reference
+
     model = CausalTransformer(TransformerConfig(vocab=env.vocab, n_prompts=env.n_prompts,
                                                 length=env.length),
                               seed=init_seed, dtype=torch_dtype(dtype), device=device)

@@ -42,12 +42,6 @@ from coverage_sim.experiments.verdict import CheckResult, Effect
 from coverage_sim.plotting import mean_band, new_figure
 from coverage_sim.sequences import tajwar_token_env
 
-if HAVE_TORCH:
-    import torch
-
-    from coverage_sim.torch_backend import (BestOfNLoss, draw_batch, reproducible,
-                                            sampled_backward)
-
 __all__ = ["EXPERIMENT", "TajwarTokensConfig", "check", "plot", "run", "seed_readouts"]
 
 _PLAIN, _PUSH = "Best-of-N", "Best-of-N + push-down worst"
@@ -90,6 +84,10 @@ def run(config: TajwarTokensConfig, seed: int) -> pd.DataFrame:
     copy of it and uses the same training and evaluation generator seeds (common random numbers).
     """
     require_torch()
+    import torch
+
+    from coverage_sim.torch_backend import (BestOfNLoss, draw_batch, reproducible,
+                                            sampled_backward)
     env = tajwar_token_env(length=config.length, vocab=config.vocab, peak=config.peak,
                            width=config.width)
     tables = token_tables(env, config.peak, config.near)

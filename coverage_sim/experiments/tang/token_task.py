@@ -30,19 +30,11 @@ from scipy.special import softmax
 
 from coverage_sim._validation import check_choice, check_int, check_positive
 from coverage_sim.data import offline_pairs
-from coverage_sim.experiments.common import HAVE_TORCH, check_device, seed_streams
+from coverage_sim.experiments.common import check_device, seed_streams
 from coverage_sim.objectives import objective
 from coverage_sim.reward_model import fit_bradley_terry
 from coverage_sim.sequences import SequenceEnv, enumerate_sequences
 from coverage_sim.train import log_schedule
-
-if HAVE_TORCH:
-    import torch
-
-    from coverage_sim.torch_backend import reproducible
-    from coverage_sim.transformer import CausalTransformer, TransformerConfig
-    from coverage_sim.transformer_stack import (TransformerStack, sft_stack_to_reference,
-                                                train_exact_stack)
 
 __all__ = ["MATERIAL_GAP", "METHODS", "SIZES", "TokenTaskConfig", "block_seeds", "final_gaps",
            "seed_data", "sft_stack", "tidy_history", "token_task_env", "train_methods"]
@@ -170,12 +162,18 @@ def block_seeds(config: TokenTaskConfig, run_seed: int) -> list[int]:
 
 
 def _dtype(config: TokenTaskConfig):
+    import torch
+
     return torch.float32 if config.dtype == "float32" else torch.float64
 
 
 def sft_stack(env: SequenceEnv, size: str, config: TokenTaskConfig, init_seeds):
     """One transformer of ``size`` per initialisation seed, stacked, SFT'd exactly to ``pi_ref``
     together; returns ``(stack, residual KL(pi_ref || pi) per seed)``."""
+    from coverage_sim.torch_backend import reproducible
+    from coverage_sim.transformer import CausalTransformer, TransformerConfig
+    from coverage_sim.transformer_stack import TransformerStack, sft_stack_to_reference
+
     check_choice(size, "size", SIZES)
     cfg = TransformerConfig(vocab=env.vocab, n_prompts=1, length=env.length, **SIZES[size])
     stack = TransformerStack([CausalTransformer(cfg, seed=s, dtype=_dtype(config),
@@ -190,6 +188,9 @@ def train_methods(env: SequenceEnv, stack, datas, r_hats, tau: float, config: To
                   ) -> dict:
     """Online and offline IPO at ``tau`` from copies of ``stack`` (one seed's data and proxy per
     model): ``{method: [history per seed]}``."""
+    from coverage_sim.torch_backend import reproducible
+    from coverage_sim.transformer_stack import train_exact_stack
+
     record = log_schedule(config.steps, config.record_points)
     plans = {"online": ([objective("online_ipo", beta=tau, reward=r) for r in r_hats], None),
              "offline": ([objective("ipo", beta=tau)] * len(datas), list(datas))}
