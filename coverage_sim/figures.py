@@ -34,7 +34,7 @@ from coverage_sim.sweep import (UnitRecorder, atomic_write_text, collect, execut
                                 experiment_cells, prepare, run_local, run_queue, seed_table,
                                 unit_args)
 from coverage_sim.train import package_versions
-from coverage_sim.warmup import GROUPS, warm_up
+from coverage_sim.warmup import GROUPS, import_experiments, warm_up
 
 __all__ = ["FORMATS", "QUICK_FORMATS", "Verdict", "check_formats", "reproduce", "write_figure",
            "write_index", "short_citation"]
@@ -167,6 +167,7 @@ def _reproduce_locally(plans: list, units: list, costs: list, workers: int | Non
     # what it uses, in at most as many processes as it has units.
     groups = GROUPS if workers > 1 and len(units) > 1 and len(plans) > 1 else ()
     warming = len(groups)
+    with_torch = any("device" in job[1] for job in plans)   # the transformer experiments
     record = UnitRecorder(units, costs, progress=progress, desc="reproduce",
                           extra=FIGURE_SECONDS * len(plans))
 
@@ -177,10 +178,17 @@ def _reproduce_locally(plans: list, units: list, costs: list, workers: int | Non
     def on_done(key, result) -> list:
         nonlocal warming
         kind, item = key
+        if kind == "preload":
+            return []
         if kind == "warm":
             warming -= 1
             record.advance(0.0, f"compiled kernels: {item}")
-            return main_work() if warming == 0 else []
+            if warming == 0:
+                return main_work()
+            # Fewer groups left than workers: this worker would wait for the others; it imports
+            # what its first unit needs instead (the groups still queued are already taken).
+            return ([(import_experiments, (with_torch,), ("preload", item))]
+                    if warming < workers else [])
         if kind == "unit":
             record.finish(item, result)
             left[item[0]] -= 1

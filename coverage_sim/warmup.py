@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-__all__ = ["GROUPS", "warm_up"]
+__all__ = ["GROUPS", "import_experiments", "warm_up"]
 
 #: The kernel groups, in the order a pool should start them (measured 2026-12-04, one core, cold):
 #: ``"exact"`` the exact training loop and the exact gradient, which shares the objective with it
@@ -65,4 +65,21 @@ def warm_up(group: str) -> float:
         options = dict(group_size=2, kl_estimator="k3", kl_in="reward")
         cs.batch_gradient(env, "rlhf", logits,
                           cs.population_batch(env, "rlhf", logits, **options))
+    return time.perf_counter() - start
+
+
+def import_experiments(with_torch: bool) -> float:
+    """Import the experiment registry into this process, and with ``with_torch`` torch and the
+    compiler machinery its optimisers load on first use; returns the seconds taken (about 6 s in
+    a fresh process with torch).
+
+    ``coverage-sim reproduce`` gives this to a worker that has compiled its kernel group while
+    another still compiles: the worker would otherwise wait idle, and its first unit imports the
+    same modules anyway.
+    """
+    start = time.perf_counter()
+    import coverage_sim.experiments  # noqa: F401
+    if with_torch:
+        import torch  # noqa: F401
+        import torch._dynamo  # noqa: F401  (torch.optim imports it on first use: about 2 s)
     return time.perf_counter() - start

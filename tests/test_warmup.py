@@ -51,3 +51,16 @@ def test_every_group_warms_up_and_an_unknown_one_is_refused():
         assert warm_up(group) >= 0.0
     with pytest.raises(ValueError, match="group must be one of"):
         warm_up("everything")
+
+
+def test_import_experiments_loads_the_registry_and_torch_only_when_asked():
+    pytest.importorskip("torch")
+    code = """
+import sys
+from coverage_sim.warmup import import_experiments
+assert import_experiments(False) >= 0.0
+assert "coverage_sim.experiments" in sys.modules and "torch" not in sys.modules
+import_experiments(True)
+assert "torch._dynamo" in sys.modules
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
