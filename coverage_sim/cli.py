@@ -404,10 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(func=_cmd_plot)
     rep = command("reproduce", "run, draw and check every figure into figures/",
                   "Run, draw and check the registered experiments (default: all) and write each "
-                  "figure (PNG, PDF; PNG only with --quick), its data (CSV), its config and "
-                  "verdict (JSON) and the "
-                  "illustrated index README.md into the figures folder. Runs are resumable "
-                  "under --runs.")
+                  "figure (PNG and PDF; PNG only with --quick), its data (CSV), its config and "
+                  "verdict (JSON) and the illustrated index README.md into the figures folder. "
+                  "Runs are resumable under --runs.")
     rep.add_argument("ids", nargs="*", metavar="ID", help="experiment ids (default: all)")
     rep.add_argument("--quick", action="store_true",
                      help="small versions, one seed each (about a minute for all once "

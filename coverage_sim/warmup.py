@@ -6,7 +6,9 @@ core, most of it in two kernels, the exact training loop (:func:`coverage_sim._e
 and the sampled one (:func:`coverage_sim._sampled.run_one_sampled`), each compiling the objectives
 inlined under it. Processes that start cold at the same time each compile the same kernels, so
 ``coverage-sim reproduce`` first compiles :data:`GROUPS`, each in one worker process (about a
-minute of wall time on two cores) and starts the experiments once every group is in the cache.
+minute of wall time on two cores) and starts the experiments once every group is in the cache; a
+worker done with its group while another still compiles imports the experiments meanwhile
+(:func:`import_experiments`).
 With a warm cache a group only loads the cached code (about a second).
 
 Each group calls the public functions on a tiny bandit with the argument types every call uses
