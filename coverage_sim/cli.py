@@ -409,9 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "Runs are resumable under --runs.")
     rep.add_argument("ids", nargs="*", metavar="ID", help="experiment ids (default: all)")
     rep.add_argument("--quick", action="store_true",
-                     help="small versions, one seed each (about a minute for all once "
-                          "numba's kernels are cached, 2-2.5 in a fresh clone), written to "
-                          "RUNS/quick/figures unless --figures is given")
+                     help="small versions, one seed each, PNG previews (1-1.5 minutes for all "
+                          "once numba's kernels are cached, about 2 in a fresh clone), written "
+                          "to RUNS/quick/figures unless --figures is given")
     rep.add_argument("--figures", default=None, metavar="DIR",
                      help="output folder for figures, data and index (default: figures, or "
                           "RUNS/quick/figures with --quick)")
