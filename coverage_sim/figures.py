@@ -81,12 +81,13 @@ QUICK_FORMATS = ("png",)
 
 
 def check_formats(formats) -> tuple[str, ...]:
-    """``formats`` as a tuple of image formats matplotlib writes (``"png"``, ``"pdf"``, ``"svg"``,
-    ...); raises ValueError naming the parameter when it is empty or names an unknown format."""
+    """``formats`` (one format or several) as a tuple of image formats matplotlib writes
+    (``"png"``, ``"pdf"``, ``"svg"``, ...); raises ValueError naming the parameter when it is empty
+    or names an unknown format."""
     from matplotlib.figure import Figure
 
     supported = Figure().canvas.get_supported_filetypes()
-    out = tuple(formats)
+    out = (formats,) if isinstance(formats, str) else tuple(formats)
     bad = [f for f in out if f not in supported]
     if not out or bad:
         raise ValueError(f"formats must be a non-empty list of image formats matplotlib writes "

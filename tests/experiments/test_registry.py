@@ -146,9 +146,15 @@ def test_a_full_reproduction_saves_png_and_pdf(tmp_path):
     assert written == {".png", ".pdf", ".csv", ".json"}
 
 
-@pytest.mark.parametrize("formats", [(), ("png", "docx"), "png"])
+@pytest.mark.parametrize("formats", [(), ("png", "docx"), "png,pdf"])
 def test_unknown_or_no_image_formats_are_refused_before_any_run(tmp_path, formats):
     with pytest.raises(ValueError, match="formats must be a non-empty list"):
         reproduce(["azar-ipo-vs-dpo"], quick=True, figures_dir=tmp_path / "f",
                   runs_dir=tmp_path / "r", workers=1, progress=False, formats=formats)
     assert not (tmp_path / "r").exists()
+
+
+def test_one_format_may_be_given_as_a_string():
+    from coverage_sim.figures import check_formats
+
+    assert check_formats("svg") == ("svg",) and check_formats(["png", "pdf"]) == ("png", "pdf")

@@ -88,6 +88,7 @@ def run(config: TajwarTokensConfig, seed: int) -> pd.DataFrame:
 
     from coverage_sim.torch_backend import (BestOfNLoss, draw_batch, reproducible,
                                             sampled_backward)
+
     env = tajwar_token_env(length=config.length, vocab=config.vocab, peak=config.peak,
                            width=config.width)
     tables = token_tables(env, config.peak, config.near)
