@@ -1,7 +1,7 @@
 """Reproduce the registered figures: run every experiment, draw it, check its claim, index it.
 
-:func:`reproduce` runs the experiments' seeds as one pool of work (so single-seed experiments still use
-every core), and as each experiment's last seed comes in writes into the figures folder::
+:func:`reproduce` runs the experiments' seeds as one pool of work (so single-seed experiments still
+use every core), and as each experiment's last seed comes in writes into the figures folder::
 
     <id>.png, <id>.pdf   the figure (the PNG only with ``quick``, unless ``formats`` says otherwise)
     <id>.csv             the tidy table behind it (or its summary, ``Experiment.figure_table``)
@@ -28,7 +28,7 @@ from coverage_sim.catalogue import figure_key
 from coverage_sim.experiments import EXPERIMENTS, get_experiment
 from coverage_sim.experiments.registry import Experiment, assess, config_from_overrides
 from coverage_sim.experiments.verdict import AGREES, CheckResult
-from coverage_sim.plotting import save_figure
+from coverage_sim.plotting import FORMATS, check_formats, save_figure
 from coverage_sim.provenance import source_revision
 from coverage_sim.sweep import (UnitRecorder, atomic_write_text, collect, execute,
                                 experiment_cells, prepare, run_local, run_queue, seed_table,
@@ -73,26 +73,10 @@ def _figure_key(experiment: Experiment):
 #: Expected seconds to draw, check and save one figure (the progress bar's weight for it).
 FIGURE_SECONDS = 1.5
 
-#: The formats :func:`reproduce` saves a figure in: PNG and PDF by default; a quick run's figures
-#: are previews, so it writes the PNG only (the PDF pass is about 40% of drawing a figure: 16 of
-#: the 27 quick figures' 40 CPU-seconds, measured 2026-12-04).
-FORMATS = ("png", "pdf")
+#: The formats a quick run saves a figure in: its figures are previews, so the PNG only
+#: (the PDF pass is about 40% of drawing a figure: 16 of the 27 quick figures' 40 CPU-seconds,
+#: measured 2026-12-04); the full run saves :data:`coverage_sim.plotting.FORMATS` (PNG and PDF).
 QUICK_FORMATS = ("png",)
-
-
-def check_formats(formats) -> tuple[str, ...]:
-    """``formats`` (one format or several) as a tuple of image formats matplotlib writes
-    (``"png"``, ``"pdf"``, ``"svg"``, ...); raises ValueError naming the parameter when it is empty
-    or names an unknown format."""
-    from matplotlib.figure import Figure
-
-    supported = Figure().canvas.get_supported_filetypes()
-    out = (formats,) if isinstance(formats, str) else tuple(formats)
-    bad = [f for f in out if f not in supported]
-    if not out or bad:
-        raise ValueError(f"formats must be a non-empty list of image formats matplotlib writes "
-                         f"({', '.join(sorted(supported))}), got {list(out)!r}")
-    return out
 
 
 def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
@@ -218,14 +202,15 @@ def write_figure(experiment_id: str, config: dict, folder: str | Path, seeds: li
       seeds: the seeds to collect.
       figures_dir: output folder.
       quick: whether the config is the quick one (recorded in the manifest).
-      formats: the image formats of the figure (see :func:`check_formats`).
+      formats: the image formats of the figure
+        (:func:`coverage_sim.plotting.check_formats`).
     """
     exp = get_experiment(experiment_id)
     cfg = config_from_overrides(exp, config)
     figures = Path(figures_dir)
     table = collect(Path(folder), seeds, experiment_cells(exp, cfg))
     verdict = Verdict(exp.id, assess(exp, table, cfg))
-    save_figure(exp.plot(table, cfg), figures / exp.id, formats=check_formats(formats))
+    save_figure(exp.plot(table, cfg), figures / exp.id, formats=formats)
     data = table if exp.figure_table is None else exp.figure_table(table, cfg)
     atomic_write_text(figures / f"{exp.id}.csv", data.to_csv(index=False))
     manifest = {"experiment": exp.id, "figure": exp.figure, "paper": exp.paper,

@@ -2,7 +2,8 @@
 
 Every helper takes a tidy table and an ``Axes`` and draws on it; :func:`new_figure` applies the one
 shared style, :func:`figure_legend` puts a legend below the panels that fits the figure's width, and
-:func:`save_figure` writes PNG and PDF atomically, with every artist inside the image.
+:func:`save_figure` writes PNG and PDF (or the formats given) atomically, with every artist inside
+the image.
 """
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
+
 from coverage_sim._files import atomic_path  # noqa: E402
 
-__all__ = ["STYLE", "new_figure", "figure_legend", "save_figure", "mean_band", "metric_frame",
-           "effect_axes"]
+__all__ = ["STYLE", "FORMATS", "new_figure", "figure_legend", "check_formats", "save_figure",
+           "mean_band", "metric_frame", "effect_axes"]
+
+#: The image formats :func:`save_figure` writes by default.
+FORMATS = ("png", "pdf")
 
 #: One style for every figure: readable at README size (about 700 px wide).
 STYLE = {
@@ -83,13 +89,28 @@ def _fitting_columns(fig, labels, fontsize) -> int:
     return 1
 
 
-def save_figure(fig, stem: str | Path, formats=("png", "pdf")) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` atomically (temporary file + rename); returns the paths.
+def check_formats(formats) -> tuple[str, ...]:
+    """``formats`` (one format or several) as a tuple of image formats matplotlib writes
+    (``"png"``, ``"pdf"``, ``"svg"``, ...); raises ValueError naming the parameter when it is empty
+    or names an unknown format."""
+    supported = FigureCanvasBase.get_supported_filetypes()
+    out = (formats,) if isinstance(formats, str) else tuple(formats)
+    bad = [f for f in out if f not in supported]
+    if not out or bad:
+        raise ValueError(f"formats must be a non-empty list of image formats matplotlib writes "
+                         f"({', '.join(sorted(supported))}), got {list(out)!r}")
+    return out
+
+
+def save_figure(fig, stem: str | Path, formats=FORMATS) -> list[Path]:
+    """Write ``stem.<format>`` for each of ``formats`` (:func:`check_formats`; PNG and PDF by
+    default) atomically (temporary file + rename); returns the paths.
 
     The saved image is cropped to the artists (``bbox_inches="tight"``), so a legend or label that
     reaches past the figure's edge is enlarged into the image rather than cut off, and legends
     added to the figure after :func:`new_figure` follow the shared style (no frame).
     """
+    formats = check_formats(formats)
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     for legend in fig.legends:

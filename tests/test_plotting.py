@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import pytest
 from PIL import Image
 
 from coverage_sim.plotting import STYLE, figure_legend, new_figure, save_figure
@@ -50,3 +51,11 @@ def test_figure_legend_wraps_long_labels_onto_rows():
     fig.canvas.draw()
     assert legend.get_window_extent().width <= fig.bbox.width
     plt.close(fig)
+
+
+def test_save_figure_refuses_an_unknown_format_and_writes_nothing(tmp_path):
+    fig, _ = new_figure(1, 1)
+    with pytest.raises(ValueError, match="formats must be a non-empty list"):
+        save_figure(fig, tmp_path / "fig", formats=("png", "docx"))
+    assert list(tmp_path.iterdir()) == []
+    assert [p.suffix for p in save_figure(fig, tmp_path / "fig", formats="svg")] == [".svg"]
