@@ -64,12 +64,14 @@ def test_instances_and_fixed_instance():
     cfg = gao.GaoConfig(instances=3, data_sizes=(300,), n_pairs=300, points=8)
     table = gao.run(cfg, 0)
     golds = table[(table["metric"] == "gold") & (table["step"] == 0)].groupby("instance")["value"]
-    assert golds.first().nunique() == 3                      # three gold rewards
+    assert np.ptp(golds.first()) > 1e-3                      # three gold rewards
     fixed = gao.run(dataclasses.replace(cfg, fixed_instance=True), 0)
-    golds = fixed[(fixed["metric"] == "gold") & (fixed["step"] == 0)].groupby("instance")["value"]
-    assert golds.first().nunique() == 1                      # one gold reward, three datasets
+    # one gold reward, three datasets: pi_ref's gold reward in every instance and sweep, to
+    # rounding (Best-of-1 is pi_ref summed in the order of each dataset's own proxy; on an AVX-512
+    # machine the three differ in the last bit)
     env = gao.make_env(cfg)
-    assert golds.first().iloc[0] == pytest.approx(float(env.ref @ env.reward))
+    np.testing.assert_allclose(fixed[(fixed["metric"] == "gold") & (fixed["step"] == 0)]["value"],
+                               float(env.ref @ env.reward), rtol=1e-13)
     assert gao.run(cfg, 0).equals(table)                     # reproducible
 
 
