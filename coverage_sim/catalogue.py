@@ -244,15 +244,15 @@ EXPERIMENTS = (
         'Transfer: online vs offline IPO Pareto frontier with a transformer policy over token '
         'sequences',
         'coverage_sim.experiments.tang.transformer',
-        96.1,
-        18.6),
+        175.0,
+        20.0),
     ExperimentEntry(
         'tang-scaling',
         'F6 (scaling)',
         '2405.08448',
         'Scaling the policy: the online/offline IPO gap against transformer size',
         'coverage_sim.experiments.tang.scaling',
-        45.0,
+        68.0,
         8.0),
     ExperimentEntry(
         'drpo-transformer',

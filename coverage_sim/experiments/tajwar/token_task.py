@@ -45,7 +45,9 @@ class TokenTaskConfig:
       eval_every: record every this many steps.
       n_eval: policy samples per evaluation (Rao-Blackwellised per-token estimates).
       dtype: ``"float32"`` or ``"float64"`` (sampled training: Monte-Carlo noise >> float32
-        rounding; float32 halves the run time).
+        rounding; float32 halves the run time). In float32 the tables depend on the CPU (a
+        rounding flips a later draw): AVX2 and AVX-512 kernels gave different tables of both
+        token experiments, with the same verdicts and clause counts.
       device: torch device of the runs (``"cpu"``, ``"cuda"``, ...).
     """
 

@@ -51,6 +51,9 @@ def test_quick_verdict_and_numbers_are_pinned(quick):
     assert (result.verdict, result.failing) == (PARTLY, ("gap",))
     clauses = {c.name: c for c in result.clauses}
     assert clauses["decline"].holds and clauses["gap"].passes == 1
+    eff = transformer.seed_effects(table, "transformer")         # float64: the same on every CPU
+    np.testing.assert_allclose(eff["gap"], [-0.0065, 0.0229], atol=5e-4)
+    np.testing.assert_allclose(eff["decline"], [0.0090, 0.0370], atol=5e-4)
     tab = transformer.seed_effects(table, "tabular")
     np.testing.assert_allclose(tab["gap"], [0.0038, 0.0510], atol=0.01)
     np.testing.assert_allclose(tab["decline"], [0.0319, 0.0312], atol=0.01)
@@ -88,21 +91,23 @@ def test_check_has_power_and_negative_controls_fail(quick, swap_methods):
 
 
 def test_committed_full_run_pins_the_disagreement(committed_run):
-    """The full run (8 seeds, figures/tang-transformer.csv): online above offline at matched KL in
-    7 of 8 seeds (+0.029 [+0.007, +0.050]); offline declines at small tau more than online in 3
-    of 8 (+0.026 [-0.015, +0.066]): partly, `decline` failing; with early stopping the gap
-    reverses in every seed."""
+    """The full run (8 seeds, float64, figures/tang-transformer.csv): online above offline at
+    matched KL in 6 of 8 seeds (+0.012 [-0.011, +0.034]), short of the 80% a clause needs; offline
+    declines at small tau more than online in 3 of 8 (+0.009 [-0.011, +0.029]): does not agree;
+    with early stopping the gap reverses in every seed."""
     cfg, table = committed_run(transformer.EXPERIMENT)
+    assert cfg.dtype == "float64"
     result = transformer.check(table, cfg)
     assert (result.verdict, result.failing) == transformer.EXPERIMENT.expected()
+    assert (result.verdict, result.failing) == (DISAGREES, ("gap", "decline"))
     assert {c.name: (c.passes, c.instances) for c in result.clauses} == {
-        "gap": (7, 8), "decline": (3, 8), "gap-with-early-stopping": (0, 8),
+        "gap": (6, 8), "decline": (3, 8), "gap-with-early-stopping": (0, 8),
         "tabular-gap": (6, 8), "tabular-decline": (2, 8),
         "tabular-gap-with-early-stopping": (3, 8)}
-    assert result.effect.mean == pytest.approx(0.0288, abs=5e-4)
+    assert result.effect.mean == pytest.approx(0.0116, abs=5e-4)
     eff = transformer.seed_effects(table, "transformer")
-    assert eff["decline"].mean() == pytest.approx(0.0259, abs=5e-4)
-    assert (eff["decline"] == 0).sum() == 5                    # offline's best tau the smallest
+    assert eff["decline"].mean() == pytest.approx(0.0090, abs=5e-4)
+    assert (eff["decline"] == 0).sum() == 4                    # offline's best tau the smallest
     assert (eff["gap_checkpoints"] < 0).all()
 
 
