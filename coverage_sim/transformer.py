@@ -16,7 +16,8 @@ Conventions:
     vocabulary;
   * initialisation as minGPT: weights N(0, 0.02^2), residual projections N(0, (0.02/sqrt(2
     n_layer))^2), biases 0, LayerNorms (1, 0), drawn from a CPU ``torch.Generator`` seeded
-    explicitly, so a seed gives the same parameters on every device and dtype;
+    explicitly and rounded to float32, so a seed gives the same parameters on every device and
+    dtype, whatever torch's default dtype, and the global generator is not touched;
   * float64 by default (the tests check normalisation to 1e-12); float32 is supported (see
     ``benchmarks/README.md`` for its speed).
 
@@ -95,8 +96,8 @@ class _SelfAttention(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, dtype=torch.float32)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, dtype=torch.float32)
 
     def forward(self, x, cache=None):
         B, T, C = x.shape
@@ -119,11 +120,11 @@ class _SelfAttention(nn.Module):
 class _Block(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.n_embd)
+        self.ln1 = nn.LayerNorm(cfg.n_embd, dtype=torch.float32)
         self.attn = _SelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.n_embd)
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
-        self.fc_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.ln2 = nn.LayerNorm(cfg.n_embd, dtype=torch.float32)
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, dtype=torch.float32)
+        self.fc_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, dtype=torch.float32)
 
     def forward(self, x, cache=None):
         x = x + self.attn(self.ln1(x), cache)
@@ -155,12 +156,16 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         self.config = config
         d = config.n_embd
-        self.prompt_emb = nn.Embedding(config.n_prompts, d)
-        self.token_emb = nn.Embedding(config.vocab, d)
-        self.pos_emb = nn.Embedding(config.length, d)
-        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(d)
-        self.head = nn.Linear(d, config.vocab, bias=False)
+        # Built without storage (torch's own initialisers would draw from the global generator)
+        # and in float32 whatever torch's default dtype: _init_parameters sets every parameter.
+        with torch.device("meta"):
+            self.prompt_emb = nn.Embedding(config.n_prompts, d, dtype=torch.float32)
+            self.token_emb = nn.Embedding(config.vocab, d, dtype=torch.float32)
+            self.pos_emb = nn.Embedding(config.length, d, dtype=torch.float32)
+            self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_layer))
+            self.ln_f = nn.LayerNorm(d, dtype=torch.float32)
+            self.head = nn.Linear(d, config.vocab, bias=False, dtype=torch.float32)
+        self.to_empty(device="cpu")
         self._init_parameters(seed)
         self.to(dtype=dtype, device=device)
 
@@ -174,7 +179,10 @@ class CausalTransformer(nn.Module):
             gen = torch.Generator().manual_seed(check_int(seed, "seed"))
         resid_std = _INIT_STD / math.sqrt(2 * self.config.n_layer)
         with torch.no_grad():
-            # Drawn in float64 on the CPU in a fixed order, then cast: identical on every device.
+            # Drawn in float64 on the CPU in a fixed order and rounded to float32 (the parameters'
+            # dtype here): a seed gives the same initial model on every device, in float32 and in
+            # float64, whatever torch's default dtype (the float64 model's initial weights were
+            # float32 numbers only when the default was float32, so its runs depended on it).
             for name, p in self.named_parameters():
                 if name.startswith("ln") or ".ln" in name:
                     p.fill_(1.0 if name.endswith("weight") else 0.0)

@@ -8,7 +8,14 @@ import torch
 
 import coverage_sim as cs
 
-torch.set_default_dtype(torch.float64)
+@pytest.fixture(autouse=True)
+def _float64_default_dtype():
+    """This module's tensors default to float64; restored after each test, so that the rest of
+    the session runs with torch's own default, as users do."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def _rng(seed=0):

@@ -99,7 +99,18 @@ def test_init_is_seeded_and_device_independent_of_global_rng():
     f32 = CausalTransformer(cfg, seed=5, dtype=torch.float32)
     for pa, pf in zip(a.parameters(), f32.parameters()):
         assert pf.dtype == torch.float32
-        assert torch.equal(pa.float(), pf)
+        assert torch.equal(pa, pf.double())          # float32 numbers in float64: the same model
+    # neither the global generator nor torch's default dtype changes the model (a float64
+    # default once left the float64 model's weights unrounded, and its runs differed)
+    state = torch.get_rng_state()
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        e = CausalTransformer(cfg, seed=5)
+    finally:
+        torch.set_default_dtype(old)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(pa, pe) for pa, pe in zip(a.parameters(), e.parameters()))
 
 
 def test_float32_supported():
