@@ -115,6 +115,18 @@ def kernel_array(arr, dtype=np.float64) -> np.ndarray:
     return np.require(arr, dtype=dtype, requirements=("C", "W"))
 
 
+def row_mode(parallel: bool) -> bool | None:
+    """The kernels' ``parallel_rows`` argument for a run that splits one problem's pair rows over
+    threads (``True``) or not (``None``, not ``False``).
+
+    numba drops the branch ``parallel_rows is not None`` when the argument is ``None``, so a
+    process that never splits rows never compiles the parallel DPO kernels (about 13 s of one
+    core in a fresh clone, measured 2026-12-04); a ``bool`` compiles both paths and picks one at
+    run time. Each of the two is one specialisation of the engine, compiled when first used.
+    """
+    return True if parallel else None
+
+
 def pair_array(arr) -> np.ndarray:
     """A term's joint pair weights ``W`` (X, K, K) as a C-contiguous float64 view that numba sees
     read-only: data's weights are frozen, and copying them to get a writable array would cost a
@@ -212,7 +224,8 @@ def objective_grad(terms, lp, rlp, grad_out, want_loss, parallel_rows, wbuf):
     """Add the gradient of the composite objective w.r.t. ``log pi`` into ``grad_out``.
 
     Returns the loss when ``want_loss`` (else 0.0); the fast DPO kernel computes it from the same
-    centred margins (:func:`coverage_sim._dpo_fast.dpo_fast_loss_ws`).
+    centred margins (:func:`coverage_sim._dpo_fast.dpo_fast_loss_ws`). ``parallel_rows``: as
+    :func:`row_mode` gives it.
     """
     n_ctx, k = lp.shape
     return _objective_grad(terms, lp, np.exp(lp), rlp, grad_out, want_loss, parallel_rows, wbuf,
@@ -324,14 +337,14 @@ def _objective_grad(terms, lp, pi, rlp, grad_out, want_loss, parallel_rows, wbuf
                 for i in range(k):
                     u[x, i] = lp[x, i] - rlp[x, i] if act[x, i] else 0.0
             beta = prms[0, 0] / prms[0, 2]
-            if parallel_rows:
+            if parallel_rows is not None and parallel_rows:
                 dpo_fast_grad_parallel(S, d, act, u, beta, grad_out, fast)
             else:
                 dpo_fast_grad_ws(S, d, act, u, beta, grad_out, fast, ws)
             if want_loss:
                 eps = prms[0, P_LABEL_SMOOTHING]
                 robust = codes[0] == ROBUST
-                if parallel_rows:
+                if parallel_rows is not None and parallel_rows:
                     loss += dpo_fast_loss_parallel(S, W, act, u, beta, eps, robust, fast)
                 else:
                     loss += dpo_fast_loss_ws(S, W, act, u, beta, eps, robust, fast, ws)
@@ -465,7 +478,7 @@ def run_one(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, ada
     # chunked runs and train_many use (about 40 s of a cold compile).
     n_ctx, k = rlp.shape
     run_chunk(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, adam_b2, adam_eps,
-              steps, True, record_steps, out_lp, out_loss, bool(parallel_rows),
+              steps, True, record_steps, out_lp, out_loss, row_mode(parallel_rows),
               np.zeros(theta.size), np.zeros(theta.size), 0, rlp, 0, 1.0, np.zeros((0, n_ctx, k)))
 
 
@@ -486,6 +499,7 @@ def run_chunk(theta, kind, features, base, rlp, terms, optimizer, lr, adam_b1, a
     ``SyncRefModelCallback.on_step_end`` at ``global_step % tau == 0``), in place, so that it
     carries over to the next chunk with Adam's state; the optimiser state is kept across syncs.
     ``out_rlp`` (R, X, K) records the reference with the policy (R = 0: not recorded).
+    ``parallel_rows``: as :func:`row_mode` gives it.
     """
     n_ctx, k = rlp.shape
     rho = terms[13]
@@ -560,7 +574,7 @@ def run_batch_chunk(theta, kind, features, base, rlp, stacked_terms, optimizer, 
     def one(b):
         run_chunk(theta[b], kind, features[b], base[b], rlp[b], terms_at(stacked_terms, b),
                   optimizer, lr[b], adam_b1, adam_b2, adam_eps, steps, last, record_steps,
-                  out_lp[b], out_loss[b], False, m[b], v[b], t0, refs[b], ref_sync_every[b],
+                  out_lp[b], out_loss[b], None, m[b], v[b], t0, refs[b], ref_sync_every[b],
                   ref_mix_alpha[b], out_rlp[b])
 
     for_each(one, theta.shape[0], threads)

@@ -67,7 +67,7 @@ def gradient(env: Bandit, objective, logits, data=None, *, min_reward_gap: float
     pair_buffer = _engine.needs_pair_buffer(terms)
     wbuf = np.zeros((env.n_contexts,) + ((env.n_responses,) * 2 if pair_buffer else (0, 0)))
     loss = _engine.objective_grad(terms, lp, _engine.kernel_array(env.ref_logp2d), grad, True,
-                                  False, wbuf)
+                                  None, wbuf)
     return float(loss), _to_logits(env, lp, grad)
 
 

@@ -669,7 +669,7 @@ class Objective:
         grad = np.zeros_like(lp)
         shape = (env.n_responses,) * 2 if _engine.needs_pair_buffer(terms) else (0, 0)
         wbuf = np.zeros((env.n_contexts,) + shape)
-        loss = _engine.objective_grad(terms, lp, env.ref_logp2d, grad, True, False, wbuf)
+        loss = _engine.objective_grad(terms, lp, env.ref_logp2d, grad, True, None, wbuf)
         return float(loss), env.like_ref(grad)
 
     def __repr__(self) -> str:

@@ -470,8 +470,8 @@ def _run_engine(env, objective, data, policy, theta, rlp, opt, lr, adam, steps, 
         seg_loss = np.empty(local.size)
         seg_rlp = None if sync is None else np.empty((local.size, n_ctx, k))
         _run_segment(work, theta, policy.kind, features, base, rlp, terms, opt, lr, b1, b2, eps,
-                     stop - start, rec[local] - start, seg_lp, seg_loss, bool(parallel), sync,
-                     seg_rlp)
+                     stop - start, rec[local] - start, seg_lp, seg_loss,
+                     _engine.row_mode(parallel), sync, seg_rlp)
         out_lp[local], out_loss[local] = seg_lp, seg_loss
         if sync is not None:
             out_rlp[local] = seg_rlp
@@ -622,7 +622,8 @@ def _run_generic(env, objective, data, policy, theta, rlp, opt, lr, adam, steps,
         if s == steps and not recording:
             break
         grad_lp = np.zeros((n_ctx, k))
-        loss = _engine.objective_grad(terms, lp, rlp, grad_lp, recording, parallel, wbuf)
+        loss = _engine.objective_grad(terms, lp, rlp, grad_lp, recording,
+                                      _engine.row_mode(parallel), wbuf)
         if recording:
             out_lp[nxt], out_loss[nxt] = lp, loss
             nxt += 1

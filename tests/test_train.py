@@ -406,6 +406,26 @@ def _slow_terms(terms, k):
     return tuple(terms)
 
 
+@pytest.mark.parametrize("parallel, mode", [(False, None), (True, True)])
+def test_serial_runs_give_the_engine_none_so_it_skips_the_parallel_kernels(monkeypatch, env,
+                                                                          parallel, mode):
+    """A serial run passes ``parallel_rows=None``, whose specialisation of the engine numba
+    compiles without the parallel DPO kernels (``False`` would compile them, as ``True`` does)."""
+    seen = []
+    real = _engine.run_chunk
+
+    def spy(*args):
+        seen.append(args[16])
+        return real(*args)
+
+    monkeypatch.setattr(_engine, "run_chunk", spy)
+    data = cs.offline_pairs(env, env.ref)
+    for objective in ("dpo", cs.objective("dpo", sync_ref_model=True, ref_model_sync_steps=2)):
+        cs.train(env, objective, data, steps=4, lr=0.1, parallel=parallel, metrics=[])
+    assert len(seen) == 2 and all(m is mode for m in seen)
+    assert _engine.row_mode(False) is None and _engine.row_mode(True) is True
+
+
 @pytest.mark.parametrize("name,params", [("sigmoid", {}), ("cdpo", {"label_smoothing": 0.2}),
                                          ("robust", {"label_smoothing": 0.2}),
                                          ("sigmoid_norm", {"length": 2.0})])

@@ -220,14 +220,14 @@ def refresh_train(env: Bandit, build, *, steps: int, lr: float, refresh_every: i
                 terms = obj.terms(env, data, lp2d)
                 if obj.name in _LINEAR_OBJECTIVES:
                     g_lp = np.zeros((1, k))
-                    _engine.objective_grad(terms, lp2d, ref_lp, g_lp, False, False, wbuf)
+                    _engine.objective_grad(terms, lp2d, ref_lp, g_lp, False, None, wbuf)
                     fixed += weight * g_lp[0]
                 else:
                     moving.append((weight, terms))
         grad = fixed.copy()
         for weight, terms in moving:
             g_lp = np.zeros((1, k))
-            _engine.objective_grad(terms, lp2d, ref_lp, g_lp, False, False, wbuf)
+            _engine.objective_grad(terms, lp2d, ref_lp, g_lp, False, None, wbuf)
             grad += weight * g_lp[0]
         if policy is None:
             g = grad - pi * grad.sum()  # softmax pull-back (TabularSoftmax)
