@@ -93,3 +93,16 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def float64_default_dtype():
+    """torch tensors default to float64 for one test, then torch's own default again: a module
+    that set it at import changed every later test of its worker process (the transformer's runs
+    among them), which users' runs never see."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

@@ -22,14 +22,7 @@ from coverage_sim.losses import population_loss, wpo_weights
 from coverage_sim.objectives import OBJECTIVES
 from objective_torch import freeze_pairs, frozen_loss_torch
 
-@pytest.fixture(autouse=True)
-def _float64_default_dtype():
-    """This module's tensors default to float64; restored after each test, so that the rest of
-    the session runs with torch's own default, as users do."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 
 ALL_NAMES = sorted(OBJECTIVES)
 # (id, objective name or list, extra parameters)

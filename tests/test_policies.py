@@ -8,14 +8,7 @@ import torch
 
 import coverage_sim as cs
 
-@pytest.fixture(autouse=True)
-def _float64_default_dtype():
-    """This module's tensors default to float64; restored after each test, so that the rest of
-    the session runs with torch's own default, as users do."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 
 
 def _rng(seed=0):

@@ -18,14 +18,7 @@ import coverage_sim.sequences as seq
 from coverage_sim import _engine
 from coverage_sim.losses import population_loss
 
-@pytest.fixture(autouse=True)
-def _float64_default_dtype():
-    """This module's tensors default to float64; restored after each test, so that the rest of
-    the session runs with torch's own default, as users do."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default_dtype")
 
 
 def _rel_err(a, b):
