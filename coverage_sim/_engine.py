@@ -120,9 +120,10 @@ def row_mode(parallel: bool) -> bool | None:
     threads (``True``) or not (``None``, not ``False``).
 
     numba drops the branch ``parallel_rows is not None`` when the argument is ``None``, so a
-    process that never splits rows never compiles the parallel DPO kernels (about 13 s of one
-    core in a fresh clone, measured 2026-12-04); a ``bool`` compiles both paths and picks one at
-    run time. Each of the two is one specialisation of the engine, compiled when first used.
+    process that never splits rows never compiles the parallel DPO kernels (their own compile is
+    about 6 s of one core in a fresh clone, measured 2026-12-04); a ``bool`` compiles both paths
+    and picks one at run time. Each of the two is one specialisation of the engine, compiled when
+    first used.
     """
     return True if parallel else None
 

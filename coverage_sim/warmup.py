@@ -27,12 +27,12 @@ __all__ = ["GROUPS", "import_experiments", "warm_up"]
 #: The kernel groups, in the order a pool should start them (measured 2026-12-04, one core, cold):
 #: ``"exact"`` the exact training loop and the exact gradient, which shares the objective with it
 #: (about 57 s; 47-49 s since a serial run no longer compiles the parallel DPO kernels, see
-#: :func:`coverage_sim._engine.row_mode`); ``"metrics"`` the metrics and the sampler's single batches (about 30 s), which
-#: share no kernel with it; ``"sampled"`` the sampled training loop and the sampled gradients
-#: (about 23 s once the batches are cached), which share the per-pair losses with the exact loop
-#: and so start last, when the process compiling the exact loop has cached most of them. Two
-#: processes compile the three in about a minute (the two finish within 4 s of each other; with
-#: the exact gradient in the third group they finished 8 s apart).
+#: :func:`coverage_sim._engine.row_mode`); ``"metrics"`` the metrics and the sampler's single
+#: batches (about 30 s), which share no kernel with it; ``"sampled"`` the sampled training loop
+#: and the sampled gradients (about 23 s once the batches are cached), which share the per-pair
+#: losses with the exact loop and so start last, when the process compiling the exact loop has
+#: cached most of them. Two processes compile the three in about a minute (the two finish within
+#: 4 s of each other; with the exact gradient in the third group they finished 8 s apart).
 GROUPS = ("exact", "metrics", "sampled")
 
 
