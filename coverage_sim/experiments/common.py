@@ -37,14 +37,24 @@ def _torch_installed() -> bool:
 #: Whether torch is installed (found without importing it).
 HAVE_TORCH = _torch_installed()
 
-__all__ = ["HAVE_TORCH", "check_device", "check_peak_family", "require_torch", "seed_clause",
-           "seed_streams", "steps_to_reach"]
+__all__ = ["DTYPES", "HAVE_TORCH", "check_device", "check_peak_family", "require_torch",
+           "seed_clause", "seed_streams", "steps_to_reach", "torch_dtype"]
+
+#: The dtypes a transformer experiment's config may name.
+DTYPES = ("float32", "float64")
 
 
 def require_torch():
     """Raise ImportError unless torch imports (the transformer experiments' runs need it)."""
     if not HAVE_TORCH:
         raise ImportError("the transfer experiments need torch (pip install torch)")
+
+
+def torch_dtype(name: str):
+    """``torch.float32`` or ``torch.float64`` for ``"float32"`` / ``"float64"`` (:data:`DTYPES`)."""
+    import torch
+
+    return torch.float32 if name == "float32" else torch.float64
 
 
 def check_device(value, name: str = "device") -> str:

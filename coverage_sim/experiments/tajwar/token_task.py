@@ -16,14 +16,10 @@ import numpy as np
 from dataclasses import dataclass
 
 from coverage_sim._validation import check_choice, check_in_range, check_int, check_positive
-from coverage_sim.experiments.common import check_device
+from coverage_sim.experiments.common import DTYPES, check_device, torch_dtype
 from coverage_sim.sequences import SequenceEnv
 
-__all__ = ["DTYPES", "TokenTaskConfig", "sft_base_model", "token_metrics", "token_tables",
-           "torch_dtype"]
-
-#: dtypes a token experiment may run in.
-DTYPES = ("float32", "float64")
+__all__ = ["TokenTaskConfig", "sft_base_model", "token_metrics", "token_tables"]
 
 
 @dataclass(frozen=True)
@@ -83,13 +79,6 @@ class TokenTaskConfig:
         check_int(self.n_eval, "n_eval", minimum=2)
         check_choice(self.dtype, "dtype", DTYPES)
         check_device(self.device)
-
-
-def torch_dtype(name: str):
-    """``torch.float32`` or ``torch.float64`` for ``"float32"`` / ``"float64"``."""
-    import torch
-
-    return torch.float32 if name == "float32" else torch.float64
 
 
 def token_tables(env: SequenceEnv, peak: float, near: float):

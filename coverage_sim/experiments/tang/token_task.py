@@ -30,7 +30,7 @@ from scipy.special import softmax
 
 from coverage_sim._validation import check_choice, check_int, check_positive
 from coverage_sim.data import offline_pairs
-from coverage_sim.experiments.common import check_device, seed_streams
+from coverage_sim.experiments.common import DTYPES, check_device, seed_streams, torch_dtype
 from coverage_sim.objectives import objective
 from coverage_sim.reward_model import fit_bradley_terry
 from coverage_sim.sequences import SequenceEnv, enumerate_sequences
@@ -55,7 +55,6 @@ METHODS = {"online": "online IPO (proxy labels)", "offline": "offline IPO (n gol
 #: keeps a seed whose two arms end level (differences of 1e-4 after a short run) from passing or
 #: failing on the sign of a rounding-sized number.
 MATERIAL_GAP = 0.005
-_DTYPES = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ class TokenTaskConfig:
         check_int(self.sft_steps, "sft_steps")
         check_positive(self.sft_lr, "sft_lr")
         check_int(self.record_points, "record_points", minimum=2)
-        check_choice(self.dtype, "dtype", _DTYPES)
+        check_choice(self.dtype, "dtype", DTYPES)
         check_int(self.seeds_per_run, "seeds_per_run", minimum=1)
         check_device(self.device)
 
@@ -164,12 +163,6 @@ def block_seeds(config: TokenTaskConfig, run_seed: int) -> list[int]:
     return list(range(run_seed * k, (run_seed + 1) * k))
 
 
-def _dtype(config: TokenTaskConfig):
-    import torch
-
-    return torch.float32 if config.dtype == "float32" else torch.float64
-
-
 def sft_stack(env: SequenceEnv, size: str, config: TokenTaskConfig, init_seeds):
     """One transformer of ``size`` per initialisation seed, stacked, SFT'd exactly to ``pi_ref``
     together; returns ``(stack, residual KL(pi_ref || pi) per seed)``."""
@@ -179,7 +172,7 @@ def sft_stack(env: SequenceEnv, size: str, config: TokenTaskConfig, init_seeds):
 
     check_choice(size, "size", SIZES)
     cfg = TransformerConfig(vocab=env.vocab, n_prompts=1, length=env.length, **SIZES[size])
-    stack = TransformerStack([CausalTransformer(cfg, seed=s, dtype=_dtype(config),
+    stack = TransformerStack([CausalTransformer(cfg, seed=s, dtype=torch_dtype(config.dtype),
                                                 device=config.device) for s in init_seeds])
     with reproducible(threads=1, deterministic=True):
         kl = (sft_stack_to_reference(stack, env, steps=config.sft_steps, lr=config.sft_lr)[-1]
