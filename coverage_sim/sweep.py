@@ -250,7 +250,10 @@ class UnitRecorder:
         """Advance the bar by ``cost`` and show ``note`` beside it (at once when ``cost`` is 0:
         the bar then has no update to redraw it)."""
         self.bar.set_postfix_str(note, refresh=cost == 0)
-        self.bar.update(cost)
+        # The costs arrive in another order than the one that summed the total, so rounding can
+        # put their sum a few ulps past it (tqdm then warns and shows a negative remaining time):
+        # the bar stops at its total.
+        self.bar.update(max(min(cost, self.bar.total - self.bar.n), 0.0))
 
     def __enter__(self):
         return self

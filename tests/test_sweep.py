@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 from coverage_sim.experiments import EXPERIMENTS, get_experiment
 from coverage_sim.experiments.registry import Experiment, config_from_overrides, register
-from coverage_sim.sweep import load_run, run_sweep
+from coverage_sim.sweep import UnitRecorder, load_run, run_sweep
 
 AZAR = "azar-ipo-vs-dpo"
 
@@ -220,3 +221,23 @@ def test_run_queue_runs_follow_ups_before_the_queued_tasks(workers):
     if workers == 1:
         # in order, the follow-up ahead of the tasks still queued
         assert [key for key, _ in order] == ["t1", "t10", "t2", "t3"]
+
+
+def test_unit_bar_ends_at_its_total_whatever_the_order_of_the_costs(capsys):
+    """The total is summed most expensive unit first and the units finish in any order: summed
+    in this order the costs exceed the total by one ulp, which tqdm reported as a warning (and a
+    remaining time of -00:00) at the end of every ``reproduce``."""
+    costs = [3.9, 1.5, 2.4, 2.9, 4.5, 2.5]
+    units = [("exp", {}, i, "folder", None) for i in range(len(costs))]
+    extra = 2 * 1.5
+    finished = sum(costs) + extra              # the order in which they arrive below
+    assert finished > sum(sorted(costs, reverse=True)) + extra
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with UnitRecorder(units, costs, progress=True, desc="test", extra=extra) as record:
+            for cost in costs:
+                record.advance(cost, "unit")
+            record.advance(1.5, "figure")
+            record.advance(1.5, "figure")
+            assert record.bar.n == record.bar.total
+    assert "-00:00" not in capsys.readouterr().err
