@@ -20,12 +20,14 @@ range is at most 700 (``e`` stays a normal double); wider ranges take a stable s
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from coverage_sim._pair_kernels import _sigmoid
+from coverage_sim._threads import for_each
 
-__all__ = ["preference_matvec", "ranking_counts", "reference_ranking_counts",
-           "ordered_ranking_counts", "ideal_ranking", "reference_ideal_ranking"]
+__all__ = ["N_BLOCKS", "preference_matvec", "ranking_block", "ranking_counts",
+           "reference_ranking_block", "reference_ranking_counts", "ordered_ranking_counts",
+           "ideal_ranking", "reference_ideal_ranking"]
 
 _JIT = dict(cache=True, error_model="numpy", fastmath={"reassoc"})
 #: Reward range (per context) up to which sigma(r_i - r_j) comes from e = exp(r - c) ratios.
@@ -90,7 +92,7 @@ def preference_matvec(reward, other):
 
 
 #: Row blocks of the ranking passes (split over threads; fixed, so that sums do not depend on them).
-_BLOCKS = 16
+N_BLOCKS = 16
 
 
 @njit(**_JIT)
@@ -109,44 +111,122 @@ def _row_blocks(k, n, triangle):
     return b
 
 
-@njit(parallel=True, **_JIT)
-def ranking_counts(ranked, weights):
-    """``(num[r], total)``: ``num[r] = sum_{x, i != j} W[x, i, j] 1[ranked[r, x, i] >=
-    ranked[r, x, j]]`` and ``total = sum_{x, i != j} W[x, i, j]``; ranked (R, X, K), weights
-    (X, K, K).
-
-    O(R X K^2) compares, vectorised over ``j``, row blocks over threads; rows without weight are
-    skipped (a sparse list of pairs costs O(R X K) per listed winner).
-    """
+@njit(nogil=True, **_JIT)
+def ranking_block(ranked, weights, c, part, part_total):
+    """Row block ``c`` (of :data:`N_BLOCKS`) of :func:`ranking_counts`: for each context ``x``,
+    ``part[x, c, r]`` the weight of block ``c``'s pairs that policy ``r`` orders correctly and
+    ``part_total[x, c]`` the block's weight; part (X, N_BLOCKS, R), part_total (X, N_BLOCKS)."""
     n_rec, n_ctx, k = ranked.shape
-    bounds = _row_blocks(k, _BLOCKS, False)
-    part = np.zeros((n_ctx, _BLOCKS, n_rec))
-    part_total = np.zeros((n_ctx, _BLOCKS))
+    bounds = _row_blocks(k, N_BLOCKS, False)
     for x in range(n_ctx):
         w = weights[x]
-        for c in prange(_BLOCKS):
-            for i in range(bounds[c], bounds[c + 1]):
-                row = w[i]
-                mass = 0.0
-                for j in range(k):
-                    mass += row[j]
-                mass -= row[i]
-                if mass == 0.0:
-                    continue
-                part_total[x, c] += mass
-                left = row[:i]
-                right = row[i + 1:]
-                for r in range(n_rec):
-                    pr = ranked[r, x]
-                    pi = pr[i]
-                    pl = pr[:i]
-                    ph = pr[i + 1:]
-                    acc = 0.0
-                    for j in range(left.size):
-                        acc += left[j] if pi >= pl[j] else 0.0
-                    for j in range(right.size):
-                        acc += right[j] if pi >= ph[j] else 0.0
-                    part[x, c, r] += acc
+        for i in range(bounds[c], bounds[c + 1]):
+            row = w[i]
+            mass = 0.0
+            for j in range(k):
+                mass += row[j]
+            mass -= row[i]
+            if mass == 0.0:
+                continue
+            part_total[x, c] += mass
+            left = row[:i]
+            right = row[i + 1:]
+            for r in range(n_rec):
+                pr = ranked[r, x]
+                pi = pr[i]
+                pl = pr[:i]
+                ph = pr[i + 1:]
+                acc = 0.0
+                for j in range(left.size):
+                    acc += left[j] if pi >= pl[j] else 0.0
+                for j in range(right.size):
+                    acc += right[j] if pi >= ph[j] else 0.0
+                part[x, c, r] += acc
+
+
+def ranking_counts(ranked: np.ndarray, weights: np.ndarray, threads: int = 1):
+    """``(num[r], total)``: ``num[r] = sum_{x, i != j} W[x, i, j] 1[ranked[r, x, i] >=
+    ranked[r, x, j]]`` and ``total = sum_{x, i != j} W[x, i, j]``; ranked (R, X, K), weights
+    (X, K, K), both C-contiguous float64.
+
+    O(R X K^2) compares, vectorised over ``j``; rows without weight are skipped (a sparse list of
+    pairs costs O(R X K) per listed winner). The rows are cut into :data:`N_BLOCKS` fixed blocks
+    (:func:`ranking_block`) shared by ``threads`` Python threads, and the blocks' sums are added in
+    one order, so the result does not depend on ``threads``.
+    """
+    return _by_blocks(ranked, threads, lambda c, part, part_total: ranking_block(
+        ranked, weights, c, part, part_total))
+
+
+@njit(nogil=True, **_JIT)
+def reference_ranking_block(ranked, ref, reward, rho, c, part, part_total):
+    """Row block ``c`` of :func:`reference_ranking_counts` (``part``, ``part_total`` as in
+    :func:`ranking_block`)."""
+    n_rec, n_ctx, k = ranked.shape
+    bounds = _row_blocks(k, N_BLOCKS, True)
+    p_win = np.empty(k)
+    p_lose = np.empty(k)
+    w_ij = np.empty(k)
+    w_ji = np.empty(k)
+    for x in range(n_ctx):
+        if rho[x] == 0.0:
+            continue
+        r = reward[x]
+        a = ref[x]
+        e, ok = _centred_exp(r)
+        for i in range(bounds[c], bounds[c + 1]):
+            if a[i] == 0.0:
+                continue
+            _bt_row(r, e, ok, i, p_win, p_lose)
+            n = k - i - 1
+            ci = rho[x] * a[i]
+            tail_a = a[i + 1:]
+            mass = 0.0
+            for j in range(n):
+                cij = ci * tail_a[j]
+                w_ij[j] = cij * p_win[j]
+                w_ji[j] = cij * p_lose[j]
+                mass += w_ij[j] + w_ji[j]
+            part_total[x, c] += mass
+            wi = w_ij[:n]
+            wj = w_ji[:n]
+            for rr in range(n_rec):
+                pr = ranked[rr, x]
+                pi = pr[i]
+                tail_p = pr[i + 1:]
+                acc = 0.0
+                for j in range(n):
+                    pj = tail_p[j]
+                    acc += (wi[j] if pi >= pj else 0.0) + (wj[j] if pj >= pi else 0.0)
+                part[x, c, rr] += acc
+
+
+def reference_ranking_counts(ranked: np.ndarray, ref: np.ndarray, reward: np.ndarray,
+                             rho: np.ndarray, threads: int = 1):
+    """:func:`ranking_counts` for the exact ``pi_ref x pi_ref`` pairs with gold Bradley-Terry
+    labels, ``W[x, i, j] = rho_x ref_xi ref_xj sigma(r_xi - r_xj)`` (up to a constant), without
+    forming them; ref, reward (X, K), rho (X,).
+
+    Each unordered pair is visited once: ``i`` ahead of ``j`` scores ``W_ij``, behind scores
+    ``W_ji``, a tie both. O(R X K^2 / 2) compares after one division per pair; blocks of about
+    equal upper-triangle area over ``threads`` threads, as in :func:`ranking_counts`.
+    """
+    return _by_blocks(ranked, threads, lambda c, part, part_total: reference_ranking_block(
+        ranked, ref, reward, rho, c, part, part_total))
+
+
+def _by_blocks(ranked: np.ndarray, threads: int, block):
+    """Run ``block(c, part, part_total)`` for every row block on ``threads`` threads and add the
+    blocks' sums context by context, block by block (an order independent of the threads).
+
+    Python threads over a ``nogil`` kernel rather than a numba ``prange``: numba compiles a
+    ``parallel=True`` kernel (its loops lowered to a thread pool) for seconds even in a process
+    whose passes are all small and run on one thread (about 5 s of one core in a fresh clone).
+    """
+    n_rec, n_ctx, _ = ranked.shape
+    part = np.zeros((n_ctx, N_BLOCKS, n_rec))
+    part_total = np.zeros((n_ctx, N_BLOCKS))
+    for_each(lambda c: block(c, part, part_total), N_BLOCKS, threads)
     return _sum_parts(part, part_total)
 
 
@@ -161,59 +241,6 @@ def _sum_parts(part, part_total):
             for r in range(n_rec):
                 num[r] += part[x, c, r]
     return num, total
-
-
-@njit(parallel=True, **_JIT)
-def reference_ranking_counts(ranked, ref, reward, rho):
-    """:func:`ranking_counts` for the exact ``pi_ref x pi_ref`` pairs with gold Bradley-Terry
-    labels, ``W[x, i, j] = rho_x ref_xi ref_xj sigma(r_xi - r_xj)`` (up to a constant), without
-    forming them.
-
-    Each unordered pair is visited once: ``i`` ahead of ``j`` scores ``W_ij``, behind scores
-    ``W_ji``, a tie both. O(R X K^2 / 2) compares after one division per pair; row blocks over
-    threads.
-    """
-    n_rec, n_ctx, k = ranked.shape
-    bounds = _row_blocks(k, _BLOCKS, True)
-    part = np.zeros((n_ctx, _BLOCKS, n_rec))
-    part_total = np.zeros((n_ctx, _BLOCKS))
-    for x in range(n_ctx):
-        if rho[x] == 0.0:
-            continue
-        r = reward[x]
-        a = ref[x]
-        e, ok = _centred_exp(r)
-        for c in prange(_BLOCKS):
-            p_win = np.empty(k)
-            p_lose = np.empty(k)
-            w_ij = np.empty(k)
-            w_ji = np.empty(k)
-            for i in range(bounds[c], bounds[c + 1]):
-                if a[i] == 0.0:
-                    continue
-                _bt_row(r, e, ok, i, p_win, p_lose)
-                n = k - i - 1
-                ci = rho[x] * a[i]
-                tail_a = a[i + 1:]
-                mass = 0.0
-                for j in range(n):
-                    cij = ci * tail_a[j]
-                    w_ij[j] = cij * p_win[j]
-                    w_ji[j] = cij * p_lose[j]
-                    mass += w_ij[j] + w_ji[j]
-                part_total[x, c] += mass
-                wi = w_ij[:n]
-                wj = w_ji[:n]
-                for rr in range(n_rec):
-                    pr = ranked[rr, x]
-                    pi = pr[i]
-                    tail_p = pr[i + 1:]
-                    acc = 0.0
-                    for j in range(n):
-                        pj = tail_p[j]
-                        acc += (wi[j] if pi >= pj else 0.0) + (wj[j] if pj >= pi else 0.0)
-                    part[x, c, rr] += acc
-    return _sum_parts(part, part_total)
 
 
 @njit(cache=True, error_model="numpy")

@@ -168,15 +168,13 @@ def _ranking_counts(env: Bandit, ranked: np.ndarray, data):
     work = n_rec * n_ctx * k * k
     threads = _threads.thread_budget() if work >= _PARALLEL_RANKING_WORK else 1
     if _is_reference(data):
-        with _threads.numba_threads(threads):
-            return _mk.reference_ranking_counts(ranked, env.ref2d, env.reward2d,
-                                                env.context_weights)
+        return _mk.reference_ranking_counts(ranked, env.ref2d, env.reward2d, env.context_weights,
+                                            threads)
     weights = _data_weights(env, data)
     mu = _ordered_behavior(env, data, weights) if n_rec >= _ORDERED_MIN_POLICIES else None
     if mu is not None:
         return _mk.ordered_ranking_counts(ranked, mu, env.reward2d, env.context_weights)
-    with _threads.numba_threads(threads):
-        return _mk.ranking_counts(ranked, weights)
+    return _mk.ranking_counts(ranked, weights, threads)
 
 
 #: Policies from which checking for order-factored weights (one O(K^2) pass) pays for itself.

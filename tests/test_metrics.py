@@ -291,6 +291,30 @@ def test_fast_pairwise_metrics_equal_the_numpy_definitions(env):
             _slow_ideal_ranking_accuracy(env, reference, beta), rel=1e-13, abs=1e-15)
 
 
+@pytest.mark.parametrize("env", _instances(), ids=lambda e: f"K{e.n_responses}X{e.n_contexts}")
+def test_ranking_passes_split_over_threads_only_when_large_and_give_the_same_sums(env,
+                                                                                  monkeypatch):
+    """A small pass runs on one thread; a large one with free cores on several, with the same
+    sums to the last bit (fixed row blocks added in one order)."""
+    rng = np.random.default_rng(1)
+    pols = rng.dirichlet(np.ones(env.n_responses), size=(5, env.n_contexts))
+    pols[1] = np.round(pols[1], 2)                                     # ties
+    data = cs.offline_pairs(env, env.ref, labels="bradley_terry", n=300, seed=2)
+    threads = []
+    for name in ("ranking_counts", "reference_ranking_counts"):
+        kernel = getattr(M._mk, name)
+        monkeypatch.setattr(M._mk, name, lambda *args, kernel=kernel: (
+            threads.append(args[-1]), kernel(*args))[1])
+    monkeypatch.setattr(M._threads, "thread_budget", lambda *limit: 3)
+    one = [M.ranking_accuracy(env, pols, d) for d in (data, "reference")]
+    monkeypatch.setattr(M, "_PARALLEL_RANKING_WORK", 0)
+    several = [M.ranking_accuracy(env, pols, d) for d in (data, "reference")]
+    assert threads == [1, 1, 3, 3]
+    for a, b in zip(one, several):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(one[0], _slow_ranking_accuracy(env, pols, data), rtol=1e-13)
+
+
 def test_metrics_selection_order_subset_and_bad_input():
     env = cs.random_bandit(6, seed=3)
     data = cs.offline_pairs(env, env.ref)
