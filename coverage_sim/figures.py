@@ -132,21 +132,24 @@ def reproduce(ids: Iterable[str] | None = None, *, quick: bool = False,
 
             run_local(write_figure, plans, min(workers or os.cpu_count() or 1, len(plans)), done)
     else:
-        _reproduce_locally(plans, units, costs, workers, progress, results)
+        kernel_free = {exp.id for exp in selected if not exp.needs_kernels}
+        _reproduce_locally(plans, units, costs, workers, progress, results, kernel_free)
     write_index(figures, quick=quick)
     return [results[job[0]] for job in plans]
 
 
 def _reproduce_locally(plans: list, units: list, costs: list, workers: int | None,
-                       progress: bool, results: dict) -> None:
+                       progress: bool, results: dict, kernel_free: set = frozenset()) -> None:
     """:func:`reproduce`'s one local pool: kernel warm-up, units, and each figure (``plans``, the
     :func:`write_figure` arguments) once its experiment's units are in; verdicts into
-    ``results``."""
+    ``results``. The experiments in ``kernel_free`` call no numba kernel: their units may run
+    during the warm-up."""
     workers = min(workers or os.cpu_count() or 1, max(len(units) + len(plans), 1))
     left = {job[0]: 0 for job in plans}
     for unit in units:
         left[unit[0]] += 1
     figure_task = {job[0]: (write_figure, job, ("figure", job[0])) for job in plans}
+    complete = [i for i, n in left.items() if n == 0]   # resumed: only the figure is left
     # Compiling every kernel group up front pays where several processes would each compile the
     # same kernels (several experiments, most of them on the engine); one experiment compiles only
     # what it uses, in at most as many processes as it has units.
@@ -155,10 +158,26 @@ def _reproduce_locally(plans: list, units: list, costs: list, workers: int | Non
     with_torch = any("device" in job[1] for job in plans)   # the transformer experiments
     record = UnitRecorder(units, costs, progress=progress, desc="reproduce",
                           extra=FIGURE_SECONDS * len(plans))
+    # Units that call no kernel, most expensive first: a worker done with its kernel group while
+    # another still compiles runs them meanwhile.
+    free_units = [u for u in record.units if u[0] in kernel_free]
+    started = set()
+
+    def unit_task(unit) -> tuple:
+        started.add(id(unit))
+        return seed_table, unit_args(unit), ("unit", unit)
 
     def main_work() -> list:
-        ready = [figure_task[i] for i, n in left.items() if n == 0]
-        return ready + [(seed_table, unit_args(u), ("unit", u)) for u in record.units]
+        return ([figure_task[i] for i in complete]
+                + [unit_task(u) for u in record.units if id(u) not in started])
+
+    def while_warming() -> list:
+        """A task for a worker that would wait for the others' kernel groups."""
+        while free_units:
+            unit = free_units.pop(0)
+            if id(unit) not in started:
+                return [unit_task(unit)]
+        return []
 
     def on_done(key, result) -> list:
         nonlocal warming
@@ -170,17 +189,20 @@ def _reproduce_locally(plans: list, units: list, costs: list, workers: int | Non
             record.advance(0.0, f"compiled kernels: {item}")
             if warming == 0:
                 return main_work()
-            # Fewer groups left than workers: this worker would wait for the others; it imports
-            # what its first unit needs instead (the groups still queued are already taken).
-            return ([(import_experiments, (with_torch,), ("preload", item))]
-                    if warming < workers else [])
+            # Fewer groups left than workers: this worker would wait for the others; it runs a
+            # unit that needs no kernel, or else imports what its first unit needs (the groups
+            # still queued are already taken).
+            if warming >= workers:
+                return []
+            return while_warming() or [(import_experiments, (with_torch,), ("preload", item))]
         if kind == "unit":
             record.finish(item, result)
             left[item[0]] -= 1
-            return [figure_task[item[0]]] if left[item[0]] == 0 else []
+            figure = [figure_task[item[0]]] if left[item[0]] == 0 else []
+            return figure + (while_warming() if warming else [])
         results[item] = result
         record.advance(FIGURE_SECONDS, f"figure {item}")
-        return []
+        return while_warming() if warming else []
 
     if groups:
         record.advance(0.0, "compiling numba kernels")

@@ -7,8 +7,9 @@ and the sampled one (:func:`coverage_sim._sampled.run_one_sampled`), each compil
 inlined under it. Processes that start cold at the same time each compile the same kernels, so
 ``coverage-sim reproduce`` first compiles :data:`GROUPS`, each in one worker process (about a
 minute of wall time on two cores) and starts the experiments once every group is in the cache; a
-worker done with its group while another still compiles imports the experiments meanwhile
-(:func:`import_experiments`).
+worker done with its group while another still compiles runs the units of the experiments that
+call no kernel meanwhile (the torch-only ones, ``Experiment.needs_kernels``), or else imports the
+experiments (:func:`import_experiments`).
 With a warm cache a group only loads the cached code (about a second).
 
 Each group calls the public functions on a tiny bandit with the argument types every call uses

@@ -77,6 +77,10 @@ class Experiment:
     figure_table: Callable[[pd.DataFrame, Any], pd.DataFrame] | None = None
     # Optional markdown (e.g. a table) computed from the table, written into the figures index.
     summary: Callable[[pd.DataFrame, Any], str] | None = None
+    # False when the experiment's run, check and plot call no numba kernel (a torch-only
+    # experiment): `reproduce` then runs its units on a worker that has compiled its kernel group
+    # while another still compiles, instead of leaving that worker idle. The tests check it.
+    needs_kernels: bool = True
 
     def __post_init__(self):
         check_choice(self.expected_verdict, "expected_verdict", VERDICTS)

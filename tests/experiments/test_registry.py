@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -158,3 +161,53 @@ def test_one_format_may_be_given_as_a_string():
     from coverage_sim.figures import check_formats
 
     assert check_formats("svg") == ("svg",) and check_formats(["png", "pdf"]) == ("png", "pdf")
+
+
+#: Small configs of the experiments marked ``needs_kernels=False`` (the quick ones, shortened).
+_KERNEL_FREE_SMALL = {"tajwar-token-peak": dict(steps=4, sft_steps=4, eval_every=2, n_eval=16),
+                      "tajwar-tokens": dict(steps=4, sft_steps=4, n_eval=16),
+                      "drpo-transformer": dict(max_steps=10, record_points=3)}
+
+_NO_KERNEL_SCRIPT = """
+import dataclasses, json, sys
+import numba.core.registry
+import coverage_sim as cs
+from coverage_sim.experiments import EXPERIMENTS
+from coverage_sim.experiments.registry import assess
+
+def used():
+    # every kernel a process calls (compiled, or loaded from numba's cache) gains a signature
+    return sorted(f"{name}.{attr}" for name, module in list(sys.modules.items())
+                  if name.startswith("coverage_sim") for attr, value in vars(module).items()
+                  if isinstance(value, numba.core.registry.CPUDispatcher) and value.signatures)
+
+for eid, small in json.loads(sys.argv[1]).items():
+    exp = EXPERIMENTS[eid]
+    cfg = dataclasses.replace(exp.config.quick(), **small)
+    table = exp.run(cfg, 0)
+    assess(exp, table, cfg)
+    exp.plot(table, cfg)
+    if exp.figure_table is not None:
+        exp.figure_table(table, cfg)
+    if exp.summary is not None:
+        exp.summary(table, cfg)
+    print(eid, used())
+env = cs.tajwar_bandit(n_actions=4)   # the control: a training call uses kernels
+cs.train(env, "dpo", cs.offline_pairs(env, env.ref), steps=2, lr=0.1, metrics=[], progress=False)
+print("control", used())
+"""
+
+
+def test_experiments_marked_kernel_free_call_no_numba_kernel():
+    """`reproduce` runs them while the numba kernels compile (``needs_kernels=False``): in a fresh
+    process their run, check and figure call no kernel, while a training call (the control)
+    does."""
+    pytest.importorskip("torch")
+    flagged = sorted(e.id for e in EXPERIMENTS.values() if not e.needs_kernels)
+    assert flagged == sorted(_KERNEL_FREE_SMALL)
+    out = subprocess.run([sys.executable, "-c", _NO_KERNEL_SCRIPT, json.dumps(_KERNEL_FREE_SMALL)],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "COVERAGE_SIM_PROGRESS": "0"}).stdout
+    lines = dict(line.split(" ", 1) for line in out.strip().splitlines())
+    assert {eid: lines[eid] for eid in flagged} == {eid: "[]" for eid in flagged}
+    assert "_engine.run_chunk" in lines["control"]

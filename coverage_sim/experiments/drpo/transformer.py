@@ -404,4 +404,5 @@ if HAVE_TORCH:  # registered only when torch imports
             "uniform reference gpt-nano's outputs become position-independent, and Adam-trained "
             "resets then get trapped in 6 of 10 locks (a position pushed to ~0 has exact PG "
             "weight ~0)."),
-        config=DRPOTransformerConfig, run=run, plot=plot, check=check, seeds=4))
+        config=DRPOTransformerConfig, run=run, plot=plot, check=check, seeds=4,
+        needs_kernels=False))

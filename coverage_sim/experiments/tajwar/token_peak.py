@@ -271,4 +271,4 @@ if HAVE_TORCH:  # registered only when torch imports
             "budget, and IPO's failure is a missing lead, not a reversed one (the quick run: "
             "+0.012 and -0.014)."),
         config=TajwarTokenPeakConfig, run=run, plot=plot, check=check, seeds=3,
-        expected_verdict=PARTLY, expected_failing=("ipo",)))
+        expected_verdict=PARTLY, expected_failing=("ipo",), needs_kernels=False))

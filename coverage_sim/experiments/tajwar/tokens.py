@@ -270,4 +270,5 @@ if HAVE_TORCH:  # registered only when torch imports
             "undoes the slowdown that sample reuse causes for maximum likelihood. Reward vs KL is "
             "the same curve for both (panel c): push-down is faster, not more KL-efficient; "
             "neither has a KL term, so both end near a point mass (KL ~ 55 nats)."),
-        config=TajwarTokensConfig, run=run, plot=plot, check=check, seeds=4))
+        config=TajwarTokensConfig, run=run, plot=plot, check=check, seeds=4,
+        needs_kernels=False))
