@@ -20,10 +20,10 @@ range is at most 700 (``e`` stays a normal double); wider ranges take a stable s
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from coverage_sim._pair_kernels import _sigmoid
-from coverage_sim._threads import for_each
+from coverage_sim._threads import numba_threads
 
 __all__ = ["N_BLOCKS", "preference_matvec", "ranking_block", "ranking_counts",
            "reference_ranking_block", "reference_ranking_counts", "ordered_ranking_counts",
@@ -111,7 +111,7 @@ def _row_blocks(k, n, triangle):
     return b
 
 
-@njit(nogil=True, **_JIT)
+@njit(**_JIT)
 def ranking_block(ranked, weights, c, part, part_total):
     """Row block ``c`` (of :data:`N_BLOCKS`) of :func:`ranking_counts`: for each context ``x``,
     ``part[x, c, r]`` the weight of block ``c``'s pairs that policy ``r`` orders correctly and
@@ -151,14 +151,25 @@ def ranking_counts(ranked: np.ndarray, weights: np.ndarray, threads: int = 1):
 
     O(R X K^2) compares, vectorised over ``j``; rows without weight are skipped (a sparse list of
     pairs costs O(R X K) per listed winner). The rows are cut into :data:`N_BLOCKS` fixed blocks
-    (:func:`ranking_block`) shared by ``threads`` Python threads, and the blocks' sums are added in
-    one order, so the result does not depend on ``threads``.
+    (:func:`ranking_block`), run on ``threads`` threads, and the blocks' sums are added in one
+    order, so the result does not depend on ``threads``.
     """
-    return _by_blocks(ranked, threads, lambda c, part, part_total: ranking_block(
-        ranked, weights, c, part, part_total))
+    return _by_blocks(ranked, threads, _ranking_serial, _ranking_parallel, weights)
 
 
-@njit(nogil=True, **_JIT)
+@njit(**_JIT)
+def _ranking_serial(ranked, weights, part, part_total):
+    for c in range(N_BLOCKS):
+        ranking_block(ranked, weights, c, part, part_total)
+
+
+@njit(parallel=True, **_JIT)
+def _ranking_parallel(ranked, weights, part, part_total):
+    for c in prange(N_BLOCKS):   # prange's index is unsigned: int64 keeps one specialisation
+        ranking_block(ranked, weights, np.int64(c), part, part_total)
+
+
+@njit(**_JIT)
 def reference_ranking_block(ranked, ref, reward, rho, c, part, part_total):
     """Row block ``c`` of :func:`reference_ranking_counts` (``part``, ``part_total`` as in
     :func:`ranking_block`)."""
@@ -211,22 +222,39 @@ def reference_ranking_counts(ranked: np.ndarray, ref: np.ndarray, reward: np.nda
     ``W_ji``, a tie both. O(R X K^2 / 2) compares after one division per pair; blocks of about
     equal upper-triangle area over ``threads`` threads, as in :func:`ranking_counts`.
     """
-    return _by_blocks(ranked, threads, lambda c, part, part_total: reference_ranking_block(
-        ranked, ref, reward, rho, c, part, part_total))
+    return _by_blocks(ranked, threads, _reference_serial, _reference_parallel, ref, reward, rho)
 
 
-def _by_blocks(ranked: np.ndarray, threads: int, block):
-    """Run ``block(c, part, part_total)`` for every row block on ``threads`` threads and add the
-    blocks' sums context by context, block by block (an order independent of the threads).
+@njit(**_JIT)
+def _reference_serial(ranked, ref, reward, rho, part, part_total):
+    for c in range(N_BLOCKS):
+        reference_ranking_block(ranked, ref, reward, rho, c, part, part_total)
 
-    Python threads over a ``nogil`` kernel rather than a numba ``prange``: numba compiles a
-    ``parallel=True`` kernel (its loops lowered to a thread pool) for seconds even in a process
-    whose passes are all small and run on one thread (about 5 s of one core in a fresh clone).
+
+@njit(parallel=True, **_JIT)
+def _reference_parallel(ranked, ref, reward, rho, part, part_total):
+    for c in prange(N_BLOCKS):
+        reference_ranking_block(ranked, ref, reward, rho, np.int64(c), part, part_total)
+
+
+def _by_blocks(ranked: np.ndarray, threads: int, serial, parallel, *data):
+    """``(num, total)`` of a ranking pass: ``serial(ranked, *data, part, part_total)`` fills the
+    blocks' sums on this thread, ``parallel`` (the same over a numba ``prange``) on ``threads``
+    threads; the sums are added context by context, block by block.
+
+    Two kernels because numba compiles a ``parallel=True`` kernel (its loop lowered to a thread
+    pool) for seconds, about 5 s of one core for the two passes in a fresh clone: a process whose
+    passes are all small (below ``metrics``' threshold, or on a busy machine) runs the serial ones
+    and never compiles the parallel ones.
     """
     n_rec, n_ctx, _ = ranked.shape
     part = np.zeros((n_ctx, N_BLOCKS, n_rec))
     part_total = np.zeros((n_ctx, N_BLOCKS))
-    for_each(lambda c: block(c, part, part_total), N_BLOCKS, threads)
+    if threads > 1:
+        with numba_threads(threads):
+            parallel(ranked, *data, part, part_total)
+    else:
+        serial(ranked, *data, part, part_total)
     return _sum_parts(part, part_total)
 
 

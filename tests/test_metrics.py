@@ -294,8 +294,8 @@ def test_fast_pairwise_metrics_equal_the_numpy_definitions(env):
 @pytest.mark.parametrize("env", _instances(), ids=lambda e: f"K{e.n_responses}X{e.n_contexts}")
 def test_ranking_passes_split_over_threads_only_when_large_and_give_the_same_sums(env,
                                                                                   monkeypatch):
-    """A small pass runs on one thread; a large one with free cores on several, with the same
-    sums to the last bit (fixed row blocks added in one order)."""
+    """A small pass runs the serial kernels; a large one with free cores the parallel ones, with
+    the same sums to the last bit (fixed row blocks added in one order)."""
     rng = np.random.default_rng(1)
     pols = rng.dirichlet(np.ones(env.n_responses), size=(5, env.n_contexts))
     pols[1] = np.round(pols[1], 2)                                     # ties
@@ -306,7 +306,11 @@ def test_ranking_passes_split_over_threads_only_when_large_and_give_the_same_sum
         monkeypatch.setattr(M._mk, name, lambda *args, kernel=kernel: (
             threads.append(args[-1]), kernel(*args))[1])
     monkeypatch.setattr(M._threads, "thread_budget", lambda *limit: 3)
-    one = [M.ranking_accuracy(env, pols, d) for d in (data, "reference")]
+    with monkeypatch.context() as serial_only:
+        # a process with small passes only never calls (nor compiles) the parallel kernels
+        for name in ("_ranking_parallel", "_reference_parallel"):
+            serial_only.setattr(M._mk, name, lambda *args: pytest.fail("parallel kernel called"))
+        one = [M.ranking_accuracy(env, pols, d) for d in (data, "reference")]
     monkeypatch.setattr(M, "_PARALLEL_RANKING_WORK", 0)
     several = [M.ranking_accuracy(env, pols, d) for d in (data, "reference")]
     assert threads == [1, 1, 3, 3]
