@@ -1,12 +1,12 @@
 """Compiling the numba kernels ahead of use, in groups that separate processes compile at once.
 
 numba compiles a kernel on its first call and caches the machine code beside the source
-(``cache=True``), so only a fresh clone (or a changed source file) pays: about two minutes of one
-core, most of it in two kernels, the exact training loop (:func:`coverage_sim._engine.run_chunk`)
+(``cache=True``), so only a fresh clone (or a changed source file) pays: about 80 s of one core,
+most of it in two kernels, the exact training loop (:func:`coverage_sim._engine.run_chunk`)
 and the sampled one (:func:`coverage_sim._sampled.run_one_sampled`), each compiling the objectives
 inlined under it. Processes that start cold at the same time each compile the same kernels, so
-``coverage-sim reproduce`` first compiles :data:`GROUPS`, each in one worker process (about a
-minute of wall time on two cores) and starts the experiments once every group is in the cache; a
+``coverage-sim reproduce`` first compiles :data:`GROUPS`, each in one worker process (about 45 s
+of wall time on two cores) and starts the experiments once every group is in the cache; a
 worker done with its group while another still compiles runs the units of the experiments that
 call no kernel meanwhile (the torch-only ones, ``Experiment.needs_kernels``), or else imports the
 experiments (:func:`import_experiments`).
@@ -27,13 +27,15 @@ __all__ = ["GROUPS", "import_experiments", "warm_up"]
 
 #: The kernel groups, in the order a pool should start them (measured 2026-12-04, one core, cold):
 #: ``"exact"`` the exact training loop and the exact gradient, which shares the objective with it
-#: (about 57 s; 47-49 s since a serial run no longer compiles the parallel DPO kernels, see
-#: :func:`coverage_sim._engine.row_mode`); ``"metrics"`` the metrics and the sampler's single
-#: batches (about 30 s), which share no kernel with it; ``"sampled"`` the sampled training loop
-#: and the sampled gradients (about 23 s once the batches are cached), which share the per-pair
+#: (42-44 s, since a serial run no longer compiles the parallel DPO kernels, see
+#: :func:`coverage_sim._engine.row_mode`, and the online pair buffer reaches the pairwise kernels
+#: typed as the offline weights are; it was about 57 s); ``"metrics"`` the metrics and the
+#: sampler's single batches (18-20 s since the ranking passes of one thread have serial kernels;
+#: about 30 s before), which share no kernel with it; ``"sampled"`` the sampled training loop and
+#: the sampled gradients (about 18 s once the other two are cached), which share the per-pair
 #: losses with the exact loop and so start last, when the process compiling the exact loop has
-#: cached most of them. Two processes compile the three in about a minute (the two finish within
-#: 4 s of each other; with the exact gradient in the third group they finished 8 s apart).
+#: cached most of them. Two processes compile the three in about 45 s, finishing within a few
+#: seconds of each other; a worker that finishes first runs kernel-free units meanwhile.
 GROUPS = ("exact", "metrics", "sampled")
 
 

@@ -6,6 +6,7 @@ import ast
 import importlib
 import inspect
 
+import numpy as np
 import pytest
 from numba.core.registry import CPUDispatcher
 
@@ -67,3 +68,43 @@ def test_the_literal_check_finds_literals():
                           {"run_chunk"})
     assert found == ["run_one -> run_chunk(True)", "run_one -> run_chunk(0)",
                      "run_one -> run_chunk(TABULAR)"]
+
+
+def writable_pair_weights(source: str, jitted: set) -> list[str]:
+    """Calls in ``source``'s jitted functions to ``population_pairwise_sum`` whose pair weights
+    (its sixth argument) are neither a term's frozen ``W`` nor a buffer passed through
+    ``_read_only``."""
+    return [f"{caller}: {ast.unparse(node)}" for caller, sites in _calls(source, jitted).items()
+            for callee, node in sites if callee == "population_pairwise_sum"
+            and not (ast.unparse(node.args[5]) == "W"
+                     or ast.unparse(node.args[5]).startswith("_read_only("))]
+
+
+def test_the_pairwise_kernels_get_pair_weights_of_one_layout():
+    """The online objectives' pair buffer reaches the pairwise kernels typed read-only, as the
+    data's frozen ``W`` does, so that numba compiles them once (a writable buffer compiled
+    ``population_pairwise_sum`` and the AOT kernels under it a second time: about 6 s of one core
+    in a fresh clone's warm-up)."""
+    source, jitted, _ = _module_facts("coverage_sim._engine")
+    assert writable_pair_weights(source, jitted | {"population_pairwise_sum"}) == []
+    # negative control: the call the online branches made before
+    bad = "def f(x):\n    population_pairwise_sum(c, p, w, lp, rlp, wbuf, g)\n"
+    assert writable_pair_weights(bad, {"f", "population_pairwise_sum"}) == [
+        "f: population_pairwise_sum(c, p, w, lp, rlp, wbuf, g)"]
+
+
+def test_read_only_is_the_same_memory_typed_read_only():
+    from numba import njit
+
+    from coverage_sim._engine import _read_only
+
+    @njit
+    def view(a):
+        return _read_only(a)
+
+    a = np.arange(6.0).reshape(2, 3)
+    b = view(a)
+    assert np.shares_memory(a, b) and b.shape == a.shape
+    np.testing.assert_array_equal(b, a)
+    (signature,) = view.nopython_signatures
+    assert signature.args[0].mutable and not signature.return_type.mutable
