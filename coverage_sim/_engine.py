@@ -316,7 +316,7 @@ def _read_only(typingctx, arr):
 
     The online objectives fill their pair weights in a writable buffer, the offline ones read the
     data's frozen ``W`` (:func:`pair_array`); passing the buffer read-only gives the pairwise
-    kernels one specialisation instead of two (about 3 s of one core in a fresh clone's warm-up).
+    kernels one specialisation instead of two (about 6 s of one core in a fresh clone's warm-up).
     """
     if not isinstance(arr, types.Array):
         return None
