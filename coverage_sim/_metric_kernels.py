@@ -170,9 +170,19 @@ def _ranking_parallel(ranked, weights, part, part_total):
 
 
 @njit(**_JIT)
-def reference_ranking_block(ranked, ref, reward, rho, c, part, part_total):
-    """Row block ``c`` of :func:`reference_ranking_counts` (``part``, ``part_total`` as in
-    :func:`ranking_block`)."""
+def _centred_exps(reward):
+    """:func:`_centred_exp` of each context: ``e`` (X, K) and ``ok`` (X,)."""
+    e = np.empty(reward.shape)
+    ok = np.empty(reward.shape[0], dtype=np.bool_)
+    for x in range(reward.shape[0]):
+        e[x], ok[x] = _centred_exp(reward[x])
+    return e, ok
+
+
+@njit(**_JIT)
+def reference_ranking_block(ranked, ref, reward, rho, e, ok, c, part, part_total):
+    """Row block ``c`` of :func:`reference_ranking_counts` (``e, ok`` from :func:`_centred_exps`
+    of ``reward``; ``part``, ``part_total`` as in :func:`ranking_block`)."""
     n_rec, n_ctx, k = ranked.shape
     bounds = _row_blocks(k, N_BLOCKS, True)
     p_win = np.empty(k)
@@ -184,11 +194,10 @@ def reference_ranking_block(ranked, ref, reward, rho, c, part, part_total):
             continue
         r = reward[x]
         a = ref[x]
-        e, ok = _centred_exp(r)
         for i in range(bounds[c], bounds[c + 1]):
             if a[i] == 0.0:
                 continue
-            _bt_row(r, e, ok, i, p_win, p_lose)
+            _bt_row(r, e[x], ok[x], i, p_win, p_lose)
             n = k - i - 1
             ci = rho[x] * a[i]
             tail_a = a[i + 1:]
@@ -227,14 +236,16 @@ def reference_ranking_counts(ranked: np.ndarray, ref: np.ndarray, reward: np.nda
 
 @njit(**_JIT)
 def _reference_serial(ranked, ref, reward, rho, part, part_total):
+    e, ok = _centred_exps(reward)
     for c in range(N_BLOCKS):
-        reference_ranking_block(ranked, ref, reward, rho, c, part, part_total)
+        reference_ranking_block(ranked, ref, reward, rho, e, ok, c, part, part_total)
 
 
 @njit(parallel=True, **_JIT)
 def _reference_parallel(ranked, ref, reward, rho, part, part_total):
+    e, ok = _centred_exps(reward)
     for c in prange(N_BLOCKS):
-        reference_ranking_block(ranked, ref, reward, rho, np.int64(c), part, part_total)
+        reference_ranking_block(ranked, ref, reward, rho, e, ok, np.int64(c), part, part_total)
 
 
 def _by_blocks(ranked: np.ndarray, threads: int, serial, parallel, *data):
