@@ -158,26 +158,22 @@ def _reproduce_locally(plans: list, units: list, costs: list, workers: int | Non
     with_torch = any("device" in job[1] for job in plans)   # the transformer experiments
     record = UnitRecorder(units, costs, progress=progress, desc="reproduce",
                           extra=FIGURE_SECONDS * len(plans))
-    # Units that call no kernel, most expensive first: a worker done with its kernel group while
-    # another still compiles runs them meanwhile.
-    free_units = [u for u in record.units if u[0] in kernel_free]
-    started = set()
+    pending = list(record.units)   # not handed out yet, most expensive first
 
     def unit_task(unit) -> tuple:
-        started.add(id(unit))
         return seed_table, unit_args(unit), ("unit", unit)
 
     def main_work() -> list:
-        return ([figure_task[i] for i in complete]
-                + [unit_task(u) for u in record.units if id(u) not in started])
+        return [figure_task[i] for i in complete] + [unit_task(u) for u in pending]
 
     def while_warming() -> list:
-        """A task for a worker that would wait for the others' kernel groups."""
-        while free_units:
-            unit = free_units.pop(0)
-            if id(unit) not in started:
-                return [unit_task(unit)]
-        return []
+        """For a worker that would wait for the others' kernel groups: the most expensive unit
+        still pending of an experiment that calls no kernel, if any."""
+        unit = next((u for u in pending if u[0] in kernel_free), None) if warming else None
+        if unit is None:
+            return []
+        pending.remove(unit)
+        return [unit_task(unit)]
 
     def on_done(key, result) -> list:
         nonlocal warming
@@ -199,10 +195,10 @@ def _reproduce_locally(plans: list, units: list, costs: list, workers: int | Non
             record.finish(item, result)
             left[item[0]] -= 1
             figure = [figure_task[item[0]]] if left[item[0]] == 0 else []
-            return figure + (while_warming() if warming else [])
+            return figure + while_warming()
         results[item] = result
         record.advance(FIGURE_SECONDS, f"figure {item}")
-        return while_warming() if warming else []
+        return while_warming()
 
     if groups:
         record.advance(0.0, "compiling numba kernels")
